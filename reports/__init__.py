@@ -1,0 +1,1 @@
+"""Reports: plots, leaderboards, best-model selection, export and prediction."""

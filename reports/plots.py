@@ -1,0 +1,73 @@
+"""Plots people look at: confusion matrices and learning curves, written as PNG (headless Agg backend)."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+from zoo import atomic  # noqa: E402
+
+
+def confusion_matrix(y_true: np.ndarray, y_pred: np.ndarray, num_classes: int) -> np.ndarray:
+    matrix = np.zeros((num_classes, num_classes), dtype=np.int64)
+    np.add.at(matrix, (y_true, y_pred), 1)
+    return matrix
+
+
+def normalize_rows(matrix: np.ndarray) -> np.ndarray:
+    totals = matrix.sum(axis=1, keepdims=True)
+    return np.divide(matrix, totals, out=np.zeros(matrix.shape, dtype=float), where=totals > 0)
+
+
+def save_figure(figure: plt.Figure, path: Path) -> None:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=120, bbox_inches="tight")
+    plt.close(figure)
+    with atomic.atomic_file(path) as handle:
+        handle.write(buffer.getvalue())
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    normalized = matrix.dtype.kind == "f"
+    size = max(3.5, 0.6 * len(classes) + 2)
+    figure, axes = plt.subplots(figsize=(size, size * 0.85))
+    image = axes.imshow(matrix, interpolation="nearest", cmap="Blues", vmin=0, vmax=1 if normalized else None)
+    figure.colorbar(image, ax=axes, fraction=0.046, pad=0.04)
+    axes.set(xticks=range(len(classes)), yticks=range(len(classes)), xticklabels=classes, yticklabels=classes,
+             xlabel="Predicted label", ylabel="True label", title=title)
+    plt.setp(axes.get_xticklabels(), rotation=45, ha="right")
+    threshold = matrix.max() / 2 if matrix.size else 0
+    for (row, col), value in np.ndenumerate(matrix):
+        text = f"{value:.2f}" if normalized else str(value)
+        axes.text(col, row, text, ha="center", va="center", color="white" if value > threshold else "black")
+    save_figure(figure, path)
+
+
+def write_confusion_matrices(matrix: np.ndarray, classes: list[str], folder: Path, split: str = "test") -> None:
+    """confusion_matrix.png/.csv and confusion_matrix_normalized.png/.csv, rows true, columns predicted."""
+    for suffix, values in (("", matrix), ("_normalized", normalize_rows(matrix))):
+        frame = pd.DataFrame(values, index=pd.Index(classes, name="true"), columns=classes)
+        atomic.write_text(folder / f"confusion_matrix{suffix}.csv", frame.to_csv())
+        title = f"Confusion matrix ({split}{', normalized' if suffix else ''})"
+        plot_confusion_matrix(values, classes, folder / f"confusion_matrix{suffix}.png", title)
+
+
+def plot_learning_curves(history: pd.DataFrame, path: Path, title: str) -> None:
+    """Accuracy and loss per epoch across rounds, with round boundaries marked."""
+    figure, (acc_axes, loss_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for axes, metric in ((acc_axes, "accuracy"), (loss_axes, "loss")):
+        axes.plot(history.step, history[metric], label=f"train {metric}")
+        axes.plot(history.step, history[f"val_{metric}"], label=f"valid {metric}")
+        for boundary in history.groupby("round").step.min().iloc[1:]:
+            axes.axvline(boundary - 0.5, color="grey", lw=0.8, ls="--")
+        axes.set(xlabel="epoch (all rounds)", ylabel=metric)
+        axes.legend(fontsize=8)
+    figure.suptitle(title)
+    save_figure(figure, path)

@@ -1,0 +1,141 @@
+"""The trial spec: one model spec plus how to train it, parsed from flat `key=value` parameters.
+
+A sweep point, `videosweep train --set ...` and a `--config trial.yaml` all become the same `TrialSpec`, so
+a trial is identified (and hashed into its trial key) the same way wherever it comes from.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from zoo import ModelSpec, canonical_spec
+from zoo.errors import UserError, one_line
+from zoo.spec import MODEL_FIELDS, format_frame_size
+
+
+class TrainingConfig(BaseModel):
+    """How a trial is trained: rounds of Adam at decreasing learning rates with early stopping."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    epochs: int = Field(20, ge=1, description="Maximum epochs per learning-rate round.")
+    patience: int = Field(3, ge=1, description="Epochs without a better val_accuracy before a round stops.")
+    learning_rates: tuple[float, ...] = Field(
+        (1e-3, 1e-4, 1e-5), min_length=1, description="One round of Adam per rate, each from the best weights so far."
+    )
+    batch_size: int = Field(32, ge=1, description="Windows per batch.")
+    seed: int = Field(0, ge=0, description="Seeds weight init, shuffling and dropout.")
+
+    @field_validator("learning_rates", mode="before")
+    @classmethod
+    def _rates(cls, value: Any) -> Any:
+        if isinstance(value, (int, float, str)):
+            value = [value]
+        return value
+
+    @field_validator("learning_rates")
+    @classmethod
+    def _positive(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(rate <= 0 for rate in value):
+            raise ValueError("learning rates must be positive")
+        return value
+
+
+TRAINING_FIELDS: tuple[str, ...] = tuple(TrainingConfig.model_fields)
+PARAMETERS: tuple[str, ...] = MODEL_FIELDS + TRAINING_FIELDS
+_RESEARCH_ALIASES = {"pretrained_model_name": "backbone"}
+
+
+def validation_message(err: ValidationError, prefix: str = "") -> str:
+    """Pydantic's errors as one line: `key.path: message` for the first few problems."""
+    parts = []
+    for problem in err.errors()[:3]:
+        where = ".".join(str(p) for p in problem["loc"]) or "value"
+        message = problem["msg"].removeprefix("Value error, ")
+        if problem["type"] == "extra_forbidden":
+            message = "unknown key"
+        elif problem["type"] == "missing":
+            message = "required"
+        parts.append(f"{prefix}{where}: {message}")
+    more = len(err.errors()) - 3
+    return one_line("; ".join(parts) + (f" (and {more} more)" if more > 0 else ""))
+
+
+class TrialSpec(BaseModel):
+    """What one trial trains: the canonical model spec and the training settings."""
+
+    model_config = ConfigDict(frozen=True)
+
+    model: ModelSpec
+    training: TrainingConfig = TrainingConfig()
+
+    @classmethod
+    def from_flat(cls, params: dict[str, Any], where: str = "") -> TrialSpec:
+        """Split flat parameters into model and training parts; one-line UserError on any problem."""
+        model: dict[str, Any] = {}
+        training: dict[str, Any] = {}
+        for key, value in params.items():
+            name = _RESEARCH_ALIASES.get(key, key)
+            if name in MODEL_FIELDS:
+                model[name] = value
+            elif name in TRAINING_FIELDS:
+                training[name] = value
+            else:
+                raise UserError(f"{where}unknown parameter {key!r}; valid parameters: {', '.join(PARAMETERS)}")
+        if "architecture" not in model:
+            raise UserError(f"{where}architecture: required; choose one of the zoo's (`videosweep zoo`)")
+        try:
+            return cls(model=canonical_spec(ModelSpec.model_validate(model)), training=TrainingConfig(**training))
+        except ValidationError as err:
+            raise UserError(validation_message(err, where)) from None
+
+    def flat(self) -> dict[str, Any]:
+        """Canonical flat parameters (JSON-friendly: frame_size as WxH, rates as a list)."""
+        values = {**self.model.model_dump(), **self.training.model_dump()}
+        values["frame_size"] = format_frame_size(self.model.frame_size)
+        values["learning_rates"] = list(self.training.learning_rates)
+        return values
+
+    def key(self, dataset_fingerprint: str) -> str:
+        """A stable hash of the canonical parameters, training settings and data: the trial's identity."""
+        payload = json.dumps({"params": self.flat(), "data": dataset_fingerprint}, sort_keys=True)
+        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def parse_assignments(assignments: list[str]) -> dict[str, Any]:
+    """`key=value` strings -> dict; values are YAML scalars/lists (safe_load: nothing is evaluated)."""
+    params: dict[str, Any] = {}
+    for item in assignments:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set {item!r}: expected key=value")
+        try:
+            params[key.strip()] = yaml.safe_load(raw) if raw.strip() else None
+        except yaml.YAMLError:
+            raise UserError(f"--set {item!r}: cannot read the value") from None
+    return params
+
+
+def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
+    """A YAML file whose top level is a mapping, or a one-line UserError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"{what} {path} does not exist")
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        mark = getattr(err, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(err, "problem", None) or "malformed YAML"
+        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+    except (OSError, UnicodeDecodeError) as err:
+        raise UserError(f"{path}: cannot read ({err})") from None
+    if not isinstance(data, dict):
+        raise UserError(f"{path}: the top level must be a mapping of keys to values")
+    return data

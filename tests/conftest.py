@@ -1,0 +1,85 @@
+"""Shared fixtures: the bundled real seals frames, small derived datasets, and an isolated cache."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SEALS = ROOT / "examples" / "seals"
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def derive_dataset(target: Path, frames_per_video: int | None = None, labels: pd.DataFrame | None = None) -> Path:
+    """A dataset in `target` made of links to the seals frames (optionally the first N of each video)."""
+    table = labels if labels is not None else pd.read_csv(SEALS / "labels.csv", dtype=str)
+    if frames_per_video is not None:
+        table = table.groupby("video", sort=False).head(frames_per_video)
+    for video, frame in zip(table.video, table.frame):
+        (target / video).mkdir(parents=True, exist_ok=True)
+        link = target / video / frame
+        if not link.exists():
+            link.symlink_to(SEALS / video / frame)
+    table.to_csv(target / "labels.csv", index=False)
+    return target
+
+
+@pytest.fixture(scope="session")
+def seals() -> Path:
+    return SEALS
+
+
+@pytest.fixture(scope="session")
+def cache_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One cache for the whole run (features are computed once, as in a sweep); subprocesses inherit it."""
+    path = tmp_path_factory.mktemp("cache")
+    os.environ["VIDEOSWEEP_CACHE"] = str(path)
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_seals(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The first 40 frames of each seals video (both classes in every split) for end-to-end frame models."""
+    table = pd.read_csv(SEALS / "labels.csv", dtype=str)
+    picked = []
+    for _, frames in table.groupby("video", sort=False):
+        seal = frames[frames.label == "seal"].head(20)
+        noseal = frames[frames.label == "noseal"].head(20)
+        picked.append(frames.loc[sorted(set(seal.index) | set(noseal.index))])
+    return derive_dataset(tmp_path_factory.mktemp("tiny_seals"), labels=pd.concat(picked))
+
+
+@pytest.fixture
+def dataset_copy(tmp_path: Path):
+    """Make a mutable dataset (labels.csv copied, frames linked) to break in one test."""
+
+    def make(frames_per_video: int | None = 12) -> Path:
+        return derive_dataset(tmp_path / "data", frames_per_video)
+
+    return make
+
+
+def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
+            timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """Run the real `videosweep` entry point in a subprocess."""
+    command = [sys.executable, "-c", "from runner.cli import main; main()", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT,
+                          env={**os.environ, **(env or {})})
+
+
+def tree_snapshot(folder: Path) -> dict[str, float]:
+    """Every file under `folder` with its mtime, to prove that nothing was written."""
+    if not folder.exists():
+        return {}
+    return {str(p.relative_to(folder)): p.stat().st_mtime_ns for p in folder.rglob("*")}
+
+
+def copy_tree(source: Path, target: Path) -> Path:
+    shutil.copytree(source, target, symlinks=True)
+    return target

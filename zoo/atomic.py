@@ -1,0 +1,94 @@
+"""Atomic writes: a file or a folder either appears complete or not at all (readers never see half of it)."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from zoo.errors import UserError
+
+
+def _fsync_dir(folder: Path) -> None:
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextmanager
+def atomic_file(path: Path, mode: str = "wb") -> Iterator[BinaryIO]:
+    """Write `path` through a temporary sibling renamed into place on success."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, mode) as handle:
+            yield handle  # type: ignore[misc]
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_text(path: Path, text: str) -> None:
+    with atomic_file(path, "w") as handle:
+        handle.write(text)  # type: ignore[arg-type]
+
+
+def write_json(path: Path, data: Any) -> None:
+    write_text(path, json.dumps(data, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def save_npy(path: Path, array: np.ndarray) -> None:
+    with atomic_file(path) as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def writable_dir(folder: Path, what: str) -> Path:
+    """Create `folder` if needed and prove it is writable, or raise a one-line UserError."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-", delete=True)
+        probe.close()
+    except OSError as err:
+        raise UserError(f"{what} {folder} is not writable ({err.strerror or err})") from None
+    return folder
+
+
+@contextmanager
+def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
+    """Build a folder in a temporary sibling and rename it to `target` only when the block succeeds."""
+    target = Path(target).expanduser()
+    writable_dir(target.parent, "output folder")
+    if target.exists() and any(target.iterdir()) and not overwrite:
+        raise UserError(f"output folder {target} already exists and is not empty (use --overwrite to replace it)")
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    try:
+        yield staging
+        if target.exists():
+            trash = target.with_name(f".{target.name}.old-{os.getpid()}")
+            os.replace(target, trash)
+            os.replace(staging, target)
+            shutil.rmtree(trash, ignore_errors=True)
+        else:
+            os.replace(staging, target)
+        _fsync_dir(target.parent)
+    except BaseException:
+        shutil.rmtree(staging, ignore_errors=True)
+        raise

@@ -1,0 +1,186 @@
+"""Datasets on disk: `<root>/<video>/<frame files>` plus `labels.csv` (video,frame,label,split), validated on load.
+
+A `Dataset` holds the label table in a fixed order (video, then natural frame order), the class list and a
+fingerprint that changes whenever the labels or the frame files do: caches and trial keys are keyed on it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass, field
+from functools import cached_property
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from zoo.errors import DataError
+
+SPLITS = ("train", "valid", "test")
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp"})
+REQUIRED_COLUMNS = ("video", "frame", "label", "split")
+_SHOWN = 3  # offending rows named in one error line
+
+
+def natural_key(name: str) -> list[object]:
+    """Sort frame-00010 after frame-0009 whatever the zero padding."""
+    return [int(part) if part.isdigit() else part for part in re.split(r"(\d+)", name)]
+
+
+def _examples(items: list[str] | pd.Series) -> str:
+    items = list(items)
+    shown = ", ".join(str(item) for item in items[:_SHOWN])
+    return shown + (f" (and {len(items) - _SHOWN} more)" if len(items) > _SHOWN else "")
+
+
+@dataclass
+class Dataset:
+    """A validated dataset. `labels` rows are ordered by video then natural frame order."""
+
+    root: Path
+    labels: pd.DataFrame
+    classes: list[str]
+    fingerprint: str  # labels and frames: keys trials
+    frames_fingerprint: str  # frame files only: keys caches (re-labelling keeps the features)
+    labels_path: Path
+    _video_slices: dict[str, slice] = field(default_factory=dict, repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.root.name
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+    @cached_property
+    def frame_paths(self) -> list[Path]:
+        return [self.root / video / frame for video, frame in zip(self.labels.video, self.labels.frame)]
+
+    @cached_property
+    def label_indices(self) -> np.ndarray:
+        lookup = {name: index for index, name in enumerate(self.classes)}
+        return self.labels.label.map(lookup).to_numpy(dtype="int64")
+
+    @cached_property
+    def videos(self) -> list[str]:
+        return list(dict.fromkeys(self.labels.video))
+
+    def video_rows(self, video: str) -> slice:
+        """Rows of one video in `labels` (contiguous by construction)."""
+        if not self._video_slices:
+            starts = self.labels.groupby("video", sort=False).indices
+            self._video_slices.update({v: slice(int(i[0]), int(i[-1]) + 1) for v, i in starts.items()})
+        return self._video_slices[video]
+
+    def split_videos(self, split: str) -> list[str]:
+        return [v for v in self.videos if self.labels.split.iat[self.video_rows(v).start] == split]
+
+    def class_counts(self) -> dict[str, dict[str, int]]:
+        counts = self.labels.groupby(["split", "label"]).size()
+        return {s: {c: int(counts.get((s, c), 0)) for c in self.classes} for s in SPLITS}
+
+    def summary(self) -> dict[str, object]:
+        return {
+            "name": self.name,
+            "root": str(self.root),
+            "fingerprint": self.fingerprint,
+            "classes": self.classes,
+            "frames": len(self.labels),
+            "videos": len(self.videos),
+            "class_counts": self.class_counts(),
+        }
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """Read labels.csv (CRLF and a missing trailing newline are fine); refuse a malformed table."""
+    if not path.is_file():
+        raise DataError(f"labels file {path} does not exist")
+    try:
+        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
+        raise DataError(f"{path}: cannot read as CSV ({str(err).strip()})") from None
+    table.columns = [str(c).strip() for c in table.columns]
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    if missing:
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(REQUIRED_COLUMNS)}")
+    table = table[list(REQUIRED_COLUMNS)].apply(lambda column: column.str.strip())
+    if table.empty:
+        raise DataError(f"{path}: no rows")
+    return table
+
+
+def _validate_rows(table: pd.DataFrame, path: Path) -> None:
+    empty = table[(table == "").any(axis=1)]
+    if len(empty):
+        raise DataError(f"{path}: empty cells in row(s) {_examples([i + 2 for i in empty.index])}")
+    bad_split = table[~table.split.isin(SPLITS)]
+    if len(bad_split):
+        raise DataError(
+            f"{path}: unknown split {bad_split.split.iat[0]!r} in row {bad_split.index[0] + 2}; "
+            f"use one of {', '.join(SPLITS)}"
+        )
+    duplicated = table[table.duplicated(["video", "frame"], keep=False)]
+    if len(duplicated):
+        raise DataError(f"{path}: frame listed twice: {_examples(duplicated.frame.unique())}")
+    splits_per_video = table.groupby("video").split.nunique()
+    mixed = splits_per_video[splits_per_video > 1]
+    if len(mixed):
+        raise DataError(f"{path}: video(s) in more than one split: {_examples(mixed.index)}")
+    if table.label.nunique() < 2:
+        raise DataError(f"{path}: only one class ({table.label.iat[0]}); a classifier needs at least two")
+    for split in SPLITS:
+        if not (table.split == split).any():
+            raise DataError(f"{path}: no frames in the {split} split")
+
+
+def _match_frames(root: Path, table: pd.DataFrame, path: Path) -> list[tuple[str, int]]:
+    """Check labels against the files both ways; return (relative path, size) of every labelled frame."""
+    files: list[tuple[str, int]] = []
+    missing: list[str] = []
+    unlabelled: list[str] = []
+    for video, frames in table.groupby("video", sort=False).frame:
+        folder = root / video
+        on_disk = (
+            {p.name: p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES}
+            if folder.is_dir()
+            else {}
+        )
+        labelled = set(frames)
+        missing.extend(f"{video}/{f}" for f in frames if f not in on_disk)
+        unlabelled.extend(f"{video}/{name}" for name in sorted(on_disk) if name not in labelled)
+        files.extend((f"{video}/{f}", on_disk[f].stat().st_size) for f in frames if f in on_disk)
+    if missing:
+        raise DataError(f"{path}: {len(missing)} labelled frame(s) missing on disk: {_examples(missing)}")
+    if unlabelled:
+        raise DataError(
+            f"{root}: {len(unlabelled)} frame file(s) have no row in {path.name}: {_examples(unlabelled)}"
+        )
+    return files
+
+
+def load_dataset(root: str | Path, labels: str | Path | None = None) -> Dataset:
+    """Load and validate a dataset; raise DataError with one line naming the offending rows."""
+    root = Path(root).expanduser()
+    if not root.is_dir():
+        raise DataError(f"data folder {root} does not exist")
+    labels_path = Path(labels).expanduser() if labels else root / "labels.csv"
+    table = read_labels(labels_path)
+    _validate_rows(table, labels_path)
+    order = sorted(range(len(table)), key=lambda i: (table.video.iat[i], natural_key(table.frame.iat[i])))
+    table = table.iloc[order].reset_index(drop=True)
+    files = _match_frames(root, table, labels_path)
+    frames_digest = hashlib.sha256()
+    for name, size in files:
+        frames_digest.update(f"{name}\0{size}\n".encode())
+    digest = frames_digest.copy()
+    digest.update(table.to_csv(index=False).encode())
+    return Dataset(
+        root=root.resolve(),
+        labels=table,
+        classes=sorted(table.label.unique()),
+        fingerprint=digest.hexdigest()[:16],
+        frames_fingerprint=frames_digest.hexdigest()[:16],
+        labels_path=labels_path.resolve(),
+    )
