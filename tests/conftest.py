@@ -59,7 +59,7 @@ def tiny_seals(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def dataset_copy(tmp_path: Path):
     """Make a mutable dataset (labels.csv copied, frames linked) to break in one test."""
 
-    def make(frames_per_video: int | None = 12) -> Path:
+    def make(frames_per_video: int | None = None) -> Path:
         return derive_dataset(tmp_path / "data", frames_per_video)
 
     return make
