@@ -100,6 +100,170 @@ def train(
     )
 
 
+SweepArg = Annotated[Path, typer.Argument(help="Sweep file (YAML).")]
+WorkdirOpt = Annotated[Optional[Path], typer.Option(help="Sweep folder (default ./runs/<sweep name>).")]
+StorageOpt = Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite in the workdir).")]
+
+
+@app.command()
+def schema() -> None:
+    """Print the sweep file's JSON schema."""
+    import json
+
+    from runner.sweep import Sweep
+
+    console.print_json(json.dumps(Sweep.model_json_schema()))
+
+
+@app.command()
+def plan(
+    sweep_file: SweepArg,
+    workdir: WorkdirOpt = None,
+    storage: StorageOpt = None,
+    verbose: Annotated[bool, typer.Option("--verbose", "-v", help="List every dropped combination.")] = False,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """Dry run: trials per sub-space, dropped combinations by reason, study progress, shared extractions."""
+    import json
+
+    from runner.expand import expand_grid, shared_extractions
+    from runner.run import load_context
+    from runner.study import KEY, mask_url, trials_by_key
+
+    ctx = load_context(sweep_file, workdir, storage, create_workdir=False)
+    grid = ctx.sweep.search.strategy == "grid"
+    expansion = expand_grid(ctx.sweep, ctx.dataset.fingerprint) if grid else None
+    states: dict[str, int] = {"finished": 0, "failed": 0, "pending": 0, "running": 0}
+    study = ctx.open_study(create=False) if (ctx.workdir / "optuna.db").exists() or storage else None
+    if study is not None:
+        by_key = trials_by_key(study)
+        wanted = expansion.keys if expansion else list(by_key)
+        for key in wanted:
+            names = {t.state.name for t in by_key.get(key, [])}
+            bucket = ("finished" if "COMPLETE" in names else "running" if "RUNNING" in names
+                      else "failed" if names and names <= {"FAIL"} else "pending")
+            states[bucket] += 1
+    elif expansion:
+        states["pending"] = len(expansion.keys)
+    report: dict[str, Any] = {
+        "sweep": ctx.sweep.name, "strategy": ctx.sweep.search.strategy, "storage": mask_url(ctx.storage_url),
+        "data": ctx.dataset.summary(), "states": states,
+    }
+    if expansion is not None:
+        report.update(
+            trials=len(expansion.trials), per_subspace=expansion.per_subspace, combinations=expansion.combinations,
+            duplicates=expansion.duplicates, dropped=dict(expansion.dropped),
+            feature_extractions=dict(shared_extractions(expansion.trials)),
+        )
+        if verbose:
+            report["dropped_combinations"] = [{"params": p, "reason": r} for p, r in expansion.dropped_examples]
+    else:
+        report.update(trials=ctx.sweep.search.trials, per_subspace=None)
+    if as_json:
+        print(json.dumps(report, indent=2, default=str))
+        return
+    console.print(f"[bold]{ctx.sweep.name}[/]: {ctx.sweep.search.strategy} search on {ctx.dataset.name} "
+                  f"({len(ctx.dataset.labels)} frames); study {report['storage']}")
+    if expansion is None:
+        console.print(f"budget: {ctx.sweep.search.trials} trials (sampler {ctx.sweep.search.sampler}, "
+                      f"pruner {ctx.sweep.search.pruner})")
+    else:
+        table = Table(title=f"{len(expansion.trials)} trials from {expansion.combinations} combinations")
+        table.add_column("sub-space")
+        table.add_column("architecture")
+        table.add_column("trials", justify="right")
+        for index, (sub, count) in enumerate(zip(ctx.sweep.space, expansion.per_subspace)):
+            table.add_row(str(index), ", ".join(map(str, sub["architecture"])), str(count))
+        console.print(table)
+        if expansion.duplicates:
+            console.print(f"{expansion.duplicates} duplicate(s) after canonicalisation removed")
+        for reason, count in expansion.dropped.most_common():
+            console.print(f"dropped {count}: {reason}")
+        if verbose:
+            for params, reason in expansion.dropped_examples:
+                console.print(f"  {params} -> {reason}")
+        for extraction, users in sorted(shared_extractions(expansion.trials).items()):
+            console.print(f"feature extraction {extraction}: shared by {users} trial(s)")
+    console.print("study: " + ", ".join(f"{v} {k}" for k, v in states.items()))
+
+
+def _run(sweep_file: Path, workdir: Path | None, storage: str | None, gpus: str | None, trials_per_gpu: int | None,
+         workers: int | None, max_retries: int | None, trial_timeout: float | None,
+         trials_per_process: int | None, cache_dir: Path | None) -> None:
+    from runner.run import load_context, run_sweep
+
+    ctx = load_context(sweep_file, workdir, storage, create_workdir=True)
+    run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
+              trial_timeout=trial_timeout, trials_per_process=trials_per_process,
+              cache_dir=str(cache_dir) if cache_dir else None)
+
+
+GpusOpt = Annotated[Optional[str], typer.Option(help="auto | none | 0,1,3 (default: the sweep's resources).")]
+IntOpt = Optional[int]
+
+
+@app.command()
+def run(
+    sweep_file: SweepArg,
+    workdir: WorkdirOpt = None,
+    storage: StorageOpt = None,
+    gpus: GpusOpt = None,
+    trials_per_gpu: Annotated[IntOpt, typer.Option(help="Concurrent trials per GPU.")] = None,
+    workers: Annotated[IntOpt, typer.Option(help="CPU slots when no GPU is used.")] = None,
+    max_retries: Annotated[IntOpt, typer.Option(help="Retries of a failed trial (default 1).")] = None,
+    trial_timeout: Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")] = None,
+    trials_per_process: Annotated[IntOpt, typer.Option(help="Recycle a worker after this many trials.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache.")] = None,
+) -> None:
+    """Run a sweep (again: only what has not finished runs)."""
+    _run(sweep_file, workdir, storage, gpus, trials_per_gpu, workers, max_retries, trial_timeout,
+         trials_per_process, cache_dir)
+
+
+@app.command()
+def resume(
+    sweep_file: SweepArg,
+    workdir: WorkdirOpt = None,
+    storage: StorageOpt = None,
+    gpus: GpusOpt = None,
+    trials_per_gpu: Annotated[IntOpt, typer.Option(help="Concurrent trials per GPU.")] = None,
+    workers: Annotated[IntOpt, typer.Option(help="CPU slots when no GPU is used.")] = None,
+    max_retries: Annotated[IntOpt, typer.Option(help="Retries of a failed trial (default 1).")] = None,
+    trial_timeout: Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")] = None,
+    trials_per_process: Annotated[IntOpt, typer.Option(help="Recycle a worker after this many trials.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache.")] = None,
+) -> None:
+    """Finish an interrupted sweep: abandoned trials run again, finished ones never do."""
+    _run(sweep_file, workdir, storage, gpus, trials_per_gpu, workers, max_retries, trial_timeout,
+         trials_per_process, cache_dir)
+
+
+@app.command()
+def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None) -> None:
+    """A table of the sweep's trials (key, state, metric, duration) and totals."""
+    from runner.run import load_context
+    from runner.study import KEY, state_counts
+
+    ctx = load_context(sweep_file, workdir, storage, create_workdir=False)
+    study = ctx.open_study(create=False) if (ctx.workdir / "optuna.db").exists() or storage else None
+    if study is None:
+        raise UserError(f"sweep {ctx.sweep.name} has not been run yet (no study in {ctx.workdir})")
+    table = Table(title=f"{ctx.sweep.name}")
+    for column in ("#", "key", "architecture", "state", ctx.sweep.search.metric, "seconds", "note"):
+        table.add_column(column)
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get("invalid_reason"):
+            continue
+        params = trial.user_attrs.get("params", {})
+        seconds = trial.duration.total_seconds() if trial.duration else None
+        note = trial.user_attrs.get("failure") or trial.user_attrs.get("pruned") or ""
+        table.add_row(str(trial.number), str(trial.user_attrs.get(KEY, "")), str(params.get("architecture", "")),
+                      trial.state.name.lower(), "" if trial.value is None else f"{trial.value:.4f}",
+                      "" if seconds is None else f"{seconds:.1f}", note[:80])
+    console.print(table)
+    console.print(", ".join(f"{v} {k}" for k, v in state_counts(study).items() if v))
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; user errors -> one line on stderr, exit 2 (traceback only with --debug)."""
     quiet_tensorflow()

@@ -1,0 +1,167 @@
+"""Running a sweep end to end: validate everything up front, prepare the study, schedule slots, show progress.
+
+`run` and `resume` are the same operation: the study remembers what finished, so running again trains only
+what is missing. Checks that can fail (the sweep file, the data, weights, the workdir, the storage) all run
+before any process starts, so bad input never leaves a half-made sweep behind.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.live import Live
+from rich.table import Table
+
+from runner import study as studies
+from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
+from runner.search import make_pruner, make_sampler, make_search
+from runner.sweep import Sweep, load_sweep
+from runner.worker import WorkerConfig
+from zoo import atomic, load_dataset, validated_spec
+from zoo.data import Dataset
+
+
+@dataclass
+class SweepContext:
+    """A loaded sweep with its data, workdir and study, ready to plan or run."""
+
+    sweep: Sweep
+    source: str
+    dataset: Dataset
+    workdir: Path
+    storage_url: str
+
+    def open_study(self, create: bool = True) -> Any:
+        storage = studies.open_storage(self.storage_url)
+        if not create:
+            return studies.existing_study(self.sweep.name, storage)
+        study = studies.open_study(self.sweep.name, storage, self.sweep.search.direction,
+                                   make_sampler(self.sweep), make_pruner(self.sweep))
+        if "sweep_yaml" not in study.user_attrs:  # the sweep travels with its study
+            study.set_user_attr("sweep_yaml", self.sweep.to_yaml())
+            study.set_user_attr("data_fingerprint", self.dataset.fingerprint)
+        return study
+
+
+def load_context(path: Path, workdir: Path | None, storage: str | None, create_workdir: bool) -> SweepContext:
+    sweep = load_sweep(path)
+    dataset = load_dataset(sweep.data.root, sweep.data.labels)
+    workdir = (workdir or Path("runs") / sweep.name).expanduser()
+    if create_workdir:
+        atomic.writable_dir(workdir, "workdir")
+    url = storage or studies.default_storage(workdir)
+    return SweepContext(sweep, str(path), dataset, workdir, url)
+
+
+class Progress:
+    """Live table on a terminal, plain log lines otherwise."""
+
+    def __init__(self, console: Console, study: Any, metric: str, direction: str):
+        self.console, self.study, self.metric, self.direction = console, study, metric, direction
+        self.started = time.time()
+        self.live: Live | None = None
+        self.best: float | None = None
+        self.done_times: list[float] = []
+
+    def __enter__(self) -> Progress:
+        if self.console.is_terminal:
+            self.live = Live(self._table({}), console=self.console, refresh_per_second=2)
+            self.live.__enter__()
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self.live is not None:
+            self.live.__exit__(*exc)
+
+    def _table(self, states: dict[str, SlotState]) -> Table:
+        counts = studies.state_counts(self.study)
+        elapsed = time.time() - self.started
+        pending = counts.get("waiting", 0)
+        eta = ""
+        if self.done_times and pending:
+            per_trial = elapsed / len(self.done_times)
+            eta = f", about {per_trial * pending / max(1, len(states)):.0f} s left"
+        best = "-" if self.best is None else f"{self.best:.4f}"
+        table = Table(title=f"done {counts['complete']}  running {counts['running']}  failed {counts['fail']}  "
+                            f"pruned {counts['pruned']}  pending {pending}  best {self.metric} {best}  "
+                            f"({elapsed:.0f} s{eta})")
+        for column in ("slot", "trial", "architecture", "epoch"):
+            table.add_column(column)
+        for name, state in states.items():
+            table.add_row(name, "-" if state.trial is None else f"#{state.trial} {state.key}",
+                          str(state.info.get("architecture", "")) if state.trial is not None else "",
+                          "" if state.step is None else str(state.step + 1))
+        return table
+
+    def event(self, event: dict[str, Any], states: dict[str, SlotState]) -> None:
+        if event["kind"] == "finish":
+            self.done_times.append(time.time())
+            value = event.get("value")
+            if value is not None and (self.best is None or (value > self.best) == (self.direction == "maximize")):
+                self.best = value
+        if self.live is not None:
+            self.live.update(self._table(states))
+            return
+        if event["kind"] == "start":
+            self.console.print(f"\\[{event['slot']}] trial #{event['trial']} {event['key']} "
+                               f"{event['architecture']} started")
+        elif event["kind"] == "finish":
+            extra = f" {self.metric}={event['value']:.4f}" if event.get("value") is not None else ""
+            extra += f" ({event['reason']})" if event.get("reason") else ""
+            self.console.print(f"\\[{event['slot']}] trial #{event['trial']} {event['key']} {event['state']}{extra}")
+
+
+def check_weights(ctx: SweepContext, search: Any) -> None:
+    """Fail fast on missing weights files or uncached ImageNet weights before any process starts."""
+    specs = getattr(getattr(search, "expansion", None), "trials", [])
+    seen = set()
+    for spec in specs:
+        key = (spec.model.backbone, spec.model.weights, spec.model.frame_size, spec.model.model_weights_path)
+        if key not in seen:
+            seen.add(key)
+            validated_spec(spec.model)
+
+
+def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, trials_per_gpu: int | None = None,
+              workers: int | None = None, max_retries: int | None = None, trial_timeout: float | None = None,
+              trials_per_process: int | None = None, cache_dir: str | None = None) -> dict[str, int]:
+    resources = ctx.sweep.resources
+    retries = resources.max_retries if max_retries is None else max_retries
+    slots = plan_slots(gpus or resources.gpus, trials_per_gpu or resources.trials_per_gpu,
+                       workers or resources.workers)
+    study = ctx.open_study()
+    search = make_search(ctx.sweep, study, ctx.dataset.fingerprint, ctx.workdir, retries)
+    check_weights(ctx, search)
+    with studies.study_lock(ctx.workdir):
+        dead = studies.fail_dead_trials(study)
+    queued = search.prepare()
+    console.print(f"sweep [bold]{ctx.sweep.name}[/]: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
+                  f"({', '.join(s.name for s in slots)}); study {studies.mask_url(ctx.storage_url)}; "
+                  f"{queued} trial(s) queued" + (f", {len(dead)} abandoned trial(s) recovered" if dead else ""))
+    template = WorkerConfig(sweep_yaml=ctx.sweep.to_yaml(), sweep_source=ctx.source, workdir=str(ctx.workdir),
+                            storage_url=ctx.storage_url, cache_dir=cache_dir, max_retries=retries)
+    options = SchedulerOptions(trials_per_process=trials_per_process or resources.trials_per_process,
+                               trial_timeout=trial_timeout or resources.trial_timeout)
+
+    def on_death(trial_number: int, reason: str) -> None:
+        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == trial_number)
+        studies.fail_trial(study, trial._trial_id, reason)
+        if progress.live is None:
+            console.print(f"trial #{trial_number} failed: {reason}")
+
+    with Progress(console, study, ctx.sweep.search.metric, ctx.sweep.search.direction) as progress:
+        scheduler = Scheduler(template, slots, options, progress.event, on_death, search.prepare)
+        scheduler.run()
+        interrupted = scheduler.interrupts > 0
+    counts = studies.state_counts(study)
+    console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
+                  f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
+                                                    if interrupted else ""))
+    if interrupted:
+        sys.exit(130)
+    return counts

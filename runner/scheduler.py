@@ -1,0 +1,201 @@
+"""Where and how trials run: one long-lived worker process per slot (a GPU, or a share of the CPU cores).
+
+Slots pull trials from the study as soon as they are free. The scheduler watches its workers: a worker that
+dies (signal, out of memory) has its trial failed with the reason and is replaced; one that ran
+`trials_per_process` trials, failed a trial or passed the memory limit is recycled; a trial over
+`trial_timeout` is killed. The first Ctrl-C stops handing out trials, the second stops the running ones; either
+way the study is left for `videosweep resume`.
+"""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import time
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+from typing import Any, Callable
+
+from runner.study import INTERRUPTED
+from runner.worker import WorkerConfig, work
+from zoo.errors import UserError
+
+POLL_SECONDS = 0.2
+
+
+@dataclass(frozen=True)
+class Slot:
+    name: str
+    gpu: str | None  # the CUDA_VISIBLE_DEVICES value, None for CPU
+    cpu_threads: int | None = None
+
+
+def detect_gpus() -> list[str]:
+    """GPU indices from nvidia-smi (no TensorFlow import in the scheduler); VIDEOSWEEP_FAKE_GPUS=N for tests."""
+    fake = os.environ.get("VIDEOSWEEP_FAKE_GPUS")
+    if fake is not None:
+        return [str(i) for i in range(int(fake))]
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        listing = subprocess.run(["nvidia-smi", "-L"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    return [str(i) for i, line in enumerate(line for line in listing.splitlines() if line.startswith("GPU "))]
+
+
+def plan_slots(gpus: str, trials_per_gpu: int, workers: int | None) -> list[Slot]:
+    """Slots for `--gpus auto|none|0,1,3`: one per (GPU, index < trials_per_gpu), else CPU slots."""
+    available = detect_gpus()
+    if gpus == "auto":
+        chosen = available
+    elif gpus in ("none", ""):
+        chosen = []
+    else:
+        chosen = [part.strip() for part in gpus.split(",") if part.strip()]
+        missing = [g for g in chosen if g not in available]
+        if missing:
+            found = ", ".join(available) if available else "none"
+            raise UserError(f"--gpus names GPU {', '.join(missing)} which is not there (GPUs found: {found})")
+    if chosen:
+        return [Slot(f"gpu{g}.{i}", g) for g in chosen for i in range(trials_per_gpu)]
+    cores = os.cpu_count() or 1
+    count = workers or max(1, cores // 2)
+    return [Slot(f"cpu{i}", None, max(1, cores // count)) for i in range(count)]
+
+
+@dataclass
+class SlotState:
+    slot: Slot
+    process: Any = None
+    trial: int | None = None
+    key: str | None = None
+    started: float = 0.0
+    step: int | None = None
+    ran: int = 0
+    finished: bool = False  # its worker found nothing left to do
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SchedulerOptions:
+    trials_per_process: int = 20
+    trial_timeout: float | None = None
+    memory_limit_mb: float | None = None
+
+
+class Scheduler:
+    """Runs worker processes over the slots until the study has nothing left for them."""
+
+    def __init__(self, template: WorkerConfig, slots: list[Slot], options: SchedulerOptions,
+                 on_event: Callable[[dict[str, Any], dict[str, SlotState]], None],
+                 on_worker_death: Callable[[int, str], None], refill: Callable[[], int]):
+        self.template, self.options = template, options
+        self.states = {slot.name: SlotState(slot) for slot in slots}
+        self.on_event, self.on_worker_death, self.refill = on_event, on_worker_death, refill
+        self.context = mp.get_context("spawn")
+        self.events = self.context.Queue()
+        self.interrupts = 0
+        self.stop_file = Path(template.workdir) / ".stop"
+
+    def _spawn(self, state: SlotState) -> None:
+        config = replace(self.template, slot=state.slot.name, gpu=state.slot.gpu, cpu_threads=state.slot.cpu_threads,
+                         max_trials=self.options.trials_per_process, events=self.events)
+        state.process = self.context.Process(target=work, args=(config,), name=f"videosweep-{state.slot.name}")
+        state.process.start()
+        state.trial, state.key, state.step, state.finished = None, None, None, False
+
+    def _handle(self, event: dict[str, Any]) -> None:
+        state = self.states[event["slot"]]
+        if event["kind"] == "start":
+            state.trial, state.key, state.started, state.step = event["trial"], event["key"], event["time"], None
+            state.info = event
+        elif event["kind"] == "epoch":
+            state.step = event["step"]
+        elif event["kind"] == "finish":
+            state.trial, state.key, state.ran = None, None, state.ran + 1
+        elif event["kind"] == "exit":
+            state.finished = event["reason"] in ("empty", "stop")
+        self.on_event(event, self.states)
+
+    def _drain(self, timeout: float) -> None:
+        try:
+            self._handle(self.events.get(timeout=timeout))
+            while True:
+                self._handle(self.events.get_nowait())
+        except queue.Empty:
+            pass
+
+    def _kill(self, state: SlotState, reason: str) -> None:
+        if state.process is not None and state.process.is_alive():
+            os.kill(state.process.pid, signal.SIGKILL)
+            state.process.join(10)
+        if state.trial is not None:
+            self.on_worker_death(state.trial, reason)
+            state.trial = None
+
+    def _over_memory(self, state: SlotState) -> bool:
+        if not self.options.memory_limit_mb or state.process is None:
+            return False
+        try:
+            import psutil
+
+            return psutil.Process(state.process.pid).memory_info().rss / 2**20 > self.options.memory_limit_mb
+        except Exception:
+            return False
+
+    def _check(self, state: SlotState) -> None:
+        process = state.process
+        if process is None:
+            return
+        timeout = self.options.trial_timeout
+        if state.trial is not None and timeout and time.time() - state.started > timeout:
+            self._kill(state, f"trial timed out after {timeout:g} s")
+        if process.is_alive():
+            return
+        process.join()
+        self._drain(0)  # the worker's last events may still be queued
+        code = process.exitcode
+        if state.trial is not None:
+            reason = f"worker died with signal {signal.Signals(-code).name}" if code and code < 0 else \
+                f"worker exited with code {code}"
+            self.on_worker_death(state.trial, reason)
+            state.trial = None
+        state.process = None
+
+    def _interrupt(self, signum: int, frame: Any) -> None:
+        self.interrupts += 1
+        self.stop_file.touch()
+        if self.interrupts >= 2:
+            for state in self.states.values():
+                self._kill(state, INTERRUPTED)
+
+    def run(self) -> None:
+        self.stop_file.unlink(missing_ok=True)
+        previous = {sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+        try:
+            for state in self.states.values():
+                self._spawn(state)
+            while any(state.process is not None for state in self.states.values()):
+                self._drain(POLL_SECONDS)
+                for state in self.states.values():
+                    if state.process is not None and state.trial is None and self._over_memory(state):
+                        self._kill(state, "memory limit")
+                    self._check(state)
+                    if state.process is None and not self.interrupts and not state.finished:
+                        self._spawn(state)  # recycled, or replacing a dead worker
+                if all(s.process is None for s in self.states.values()) and not self.interrupts:
+                    if self.refill() > 0:  # failed trials re-queued for a retry: go round again
+                        for state in self.states.values():
+                            self._spawn(state)
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+            for state in self.states.values():
+                if state.process is not None and state.process.is_alive():
+                    self._kill(state, "scheduler stopped")
+            self.stop_file.unlink(missing_ok=True)

@@ -1,0 +1,212 @@
+"""The sweep's state: an Optuna study on SQLite (embedded default) or any Optuna RDB storage URL.
+
+The study is the queue and the source of truth. Each Optuna trial carries the user attribute `trial_key`;
+grid points are enqueued once per key under a lock (Optuna's GridSampler and `enqueue_trial` duplicate points
+across processes); a WAITING trial is claimed atomically by the storage's compare-and-set; running trials send
+heartbeats, and trials whose worker died are failed and re-queued by `reconcile`.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import warnings
+import os
+import socket
+from collections import defaultdict
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import optuna
+from filelock import FileLock
+from optuna.trial import FrozenTrial, TrialState
+
+from runner.spec import TrialSpec
+from zoo.errors import UserError
+
+HEARTBEAT_SECONDS = 5
+GRACE_SECONDS = 20
+KEY = "trial_key"
+INTERRUPTED = "interrupted by the user"  # not the trial's fault: does not use up a retry
+SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
+optuna.logging.set_verbosity(optuna.logging.WARNING)
+warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning)
+
+
+def default_storage(workdir: Path) -> str:
+    return f"sqlite:///{(workdir / 'optuna.db').resolve()}"
+
+
+def mask_url(url: str) -> str:
+    """The URL with any password replaced by ***, for printing and logging."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    return urlunsplit(parts._replace(netloc=netloc))
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats and, on SQLite, a busy timeout; one-line errors for bad URLs."""
+    scheme = urlsplit(url).scheme
+    if scheme not in SUPPORTED_SCHEMES:
+        raise UserError(f"storage URL {mask_url(url)}: unsupported scheme {scheme!r}; use one of "
+                        f"{', '.join(SUPPORTED_SCHEMES)}")
+    engine_kwargs: dict[str, Any] = {}
+    if scheme == "sqlite":
+        engine_kwargs["connect_args"] = {"timeout": 60}
+    else:
+        engine_kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
+                                          grace_period=GRACE_SECONDS)
+    except Exception as err:  # sqlalchemy's OperationalError, ImportError of a driver, ...
+        reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
+        raise UserError(f"cannot open study storage {mask_url(url)}: {reason}") from None
+
+
+def open_study(name: str, storage: optuna.storages.BaseStorage, direction: str,
+               sampler: optuna.samplers.BaseSampler | None = None,
+               pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
+                               pruner=pruner, load_if_exists=True)
+
+
+def existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
+    try:
+        return optuna.load_study(study_name=name, storage=storage)
+    except KeyError:
+        return None
+
+
+@contextmanager
+def study_lock(workdir: Path) -> Iterator[None]:
+    """Serialise queue maintenance (enqueue, re-queue) between processes sharing this workdir."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(workdir / ".study.lock"), timeout=120):
+        yield
+
+
+def trials_by_key(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
+    grouped: dict[str, list[FrozenTrial]] = defaultdict(list)
+    for trial in study.get_trials(deepcopy=False):
+        key = trial.user_attrs.get(KEY)
+        if key:
+            grouped[key].append(trial)
+    return grouped
+
+
+def finished_keys(study: optuna.Study) -> set[str]:
+    return {k for k, ts in trials_by_key(study).items() if any(t.state == TrialState.COMPLETE for t in ts)}
+
+
+def fail_dead_trials(study: optuna.Study, reason: str = "worker stopped sending heartbeats") -> list[int]:
+    """Fail RUNNING trials whose worker is gone: stale heartbeat, or none ever sent after the grace period."""
+    storage = study._storage
+    stale = set(storage._get_stale_trial_ids(study._study_id))
+    cutoff = dt.datetime.now() - dt.timedelta(seconds=GRACE_SECONDS)
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        if _local_worker_gone(trial):
+            stale.add(trial._trial_id)
+        elif trial.datetime_start and trial.datetime_start < cutoff and not _has_heartbeat(storage, trial._trial_id):
+            stale.add(trial._trial_id)
+    failed = []
+    for trial_id in stale:
+        try:
+            storage.set_trial_user_attr(trial_id, "failure", reason)
+            if storage.set_trial_state_values(trial_id, state=TrialState.FAIL):
+                failed.append(trial_id)
+        except optuna.exceptions.UpdateFinishedTrialError:
+            pass
+    return failed
+
+
+def _local_worker_gone(trial: FrozenTrial) -> bool:
+    """A trial run on this host by a process that no longer exists is dead now, not after the grace period."""
+    pid = trial.user_attrs.get("pid")
+    if trial.user_attrs.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
+def _has_heartbeat(storage: Any, trial_id: int) -> bool:
+    from optuna.storages._rdb import models
+
+    with storage.scoped_session() as session:
+        return session.query(models.TrialHeartbeatModel).filter_by(trial_id=trial_id).count() > 0
+
+
+def fail_trial(study: optuna.Study, trial_id: int, reason: str) -> None:
+    """Mark a trial FAIL with its reason (used when a worker process died under it)."""
+    storage = study._storage
+    try:
+        storage.set_trial_user_attr(trial_id, "failure", reason)
+        storage.set_trial_state_values(trial_id, state=TrialState.FAIL)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        pass
+
+
+def enqueue(study: optuna.Study, key: str, spec: TrialSpec, attempt: int = 0) -> None:
+    study.enqueue_trial(params={}, user_attrs={KEY: key, "params": spec.flat(), "attempt": attempt})
+
+
+def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | None = None) -> int:
+    """Enqueue again every key whose last attempt failed, up to `max_retries` retries. Call under the lock."""
+    count = 0
+    for key, trials in trials_by_key(study).items():
+        if wanted is not None and key not in wanted:
+            continue
+        states = {t.state for t in trials}
+        if TrialState.COMPLETE in states or TrialState.PRUNED in states:
+            continue
+        if TrialState.WAITING in states or TrialState.RUNNING in states:
+            continue
+        failed = [t for t in trials if t.state == TrialState.FAIL]
+        failures = sum(t.user_attrs.get("failure") != INTERRUPTED for t in failed)
+        if failed and failures <= max_retries:
+            last = max(trials, key=lambda t: t.number)
+            study.enqueue_trial(params={}, user_attrs={**last.user_attrs, "attempt": failures})
+            count += 1
+    return count
+
+
+def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec]) -> int:
+    """Enqueue grid points that have no trial yet (never twice, whoever calls first). Call under the lock."""
+    known = trials_by_key(study)
+    count = 0
+    for key, spec in zip(keys, specs):
+        if key not in known:
+            enqueue(study, key, spec)
+            count += 1
+    return count
+
+
+def claim_waiting(study: optuna.Study) -> optuna.Trial | None:
+    """Atomically take the next WAITING trial (storage compare-and-set), or None when the queue is empty."""
+    trial_id = study._pop_waiting_trial_id()  # Optuna's own claim: WAITING -> RUNNING only if still WAITING
+    if trial_id is None:
+        return None
+    study._storage.record_heartbeat(trial_id)
+    return optuna.trial.Trial(study, trial_id)
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    counts = {state.name.lower(): 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get("invalid_reason"):
+            counts["invalid"] = counts.get("invalid", 0) + 1
+            continue
+        counts[trial.state.name.lower()] += 1
+    return counts
+
+
+logging.getLogger("optuna").setLevel(logging.WARNING)

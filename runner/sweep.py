@@ -1,0 +1,186 @@
+"""The sweep file: a pydantic schema for `sweeps/*.yaml`, with one-line errors naming file, key path and choices.
+
+A sweep names its data, how every trial trains, how to search (grid | random | optuna | keras_tuner) and a
+list of sub-spaces, each expanded on its own as the research grid was per architecture. Values in a sub-space
+are lists (tried in turn) or ranges `{low, high, log, step}` (sampled by random/optuna/keras_tuner only).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from runner.constraints import ConstraintError, Constraint, parse_constraint
+from runner.spec import PARAMETERS, TrainingConfig, read_yaml_mapping, validation_message
+from zoo.errors import UserError
+
+Strategy = Literal["grid", "random", "optuna", "keras_tuner"]
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+
+
+class Range(BaseModel):
+    """A numeric range for sampling strategies: integers if low/high/step are integers."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    low: float = Field(description="Smallest value.")
+    high: float = Field(description="Largest value.")
+    log: bool = Field(False, description="Sample on a log scale.")
+    step: float | None = Field(None, gt=0, description="Quantisation step.")
+    integer: bool = Field(False, description="Set automatically when low and high are integers.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _detect_integer(cls, data: Any) -> Any:
+        if isinstance(data, dict) and "integer" not in data:
+            values = [data.get("low"), data.get("high"), data.get("step", 1)]
+            data = {**data, "integer": all(isinstance(v, int) and not isinstance(v, bool) for v in values)}
+        return data
+
+    @model_validator(mode="after")
+    def _ordered(self) -> Range:
+        if self.low > self.high:
+            raise ValueError("low must not exceed high")
+        if self.log and self.low <= 0:
+            raise ValueError("a log range needs low > 0")
+        if self.log and self.step is not None:
+            raise ValueError("a range is either log-scaled or stepped, not both")
+        return self
+
+
+SpaceValue = list[Any] | Range
+
+
+class DataConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    root: Path = Field(description="Dataset folder: <video>/<frame files> plus labels.csv.")
+    labels: Path | None = Field(None, description="labels.csv path if not inside root.")
+
+
+class SearchConfig(BaseModel):
+    """What to try next."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    strategy: Strategy = Field("grid", description="grid | random | optuna | keras_tuner")
+    metric: Literal["val_accuracy", "val_loss", "test_accuracy", "train_accuracy"] = Field(
+        "val_accuracy", description="Objective reported to the search (the best round's value).")
+    direction: Literal["maximize", "minimize"] = Field("maximize", description="Whether higher metric is better.")
+    trials: int | None = Field(None, ge=1, description="Budget of trained trials for random/optuna/keras_tuner.")
+    sampler: Literal["tpe", "random", "cmaes", "gp", "qmc"] = Field("tpe", description="Optuna sampler.")
+    pruner: Literal["none", "median", "hyperband", "successive_halving"] = Field(
+        "none", description="Stops bad trials early from their per-epoch validation metric.")
+    oracle: Literal["hyperband", "bayesian", "random"] = Field("hyperband", description="Keras Tuner oracle.")
+    timeout: float | None = Field(None, gt=0, description="Stop handing out new trials after this many seconds.")
+    seed: int = Field(0, ge=0, description="Seeds the sampler.")
+
+
+class ResourcesConfig(BaseModel):
+    """Where trials run (the command line wins)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    gpus: str = Field("auto", description="auto | none | comma-separated GPU indices.")
+    trials_per_gpu: int = Field(1, ge=1, description="Concurrent trials per GPU.")
+    workers: int | None = Field(None, ge=1, description="CPU slots when no GPU is used.")
+    max_retries: int = Field(1, ge=0, description="Retries of a failed trial.")
+    trial_timeout: float | None = Field(None, gt=0, description="Seconds before a running trial is killed.")
+    trials_per_process: int = Field(20, ge=1, description="A worker process is recycled after this many trials.")
+
+
+class TrackingConfig(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
+
+
+class Sweep(BaseModel):
+    """One sweep definition."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: str = Field(description="Sweep name: the Optuna study and MLflow experiment name.")
+    data: DataConfig
+    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    search: SearchConfig = Field(default_factory=SearchConfig)
+    space: list[dict[str, SpaceValue]] = Field(min_length=1, description="Sub-spaces, each expanded on its own.")
+    constraints: list[str] = Field(default_factory=list, description="Rules every trial must satisfy.")
+    resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
+    tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        if not _NAME.match(value):
+            raise ValueError("use letters, digits, '.', '_' and '-' only (no path separators or spaces)")
+        return value
+
+    @field_validator("space", mode="before")
+    @classmethod
+    def _lists(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            value = [value]
+        if isinstance(value, list):
+            value = [
+                {k: (v if isinstance(v, (list, dict)) else [v]) for k, v in sub.items()} if isinstance(sub, dict)
+                else sub for sub in value
+            ]
+        return value
+
+    @field_validator("space")
+    @classmethod
+    def _keys(cls, value: list[dict[str, SpaceValue]]) -> list[dict[str, SpaceValue]]:
+        for index, sub in enumerate(value):
+            if not sub:
+                raise ValueError(f"sub-space {index} is empty")
+            if "architecture" not in sub:
+                raise ValueError(f"sub-space {index} has no architecture")
+            for key, values in sub.items():
+                if key not in PARAMETERS:
+                    raise ValueError(f"sub-space {index}: unknown parameter {key!r}; valid: {', '.join(PARAMETERS)}")
+                if isinstance(values, list) and not values:
+                    raise ValueError(f"sub-space {index}: {key} has no values")
+        return value
+
+    @model_validator(mode="after")
+    def _strategy_fits(self) -> Sweep:
+        ranges = [(i, k) for i, sub in enumerate(self.space) for k, v in sub.items() if isinstance(v, Range)]
+        if self.search.strategy == "grid" and ranges:
+            index, key = ranges[0]
+            raise ValueError(f"space.{index}.{key}: a range cannot be used by the grid strategy; list the values "
+                             "or choose strategy random, optuna or keras_tuner")
+        if self.search.strategy != "grid" and self.search.trials is None:
+            raise ValueError(f"search.trials: the {self.search.strategy} strategy needs a trial budget")
+        return self
+
+    def parsed_constraints(self) -> list[Constraint]:
+        return [parse_constraint(text, set(PARAMETERS)) for text in self.constraints]
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+
+def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:
+    """Read and validate a sweep file; a one-line UserError names the file and key path."""
+    path = Path(path)
+    data = read_yaml_mapping(path, "sweep file")
+    return sweep_from_mapping(data, str(path), base=path.parent)
+
+
+def sweep_from_mapping(data: dict[str, Any], source: str, base: Path | None = None) -> Sweep:
+    try:
+        sweep = Sweep.model_validate(data)
+        sweep.parsed_constraints()
+    except ValidationError as err:
+        raise UserError(f"{source}: {validation_message(err)}") from None
+    except ConstraintError as err:
+        raise UserError(f"{source}: constraints: {err}") from None
+    root = sweep.data.root
+    if base is not None and not root.is_absolute() and not root.exists() and (base / root).exists():
+        sweep = sweep.model_copy(update={"data": sweep.data.model_copy(update={"root": base / root})})
+    return sweep

@@ -1,0 +1,193 @@
+"""A worker: a long-lived process that claims trials from the study, trains them and reports back.
+
+One worker runs per slot (a GPU index or a CPU share). It imports TensorFlow once and runs up to
+`trials_per_process` trials before the scheduler recycles it. While a trial runs, a thread sends heartbeats to
+the study; per-epoch values go to the pruner and, as events, to the scheduler's progress display. Whatever a
+trial raises is recorded on its Optuna trial (reason + saved traceback) and the worker goes on or exits.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import one_line
+
+
+@dataclass
+class WorkerConfig:
+    """Everything a worker process needs; plain data so it crosses a process boundary."""
+
+    sweep_yaml: str
+    sweep_source: str
+    workdir: str
+    storage_url: str
+    cache_dir: str | None = None
+    slot: str = "cpu0"
+    gpu: str | None = None
+    max_trials: int | None = None
+    max_retries: int = 1
+    cpu_threads: int | None = None
+    events: Any = field(default=None, repr=False)  # multiprocessing queue of progress events, or None
+
+
+def _emit(config: WorkerConfig, kind: str, **data: Any) -> None:
+    if config.events is not None:
+        config.events.put({"kind": kind, "slot": config.slot, "time": time.time(), **data})
+
+
+def configure_process(config: WorkerConfig) -> None:
+    """Pin the process to its GPU (or none) and its CPU share before TensorFlow is imported."""
+    os.environ["CUDA_VISIBLE_DEVICES"] = config.gpu if config.gpu is not None else ""
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    if config.cpu_threads:
+        os.environ["OMP_NUM_THREADS"] = str(config.cpu_threads)
+        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
+        os.environ["TF_NUM_INTRAOP_THREADS"] = str(config.cpu_threads)
+    import tensorflow as tf
+
+    if config.cpu_threads:
+        tf.config.threading.set_intra_op_parallelism_threads(config.cpu_threads)
+        tf.config.threading.set_inter_op_parallelism_threads(1)
+    for device in tf.config.list_physical_devices("GPU"):
+        tf.config.experimental.set_memory_growth(device, True)
+
+
+class Heartbeat:
+    """Records the trial's heartbeat in the study until stopped (lets others detect a dead worker)."""
+
+    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
+
+    def _beat(self, storage: Any, trial_id: int, interval: float) -> None:
+        while not self._stop.wait(interval):
+            try:
+                storage.record_heartbeat(trial_id)
+            except Exception:  # a busy database must not kill the trial; the next beat retries
+                pass
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def _metric(results: dict[str, Any], metric: str) -> float:
+    return float({"val_accuracy": results["fit_val_acc"], "val_loss": results["fit_val_loss"],
+                  "test_accuracy": results["fit_test_acc"], "train_accuracy": results["fit_train_acc"]}[metric])
+
+
+def _save_traceback(workdir: Path, key: str, number: int, text: str) -> Path:
+    from zoo import atomic
+
+    path = workdir / "failures" / f"{key}-trial{number}.txt"
+    atomic.write_text(path, text)
+    return path
+
+
+def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any) -> str:
+    """Train one claimed trial and tell the study how it ended: 'complete', 'pruned' or 'failed'."""
+    import json
+
+    import optuna
+
+    from runner import hooks
+    from runner.study import HEARTBEAT_SECONDS
+    from runner.trial import run_trial
+
+    study, trial = claim.trial.study, claim.trial
+    workdir = Path(config.workdir)
+    out = workdir / "trials" / claim.key
+    for name, value in (("slot", config.slot), ("gpu", config.gpu or "cpu"), ("host", socket.gethostname()),
+                        ("pid", os.getpid()), ("attempt", claim.attempt)):
+        trial.set_user_attr(name, value)
+    _emit(config, "start", trial=trial.number, key=claim.key, architecture=claim.spec.model.architecture)
+    metric = sweep.search.metric
+    epoch_metric = {"val_accuracy": "val_accuracy", "val_loss": "val_loss"}.get(metric, "val_accuracy")
+
+    def on_epoch(step: int, row: dict[str, Any]) -> None:
+        _emit(config, "epoch", trial=trial.number, step=step, round=row["round"], epoch=row["epoch"],
+              val_accuracy=row["val_accuracy"])
+        trial.report(float(row[epoch_metric]), step)
+        if trial.should_prune():
+            raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
+
+    try:
+        with Heartbeat(study._storage, trial._trial_id, HEARTBEAT_SECONDS):
+            if (out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
+                results = json.loads((out / "results.json").read_text())
+            else:
+                hooks.before_trial(claim.spec)
+                results = run_trial(claim.spec, dataset, out, cache_dir=config.cache_dir, on_epoch=on_epoch,
+                                    overwrite=True, extra_results={"trial_key": claim.key,
+                                                                   "optuna_trial": trial.number})
+        for name in ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
+                     "fit_dt_train_duration_seconds"):
+            trial.set_user_attr(name, results.get(name))
+        study.tell(trial, _metric(results, metric))
+        _emit(config, "finish", trial=trial.number, key=claim.key, state="complete", value=_metric(results, metric))
+        return "complete"
+    except optuna.TrialPruned as pruned:
+        trial.set_user_attr("pruned", str(pruned))
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        _emit(config, "finish", trial=trial.number, key=claim.key, state="pruned")
+        return "pruned"
+    except Exception as err:  # the trial failed; the sweep goes on
+        reason = one_line(f"{type(err).__name__}: {err}")[:500]
+        path = _save_traceback(workdir, claim.key, trial.number, traceback.format_exc())
+        trial.set_user_attr("failure", reason)
+        trial.set_user_attr("traceback_path", str(path))
+        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        _emit(config, "finish", trial=trial.number, key=claim.key, state="failed", reason=reason)
+        return "failed"
+
+
+def _stopping(config: WorkerConfig) -> bool:
+    """The scheduler asks workers to stop taking trials by creating this file (first Ctrl-C)."""
+    return (Path(config.workdir) / ".stop").exists()
+
+
+def work(config: WorkerConfig) -> int:
+    """Claim and run trials until none are left or `max_trials` ran. Returns how many ran here."""
+    configure_process(config)
+    from runner.search import make_search
+    from runner.study import open_storage, open_study
+    from runner.sweep import sweep_from_mapping
+    from zoo import load_dataset
+
+    import yaml
+
+    sweep = sweep_from_mapping(yaml.safe_load(config.sweep_yaml), config.sweep_source)
+    dataset = load_dataset(sweep.data.root, sweep.data.labels)
+    storage = open_storage(config.storage_url)
+    from runner.search import make_pruner, make_sampler
+
+    study = open_study(sweep.name, storage, sweep.search.direction, make_sampler(sweep), make_pruner(sweep))
+    search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries)
+    ran, reason = 0, "recycle"
+    _emit(config, "ready", pid=os.getpid())
+    while config.max_trials is None or ran < config.max_trials:
+        if _stopping(config):
+            reason = "stop"
+            break
+        claim = search.next_trial()
+        if claim is None:
+            reason = "empty"
+            break
+        outcome = run_claim(claim, config, sweep, dataset)
+        ran += 1
+        if outcome == "failed":
+            reason = "failed"  # a failed trial may have left the process in a bad state: recycle it
+            break
+    _emit(config, "exit", ran=ran, reason=reason)
+    return ran
