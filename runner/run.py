@@ -154,6 +154,10 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
         if progress.live is None:
             console.print(f"trial #{trial_number} failed: {reason}")
 
+    if ctx.sweep.search.strategy == "grid" and studies.state_counts(study)["waiting"] == 0:
+        counts = studies.state_counts(study)
+        console.print(f"nothing to run: complete {counts['complete']}, failed {counts['fail']} (retries used up)")
+        return counts
     with Progress(console, study, ctx.sweep.search.metric, ctx.sweep.search.direction) as progress:
         scheduler = Scheduler(template, slots, options, progress.event, on_death, search.prepare)
         scheduler.run()

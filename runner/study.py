@@ -125,17 +125,26 @@ def fail_dead_trials(study: optuna.Study, reason: str = "worker stopped sending 
 
 
 def _local_worker_gone(trial: FrozenTrial) -> bool:
-    """A trial run on this host by a process that no longer exists is dead now, not after the grace period."""
+    """A trial run on this host by a process that no longer exists is dead now, not after the grace period.
+
+    A zombie counts as gone (a container's PID 1 may never reap it), and so does a process started after the
+    trial did (its PID was reused).
+    """
+    import psutil
+
     pid = trial.user_attrs.get("pid")
     if trial.user_attrs.get("host") != socket.gethostname() or not isinstance(pid, int):
         return False
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return True
+        started = trial.datetime_start.timestamp() if trial.datetime_start else None
+        return started is not None and process.create_time() > started + 1
+    except psutil.NoSuchProcess:
         return True
-    except PermissionError:
+    except psutil.Error:
         return False
-    return False
 
 
 def _has_heartbeat(storage: Any, trial_id: int) -> bool:

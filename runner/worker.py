@@ -109,7 +109,8 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any) -> str
     workdir = Path(config.workdir)
     out = workdir / "trials" / claim.key
     for name, value in (("slot", config.slot), ("gpu", config.gpu or "cpu"), ("host", socket.gethostname()),
-                        ("pid", os.getpid()), ("attempt", claim.attempt)):
+                        ("pid", os.getpid()), ("attempt", claim.attempt),
+                        ("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES", ""))):
         trial.set_user_attr(name, value)
     _emit(config, "start", trial=trial.number, key=claim.key, architecture=claim.spec.model.architecture)
     metric = sweep.search.metric

@@ -165,6 +165,10 @@ def canonical_spec(spec: ModelSpec) -> ModelSpec:
     for name, default in arch.defaults.items():
         if values.get(name) in (None, ModelSpec.model_fields[name].default) and name in arch.uses:
             values[name] = default
+    if values.get("sequence_model_layers"):  # a stack deeper than its non-zero sizes builds the same model
+        sizes = [values["layer_1_size"], values["layer_2_size"], values["layer_3_size"]]
+        nonzero = next((i for i, size in enumerate(sizes) if size == 0), len(sizes))
+        values["sequence_model_layers"] = max(1, min(values["sequence_model_layers"], nonzero))
     if values.get("sequence_model") != "Conv1D":
         values["convolution_kernel_size"] = ModelSpec.model_fields["convolution_kernel_size"].default
     if arch.needs_backbone and values["backbone"] is not None:

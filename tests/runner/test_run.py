@@ -1,0 +1,166 @@
+"""Sweeps run for real: child worker processes, SQLite study, tiny models on the seals frames."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from tests.conftest import ROOT, run_cli
+
+pytestmark = pytest.mark.slow
+FEATURES = {"backbone": ["mobilenet_v2"], "weights": ["none"], "frame_size": ["32x32"]}
+
+
+def write_sweep(folder: Path, space: list, name: str = "t", **extra) -> Path:
+    data = {"name": name, "data": {"root": str(ROOT / "examples" / "seals")},
+            "training": {"epochs": 1, "patience": 1, "learning_rates": [1e-3], "batch_size": 64},
+            "space": space, **extra}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def grid(sizes=(0, 8, 16, 24)) -> list:
+    return [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": list(sizes)}]
+
+
+def load_study(workdir: Path, name: str = "t") -> optuna.Study:
+    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'optuna.db'}")
+
+
+def trainings(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
+
+
+def test_grid_runs_what_plan_says_once_and_a_rerun_trains_nothing(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, grid())
+    workdir, counter = tmp_path / "work", tmp_path / "count.txt"
+    planned = run_cli("plan", str(sweep), "--workdir", str(workdir), "--json")
+    assert planned.returncode == 0, planned.stderr
+    plan = json.loads(planned.stdout)
+    assert plan["trials"] == 4 and plan["states"]["pending"] == 4
+    env = {"VIDEOSWEEP_FAULT": f"count:@{counter}"}
+    first = run_cli("run", str(sweep), "--workdir", str(workdir), env=env)
+    assert first.returncode == 0, first.stderr
+    study = load_study(workdir)
+    complete = [t for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == plan["trials"] == len(trainings(counter))
+    assert len({t.user_attrs["trial_key"] for t in complete}) == 4
+    for trial in complete:
+        assert (workdir / "trials" / trial.user_attrs["trial_key"] / "results.json").is_file()
+    second = run_cli("run", str(sweep), "--workdir", str(workdir), env=env)
+    assert second.returncode == 0 and "nothing to run" in second.stdout
+    assert len(trainings(counter)) == 4 and len(load_study(workdir).trials) == 4
+    replanned = json.loads(run_cli("plan", str(sweep), "--workdir", str(workdir), "--json").stdout)
+    assert replanned["states"] == {"finished": 4, "failed": 0, "pending": 0, "running": 0}
+    status = run_cli("status", str(sweep), "--workdir", str(workdir))
+    assert status.returncode == 0 and "4 complete" in status.stdout
+
+
+def test_raising_and_segfaulting_trials_fail_with_reasons_are_retried_and_the_sweep_goes_on(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, grid((0, 8, 16)))
+    workdir = tmp_path / "work"
+    env = {"VIDEOSWEEP_FAULT": "raise:layer_1_size=8,segfault:layer_1_size=16"}
+    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "1", env=env)
+    assert result.returncode == 0, result.stderr
+    study = load_study(workdir)
+    by_size: dict[int, list] = {}
+    for trial in study.trials:
+        by_size.setdefault(trial.user_attrs["params"]["layer_1_size"], []).append(trial)
+    assert [t.state.name for t in by_size[0]] == ["COMPLETE"]
+    for size, reason in ((8, "RuntimeError: injected failure"), (16, "worker died with signal SIGSEGV")):
+        attempts = by_size[size]
+        assert [t.state.name for t in attempts] == ["FAIL", "FAIL"]  # one try + one retry
+        assert all(reason in t.user_attrs["failure"] for t in attempts)
+    saved = Path(by_size[8][0].user_attrs["traceback_path"])
+    assert saved.is_file() and "Traceback" in saved.read_text()
+    assert not any(p.name.endswith(".partial") for p in (workdir / "trials").iterdir())
+
+
+def test_trial_timeout_kills_the_trial(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, grid((0, 8)))
+    workdir = tmp_path / "work"
+    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0", "--trial-timeout", "4",
+                     env={"VIDEOSWEEP_FAULT": "sleep:layer_1_size=8@600"})
+    assert result.returncode == 0, result.stderr
+    states = {t.user_attrs["params"]["layer_1_size"]: t for t in load_study(workdir).trials}
+    assert states[0].state.name == "COMPLETE"
+    assert states[8].state.name == "FAIL" and "timed out after 4 s" in states[8].user_attrs["failure"]
+
+
+def test_fake_gpus_pin_each_worker_to_its_device(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, grid((0, 4, 8, 12, 16, 20)))
+    workdir = tmp_path / "work"
+    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--gpus", "0,1", "--trials-per-gpu", "2",
+                     env={"VIDEOSWEEP_FAKE_GPUS": "2"})
+    assert result.returncode == 0, result.stderr
+    trials = load_study(workdir).trials
+    assert all(t.state.name == "COMPLETE" for t in trials) and len(trials) == 6
+    for trial in trials:
+        assert trial.user_attrs["cuda_visible_devices"] == trial.user_attrs["gpu"]
+        assert trial.user_attrs["slot"] in {"gpu0.0", "gpu0.1", "gpu1.0", "gpu1.1"}
+        assert trial.user_attrs["slot"].startswith(f"gpu{trial.user_attrs['gpu']}.")
+    assert len({t.user_attrs["pid"] for t in trials}) >= 2
+    missing = run_cli("run", str(sweep), "--workdir", str(workdir), "--gpus", "3", env={"VIDEOSWEEP_FAKE_GPUS": "2"})
+    assert missing.returncode == 2 and "GPU 3 which is not there (GPUs found: 0, 1)" in missing.stderr
+
+
+def test_kill_9_mid_sweep_then_resume_reruns_no_finished_trial(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, grid((0, 4, 8, 12, 16)))
+    workdir, counter = tmp_path / "work", tmp_path / "count.txt"
+    env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size=12@600"}
+    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--workdir",
+               str(workdir)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline:  # wait until the sweep is stuck in the sleeping trial, others done
+        trained = trainings(counter)
+        if any(t["layer_1_size"] == 12 for t in trained):
+            break
+        time.sleep(0.5)
+    time.sleep(1)
+    os.killpg(process.pid, signal.SIGKILL)
+    process.wait()
+    before = load_study(workdir)
+    finished_before = {t.user_attrs["trial_key"] for t in before.trials if t.state.name == "COMPLETE"}
+    assert any(t.state.name == "RUNNING" for t in before.trials)  # left behind by the killed worker
+    trained_before = len(trainings(counter))
+    result = run_cli("resume", str(sweep), "--workdir", str(workdir), env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
+    assert result.returncode == 0, result.stderr
+    after = load_study(workdir)
+    complete = [t for t in after.trials if t.state.name == "COMPLETE"]
+    keys = [t.user_attrs["trial_key"] for t in complete]
+    assert len(keys) == len(set(keys)) == 5  # each key exactly once as finished
+    assert not any(t.state.name in ("RUNNING", "WAITING") for t in after.trials)
+    retrained = [json.dumps(t, sort_keys=True) for t in trainings(counter)[trained_before:]]
+    finished_params = {json.dumps(t.user_attrs["params"], sort_keys=True) for t in complete
+                       if t.user_attrs["trial_key"] in finished_before}
+    assert not finished_params & set(retrained)  # zero finished trials re-run
+    assert len(retrained) == 5 - len(finished_before)
+
+
+def test_optuna_search_stays_within_its_budget(tmp_path, cache_dir):
+    space = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": {"low": 4, "high": 64, "log": True},
+              "dropout": [0.0, 0.3]}]
+    sweep = write_sweep(tmp_path, space, search={"strategy": "optuna", "trials": 3, "sampler": "tpe",
+                                                 "pruner": "median"})
+    workdir = tmp_path / "work"
+    result = run_cli("run", str(sweep), "--workdir", str(workdir))
+    assert result.returncode == 0, result.stderr
+    study = load_study(workdir)
+    trained = {t.user_attrs["trial_key"] for t in study.trials if t.state.name in ("COMPLETE", "PRUNED")}
+    assert len(trained) == 3
+    assert all(4 <= t.params["layer_1_size"] <= 64 for t in study.trials if t.state.name == "COMPLETE")
+    assert study.user_attrs["sweep_yaml"] and "image_mlp_frozen" in study.user_attrs["sweep_yaml"]
+    again = run_cli("run", str(sweep), "--workdir", str(workdir))
+    assert again.returncode == 0 and len(load_study(workdir).trials) == len(study.trials)
