@@ -16,7 +16,9 @@ $(BIN)/.installed: pyproject.toml
 install: $(BIN)/.installed
 
 demo: install
-	$(BIN)/python -m runner.demo
+	$(BIN)/videosweep plan sweeps/seals-demo.yaml
+	$(BIN)/videosweep run sweeps/seals-demo.yaml
+	$(BIN)/videosweep status sweeps/seals-demo.yaml
 
 test: install
 	$(BIN)/python -m pytest -q

@@ -187,17 +187,6 @@ def plan(
     console.print("study: " + ", ".join(f"{v} {k}" for k, v in states.items()))
 
 
-def _run(sweep_file: Path, workdir: Path | None, storage: str | None, gpus: str | None, trials_per_gpu: int | None,
-         workers: int | None, max_retries: int | None, trial_timeout: float | None,
-         trials_per_process: int | None, cache_dir: Path | None) -> None:
-    from runner.run import load_context, run_sweep
-
-    ctx = load_context(sweep_file, workdir, storage, create_workdir=True)
-    run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
-              trial_timeout=trial_timeout, trials_per_process=trials_per_process,
-              cache_dir=str(cache_dir) if cache_dir else None)
-
-
 GpusOpt = Annotated[Optional[str], typer.Option(help="auto | none | 0,1,3 (default: the sweep's resources).")]
 IntOpt = Optional[int]
 
@@ -216,26 +205,15 @@ def run(
     cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache.")] = None,
 ) -> None:
     """Run a sweep (again: only what has not finished runs)."""
-    _run(sweep_file, workdir, storage, gpus, trials_per_gpu, workers, max_retries, trial_timeout,
-         trials_per_process, cache_dir)
+    from runner.run import load_context, run_sweep
+
+    ctx = load_context(sweep_file, workdir, storage, create_workdir=True)
+    run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
+              trial_timeout=trial_timeout, trials_per_process=trials_per_process,
+              cache_dir=str(cache_dir) if cache_dir else None)
 
 
-@app.command()
-def resume(
-    sweep_file: SweepArg,
-    workdir: WorkdirOpt = None,
-    storage: StorageOpt = None,
-    gpus: GpusOpt = None,
-    trials_per_gpu: Annotated[IntOpt, typer.Option(help="Concurrent trials per GPU.")] = None,
-    workers: Annotated[IntOpt, typer.Option(help="CPU slots when no GPU is used.")] = None,
-    max_retries: Annotated[IntOpt, typer.Option(help="Retries of a failed trial (default 1).")] = None,
-    trial_timeout: Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")] = None,
-    trials_per_process: Annotated[IntOpt, typer.Option(help="Recycle a worker after this many trials.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache.")] = None,
-) -> None:
-    """Finish an interrupted sweep: abandoned trials run again, finished ones never do."""
-    _run(sweep_file, workdir, storage, gpus, trials_per_gpu, workers, max_retries, trial_timeout,
-         trials_per_process, cache_dir)
+app.command("resume", help="Finish an interrupted sweep: abandoned trials run again, finished ones never do.")(run)
 
 
 @app.command()

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optuna.trial import TrialState
 from rich.console import Console
 from rich.live import Live
 from rich.table import Table
@@ -148,18 +149,24 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
     options = SchedulerOptions(trials_per_process=trials_per_process or resources.trials_per_process,
                                trial_timeout=trial_timeout or resources.trial_timeout)
 
-    def on_death(trial_number: int, reason: str) -> None:
-        trial = next(t for t in study.get_trials(deepcopy=False) if t.number == trial_number)
-        studies.fail_trial(study, trial._trial_id, reason)
-        if progress.live is None:
-            console.print(f"trial #{trial_number} failed: {reason}")
+    def on_death(pid: int, trial_number: int | None, reason: str) -> None:
+        for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial.number == trial_number or trial.user_attrs.get("pid") == pid:
+                studies.fail_trial(study, trial._trial_id, reason)
+                if progress.live is None:
+                    console.print(f"trial #{trial.number} failed: {reason}")
+
+    def refill() -> int:
+        with studies.study_lock(ctx.workdir):
+            studies.fail_dead_trials(study)
+        return search.prepare()
 
     if ctx.sweep.search.strategy == "grid" and studies.state_counts(study)["waiting"] == 0:
         counts = studies.state_counts(study)
         console.print(f"nothing to run: complete {counts['complete']}, failed {counts['fail']} (retries used up)")
         return counts
     with Progress(console, study, ctx.sweep.search.metric, ctx.sweep.search.direction) as progress:
-        scheduler = Scheduler(template, slots, options, progress.event, on_death, search.prepare)
+        scheduler = Scheduler(template, slots, options, progress.event, on_death, refill)
         scheduler.run()
         interrupted = scheduler.interrupts > 0
     counts = studies.state_counts(study)

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
+from multiprocessing.connection import Connection, wait
 import shutil
 import signal
 import subprocess
@@ -78,6 +78,7 @@ class SlotState:
     step: int | None = None
     ran: int = 0
     finished: bool = False  # its worker found nothing left to do
+    reader: Connection | None = None  # this worker's own event pipe: a dying worker cannot block the others
     info: dict[str, Any] = field(default_factory=dict)
 
 
@@ -93,20 +94,22 @@ class Scheduler:
 
     def __init__(self, template: WorkerConfig, slots: list[Slot], options: SchedulerOptions,
                  on_event: Callable[[dict[str, Any], dict[str, SlotState]], None],
-                 on_worker_death: Callable[[int, str], None], refill: Callable[[], int]):
+                 on_worker_death: Callable[[int, int | None, str], None], refill: Callable[[], int]):
         self.template, self.options = template, options
         self.states = {slot.name: SlotState(slot) for slot in slots}
         self.on_event, self.on_worker_death, self.refill = on_event, on_worker_death, refill
         self.context = mp.get_context("spawn")
-        self.events = self.context.Queue()
         self.interrupts = 0
         self.stop_file = Path(template.workdir) / ".stop"
 
     def _spawn(self, state: SlotState) -> None:
+        reader, writer = self.context.Pipe(duplex=False)
         config = replace(self.template, slot=state.slot.name, gpu=state.slot.gpu, cpu_threads=state.slot.cpu_threads,
-                         max_trials=self.options.trials_per_process, events=self.events)
+                         max_trials=self.options.trials_per_process, events=writer)
         state.process = self.context.Process(target=work, args=(config,), name=f"videosweep-{state.slot.name}")
         state.process.start()
+        writer.close()  # the child holds the only writing end: EOF here means the worker is gone
+        state.reader = reader
         state.trial, state.key, state.step, state.finished = None, None, None, False
 
     def _handle(self, event: dict[str, Any]) -> None:
@@ -123,19 +126,25 @@ class Scheduler:
         self.on_event(event, self.states)
 
     def _drain(self, timeout: float) -> None:
-        try:
-            self._handle(self.events.get(timeout=timeout))
+        readers = {state.reader: state for state in self.states.values() if state.reader is not None}
+        for reader in wait(list(readers), timeout) if readers else []:
             while True:
-                self._handle(self.events.get_nowait())
-        except queue.Empty:
-            pass
+                try:
+                    if not reader.poll():
+                        break
+                    self._handle(reader.recv())
+                except (EOFError, OSError):
+                    reader.close()
+                    readers[reader].reader = None
+                    break
+        if not readers:
+            time.sleep(timeout)
 
     def _kill(self, state: SlotState, reason: str) -> None:
         if state.process is not None and state.process.is_alive():
             os.kill(state.process.pid, signal.SIGKILL)
             state.process.join(10)
-        if state.trial is not None:
-            self.on_worker_death(state.trial, reason)
+            self.on_worker_death(state.process.pid, state.trial, reason)
             state.trial = None
 
     def _over_memory(self, state: SlotState) -> bool:
@@ -160,11 +169,11 @@ class Scheduler:
         process.join()
         self._drain(0)  # the worker's last events may still be queued
         code = process.exitcode
-        if state.trial is not None:
-            reason = f"worker died with signal {signal.Signals(-code).name}" if code and code < 0 else \
+        if code:  # its last events may be lost with it: the study knows its trials by the worker's pid
+            reason = f"worker died with signal {signal.Signals(-code).name}" if code < 0 else \
                 f"worker exited with code {code}"
-            self.on_worker_death(state.trial, reason)
-            state.trial = None
+            self.on_worker_death(process.pid, state.trial, reason)
+        state.trial = None
         state.process = None
 
     def _interrupt(self, signum: int, frame: Any) -> None:

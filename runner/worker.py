@@ -34,12 +34,15 @@ class WorkerConfig:
     max_trials: int | None = None
     max_retries: int = 1
     cpu_threads: int | None = None
-    events: Any = field(default=None, repr=False)  # multiprocessing queue of progress events, or None
+    events: Any = field(default=None, repr=False)  # this worker's end of its event pipe to the scheduler, or None
 
 
 def _emit(config: WorkerConfig, kind: str, **data: Any) -> None:
     if config.events is not None:
-        config.events.put({"kind": kind, "slot": config.slot, "time": time.time(), **data})
+        try:
+            config.events.send({"kind": kind, "slot": config.slot, "time": time.time(), **data})
+        except (BrokenPipeError, OSError):  # the scheduler is gone; the study still records everything
+            config.events = None
 
 
 def configure_process(config: WorkerConfig) -> None:

@@ -103,20 +103,19 @@ def _ensure_loaded() -> None:
     import zoo.backbones  # noqa: F401
 
 
-def resolve_architecture_name(name: str) -> str:
-    _ensure_loaded()
-    key = _ALIASES["architecture"].get(_alias_key(name))
+def _resolve(kind: str, name: str, choices: list[str]) -> str:
+    key = _ALIASES[kind].get(_alias_key(name))
     if key is None:
-        raise KeyError(f"unknown architecture {name!r}; choose one of: {', '.join(list_architectures())}")
+        raise KeyError(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)}")
     return key
+
+
+def resolve_architecture_name(name: str) -> str:
+    return _resolve("architecture", name, list_architectures())
 
 
 def resolve_backbone_name(name: str) -> str:
-    _ensure_loaded()
-    key = _ALIASES["backbone"].get(_alias_key(name))
-    if key is None:
-        raise KeyError(f"unknown backbone {name!r}; choose one of: {', '.join(list_backbones())}")
-    return key
+    return _resolve("backbone", name, list_backbones())
 
 
 def get_architecture(name: str) -> Architecture:

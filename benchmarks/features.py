@@ -1,0 +1,90 @@
+"""Feature extraction throughput and windowing memory (issue: foundation). Prints figures; asserts nothing.
+
+    python benchmarks/features.py [--frames 256] [--size 224]
+
+(a) the research code's way: decode, resize, `predict` one frame at a time;
+(b) the limit: the same backbone on an in-memory loop of already-decoded batches;
+ours: JPEG files -> cached features, batched, decoding overlapped with inference.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+import tracemalloc
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+import numpy as np  # noqa: E402
+
+from zoo import canonical_spec, load_dataset  # noqa: E402
+from zoo.backbones import build_backbone  # noqa: E402
+from zoo.features import EXTRACTION_BATCH, compiled_inference, extract_features  # noqa: E402
+from zoo.frames import read_frame, read_frames  # noqa: E402
+from zoo.spec import ModelSpec  # noqa: E402
+from zoo.windows import WindowSequence, window_ends  # noqa: E402
+
+SEALS = Path(__file__).resolve().parents[1] / "examples" / "seals"
+
+
+def rate(count: int, seconds: float) -> float:
+    return count / seconds
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--frames", type=int, default=256)
+    parser.add_argument("--size", type=int, default=224)
+    args = parser.parse_args()
+    dataset = load_dataset(SEALS)
+    paths = dataset.frame_paths[: args.frames]
+    spec = canonical_spec(ModelSpec(architecture="image_mlp_frozen", backbone="mobilenet_v2", weights="none",
+                                    frame_size=args.size))
+    size = spec.frame_size
+    model = build_backbone(spec)
+    model.predict(np.zeros((1, size[1], size[0], 3), "float32"), verbose=0)
+
+    started = time.perf_counter()
+    per_frame_count = min(64, len(paths))
+    for path in paths[:per_frame_count]:
+        model.predict(read_frame(path, size)[None].astype("float32"), verbose=0)
+    per_frame = rate(per_frame_count, time.perf_counter() - started)
+
+    decoded = read_frames(paths, size)
+    infer = compiled_inference(model, EXTRACTION_BATCH)
+    infer(decoded[:EXTRACTION_BATCH])
+    started = time.perf_counter()
+    for i in range(0, len(decoded), EXTRACTION_BATCH):
+        infer(decoded[i : i + EXTRACTION_BATCH])
+    in_memory = rate(len(decoded), time.perf_counter() - started)
+
+    started = time.perf_counter()
+    extract_features(paths, spec)
+    ours = rate(len(paths), time.perf_counter() - started)
+
+    print(f"feature extraction, mobilenet_v2 at {size[0]}x{size[1]}, {len(paths)} seals JPEGs, {os.cpu_count()} cores")
+    print(f"  (a) per-frame predict       {per_frame:8.1f} frames/s")
+    print(f"  (b) in-memory batched loop  {in_memory:8.1f} frames/s")
+    print(f"  videosweep (JPEG -> feats)  {ours:8.1f} frames/s  = {ours / per_frame:.1f}x (a), {ours / in_memory:.2f}x (b)")
+
+    features = np.random.default_rng(0).normal(size=(len(dataset.labels), 1280)).astype("float32")
+    ends = window_ends(dataset, "train", 20)
+    tracemalloc.start()
+    sequence = WindowSequence(features, ends, dataset.label_indices, 2, 20, True, 32, shuffle=True)
+    for index in range(len(sequence)):
+        sequence[index]
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    held = sequence.ends.nbytes + sequence._order.nbytes
+    print(f"windowing sequence_length=20 over {features.nbytes / 2**20:.1f} MiB of features: "
+          f"held {held / 2**10:.1f} KiB ({1 + held / features.nbytes:.3f}x features), transient peak "
+          f"{peak / 2**20:.1f} MiB for one batch of 32 windows ({1 + peak / features.nbytes:.2f}x); "
+          f"materialised windows would be {len(ends) * 20 * 1280 * 4 / 2**20:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()
