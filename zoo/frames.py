@@ -18,6 +18,7 @@ from PIL import Image
 
 from zoo.errors import DataError
 
+cv2.setNumThreads(1)  # parallelism comes from our decode threads; OpenCV's own pool would oversubscribe
 _REDUCED = ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4), (2, cv2.IMREAD_REDUCED_COLOR_2))
 _JPEG = (".jpg", ".jpeg")
 
@@ -48,8 +49,8 @@ def _decode_flag(path: Path, frame_size: tuple[int, int]) -> int:
     source = image_size(path)
     if source is None:
         return cv2.IMREAD_COLOR
-    for factor, reduced in _REDUCED:  # keep at least twice the target resolution before the area resize
-        if source[0] >= 2 * factor * frame_size[0] and source[1] >= 2 * factor * frame_size[1]:
+    for factor, reduced in _REDUCED:  # the DCT-domain downscale must still cover the target before the resize
+        if source[0] >= factor * frame_size[0] and source[1] >= factor * frame_size[1]:
             return reduced
     return cv2.IMREAD_COLOR
 

@@ -1,0 +1,100 @@
+"""Per-trial orchestration overhead and slot scaling (issues: sweeps, scheduling). Prints figures only.
+
+    python benchmarks/sweeps.py [--trials 16]
+
+overhead: a grid of N identical tiny trials through `videosweep run` (one slot: process start, study
+bookkeeping, artefacts, the rounds logic) against the same trials trained by a bare Keras loop in one warm
+process; (sweep wall time - bare time) / N.
+scaling: a sweep of N tiny trials with 1 slot, then with 2 slots (each slot limited to its share of the cores).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import yaml
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+SEALS = ROOT / "examples" / "seals"
+TRAINING = {"epochs": 2, "patience": 2, "learning_rates": [1e-3], "batch_size": 64, "seed": 0}
+POINT = {"architecture": "image_mlp_frozen", "backbone": "mobilenet_v2", "weights": "none", "frame_size": "32x32"}
+
+
+def sweep_file(folder: Path, name: str, trials: int) -> Path:
+    # Distinct seeds make distinct trials of identical cost.
+    space = [{**{k: [v] for k, v in POINT.items()}, "layer_1_size": [16], "seed": list(range(trials))}]
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "data": {"root": str(SEALS)}, "training": TRAINING,
+                                    "space": space}))
+    return path
+
+
+def run_sweep(path: Path, workdir: Path, *extra: str) -> float:
+    started = time.perf_counter()
+    subprocess.run([sys.executable, "-c", "from runner.cli import main; main()", "run", str(path), "--workdir",
+                    str(workdir), *extra], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
+    return time.perf_counter() - started
+
+
+def bare_loop_seconds(trials: int, cache: Path) -> float:
+    """The same trials, trained by hand in this (warm) process: build, fit, evaluate; nothing else."""
+    import keras
+    import numpy as np
+
+    from runner.spec import TrialSpec
+    from zoo import create_model, load_dataset
+    from zoo.cache import load_features
+    from zoo.windows import window_ends
+
+    dataset = load_dataset(SEALS)
+    spec = TrialSpec.from_flat({**POINT, **TRAINING, "layer_1_size": 16})
+    features, _ = load_features(dataset, spec.model, cache)
+    data = {s: window_ends(dataset, s, 1) for s in ("train", "valid", "test")}
+    x = {s: np.asarray(features[e]) for s, e in data.items()}
+    y = {s: keras.utils.to_categorical(dataset.label_indices[e], 2) for s, e in data.items()}
+    started = time.perf_counter()
+    for seed in range(trials):
+        keras.utils.set_random_seed(seed)
+        model = create_model(spec.model, 2)
+        model.compile(keras.optimizers.Adam(1e-3), "categorical_crossentropy", metrics=["accuracy"])
+        model.fit(x["train"], y["train"], validation_data=(x["valid"], y["valid"]), epochs=TRAINING["epochs"],
+                  batch_size=64, verbose=0)
+        model.evaluate(x["test"], y["test"], verbose=0)
+    return time.perf_counter() - started
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--trials", type=int, default=16)
+    args = parser.parse_args()
+    folder = Path(tempfile.mkdtemp(prefix="videosweep-bench-"))
+    cache = folder / "cache"
+    os.environ["VIDEOSWEEP_CACHE"] = str(cache)
+    try:
+        n = args.trials
+        warm = sweep_file(folder, "warm", 1)
+        run_sweep(warm, folder / "warm")  # computes the feature cache once, outside the timings
+        bare = bare_loop_seconds(n, cache)
+        swept = run_sweep(sweep_file(folder, "overhead", n), folder / "overhead", "--workers", "1")
+        overhead = (swept - bare) / n
+        print(f"per-trial overhead over {n} tiny trials: sweep {swept:.1f} s, bare loop {bare:.1f} s "
+              f"-> {overhead:.2f} s per trial (includes one worker start and a CLI start, amortised)")
+        one = run_sweep(sweep_file(folder, "one-slot", n), folder / "one", "--workers", "1")
+        two = run_sweep(sweep_file(folder, "two-slots", n), folder / "two", "--workers", "2")
+        print(f"slot scaling, {n} tiny trials on {os.cpu_count()} cores: 1 slot {one:.1f} s, 2 slots {two:.1f} s "
+              f"-> {two / one:.2f}x")
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
