@@ -203,11 +203,14 @@ def run(
     trial_timeout: Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")] = None,
     trials_per_process: Annotated[IntOpt, typer.Option(help="Recycle a worker after this many trials.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache.")] = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(
+        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the sweep's tracking.uri, sqlite in the workdir).")
+    ] = None,
 ) -> None:
     """Run a sweep (again: only what has not finished runs)."""
     from runner.run import load_context, run_sweep
 
-    ctx = load_context(sweep_file, workdir, storage, create_workdir=True)
+    ctx = load_context(sweep_file, workdir, storage, create_workdir=True, tracking_uri=tracking_uri)
     run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
               trial_timeout=trial_timeout, trials_per_process=trials_per_process,
               cache_dir=str(cache_dir) if cache_dir else None)
@@ -240,6 +243,41 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
                       "" if seconds is None else f"{seconds:.1f}", note[:80])
     console.print(table)
     console.print(", ".join(f"{v} {k}" for k, v in state_counts(study).items() if v))
+
+
+@app.command()
+def ui(
+    sweep_file: SweepArg,
+    workdir: WorkdirOpt = None,
+    tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default as for run).")] = None,
+    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    host: Annotated[str, typer.Option(help="Address to bind; anything but 127.0.0.1 exposes your runs.")] = "127.0.0.1",
+) -> None:
+    """Start the MLflow UI on the sweep's tracking store, opened on its experiment."""
+    import subprocess
+
+    from runner.run import load_context
+    from runner.tracking import Tracker
+
+    ctx = load_context(sweep_file, workdir, None, create_workdir=False, tracking_uri=tracking_uri)
+    if ctx.tracking_uri.startswith(("http://", "https://")):
+        console.print(f"{ctx.sweep.name} is tracked on a server: open {ctx.tracking_uri}")
+        return
+    if not (ctx.workdir / "mlflow.db").exists() and ctx.tracking_uri.startswith("sqlite"):
+        raise UserError(f"sweep {ctx.sweep.name} has not been run yet (no MLflow store in {ctx.workdir})")
+    experiment = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name).experiment_id
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] binding to {host} lets anyone who can reach it read your runs")
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/#/experiments/{experiment}"
+    console.print(f"MLflow UI for {ctx.sweep.name}: {url}  (Ctrl-C stops it)")
+    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", ctx.tracking_uri,
+               "--host", host, "--port", str(port)]
+    if ctx.tracking_uri.startswith("sqlite"):
+        command += ["--default-artifact-root", (ctx.workdir / "mlartifacts").resolve().as_uri()]
+    try:
+        subprocess.run(command, check=False)
+    except KeyboardInterrupt:
+        pass
 
 
 def main(argv: list[str] | None = None) -> None:

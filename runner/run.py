@@ -7,6 +7,7 @@ before any process starts, so bad input never leaves a half-made sweep behind.
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -22,6 +23,7 @@ from runner import study as studies
 from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
 from runner.search import make_pruner, make_sampler, make_search
 from runner.sweep import Sweep, load_sweep
+from runner.tracking import Tracker, default_tracking_uri
 from runner.worker import WorkerConfig
 from zoo import atomic, load_dataset, validated_spec
 from zoo.data import Dataset
@@ -36,6 +38,7 @@ class SweepContext:
     dataset: Dataset
     workdir: Path
     storage_url: str
+    tracking_uri: str
 
     def open_study(self, create: bool = True) -> Any:
         storage = studies.open_storage(self.storage_url)
@@ -49,14 +52,17 @@ class SweepContext:
         return study
 
 
-def load_context(path: Path, workdir: Path | None, storage: str | None, create_workdir: bool) -> SweepContext:
+def load_context(path: Path, workdir: Path | None, storage: str | None, create_workdir: bool,
+                 tracking_uri: str | None = None) -> SweepContext:
     sweep = load_sweep(path)
     dataset = load_dataset(sweep.data.root, sweep.data.labels)
     workdir = (workdir or Path("runs") / sweep.name).expanduser()
     if create_workdir:
         atomic.writable_dir(workdir, "workdir")
     url = storage or studies.default_storage(workdir)
-    return SweepContext(sweep, str(path), dataset, workdir, url)
+    tracking = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri
+                or default_tracking_uri(workdir))
+    return SweepContext(sweep, str(path), dataset, workdir, url, tracking)
 
 
 class Progress:
@@ -117,6 +123,15 @@ class Progress:
             self.console.print(f"\\[{event['slot']}] trial #{event['trial']} {event['key']} {event['state']}{extra}")
 
 
+def best_trial(study: Any) -> tuple[str, float] | None:
+    """(trial key, value) of the best finished trial, None before any finished."""
+    try:
+        best = study.best_trial
+    except ValueError:
+        return None
+    return best.user_attrs.get(studies.KEY, str(best.number)), float(best.value)
+
+
 def check_weights(ctx: SweepContext, search: Any) -> None:
     """Fail fast on missing weights files or uncached ImageNet weights before any process starts."""
     specs = getattr(getattr(search, "expansion", None), "trials", [])
@@ -138,14 +153,20 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
     study = ctx.open_study()
     search = make_search(ctx.sweep, study, ctx.dataset.fingerprint, ctx.workdir, retries)
     check_weights(ctx, search)
+    tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name)  # creates the schema before any slot starts
+    parent_run = tracker.sweep_run(ctx.sweep, ctx.sweep.to_yaml(), studies.mask_url(ctx.storage_url), ctx.dataset)
     with studies.study_lock(ctx.workdir):
         dead = studies.fail_dead_trials(study)
+        running = {t.user_attrs.get(studies.KEY) for t in study.get_trials(deepcopy=False,
+                                                                          states=(TrialState.RUNNING,))}
+        tracker.close_dead_runs(running)
     queued = search.prepare()
     console.print(f"sweep [bold]{ctx.sweep.name}[/]: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
                   f"({', '.join(s.name for s in slots)}); study {studies.mask_url(ctx.storage_url)}; "
                   f"{queued} trial(s) queued" + (f", {len(dead)} abandoned trial(s) recovered" if dead else ""))
     template = WorkerConfig(sweep_yaml=ctx.sweep.to_yaml(), sweep_source=ctx.source, workdir=str(ctx.workdir),
-                            storage_url=ctx.storage_url, cache_dir=cache_dir, max_retries=retries)
+                            storage_url=ctx.storage_url, cache_dir=cache_dir, max_retries=retries,
+                            tracking_uri=ctx.tracking_uri, parent_run_id=parent_run)
     options = SchedulerOptions(trials_per_process=trials_per_process or resources.trials_per_process,
                                trial_timeout=trial_timeout or resources.trial_timeout)
 
@@ -163,13 +184,22 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
 
     if ctx.sweep.search.strategy == "grid" and studies.state_counts(study)["waiting"] == 0:
         counts = studies.state_counts(study)
+        tracker.update_sweep(parent_run, counts, best_trial(study))
+        tracker.finish_sweep(parent_run, interrupted=False)
         console.print(f"nothing to run: complete {counts['complete']}, failed {counts['fail']} (retries used up)")
         return counts
+    def on_event(event: dict[str, Any], states: dict[str, SlotState]) -> None:
+        progress.event(event, states)
+        if event["kind"] == "finish":
+            tracker.update_sweep(parent_run, studies.state_counts(study), best_trial(study))
+
     with Progress(console, study, ctx.sweep.search.metric, ctx.sweep.search.direction) as progress:
-        scheduler = Scheduler(template, slots, options, progress.event, on_death, refill)
+        scheduler = Scheduler(template, slots, options, on_event, on_death, refill)
         scheduler.run()
         interrupted = scheduler.interrupts > 0
     counts = studies.state_counts(study)
+    tracker.update_sweep(parent_run, counts, best_trial(study))
+    tracker.finish_sweep(parent_run, interrupted)
     console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
                   f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
                                                     if interrupted else ""))

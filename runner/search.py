@@ -38,6 +38,8 @@ class Search(Protocol):
 
     def next_trial(self) -> Claim | None: ...
 
+    def finish(self, claim: Claim, state: str, value: float | None) -> None: ...
+
 
 def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
     name, seed = sweep.search.sampler, sweep.search.seed
@@ -97,6 +99,9 @@ class GridSearch:
     def next_trial(self) -> Claim | None:
         return claim_from_queue(self.study)
 
+    def finish(self, claim: Claim, state: str, value: float | None) -> None:
+        """Nothing to learn: the grid is fixed."""
+
 
 class OptunaSearch:
     """Random or model-based sampling (TPE, QMC, CMA-ES, GP) over the sub-spaces, within a trial budget."""
@@ -141,6 +146,9 @@ class OptunaSearch:
         raise UserError(f"the sampler drew {MAX_INVALID_DRAWS} invalid or repeated points in a row; "
                         "check the space and constraints with `videosweep plan`")
 
+    def finish(self, claim: Claim, state: str, value: float | None) -> None:
+        """The sampler reads finished trials from the study itself."""
+
     def _suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         space = self.sweep.space
         index = trial.suggest_categorical("subspace", list(range(len(space)))) if len(space) > 1 else 0
@@ -174,4 +182,6 @@ def make_search(sweep: Sweep, study: optuna.Study, fingerprint: str, workdir: Pa
         return GridSearch(sweep, study, fingerprint, workdir, max_retries)
     if sweep.search.strategy in ("random", "optuna"):
         return OptunaSearch(sweep, study, fingerprint, workdir, max_retries)
-    raise UserError("search.strategy keras_tuner is not available yet in this version; use optuna (TPE) or random")
+    from runner.tuner import KerasTunerSearch
+
+    return KerasTunerSearch(sweep, study, fingerprint, workdir, max_retries)

@@ -9,6 +9,7 @@ trial raises is recorded on its Optuna trial (reason + saved traceback) and the 
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import threading
 import time
@@ -34,6 +35,8 @@ class WorkerConfig:
     max_trials: int | None = None
     max_retries: int = 1
     cpu_threads: int | None = None
+    tracking_uri: str | None = None
+    parent_run_id: str | None = None
     events: Any = field(default=None, repr=False)  # this worker's end of its event pipe to the scheduler, or None
 
 
@@ -47,6 +50,7 @@ def _emit(config: WorkerConfig, kind: str, **data: Any) -> None:
 
 def configure_process(config: WorkerConfig) -> None:
     """Pin the process to its GPU (or none) and its CPU share before TensorFlow is imported."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler decides
     os.environ["CUDA_VISIBLE_DEVICES"] = config.gpu if config.gpu is not None else ""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     if config.cpu_threads:
@@ -98,7 +102,7 @@ def _save_traceback(workdir: Path, key: str, number: int, text: str) -> Path:
     return path
 
 
-def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any) -> str:
+def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any, tracker: Any = None) -> tuple[str, float | None]:
     """Train one claimed trial and tell the study how it ended: 'complete', 'pruned' or 'failed'."""
     import json
 
@@ -115,6 +119,7 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any) -> str
                         ("pid", os.getpid()), ("attempt", claim.attempt),
                         ("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES", ""))):
         trial.set_user_attr(name, value)
+    run_id = None
     _emit(config, "start", trial=trial.number, key=claim.key, architecture=claim.spec.model.architecture)
     metric = sweep.search.metric
     epoch_metric = {"val_accuracy": "val_accuracy", "val_loss": "val_loss"}.get(metric, "val_accuracy")
@@ -122,11 +127,18 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any) -> str
     def on_epoch(step: int, row: dict[str, Any]) -> None:
         _emit(config, "epoch", trial=trial.number, step=step, round=row["round"], epoch=row["epoch"],
               val_accuracy=row["val_accuracy"])
+        if tracker is not None:
+            tracker.log_epoch(run_id, row)
         trial.report(float(row[epoch_metric]), step)
         if trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
 
     try:
+        if tracker is not None:
+            run_id = tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), {
+                "optuna_trial": trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
+                "host": socket.gethostname(), "retry": claim.attempt})
+            trial.set_user_attr("mlflow_run_id", run_id)
         with Heartbeat(study._storage, trial._trial_id, HEARTBEAT_SECONDS):
             if (out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
                 results = json.loads((out / "results.json").read_text())
@@ -138,22 +150,34 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any) -> str
         for name in ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
                      "fit_dt_train_duration_seconds"):
             trial.set_user_attr(name, results.get(name))
-        study.tell(trial, _metric(results, metric))
-        _emit(config, "finish", trial=trial.number, key=claim.key, state="complete", value=_metric(results, metric))
-        return "complete"
+        value = _metric(results, metric)
+        if tracker is not None:
+            import keras
+
+            tracker.finish_trial(run_id, results, out, keras.models.load_model(out / "model_best.keras"))
+        study.tell(trial, value)
+        _emit(config, "finish", trial=trial.number, key=claim.key, state="complete", value=value)
+        return "complete", value
     except optuna.TrialPruned as pruned:
         trial.set_user_attr("pruned", str(pruned))
+        if tracker is not None:
+            tracker.prune_trial(run_id, str(pruned))
         study.tell(trial, state=optuna.trial.TrialState.PRUNED)
         _emit(config, "finish", trial=trial.number, key=claim.key, state="pruned")
-        return "pruned"
+        return "pruned", None
     except Exception as err:  # the trial failed; the sweep goes on
         reason = one_line(f"{type(err).__name__}: {err}")[:500]
         path = _save_traceback(workdir, claim.key, trial.number, traceback.format_exc())
         trial.set_user_attr("failure", reason)
         trial.set_user_attr("traceback_path", str(path))
+        if tracker is not None and run_id is not None:
+            try:
+                tracker.fail_trial(run_id, reason, path)
+            except Exception:  # the tracking store may be what failed; the study still records the failure
+                pass
         study.tell(trial, state=optuna.trial.TrialState.FAIL)
         _emit(config, "finish", trial=trial.number, key=claim.key, state="failed", reason=reason)
-        return "failed"
+        return "failed", None
 
 
 def _stopping(config: WorkerConfig) -> bool:
@@ -178,6 +202,11 @@ def work(config: WorkerConfig) -> int:
 
     study = open_study(sweep.name, storage, sweep.search.direction, make_sampler(sweep), make_pruner(sweep))
     search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries)
+    tracker = None
+    if config.tracking_uri is not None:
+        from runner.tracking import Tracker
+
+        tracker = Tracker(config.tracking_uri, Path(config.workdir), sweep.name)
     ran, reason = 0, "recycle"
     _emit(config, "ready", pid=os.getpid())
     while config.max_trials is None or ran < config.max_trials:
@@ -188,7 +217,8 @@ def work(config: WorkerConfig) -> int:
         if claim is None:
             reason = "empty"
             break
-        outcome = run_claim(claim, config, sweep, dataset)
+        outcome, value = run_claim(claim, config, sweep, dataset, tracker)
+        search.finish(claim, outcome, value)
         ran += 1
         if outcome == "failed":
             reason = "failed"  # a failed trial may have left the process in a bad state: recycle it

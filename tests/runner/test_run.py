@@ -147,6 +147,13 @@ def test_kill_9_mid_sweep_then_resume_reruns_no_finished_trial(tmp_path, cache_d
                        if t.user_attrs["trial_key"] in finished_before}
     assert not finished_params & set(retrained)  # zero finished trials re-run
     assert len(retrained) == 5 - len(finished_before)
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    children = [r for r in runs if r.data.tags.get("videosweep.role") == "trial"]
+    assert sorted(r.data.tags["videosweep.trial_key"] for r in children) == sorted(keys)  # one run per key
+    assert all(r.info.status == "FINISHED" for r in runs)  # no orphan RUNNING run
 
 
 def test_optuna_search_stays_within_its_budget(tmp_path, cache_dir):
@@ -164,3 +171,56 @@ def test_optuna_search_stays_within_its_budget(tmp_path, cache_dir):
     assert study.user_attrs["sweep_yaml"] and "image_mlp_frozen" in study.user_attrs["sweep_yaml"]
     again = run_cli("run", str(sweep), "--workdir", str(workdir))
     assert again.returncode == 0 and len(load_study(workdir).trials) == len(study.trials)
+
+
+def test_ctrl_c_stops_handing_out_trials_then_stops_running_ones_and_the_sweep_resumes(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, grid((0, 4, 8)))
+    workdir, counter = tmp_path / "work", tmp_path / "count.txt"
+    env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size=4@600"}
+    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--workdir",
+               str(workdir)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(t["layer_1_size"] == 4 for t in trainings(counter)):
+        time.sleep(0.5)
+    os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
+    time.sleep(4)
+    assert process.poll() is None  # the running trial is allowed to finish
+    os.killpg(process.pid, signal.SIGINT)  # the second Ctrl-C stops it
+    assert process.wait(60) == 130
+    trials = {t.user_attrs["params"]["layer_1_size"]: t for t in load_study(workdir).trials}
+    assert trials[0].state.name == "COMPLETE"
+    assert trials[4].state.name == "FAIL" and trials[4].user_attrs["failure"] == "interrupted by the user"
+    assert trials[8].state.name == "WAITING"  # never handed out
+    resumed = run_cli("resume", str(sweep), "--workdir", str(workdir), "--max-retries", "0",
+                      env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
+    assert resumed.returncode == 0, resumed.stderr
+    complete = [t for t in load_study(workdir).trials if t.state.name == "COMPLETE"]
+    assert sorted(t.user_attrs["params"]["layer_1_size"] for t in complete) == [0, 4, 8]
+    assert [t["layer_1_size"] for t in trainings(counter)].count(0) == 1  # the finished trial never reran
+
+
+@pytest.mark.parametrize("oracle", ["hyperband", "random"])
+def test_keras_tuner_oracles_drive_the_search(tmp_path, cache_dir, oracle):
+    space = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8, 16, 32], "dropout": [0.0, 0.2]}]
+    sweep = write_sweep(tmp_path, space, search={"strategy": "keras_tuner", "oracle": oracle, "trials": 4})
+    workdir = tmp_path / "work"
+    data = yaml.safe_load(sweep.read_text())
+    data["training"]["epochs"] = 3
+    sweep.write_text(yaml.safe_dump(data))
+    result = run_cli("run", str(sweep), "--workdir", str(workdir))
+    assert result.returncode == 0, result.stderr
+    trials = [t for t in load_study(workdir).trials if t.state.name == "COMPLETE"]
+    assert 1 <= len(trials) <= 4
+    assert all(t.user_attrs.get("keras_tuner_trial") is not None for t in trials)
+    oracle_files = list((workdir / "keras_tuner" / "t").glob("trial_*/trial.json"))
+    assert len(oracle_files) >= len(trials)
+    statuses = [json.loads(p.read_text())["status"] for p in oracle_files]
+    assert statuses.count("COMPLETED") == len({t.user_attrs["keras_tuner_trial"] for t in trials})
+    if oracle == "hyperband":  # Hyperband sets each trial's epoch budget
+        assert {t.user_attrs["params"]["epochs"] for t in trials} <= {1, 2, 3}
+    finished = len(trials)
+    again = run_cli("run", str(sweep), "--workdir", str(workdir))
+    assert again.returncode == 0
+    assert len([t for t in load_study(workdir).trials if t.state.name == "COMPLETE"]) == finished  # oracle done

@@ -1,0 +1,233 @@
+"""What to record: one MLflow parent run per sweep, one child run per trial key, via `MlflowClient`.
+
+Every call names its run id explicitly (the fluent API's global active run breaks across processes and
+threads). A trial's run is found again by its trial-key tag, so a retried or resumed trial reuses its run;
+runs left RUNNING by a dead process are closed as KILLED when the sweep starts again. Per-epoch metrics go in
+one `log_batch` per epoch. Embedded default: SQLite in the workdir, artefacts under `<workdir>/mlartifacts`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import socket
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import UserError, one_line
+
+ROLE = "videosweep.role"
+KEY = "videosweep.trial_key"
+STATE = "videosweep.state"
+SWEEP = "videosweep.sweep"
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "round")
+CONNECT_ATTEMPTS = 3
+os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+logging.getLogger("mlflow").setLevel(logging.ERROR)
+logging.getLogger("alembic").setLevel(logging.ERROR)
+
+
+def default_tracking_uri(workdir: Path) -> str:
+    return f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+
+
+def flatten(data: Any, prefix: str = "") -> dict[str, str]:
+    """Nested mappings as dotted keys, values as text (MLflow params are strings of at most 6000 chars)."""
+    flat: dict[str, str] = {}
+    if isinstance(data, dict):
+        for key, value in data.items():
+            flat.update(flatten(value, f"{prefix}{key}."))
+    else:
+        flat[prefix.rstrip(".")] = (json.dumps(data) if isinstance(data, (list, dict)) else str(data))[:6000]
+    return flat
+
+
+def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
+    for start in range(0, len(items), size):
+        yield items[start : start + size]
+
+
+class Tracker:
+    """MLflow access for one sweep: its experiment, parent run and trial runs."""
+
+    def __init__(self, uri: str, workdir: Path, experiment: str):
+        from mlflow import MlflowClient
+
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+        self.uri, self.workdir, self.experiment_name = uri, workdir, experiment
+        self.client = MlflowClient(tracking_uri=uri)
+        self.experiment_id = self._experiment()
+
+    # ------------------------------------------------------------------ set-up
+
+    def _experiment(self) -> str:
+        from mlflow.exceptions import MlflowException
+
+        last: Exception | None = None
+        for attempt in range(CONNECT_ATTEMPTS):
+            try:
+                found = self.client.get_experiment_by_name(self.experiment_name)
+                if found is not None:
+                    return found.experiment_id
+                location = None
+                if self.uri.startswith("sqlite:"):
+                    location = (self.workdir / "mlartifacts").resolve().as_uri()
+                try:
+                    return self.client.create_experiment(self.experiment_name, artifact_location=location)
+                except MlflowException:  # created meanwhile by another process
+                    found = self.client.get_experiment_by_name(self.experiment_name)
+                    if found is not None:
+                        return found.experiment_id
+                    raise
+            except Exception as err:  # connection refused, timeouts, database errors
+                last = err
+                time.sleep(min(2**attempt, 5))
+        raise UserError(f"cannot reach the MLflow tracking store {self.uri}: "
+                        f"{one_line(str(last))[:200] if last else 'no answer'}")
+
+    def _find(self, filter_string: str) -> Any | None:
+        runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=2,
+                                       order_by=["attributes.start_time ASC"])
+        return runs[0] if runs else None
+
+    # ------------------------------------------------------------------ the sweep's parent run
+
+    def sweep_run(self, sweep: Any, sweep_yaml: str, storage: str, dataset: Any) -> str:
+        """The sweep's parent run, created once with the sweep file, its parameters and the dataset."""
+        from mlflow.entities import Param, RunTag
+
+        existing = self._find(f"tags.`{ROLE}` = 'sweep'")
+        if existing is not None:
+            if existing.info.status != "RUNNING":
+                self.client.update_run(existing.info.run_id, status="RUNNING")
+            return existing.info.run_id
+        run = self.client.create_run(self.experiment_id, run_name=sweep.name,
+                                     tags={ROLE: "sweep", SWEEP: sweep.name, "strategy": sweep.search.strategy,
+                                           "storage": storage, "host": socket.gethostname()})
+        run_id = run.info.run_id
+        params = [Param(k, v) for k, v in flatten(sweep.model_dump(mode="json", exclude_none=True)).items()]
+        for chunk in _chunks(params, 90):
+            self.client.log_batch(run_id, params=chunk)
+        self.client.log_text(run_id, sweep_yaml, "sweep.yaml")
+        self._log_dataset(run_id, dataset)
+        self.client.log_batch(run_id, tags=[RunTag("dataset.fingerprint", dataset.fingerprint)])
+        return run_id
+
+    def _log_dataset(self, run_id: str, dataset: Any) -> None:
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+
+        counts = dataset.class_counts()
+        entity = Dataset(name=dataset.name, digest=dataset.fingerprint, source_type="local",
+                         source=json.dumps({"uri": str(dataset.root)}),
+                         schema=json.dumps({"columns": ["video", "frame", "label", "split"]}),
+                         profile=json.dumps({"frames": len(dataset.labels), "videos": len(dataset.videos),
+                                             "class_counts": counts}))
+        self.client.log_inputs(run_id, [DatasetInput(entity, tags=[InputTag("mlflow.data.context", "training")])])
+
+    def update_sweep(self, run_id: str, counts: dict[str, int], best: tuple[str, float] | None) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(f"trials_{state}", float(n), now, 0) for state, n in counts.items()]
+        tags = []
+        if best is not None:
+            metrics.append(Metric("best_metric", float(best[1]), now, 0))
+            tags.append(RunTag("best_trial_key", best[0]))
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+
+    def finish_sweep(self, run_id: str, interrupted: bool) -> None:
+        self.client.set_terminated(run_id, "KILLED" if interrupted else "FINISHED")
+
+    # ------------------------------------------------------------------ trial runs
+
+    def trial_run(self, parent_id: str, key: str, spec_flat: dict[str, Any], tags: dict[str, Any]) -> str:
+        """The trial key's child run: reused if it exists (retry, resume), else created under the parent."""
+        from mlflow.entities import Param, RunTag
+
+        existing = self._find(f"tags.`{KEY}` = '{key}'")
+        all_tags = {STATE: "running", **{k: str(v) for k, v in tags.items()}}
+        if existing is not None:
+            run_id = existing.info.run_id
+            self.client.update_run(run_id, status="RUNNING")
+            self.client.log_batch(run_id, tags=[RunTag(k, v) for k, v in all_tags.items()])
+            return run_id
+        name = f"{spec_flat.get('architecture')}-{key}"
+        run = self.client.create_run(self.experiment_id, run_name=name,
+                                     tags={"mlflow.parentRunId": parent_id, ROLE: "trial", KEY: key, **all_tags})
+        params = [Param(k, str(v)) for k, v in spec_flat.items()]
+        self.client.log_batch(run.info.run_id, params=params)
+        return run.info.run_id
+
+    def log_epoch(self, run_id: str, row: dict[str, Any]) -> None:
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        metrics = [Metric(name, float(row[name]), now, int(row["step"])) for name in EPOCH_METRICS if name in row]
+        self.client.log_batch(run_id, metrics=metrics)
+
+    def finish_trial(self, run_id: str, results: dict[str, Any], trial_dir: Path, model: Any | None) -> None:
+        from mlflow.entities import Metric, RunTag
+
+        now = int(time.time() * 1000)
+        finals = {"train_accuracy": "fit_train_acc", "train_loss": "fit_train_loss", "val_accuracy_best":
+                  "fit_val_acc", "val_loss_best": "fit_val_loss", "test_accuracy": "fit_test_acc",
+                  "test_loss": "fit_test_loss", "best_round": "fit_best_round", "param_count": "model_param_count",
+                  "train_seconds": "fit_dt_train_duration_seconds", "test_seconds": "fit_dt_test_duration_seconds",
+                  "epochs": "fit_num_epochs"}
+        metrics = [Metric(name, float(results[key]), now, 0) for name, key in finals.items()
+                   if isinstance(results.get(key), (int, float))]
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(STATE, "finished")])
+        self.client.log_artifacts(run_id, str(trial_dir), artifact_path="trial")
+        if model is not None:
+            self._log_model(run_id, model)
+        self.client.set_terminated(run_id, "FINISHED")
+
+    def _log_model(self, run_id: str, model: Any) -> None:
+        import mlflow
+        import numpy as np
+        from mlflow.models import ModelSignature
+        from mlflow.types import Schema, TensorSpec
+
+        # Model.log resolves its client and the logged model's experiment from process-wide settings.
+        mlflow.set_tracking_uri(self.uri)
+        mlflow.set_experiment(experiment_id=self.experiment_id)
+        shape = tuple(-1 if d is None else d for d in model.input_shape)
+        output = tuple(-1 if d is None else d for d in model.output_shape)
+        signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), shape)]),
+                                   outputs=Schema([TensorSpec(np.dtype("float32"), output)]))
+        mlflow.tensorflow.log_model(model, name="model", run_id=run_id, signature=signature,
+                                    pip_requirements=["tensorflow", "keras"])
+
+    def fail_trial(self, run_id: str, reason: str, traceback_path: Path | None) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(STATE, "failed"), RunTag("failure", reason[:5000])])
+        if traceback_path is not None and traceback_path.is_file():
+            self.client.log_artifact(run_id, str(traceback_path), artifact_path="failure")
+        self.client.set_terminated(run_id, "FAILED")
+
+    def prune_trial(self, run_id: str, reason: str) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(STATE, "pruned"), RunTag("pruned", reason)])
+        self.client.set_terminated(run_id, "KILLED")
+
+    def close_dead_runs(self, live_keys: set[str]) -> int:
+        """Trial runs left RUNNING by a dead process (their key is not running in the study) -> KILLED."""
+        closed = 0
+        for run in self.client.search_runs([self.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial' and "
+                                           "attributes.status = 'RUNNING'", max_results=5000):
+            if run.data.tags.get(KEY) not in live_keys:
+                self.client.set_tag(run.info.run_id, STATE, "killed")
+                self.client.set_terminated(run.info.run_id, "KILLED")
+                closed += 1
+        return closed
+
+    def trial_runs(self) -> list[Any]:
+        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'",
+                                       max_results=50000)

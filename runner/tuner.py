@@ -1,0 +1,196 @@
+"""The `keras_tuner` strategy: Keras Tuner's oracles (Hyperband, Bayesian optimisation, random search) decide
+what to try next; the Optuna study stays the queue and the record, like for every other strategy.
+
+Keras Tuner keeps an oracle in one chief process. Our workers are separate processes (and machines), so the
+oracle's state lives in its own files under `<workdir>/keras_tuner/` and every worker reloads it, asks or
+reports, and saves it again under the study lock. Hyperband's `tuner/epochs` becomes the trial's epoch budget
+(each trial trains from scratch: the trial key includes its epochs).
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import socket
+import time
+from itertools import count
+from pathlib import Path
+from typing import Any
+
+import optuna
+from optuna.trial import TrialState
+
+from runner import study as studies
+from runner.expand import judge
+from runner.search import Claim, _choice_label, claim_from_queue
+from runner.sweep import Range, Sweep
+
+KT_ATTR = "keras_tuner_trial"
+_CLAIMS = count()
+IDLE_WAIT_SECONDS = 1.0
+
+
+def build_hyperparameters(sweep: Sweep) -> Any:
+    """The sweep's sub-spaces as Keras Tuner hyperparameters (a `subspace` choice with conditional scopes)."""
+    import keras_tuner as kt
+
+    hp = kt.HyperParameters()
+    subspaces = sweep.space
+    if len(subspaces) > 1:
+        hp.Choice("subspace", list(range(len(subspaces))))
+    for index, sub in enumerate(subspaces):
+        scope = hp.conditional_scope("subspace", [index]) if len(subspaces) > 1 else _NoScope()
+        with scope:
+            for name, values in sub.items():
+                label = f"{index}.{name}" if len(subspaces) > 1 else name
+                if isinstance(values, Range):
+                    sampling = "log" if values.log else "linear"
+                    if values.integer:
+                        hp.Int(label, int(values.low), int(values.high), step=int(values.step or 1), sampling=sampling)
+                    else:
+                        hp.Float(label, values.low, values.high, step=values.step, sampling=sampling)
+                elif len(values) > 1:
+                    hp.Choice(label, [_choice_label(v) for v in values])
+    return hp
+
+
+class _NoScope:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def params_from_values(sweep: Sweep, values: dict[str, Any]) -> dict[str, Any]:
+    """A Keras Tuner trial's values -> flat sweep parameters (single-valued keys filled in)."""
+    subspaces = sweep.space
+    index = int(values.get("subspace", 0)) if len(subspaces) > 1 else 0
+    params: dict[str, Any] = {}
+    for name, options in subspaces[index].items():
+        label = f"{index}.{name}" if len(subspaces) > 1 else name
+        if isinstance(options, Range):
+            params[name] = values[label]
+        elif len(options) == 1:
+            params[name] = options[0]
+        else:
+            labels = [_choice_label(v) for v in options]
+            params[name] = options[labels.index(values[label])]
+    if "tuner/epochs" in values:
+        params["epochs"] = int(values["tuner/epochs"])
+    return params
+
+
+class KerasTunerSearch:
+    """Keras Tuner oracle behind the same `prepare` / `next_trial` / `finish` interface."""
+
+    def __init__(self, sweep: Sweep, study: optuna.Study, fingerprint: str, workdir: Path, max_retries: int):
+        self.sweep, self.study, self.fingerprint = sweep, study, fingerprint
+        self.workdir, self.max_retries = workdir, max_retries
+        self.directory = workdir / "keras_tuner"
+
+    # -------------------------------------------------------------- the shared oracle
+
+    def _new_oracle(self) -> Any:
+        import keras_tuner as kt
+
+        search = self.sweep.search
+        objective = kt.Objective(search.metric, "max" if search.direction == "maximize" else "min")
+        common = {"objective": objective, "hyperparameters": build_hyperparameters(self.sweep), "seed": search.seed,
+                  "tune_new_entries": False, "allow_new_entries": False, "max_retries_per_trial": 0}
+        if search.oracle == "hyperband":
+            oracle = kt.oracles.HyperbandOracle(max_epochs=self.sweep.training.epochs, factor=3, **common)
+            oracle.max_trials = search.trials
+        elif search.oracle == "bayesian":
+            oracle = kt.oracles.BayesianOptimizationOracle(max_trials=search.trials, **common)
+        else:
+            oracle = kt.oracles.RandomSearchOracle(max_trials=search.trials, **common)
+        oracle._set_project_dir(str(self.directory), self.sweep.name)
+        oracle.verbose = 0
+        return oracle
+
+    def _load(self) -> Any:
+        """The oracle as its files say (unlike `Oracle.reload`, ongoing trials stay ongoing: other workers)."""
+        from keras_tuner.src.engine import stateful
+        from keras_tuner.src.engine import trial as trial_module
+
+        oracle = self._new_oracle()
+        project = Path(oracle._project_dir)
+        for fname in glob.glob(str(project / "trial_*" / "trial.json")):
+            loaded = trial_module.Trial.load(fname)
+            oracle.trials[loaded.trial_id] = loaded
+        if (project / "oracle.json").is_file():
+            stateful.Stateful.reload(oracle, str(project / "oracle.json"))
+        return oracle
+
+    # -------------------------------------------------------------- the Search interface
+
+    def prepare(self) -> int:
+        with studies.study_lock(self.workdir):
+            requeued = studies.requeue_failed(self.study, self.max_retries)
+            self._end_given_up_trials()
+            return requeued
+
+    def next_trial(self) -> Claim | None:
+        while True:
+            claim = claim_from_queue(self.study)  # a retry, or a trial another worker asked for
+            if claim is not None:
+                return claim
+            with studies.study_lock(self.workdir):
+                oracle = self._load()
+                tuner_id = f"{socket.gethostname()}-{os.getpid()}-{next(_CLAIMS)}"
+                kt_trial = oracle.create_trial(tuner_id)
+                status = kt_trial.status
+                if status == "RUNNING":
+                    params = params_from_values(self.sweep, kt_trial.hyperparameters.values)
+                    spec, reason = judge(self.sweep, params, "")
+                    if spec is None:  # the zoo cannot build it: tell the oracle, draw again
+                        kt_trial.status, kt_trial.message = "FAILED", f"invalid: {reason}"
+                        oracle.end_trial(kt_trial)
+                        continue
+                    key = spec.key(self.fingerprint)
+                    self.study.enqueue_trial(params={}, user_attrs={studies.KEY: key, "params": spec.flat(),
+                                                                     "attempt": 0, KT_ATTR: kt_trial.trial_id})
+            if status == "STOPPED":
+                return None
+            if status == "IDLE":  # Hyperband waits for a bracket's running trials
+                if not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+                    return None
+                with studies.study_lock(self.workdir):
+                    studies.fail_dead_trials(self.study)
+                time.sleep(IDLE_WAIT_SECONDS)
+
+    def finish(self, claim: Claim, state: str, value: float | None) -> None:
+        """Report a finished trial to the oracle (complete -> its metric; pruned/failed -> FAILED after retries)."""
+        kt_id = self.study._storage.get_trial(claim.trial._trial_id).user_attrs.get(KT_ATTR)
+        if kt_id is None:
+            return
+        if state == "failed" and claim.attempt < self.max_retries:
+            return  # a retry will report it
+        with studies.study_lock(self.workdir):
+            oracle = self._load()
+            kt_trial = oracle.trials.get(kt_id)
+            if kt_trial is None or kt_trial.status != "RUNNING":
+                return
+            if state == "complete" and value is not None:
+                oracle.update_trial(kt_id, {self.sweep.search.metric: value})
+                kt_trial.status = "COMPLETED"
+            else:
+                kt_trial.status, kt_trial.message = "FAILED", state
+            oracle.end_trial(kt_trial)
+
+    def _end_given_up_trials(self) -> None:
+        """Oracle trials whose study trials all failed past the retries (e.g. their worker died) end FAILED."""
+        by_key = studies.trials_by_key(self.study)
+        oracle = None
+        for trials in by_key.values():
+            kt_id = trials[-1].user_attrs.get(KT_ATTR)
+            states = {t.state for t in trials}
+            if kt_id is None or states - {TrialState.FAIL}:
+                continue
+            oracle = oracle or self._load()
+            kt_trial = oracle.trials.get(kt_id)
+            if kt_trial is not None and kt_trial.status == "RUNNING":
+                kt_trial.status, kt_trial.message = "FAILED", json.dumps(trials[-1].user_attrs.get("failure"))
+                oracle.end_trial(kt_trial)

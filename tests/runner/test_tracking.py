@@ -1,0 +1,77 @@
+"""MLflow tracking checked with MlflowClient against a real SQLite store after real sweeps."""
+
+from __future__ import annotations
+
+import time
+
+import mlflow
+import numpy as np
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import run_cli
+from tests.runner.test_run import FEATURES, load_study, write_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def store(workdir):
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    return client, client.get_experiment_by_name("t").experiment_id
+
+
+def test_one_parent_one_child_per_trial_with_metrics_artefacts_and_model(tmp_path, cache_dir):
+    space = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8, 16]}]
+    sweep = write_sweep(tmp_path, space)
+    workdir = tmp_path / "work"
+    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0",
+                     env={"VIDEOSWEEP_FAULT": "raise:layer_1_size=16"})
+    assert result.returncode == 0, result.stderr
+    client, experiment = store(workdir)
+    runs = client.search_runs([experiment])
+    parents = [r for r in runs if r.data.tags.get("videosweep.role") == "sweep"]
+    children = [r for r in runs if r.data.tags.get("videosweep.role") == "trial"]
+    assert len(parents) == 1 and len(children) == 3
+    parent = parents[0]
+    assert parent.data.params["search.strategy"] == "grid" and parent.info.status == "FINISHED"
+    assert parent.data.metrics["trials_complete"] == 2 and parent.data.metrics["trials_fail"] == 1
+    assert parent.inputs.dataset_inputs[0].dataset.name == "seals"
+    assert "sweep.yaml" in [a.path for a in client.list_artifacts(parent.info.run_id)]
+    study = {t.user_attrs["trial_key"]: t for t in load_study(workdir).trials}
+    for child in children:
+        assert child.data.tags["mlflow.parentRunId"] == parent.info.run_id
+        key = child.data.tags["videosweep.trial_key"]
+        trial = study[key]
+        assert child.data.params["layer_1_size"] == str(trial.user_attrs["params"]["layer_1_size"])
+        assert child.data.tags["optuna_trial"] == str(trial.number) and child.data.tags["host"]
+        if trial.state.name == "FAIL":
+            assert child.info.status == "FAILED" and "injected failure" in child.data.tags["failure"]
+            assert [a.path for a in client.list_artifacts(child.info.run_id, "failure")]
+            continue
+        assert child.info.status == "FINISHED"
+        history = client.get_metric_history(child.info.run_id, "val_accuracy")
+        results = (workdir / "trials" / key / "results.json").read_text()
+        assert len(history) == int(child.data.metrics["epochs"]) and f'"fit_num_epochs": {len(history)}' in results
+        assert [m.step for m in history] == list(range(len(history)))
+        assert child.data.metrics["test_accuracy"] == pytest.approx(trial.user_attrs["fit_test_acc"])
+        names = {a.path for a in client.list_artifacts(child.info.run_id, "trial")}
+        for name in ("results.json", "params.json", "fit_history.csv", "confusion_matrix.png",
+                     "confusion_matrix_normalized.csv", "model_summary.txt", "test_predictions.npy"):
+            assert f"trial/{name}" in names
+    mlflow.set_tracking_uri(f"sqlite:///{workdir / 'mlflow.db'}")
+    models = mlflow.search_logged_models(experiment_ids=[experiment], output_format="list")
+    assert len(models) == 2
+    model = mlflow.tensorflow.load_model(models[0].model_uri)
+    assert model.predict(np.zeros((3, 1280), "float32"), verbose=0).shape == (3, 2)
+    again = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0")
+    assert again.returncode == 0 and len(client.search_runs([experiment])) == 4  # no new run
+
+
+def test_unreachable_tracking_server_and_bad_storage_fail_fast(tmp_path):
+    sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES}])
+    started = time.time()
+    result = run_cli("run", str(sweep), "--workdir", str(tmp_path / "w"), "--tracking-uri", "http://127.0.0.1:9")
+    assert result.returncode == 2 and "cannot reach the MLflow tracking store http://127.0.0.1:9" in result.stderr
+    assert time.time() - started < 90
+    bad = run_cli("run", str(sweep), "--workdir", str(tmp_path / "w2"), "--storage", "redis://x")
+    assert bad.returncode == 2 and "unsupported scheme 'redis'" in bad.stderr
