@@ -83,11 +83,17 @@ def main() -> None:
         n = args.trials
         warm = sweep_file(folder, "warm", 1)
         run_sweep(warm, folder / "warm")  # computes the feature cache once, outside the timings
-        bare = bare_loop_seconds(n, cache)
-        swept = run_sweep(sweep_file(folder, "overhead", n), folder / "overhead", "--workers", "1")
-        overhead = (swept - bare) / n
-        print(f"per-trial overhead over {n} tiny trials: sweep {swept:.1f} s, bare loop {bare:.1f} s "
-              f"-> {overhead:.2f} s per trial (includes one worker start and a CLI start, amortised)")
+        small, large = n // 4, n
+        bare = {k: bare_loop_seconds(k, cache) for k in (small, large)}
+        swept = {k: run_sweep(sweep_file(folder, f"overhead{k}", k), folder / f"o{k}", "--workers", "1")
+                 for k in (small, large)}
+        marginal = ((swept[large] - swept[small]) - (bare[large] - bare[small])) / (large - small)
+        fixed = swept[small] - bare[small] - small * marginal
+        print(f"per-trial overhead: {marginal:.2f} s per trial beyond a bare Keras loop (slope between sweeps of "
+              f"{small} and {large} tiny trials: {swept[small]:.1f} s / {swept[large]:.1f} s against bare "
+              f"{bare[small]:.1f} s / {bare[large]:.1f} s); plus {fixed:.1f} s once per sweep (CLI, study, MLflow, "
+              f"worker start with its TensorFlow import) = {marginal + fixed / large:.2f} s per trial amortised "
+              f"over {large}")
         one = run_sweep(sweep_file(folder, "one-slot", n), folder / "one", "--workers", "1")
         two = run_sweep(sweep_file(folder, "two-slots", n), folder / "two", "--workers", "2")
         print(f"slot scaling, {n} tiny trials on {os.cpu_count()} cores: 1 slot {one:.1f} s, 2 slots {two:.1f} s "

@@ -23,8 +23,8 @@ from runner import study as studies
 from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
 from runner.search import make_pruner, make_sampler, make_search
 from runner.sweep import Sweep, load_sweep
-from runner.tracking import Tracker, default_tracking_uri
-from runner.worker import WorkerConfig
+from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri
+from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec
 from zoo.data import Dataset
 
@@ -153,20 +153,18 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
     study = ctx.open_study()
     search = make_search(ctx.sweep, study, ctx.dataset.fingerprint, ctx.workdir, retries)
     check_weights(ctx, search)
-    tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name)  # creates the schema before any slot starts
-    parent_run = tracker.sweep_run(ctx.sweep, ctx.sweep.to_yaml(), studies.mask_url(ctx.storage_url), ctx.dataset)
+    check_tracking_reachable(ctx.tracking_uri, ctx.workdir)
     with studies.study_lock(ctx.workdir):
         dead = studies.fail_dead_trials(study)
         running = {t.user_attrs.get(studies.KEY) for t in study.get_trials(deepcopy=False,
                                                                           states=(TrialState.RUNNING,))}
-        tracker.close_dead_runs(running)
     queued = search.prepare()
     console.print(f"sweep [bold]{ctx.sweep.name}[/]: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
                   f"({', '.join(s.name for s in slots)}); study {studies.mask_url(ctx.storage_url)}; "
                   f"{queued} trial(s) queued" + (f", {len(dead)} abandoned trial(s) recovered" if dead else ""))
     template = WorkerConfig(sweep_yaml=ctx.sweep.to_yaml(), sweep_source=ctx.source, workdir=str(ctx.workdir),
                             storage_url=ctx.storage_url, cache_dir=cache_dir, max_retries=retries,
-                            tracking_uri=ctx.tracking_uri, parent_run_id=parent_run)
+                            tracking_uri=ctx.tracking_uri)
     options = SchedulerOptions(trials_per_process=trials_per_process or resources.trials_per_process,
                                trial_timeout=trial_timeout or resources.trial_timeout)
 
@@ -182,24 +180,38 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
             studies.fail_dead_trials(study)
         return search.prepare()
 
+    tracking: dict[str, Any] = {}
+
+    def start_tracking() -> None:
+        """The MLflow store and the parent run; runs while the workers import TensorFlow."""
+        tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name)
+        parent = tracker.sweep_run(ctx.sweep, ctx.sweep.to_yaml(), studies.mask_url(ctx.storage_url), ctx.dataset)
+        tracker.close_dead_runs(running)
+        tracking.update(tracker=tracker, parent=parent)
+        atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": parent})
+
+    (ctx.workdir / TRACKING_READY).unlink(missing_ok=True)
     if ctx.sweep.search.strategy == "grid" and studies.state_counts(study)["waiting"] == 0:
+        start_tracking()
+        tracker, parent_run = tracking["tracker"], tracking["parent"]
         counts = studies.state_counts(study)
         tracker.update_sweep(parent_run, counts, best_trial(study))
         tracker.finish_sweep(parent_run, interrupted=False)
         console.print(f"nothing to run: complete {counts['complete']}, failed {counts['fail']} (retries used up)")
         return counts
+
     def on_event(event: dict[str, Any], states: dict[str, SlotState]) -> None:
         progress.event(event, states)
-        if event["kind"] == "finish":
-            tracker.update_sweep(parent_run, studies.state_counts(study), best_trial(study))
+        if event["kind"] == "finish" and tracking:
+            tracking["tracker"].update_sweep(tracking["parent"], studies.state_counts(study), best_trial(study))
 
     with Progress(console, study, ctx.sweep.search.metric, ctx.sweep.search.direction) as progress:
         scheduler = Scheduler(template, slots, options, on_event, on_death, refill)
-        scheduler.run()
+        scheduler.run(after_start=start_tracking)
         interrupted = scheduler.interrupts > 0
     counts = studies.state_counts(study)
-    tracker.update_sweep(parent_run, counts, best_trial(study))
-    tracker.finish_sweep(parent_run, interrupted)
+    tracking["tracker"].update_sweep(tracking["parent"], counts, best_trial(study))
+    tracking["tracker"].finish_sweep(tracking["parent"], interrupted)
     console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
                   f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
                                                     if interrupted else ""))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runner.study import INTERRUPTED
-from runner.worker import WorkerConfig, work
+from runner.worker import WorkerConfig, worker_main
 from zoo.errors import UserError
 
 POLL_SECONDS = 0.2
@@ -106,7 +106,7 @@ class Scheduler:
         reader, writer = self.context.Pipe(duplex=False)
         config = replace(self.template, slot=state.slot.name, gpu=state.slot.gpu, cpu_threads=state.slot.cpu_threads,
                          max_trials=self.options.trials_per_process, events=writer)
-        state.process = self.context.Process(target=work, args=(config,), name=f"videosweep-{state.slot.name}")
+        state.process = self.context.Process(target=worker_main, args=(config,), name=f"videosweep-{state.slot.name}")
         state.process.start()
         writer.close()  # the child holds the only writing end: EOF here means the worker is gone
         state.reader = reader
@@ -183,12 +183,15 @@ class Scheduler:
             for state in self.states.values():
                 self._kill(state, INTERRUPTED)
 
-    def run(self) -> None:
+    def run(self, after_start: Callable[[], None] | None = None) -> None:
+        """Spawn every slot, run `after_start` while the workers import TensorFlow, then supervise."""
         self.stop_file.unlink(missing_ok=True)
         previous = {sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
         try:
             for state in self.states.values():
                 self._spawn(state)
+            if after_start is not None:
+                after_start()
             while any(state.process is not None for state in self.states.values()):
                 self._drain(POLL_SECONDS)
                 for state in self.states.values():

@@ -34,6 +34,31 @@ def default_tracking_uri(workdir: Path) -> str:
     return f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
 
 
+def check_tracking_reachable(uri: str, workdir: Path) -> None:
+    """Fail fast, before anything is written, when the tracking store cannot be reached."""
+    if uri.startswith("sqlite:"):
+        from zoo.atomic import writable_dir
+
+        writable_dir(Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else workdir,
+                     "MLflow store folder")
+        return
+    if not uri.startswith(("http://", "https://")):
+        return  # other stores (a database URL, databricks) are checked when the client connects
+    import requests
+
+    last = ""
+    for attempt in range(CONNECT_ATTEMPTS):
+        try:
+            response = requests.get(uri.rstrip("/") + "/health", timeout=5)
+            if response.status_code < 500:
+                return
+            last = f"HTTP {response.status_code}"
+        except requests.RequestException as err:
+            last = type(err).__name__
+        time.sleep(min(2**attempt, 4))
+    raise UserError(f"cannot reach the MLflow tracking store {uri}: {last}")
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Nested mappings as dotted keys, values as text (MLflow params are strings of at most 6000 chars)."""
     flat: dict[str, str] = {}

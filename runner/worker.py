@@ -8,9 +8,11 @@ trial raises is recorded on its Optuna trial (reason + saved traceback) and the 
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
+import sys
 import threading
 import time
 import traceback
@@ -59,6 +61,7 @@ def configure_process(config: WorkerConfig) -> None:
         os.environ["TF_NUM_INTRAOP_THREADS"] = str(config.cpu_threads)
     import tensorflow as tf
 
+    tf.get_logger().setLevel("ERROR")  # every trial builds a new model, so TF's retracing warnings are noise
     if config.cpu_threads:
         tf.config.threading.set_intra_op_parallelism_threads(config.cpu_threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)
@@ -104,8 +107,6 @@ def _save_traceback(workdir: Path, key: str, number: int, text: str) -> Path:
 
 def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any, tracker: Any = None) -> tuple[str, float | None]:
     """Train one claimed trial and tell the study how it ended: 'complete', 'pruned' or 'failed'."""
-    import json
-
     import optuna
 
     from runner import hooks
@@ -140,21 +141,25 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any, tracke
                 "host": socket.gethostname(), "retry": claim.attempt})
             trial.set_user_attr("mlflow_run_id", run_id)
         with Heartbeat(study._storage, trial._trial_id, HEARTBEAT_SECONDS):
+            trained: list[Any] = []
             if (out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
                 results = json.loads((out / "results.json").read_text())
             else:
                 hooks.before_trial(claim.spec)
                 results = run_trial(claim.spec, dataset, out, cache_dir=config.cache_dir, on_epoch=on_epoch,
                                     overwrite=True, extra_results={"trial_key": claim.key,
-                                                                   "optuna_trial": trial.number})
+                                                                   "optuna_trial": trial.number},
+                                    on_model=trained.append)
         for name in ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
                      "fit_dt_train_duration_seconds"):
             trial.set_user_attr(name, results.get(name))
         value = _metric(results, metric)
         if tracker is not None:
-            import keras
+            if not trained:
+                import keras
 
-            tracker.finish_trial(run_id, results, out, keras.models.load_model(out / "model_best.keras"))
+                trained.append(keras.models.load_model(out / "model_best.keras"))
+            tracker.finish_trial(run_id, results, out, trained[0])
         study.tell(trial, value)
         _emit(config, "finish", trial=trial.number, key=claim.key, state="complete", value=value)
         return "complete", value
@@ -180,6 +185,43 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any, tracke
         return "failed", None
 
 
+def worker_main(config: WorkerConfig) -> None:
+    """Process entry point: run the loop, then leave at once (TensorFlow's interpreter teardown takes seconds,
+    and everything the worker owes is already in the study, MLflow and its event pipe)."""
+    code = 0
+    try:
+        work(config)
+    except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
+        traceback.print_exc()
+        code = 1
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
+TRACKING_READY = ".tracking.json"  # written by `run` once the sweep's MLflow parent run exists
+TRACKING_WAIT_SECONDS = 300
+
+
+def connect_tracker(config: WorkerConfig, sweep: Any) -> Any:
+    """The worker's MLflow access, once the parent run exists (the scheduler creates it while workers start)."""
+    from runner.tracking import Tracker
+
+    parent = config.parent_run_id
+    ready = Path(config.workdir) / TRACKING_READY
+    deadline = time.time() + TRACKING_WAIT_SECONDS
+    while parent is None:
+        if ready.is_file():
+            parent = json.loads(ready.read_text())["parent_run_id"]
+            break
+        if time.time() > deadline:
+            raise RuntimeError(f"the sweep's MLflow parent run did not appear in {TRACKING_WAIT_SECONDS} s")
+        time.sleep(0.2)
+    config.parent_run_id = parent
+    return Tracker(config.tracking_uri, Path(config.workdir), sweep.name)
+
+
 def _stopping(config: WorkerConfig) -> bool:
     """The scheduler asks workers to stop taking trials by creating this file (first Ctrl-C)."""
     return (Path(config.workdir) / ".stop").exists()
@@ -203,10 +245,6 @@ def work(config: WorkerConfig) -> int:
     study = open_study(sweep.name, storage, sweep.search.direction, make_sampler(sweep), make_pruner(sweep))
     search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries)
     tracker = None
-    if config.tracking_uri is not None:
-        from runner.tracking import Tracker
-
-        tracker = Tracker(config.tracking_uri, Path(config.workdir), sweep.name)
     ran, reason = 0, "recycle"
     _emit(config, "ready", pid=os.getpid())
     while config.max_trials is None or ran < config.max_trials:
@@ -217,6 +255,8 @@ def work(config: WorkerConfig) -> int:
         if claim is None:
             reason = "empty"
             break
+        if tracker is None and config.tracking_uri is not None:
+            tracker = connect_tracker(config, sweep)
         outcome, value = run_claim(claim, config, sweep, dataset, tracker)
         search.finish(claim, outcome, value)
         ran += 1
