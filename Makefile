@@ -21,6 +21,7 @@ demo: install
 	$(BIN)/videosweep status sweeps/seals-demo.yaml
 
 test: install
+	bash .ci/ensure-chromium
 	$(BIN)/python -m pytest -q
 
 test-fast: install

@@ -74,7 +74,8 @@ def bare_loop_seconds(trials: int, cache: Path) -> float:
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--trials", type=int, default=16)
+    parser.add_argument("--trials", type=int, default=40)
+    parser.add_argument("--part", choices=("overhead", "scaling", "all"), default="all")
     args = parser.parse_args()
     folder = Path(tempfile.mkdtemp(prefix="videosweep-bench-"))
     cache = folder / "cache"
@@ -83,23 +84,33 @@ def main() -> None:
         n = args.trials
         warm = sweep_file(folder, "warm", 1)
         run_sweep(warm, folder / "warm")  # computes the feature cache once, outside the timings
-        small, large = n // 4, n
-        bare = {k: bare_loop_seconds(k, cache) for k in (small, large)}
-        swept = {k: run_sweep(sweep_file(folder, f"overhead{k}", k), folder / f"o{k}", "--workers", "1")
-                 for k in (small, large)}
-        marginal = ((swept[large] - swept[small]) - (bare[large] - bare[small])) / (large - small)
-        fixed = swept[small] - bare[small] - small * marginal
-        print(f"per-trial overhead: {marginal:.2f} s per trial beyond a bare Keras loop (slope between sweeps of "
-              f"{small} and {large} tiny trials: {swept[small]:.1f} s / {swept[large]:.1f} s against bare "
-              f"{bare[small]:.1f} s / {bare[large]:.1f} s); plus {fixed:.1f} s once per sweep (CLI, study, MLflow, "
-              f"worker start with its TensorFlow import) = {marginal + fixed / large:.2f} s per trial amortised "
-              f"over {large}")
-        one = run_sweep(sweep_file(folder, "one-slot", n), folder / "one", "--workers", "1")
-        two = run_sweep(sweep_file(folder, "two-slots", n), folder / "two", "--workers", "2")
-        print(f"slot scaling, {n} tiny trials on {os.cpu_count()} cores: 1 slot {one:.1f} s, 2 slots {two:.1f} s "
-              f"-> {two / one:.2f}x")
+        if args.part in ("overhead", "all"):
+            overhead(folder, cache, n)
+        if args.part in ("scaling", "all"):
+            scaling(folder, n)
     finally:
         shutil.rmtree(folder, ignore_errors=True)
+
+
+def overhead(folder: Path, cache: Path, n: int) -> None:
+    small, large = n // 4, n
+    bare = {k: bare_loop_seconds(k, cache) for k in (small, large)}
+    swept = {k: run_sweep(sweep_file(folder, f"overhead{k}", k), folder / f"o{k}", "--workers", "1")
+             for k in (small, large)}
+    marginal = ((swept[large] - swept[small]) - (bare[large] - bare[small])) / (large - small)
+    fixed = swept[small] - bare[small] - small * marginal
+    print(f"per-trial overhead: {marginal:.2f} s per trial beyond a bare Keras loop (slope between sweeps of "
+          f"{small} and {large} tiny trials: {swept[small]:.1f} s / {swept[large]:.1f} s against bare "
+          f"{bare[small]:.1f} s / {bare[large]:.1f} s); plus {fixed:.1f} s once per sweep (CLI, study, MLflow, "
+          f"worker start with its TensorFlow import) = {marginal + fixed / large:.2f} s per trial amortised "
+          f"over {large}")
+
+
+def scaling(folder: Path, n: int) -> None:
+    one = run_sweep(sweep_file(folder, "one-slot", n), folder / "one", "--workers", "1")
+    two = run_sweep(sweep_file(folder, "two-slots", n), folder / "two", "--workers", "2")
+    print(f"slot scaling, {n} tiny trials on {os.cpu_count()} cores: 1 slot {one:.1f} s, 2 slots {two:.1f} s "
+          f"-> {two / one:.2f}x")
 
 
 if __name__ == "__main__":

@@ -203,6 +203,7 @@ def run(
     trial_timeout: Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")] = None,
     trials_per_process: Annotated[IntOpt, typer.Option(help="Recycle a worker after this many trials.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache.")] = None,
+    memory_limit: Annotated[Optional[float], typer.Option(help="Recycle a worker past this many MiB.")] = None,
     tracking_uri: Annotated[Optional[str], typer.Option(
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the sweep's tracking.uri, sqlite in the workdir).")
     ] = None,
@@ -213,7 +214,7 @@ def run(
     ctx = load_context(sweep_file, workdir, storage, create_workdir=True, tracking_uri=tracking_uri)
     run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
               trial_timeout=trial_timeout, trials_per_process=trials_per_process,
-              cache_dir=str(cache_dir) if cache_dir else None)
+              cache_dir=str(cache_dir) if cache_dir else None, memory_limit_mb=memory_limit)
 
 
 app.command("resume", help="Finish an interrupted sweep: abandoned trials run again, finished ones never do.")(run)
@@ -268,7 +269,7 @@ def ui(
     experiment = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name).experiment_id
     if host not in ("127.0.0.1", "localhost", "::1"):
         err_console.print(f"[yellow]warning:[/] binding to {host} lets anyone who can reach it read your runs")
-    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/#/experiments/{experiment}"
+    url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/#/experiments/{experiment}/runs"
     console.print(f"MLflow UI for {ctx.sweep.name}: {url}  (Ctrl-C stops it)")
     command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", ctx.tracking_uri,
                "--host", host, "--port", str(port)]

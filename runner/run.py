@@ -132,6 +132,9 @@ def best_trial(study: Any) -> tuple[str, float] | None:
     return best.user_attrs.get(studies.KEY, str(best.number)), float(best.value)
 
 
+SWEEP_UPDATE_SECONDS = 5.0  # the parent run's counts and best metric are refreshed at most this often
+
+
 def check_weights(ctx: SweepContext, search: Any) -> None:
     """Fail fast on missing weights files or uncached ImageNet weights before any process starts."""
     specs = getattr(getattr(search, "expansion", None), "trials", [])
@@ -145,7 +148,8 @@ def check_weights(ctx: SweepContext, search: Any) -> None:
 
 def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, trials_per_gpu: int | None = None,
               workers: int | None = None, max_retries: int | None = None, trial_timeout: float | None = None,
-              trials_per_process: int | None = None, cache_dir: str | None = None) -> dict[str, int]:
+              trials_per_process: int | None = None, cache_dir: str | None = None,
+              memory_limit_mb: float | None = None) -> dict[str, int]:
     resources = ctx.sweep.resources
     retries = resources.max_retries if max_retries is None else max_retries
     slots = plan_slots(gpus or resources.gpus, trials_per_gpu or resources.trials_per_gpu,
@@ -166,7 +170,8 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
                             storage_url=ctx.storage_url, cache_dir=cache_dir, max_retries=retries,
                             tracking_uri=ctx.tracking_uri)
     options = SchedulerOptions(trials_per_process=trials_per_process or resources.trials_per_process,
-                               trial_timeout=trial_timeout or resources.trial_timeout)
+                               trial_timeout=trial_timeout or resources.trial_timeout,
+                               memory_limit_mb=memory_limit_mb or resources.memory_limit_mb)
 
     def on_death(pid: int, trial_number: int | None, reason: str) -> None:
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
@@ -200,9 +205,12 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
         console.print(f"nothing to run: complete {counts['complete']}, failed {counts['fail']} (retries used up)")
         return counts
 
+    last_update = [0.0]
+
     def on_event(event: dict[str, Any], states: dict[str, SlotState]) -> None:
         progress.event(event, states)
-        if event["kind"] == "finish" and tracking:
+        if event["kind"] == "finish" and tracking and time.time() - last_update[0] > SWEEP_UPDATE_SECONDS:
+            last_update[0] = time.time()
             tracking["tracker"].update_sweep(tracking["parent"], studies.state_counts(study), best_trial(study))
 
     with Progress(console, study, ctx.sweep.search.metric, ctx.sweep.search.direction) as progress:

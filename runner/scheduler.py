@@ -2,7 +2,7 @@
 
 Slots pull trials from the study as soon as they are free. The scheduler watches its workers: a worker that
 dies (signal, out of memory) has its trial failed with the reason and is replaced; one that ran
-`trials_per_process` trials, failed a trial or passed the memory limit is recycled; a trial over
+`trials_per_process` trials, failed a trial or passed its memory limit leaves and is replaced; a trial over
 `trial_timeout` is killed. The first Ctrl-C stops handing out trials, the second stops the running ones; either
 way the study is left for `videosweep resume`.
 """
@@ -84,7 +84,7 @@ class SlotState:
 
 @dataclass
 class SchedulerOptions:
-    trials_per_process: int = 20
+    trials_per_process: int = 50
     trial_timeout: float | None = None
     memory_limit_mb: float | None = None
 
@@ -105,7 +105,8 @@ class Scheduler:
     def _spawn(self, state: SlotState) -> None:
         reader, writer = self.context.Pipe(duplex=False)
         config = replace(self.template, slot=state.slot.name, gpu=state.slot.gpu, cpu_threads=state.slot.cpu_threads,
-                         max_trials=self.options.trials_per_process, events=writer)
+                         max_trials=self.options.trials_per_process, memory_limit_mb=self.options.memory_limit_mb,
+                         events=writer)
         state.process = self.context.Process(target=worker_main, args=(config,), name=f"videosweep-{state.slot.name}")
         state.process.start()
         writer.close()  # the child holds the only writing end: EOF here means the worker is gone
@@ -147,16 +148,6 @@ class Scheduler:
             self.on_worker_death(state.process.pid, state.trial, reason)
             state.trial = None
 
-    def _over_memory(self, state: SlotState) -> bool:
-        if not self.options.memory_limit_mb or state.process is None:
-            return False
-        try:
-            import psutil
-
-            return psutil.Process(state.process.pid).memory_info().rss / 2**20 > self.options.memory_limit_mb
-        except Exception:
-            return False
-
     def _check(self, state: SlotState) -> None:
         process = state.process
         if process is None:
@@ -195,8 +186,6 @@ class Scheduler:
             while any(state.process is not None for state in self.states.values()):
                 self._drain(POLL_SECONDS)
                 for state in self.states.values():
-                    if state.process is not None and state.trial is None and self._over_memory(state):
-                        self._kill(state, "memory limit")
                     self._check(state)
                     if state.process is None and not self.interrupts and not state.finished:
                         self._spawn(state)  # recycled, or replacing a dead worker

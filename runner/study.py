@@ -25,7 +25,7 @@ from filelock import FileLock
 from optuna.trial import FrozenTrial, TrialState
 
 from runner.spec import TrialSpec
-from zoo.errors import UserError
+from zoo.errors import UserError, one_line
 
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20
@@ -49,6 +49,32 @@ def mask_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+_WAL = {"on": False}
+
+
+def sqlite_wal_on_connect() -> None:
+    """Every SQLite connection of this process (study and MLflow stores) in WAL mode with normal syncing.
+
+    A commit then appends to the write-ahead log without an fsync of its own (still safe if a process is
+    killed; only an OS crash can lose the last commits), and readers no longer block the writer, which
+    matters with several workers heart-beating into one file.
+    """
+    if _WAL["on"]:
+        return
+    from sqlalchemy import event
+    from sqlalchemy.engine import Engine
+
+    @event.listens_for(Engine, "connect")
+    def _pragmas(connection: Any, record: Any) -> None:
+        if type(connection).__module__.startswith("sqlite3"):
+            cursor = connection.cursor()
+            cursor.execute("PRAGMA journal_mode=WAL")
+            cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.close()
+
+    _WAL["on"] = True
+
+
 def open_storage(url: str) -> optuna.storages.RDBStorage:
     """An RDB storage with heartbeats and, on SQLite, a busy timeout; one-line errors for bad URLs."""
     scheme = urlsplit(url).scheme
@@ -57,9 +83,11 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                         f"{', '.join(SUPPORTED_SCHEMES)}")
     engine_kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
-        engine_kwargs["connect_args"] = {"timeout": 60}
+        engine_kwargs["connect_args"] = {"timeout": float(os.environ.get("VIDEOSWEEP_DB_TIMEOUT", 60))}
     else:
         engine_kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 10})
+    if scheme == "sqlite":
+        sqlite_wal_on_connect()
     try:
         return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
                                           grace_period=GRACE_SECONDS)
@@ -68,18 +96,33 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise UserError(f"cannot open study storage {mask_url(url)}: {reason}") from None
 
 
+@contextmanager
+def storage_errors(storage: Any) -> Iterator[None]:
+    """Database trouble (locked past the busy timeout, gone, full) as one line instead of a traceback."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except SQLAlchemyError as err:
+        original = getattr(err, "orig", None) or err
+        url = mask_url(str(getattr(getattr(storage, "engine", None), "url", "") or "the study storage"))
+        raise UserError(f"study storage {url}: {one_line(str(original)).split(' [SQL')[0][:200]}") from None
+
+
 def open_study(name: str, storage: optuna.storages.BaseStorage, direction: str,
                sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
-    return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
-                               pruner=pruner, load_if_exists=True)
+    with storage_errors(storage):
+        return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
+                                   pruner=pruner, load_if_exists=True)
 
 
 def existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
-    try:
-        return optuna.load_study(study_name=name, storage=storage)
-    except KeyError:
-        return None
+    with storage_errors(storage):
+        try:
+            return optuna.load_study(study_name=name, storage=storage)
+        except KeyError:
+            return None
 
 
 @contextmanager

@@ -90,7 +90,10 @@ class ResourcesConfig(BaseModel):
     workers: int | None = Field(None, ge=1, description="CPU slots when no GPU is used.")
     max_retries: int = Field(1, ge=0, description="Retries of a failed trial.")
     trial_timeout: float | None = Field(None, gt=0, description="Seconds before a running trial is killed.")
-    trials_per_process: int = Field(20, ge=1, description="A worker process is recycled after this many trials.")
+    trials_per_process: int = Field(
+        50, ge=1, description="A worker process is recycled after this many trials (a new one costs ~6 s).")
+    memory_limit_mb: float | None = Field(
+        None, gt=0, description="A worker whose resident memory passes this is recycled between trials.")
 
 
 class TrackingConfig(BaseModel):

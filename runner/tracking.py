@@ -81,6 +81,10 @@ class Tracker:
     def __init__(self, uri: str, workdir: Path, experiment: str):
         from mlflow import MlflowClient
 
+        if uri.startswith("sqlite:"):
+            from runner.study import sqlite_wal_on_connect
+
+            sqlite_wal_on_connect()
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
@@ -103,7 +107,9 @@ class Tracker:
                 if self.uri.startswith("sqlite:"):
                     location = (self.workdir / "mlartifacts").resolve().as_uri()
                 try:
-                    return self.client.create_experiment(self.experiment_name, artifact_location=location)
+                    # The kind tag makes MLflow's UI open the experiment on its training-runs view.
+                    return self.client.create_experiment(self.experiment_name, artifact_location=location,
+                                                         tags={"mlflow.experimentKind": "custom_model_development"})
                 except MlflowException:  # created meanwhile by another process
                     found = self.client.get_experiment_by_name(self.experiment_name)
                     if found is not None:

@@ -39,6 +39,7 @@ class WorkerConfig:
     cpu_threads: int | None = None
     tracking_uri: str | None = None
     parent_run_id: str | None = None
+    memory_limit_mb: float | None = None
     events: Any = field(default=None, repr=False)  # this worker's end of its event pipe to the scheduler, or None
 
 
@@ -222,6 +223,12 @@ def connect_tracker(config: WorkerConfig, sweep: Any) -> Any:
     return Tracker(config.tracking_uri, Path(config.workdir), sweep.name)
 
 
+def _resident_mb() -> float:
+    import psutil
+
+    return psutil.Process().memory_info().rss / 2**20
+
+
 def _stopping(config: WorkerConfig) -> bool:
     """The scheduler asks workers to stop taking trials by creating this file (first Ctrl-C)."""
     return (Path(config.workdir) / ".stop").exists()
@@ -262,6 +269,9 @@ def work(config: WorkerConfig) -> int:
         ran += 1
         if outcome == "failed":
             reason = "failed"  # a failed trial may have left the process in a bad state: recycle it
+            break
+        if config.memory_limit_mb and _resident_mb() > config.memory_limit_mb:
+            reason = "memory"  # TensorFlow never hands memory back: a fresh process does
             break
     _emit(config, "exit", ran=ran, reason=reason)
     return ran
