@@ -204,6 +204,8 @@ def run(
     trials_per_process: Annotated[IntOpt, typer.Option(help="Recycle a worker after this many trials.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache.")] = None,
     memory_limit: Annotated[Optional[float], typer.Option(help="Recycle a worker past this many MiB.")] = None,
+    retry_failed: Annotated[bool, typer.Option(help="Run failed trials again even if their retries are used up.")
+                            ] = False,
     tracking_uri: Annotated[Optional[str], typer.Option(
         help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the sweep's tracking.uri, sqlite in the workdir).")
     ] = None,
@@ -214,7 +216,8 @@ def run(
     ctx = load_context(sweep_file, workdir, storage, create_workdir=True, tracking_uri=tracking_uri)
     run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
               trial_timeout=trial_timeout, trials_per_process=trials_per_process,
-              cache_dir=str(cache_dir) if cache_dir else None, memory_limit_mb=memory_limit)
+              cache_dir=str(cache_dir) if cache_dir else None, memory_limit_mb=memory_limit,
+              retry_failed=retry_failed)
 
 
 app.command("resume", help="Finish an interrupted sweep: abandoned trials run again, finished ones never do.")(run)

@@ -149,11 +149,19 @@ def check_weights(ctx: SweepContext, search: Any) -> None:
 def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, trials_per_gpu: int | None = None,
               workers: int | None = None, max_retries: int | None = None, trial_timeout: float | None = None,
               trials_per_process: int | None = None, cache_dir: str | None = None,
-              memory_limit_mb: float | None = None) -> dict[str, int]:
+              memory_limit_mb: float | None = None, retry_failed: bool = False) -> dict[str, int]:
     resources = ctx.sweep.resources
     retries = resources.max_retries if max_retries is None else max_retries
     slots = plan_slots(gpus or resources.gpus, trials_per_gpu or resources.trials_per_gpu,
                        workers or resources.workers)
+    with studies.storage_errors(ctx.storage_url):
+        return _run_sweep(ctx, console, slots, retries, resources, trial_timeout, trials_per_process, cache_dir,
+                          memory_limit_mb, retry_failed)
+
+
+def _run_sweep(ctx: SweepContext, console: Console, slots: list[Any], retries: int, resources: Any,
+               trial_timeout: float | None, trials_per_process: int | None, cache_dir: str | None,
+               memory_limit_mb: float | None, retry_failed: bool) -> dict[str, int]:
     study = ctx.open_study()
     search = make_search(ctx.sweep, study, ctx.dataset.fingerprint, ctx.workdir, retries)
     check_weights(ctx, search)
@@ -162,6 +170,9 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
         dead = studies.fail_dead_trials(study)
         running = {t.user_attrs.get(studies.KEY) for t in study.get_trials(deepcopy=False,
                                                                           states=(TrialState.RUNNING,))}
+    if retry_failed:  # e.g. after freeing disk space: trials whose retries were used up get another chance
+        with studies.study_lock(ctx.workdir):
+            studies.requeue_failed(study, max_retries=10**9)
     queued = search.prepare()
     console.print(f"sweep [bold]{ctx.sweep.name}[/]: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
                   f"({', '.join(s.name for s in slots)}); study {studies.mask_url(ctx.storage_url)}; "

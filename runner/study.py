@@ -53,7 +53,7 @@ _WAL = {"on": False}
 
 
 def sqlite_wal_on_connect() -> None:
-    """Every SQLite connection of this process (study and MLflow stores) in WAL mode with normal syncing.
+    """Every SQLite connection of this process (study and MLflow stores): WAL, normal syncing, busy timeout.
 
     A commit then appends to the write-ahead log without an fsync of its own (still safe if a process is
     killed; only an OS crash can lose the last commits), and readers no longer block the writer, which
@@ -70,6 +70,7 @@ def sqlite_wal_on_connect() -> None:
             cursor = connection.cursor()
             cursor.execute("PRAGMA journal_mode=WAL")
             cursor.execute("PRAGMA synchronous=NORMAL")
+            cursor.execute(f"PRAGMA busy_timeout={int(float(os.environ.get('VIDEOSWEEP_DB_TIMEOUT', 60)) * 1000)}")
             cursor.close()
 
     _WAL["on"] = True
@@ -103,9 +104,11 @@ def storage_errors(storage: Any) -> Iterator[None]:
 
     try:
         yield
-    except SQLAlchemyError as err:
-        original = getattr(err, "orig", None) or err
-        url = mask_url(str(getattr(getattr(storage, "engine", None), "url", "") or "the study storage"))
+    except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
+        cause = err.__cause__ if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ else err
+        original = getattr(cause, "orig", None) or cause
+        label = storage if isinstance(storage, str) else getattr(getattr(storage, "engine", None), "url", "")
+        url = mask_url(str(label or "the study storage"))
         raise UserError(f"study storage {url}: {one_line(str(original)).split(' [SQL')[0][:200]}") from None
 
 

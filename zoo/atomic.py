@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import shutil
@@ -14,6 +15,19 @@ from typing import Any, BinaryIO
 import numpy as np
 
 from zoo.errors import UserError
+
+
+def describe_write_error(err: OSError, folder: Path) -> str:
+    """Why a write failed, in words: a full disk is named as such even when the writer gave no errno."""
+    try:
+        free = shutil.disk_usage(folder).free
+    except OSError:
+        free = None
+    detail = err.strerror or str(err)
+    if err.errno == errno.ENOSPC or (free is not None and free < 1 << 20):
+        free_text = "" if free is None else f", {free // 1024} KiB free"
+        return f"no space left on device ({detail}{free_text})"
+    return detail
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -67,7 +81,7 @@ def writable_dir(folder: Path, what: str) -> Path:
         probe = tempfile.NamedTemporaryFile(dir=folder, prefix=".write-probe-", delete=True)
         probe.close()
     except OSError as err:
-        raise UserError(f"{what} {folder} is not writable ({err.strerror or err})") from None
+        raise UserError(f"{what} {folder} is not writable ({describe_write_error(err, folder.parent)})") from None
     return folder
 
 

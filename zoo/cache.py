@@ -63,7 +63,8 @@ def cached_array(path: Path, compute: Callable[[], np.ndarray], mmap: bool = Tru
         try:
             atomic.save_npy(path, compute())
         except OSError as err:
-            raise UserError(f"cannot write cache entry {path} ({err.strerror or err})") from None
+            raise UserError(f"cannot write cache entry {path}: {atomic.describe_write_error(err, path.parent)}"
+                            ) from None
         return np.load(path, mmap_mode=mode), False
     finally:
         lock.release()

@@ -1,0 +1,103 @@
+"""Storage faults and pruning: a full disk, an unwritable workdir, a locked or unreachable database."""
+
+from __future__ import annotations
+
+import sqlite3
+import subprocess
+from pathlib import Path
+
+import pytest
+import yaml
+
+from tests.conftest import run_cli, tree_snapshot
+from tests.runner.test_run import FEATURES, grid, load_study, write_sweep
+
+pytestmark = pytest.mark.slow
+
+
+def test_pruning_stops_a_bad_trial_early(tmp_path, cache_dir):
+    space = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [16],
+              "learning_rates": [[1e-3], [3e-3], [50.0]]}]
+    sweep = write_sweep(tmp_path, space, search={"strategy": "grid", "metric": "val_loss", "direction": "minimize",
+                                                 "pruner": "median"})
+    data = yaml.safe_load(sweep.read_text())
+    data["training"].update(epochs=6, patience=6)
+    sweep.write_text(yaml.safe_dump(data))
+    workdir = tmp_path / "work"
+    result = run_cli("run", str(sweep), "--workdir", str(workdir))
+    assert result.returncode == 0, result.stderr
+    trials = {t.user_attrs["params"]["learning_rates"][0]: t for t in load_study(workdir).trials}
+    assert trials[1e-3].state.name == trials[3e-3].state.name == "COMPLETE"
+    bad = trials[50.0]
+    assert bad.state.name == "PRUNED" and "pruned at epoch" in bad.user_attrs["pruned"]
+    assert len(bad.intermediate_values) < 6  # stopped before its epochs ran out
+    assert not (workdir / "trials" / bad.user_attrs["trial_key"]).exists()  # no half-made trial folder
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id],
+                              filter_string=f"tags.`videosweep.trial_key` = '{bad.user_attrs['trial_key']}'")
+    assert len(runs) == 1 and runs[0].info.status == "KILLED" and runs[0].data.tags["videosweep.state"] == "pruned"
+
+
+def test_a_full_disk_fails_the_trial_cleanly_and_resume_finishes_after_space_is_freed(tmp_path, cache_dir):
+    full = tmp_path / "full"
+    full.mkdir()
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(full)], capture_output=True)
+    if mounted.returncode != 0:
+        pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
+    try:
+        sweep = write_sweep(tmp_path, grid((0, 8)), name="full")
+        workdir = tmp_path / "work"
+        result = run_cli("run", str(sweep), "--workdir", str(workdir), "--cache-dir", str(full / "cache"),
+                         "--max-retries", "0")
+        assert result.returncode == 0, result.stderr
+        trials = load_study(workdir, "full").trials
+        assert {t.state.name for t in trials} == {"FAIL"}
+        assert all("cannot write cache entry" in t.user_attrs["failure"] and
+                   "no space left on device" in t.user_attrs["failure"] for t in trials)
+        leftovers = [p.name for p in (full / "cache").rglob("*") if p.is_file() and not p.name.endswith(".lock")]
+        assert leftovers == []  # no partial cache entry
+        assert not (workdir / "trials").exists() or not list((workdir / "trials").iterdir())
+        resumed = run_cli("resume", str(sweep), "--workdir", str(workdir), "--retry-failed")
+        assert resumed.returncode == 0, resumed.stderr
+        complete = [t for t in load_study(workdir, "full").trials if t.state.name == "COMPLETE"]
+        assert sorted(t.user_attrs["params"]["layer_1_size"] for t in complete) == [0, 8]
+    finally:
+        subprocess.run(["umount", str(full)], check=False)
+
+
+def test_unwritable_workdir_is_refused_before_anything_is_written(tmp_path):
+    sweep = write_sweep(tmp_path, grid((0,)))
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    result = run_cli("run", str(sweep), "--workdir", str(blocker / "work"))
+    assert result.returncode == 2 and "workdir" in result.stderr and "not writable" in result.stderr
+    assert blocker.read_text() == "x"
+
+
+def test_locked_database_gives_a_clear_error_and_leaves_the_study_intact(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, grid((0,)))
+    workdir = tmp_path / "work"
+    assert run_cli("run", str(sweep), "--workdir", str(workdir)).returncode == 0
+    before = tree_snapshot(workdir / "trials")
+    holder = sqlite3.connect(workdir / "optuna.db")
+    holder.execute("BEGIN EXCLUSIVE")
+    try:
+        result = run_cli("run", str(sweep), "--workdir", str(workdir), env={"VIDEOSWEEP_DB_TIMEOUT": "1"})
+    finally:
+        holder.rollback()
+        holder.close()
+    assert result.returncode == 2, result.stderr
+    assert "study storage" in result.stderr and "database is locked" in result.stderr
+    assert "Traceback" not in result.stderr
+    assert tree_snapshot(workdir / "trials") == before
+    assert [t.state.name for t in load_study(workdir).trials] == ["COMPLETE"]
+
+
+def test_unreachable_database_gives_a_clear_error(tmp_path):
+    sweep = write_sweep(tmp_path, grid((0,)))
+    result = run_cli("run", str(sweep), "--workdir", str(tmp_path / "w"),
+                     "--storage", "postgresql://videosweep:secret@127.0.0.1:1/none")
+    assert result.returncode == 2 and "cannot open study storage" in result.stderr
+    assert "secret" not in result.stderr and "***" in result.stderr
