@@ -41,6 +41,19 @@ def trainings(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def start_run_until_sleeping(sweep: Path, workdir: Path, counter: Path, sleeper: int) -> subprocess.Popen:
+    """`videosweep run` in its own process group, returned once the trial of layer_1_size=sleeper is stuck."""
+    env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size={sleeper}@600"}
+    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--workdir",
+               str(workdir)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while time.time() < deadline and not any(t["layer_1_size"] == sleeper for t in trainings(counter)):
+        time.sleep(0.5)
+    return process
+
+
 def test_grid_runs_what_plan_says_once_and_a_rerun_trains_nothing(tmp_path, cache_dir):
     sweep = write_sweep(tmp_path, grid())
     workdir, counter = tmp_path / "work", tmp_path / "count.txt"
@@ -117,17 +130,7 @@ def test_fake_gpus_pin_each_worker_to_its_device(tmp_path, cache_dir):
 def test_kill_9_mid_sweep_then_resume_reruns_no_finished_trial(tmp_path, cache_dir):
     sweep = write_sweep(tmp_path, grid((0, 4, 8, 12, 16)))
     workdir, counter = tmp_path / "work", tmp_path / "count.txt"
-    env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size=12@600"}
-    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--workdir",
-               str(workdir)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline:  # wait until the sweep is stuck in the sleeping trial, others done
-        trained = trainings(counter)
-        if any(t["layer_1_size"] == 12 for t in trained):
-            break
-        time.sleep(0.5)
+    process = start_run_until_sleeping(sweep, workdir, counter, 12)
     time.sleep(1)
     os.killpg(process.pid, signal.SIGKILL)
     process.wait()
@@ -176,14 +179,7 @@ def test_optuna_search_stays_within_its_budget(tmp_path, cache_dir):
 def test_ctrl_c_stops_handing_out_trials_then_stops_running_ones_and_the_sweep_resumes(tmp_path, cache_dir):
     sweep = write_sweep(tmp_path, grid((0, 4, 8)))
     workdir, counter = tmp_path / "work", tmp_path / "count.txt"
-    env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size=4@600"}
-    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--workdir",
-               str(workdir)]
-    process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not any(t["layer_1_size"] == 4 for t in trainings(counter)):
-        time.sleep(0.5)
+    process = start_run_until_sleeping(sweep, workdir, counter, 4)
     os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
     time.sleep(4)
     assert process.poll() is None  # the running trial is allowed to finish
