@@ -19,6 +19,7 @@ demo: install
 	$(BIN)/videosweep plan sweeps/seals-demo.yaml
 	$(BIN)/videosweep run sweeps/seals-demo.yaml
 	$(BIN)/videosweep status sweeps/seals-demo.yaml
+	@echo "Trial folders: runs/seals-demo/trials/   Browse the runs: $(BIN)/videosweep ui sweeps/seals-demo.yaml"
 
 test: install
 	bash .ci/ensure-chromium
