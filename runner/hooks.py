@@ -1,7 +1,7 @@
 """Test and debugging hooks: named faults a trial can be made to suffer, so fault tolerance is testable.
 
 `VIDEOSWEEP_FAULT` holds `kind:match` pairs separated by commas; a trial whose canonical parameters contain
-`match` (as `key=value`) suffers `kind`: raise, segfault, sleep (seconds after `@`), or count (appends the
+`match` (as `key=value`) suffers `kind`: raise, oom, segfault, sleep (seconds after `@`), or count (appends the
 trial's parameters to the file after `@`, to count trainings). Unset in normal use: then nothing happens.
 """
 
@@ -30,6 +30,10 @@ def before_trial(spec: Any) -> None:
             continue
         if kind == "raise":
             raise RuntimeError(f"injected failure for {match}")
+        if kind == "oom":  # a real failed allocation, as a too-large batch or model gives
+            import numpy as np
+
+            np.ones((1 << 46,), dtype=np.uint8)
         if kind == "segfault":
             os.kill(os.getpid(), signal.SIGSEGV)
         if kind == "sleep":

@@ -68,8 +68,8 @@ def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
     }[sweep.search.pruner]()
 
 
-def claim_from_queue(study: optuna.Study) -> Claim | None:
-    trial = studies.claim_waiting(study)
+def claim_from_queue(study: optuna.Study, rank: Any = None) -> Claim | None:
+    trial = studies.claim_waiting(study, rank)
     if trial is None:
         return None
     attrs = study._storage.get_trial(trial._trial_id).user_attrs
@@ -80,9 +80,11 @@ def claim_from_queue(study: optuna.Study) -> Claim | None:
 class GridSearch:
     """Every grid point exactly once: enqueued under a lock by whoever starts first, claimed atomically."""
 
-    def __init__(self, sweep: Sweep, study: optuna.Study, fingerprint: str, workdir: Path, max_retries: int):
+    def __init__(self, sweep: Sweep, study: optuna.Study, fingerprint: str, workdir: Path, max_retries: int,
+                 rank: Any = None):
         self.sweep, self.study, self.fingerprint = sweep, study, fingerprint
         self.workdir, self.max_retries = workdir, max_retries
+        self.rank = rank  # prefers some waiting trials over others (e.g. those whose features are cached)
         self._expansion: Expansion | None = None
 
     @property
@@ -97,7 +99,7 @@ class GridSearch:
             return added + studies.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
 
     def next_trial(self) -> Claim | None:
-        return claim_from_queue(self.study)
+        return claim_from_queue(self.study, self.rank)
 
     def finish(self, claim: Claim, state: str, value: float | None) -> None:
         """Nothing to learn: the grid is fixed."""
@@ -177,9 +179,10 @@ def _suggest_range(trial: optuna.Trial, label: str, values: Range) -> float | in
     return trial.suggest_float(label, values.low, values.high, step=values.step, log=values.log)
 
 
-def make_search(sweep: Sweep, study: optuna.Study, fingerprint: str, workdir: Path, max_retries: int) -> Search:
+def make_search(sweep: Sweep, study: optuna.Study, fingerprint: str, workdir: Path, max_retries: int,
+                rank: Any = None) -> Search:
     if sweep.search.strategy == "grid":
-        return GridSearch(sweep, study, fingerprint, workdir, max_retries)
+        return GridSearch(sweep, study, fingerprint, workdir, max_retries, rank)
     if sweep.search.strategy in ("random", "optuna"):
         return OptunaSearch(sweep, study, fingerprint, workdir, max_retries)
     from runner.tuner import KerasTunerSearch

@@ -14,7 +14,7 @@ import warnings
 import os
 import socket
 from collections import defaultdict
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -245,13 +245,21 @@ def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec]
     return count
 
 
-def claim_waiting(study: optuna.Study) -> optuna.Trial | None:
-    """Atomically take the next WAITING trial (storage compare-and-set), or None when the queue is empty."""
-    trial_id = study._pop_waiting_trial_id()  # Optuna's own claim: WAITING -> RUNNING only if still WAITING
-    if trial_id is None:
-        return None
-    study._storage.record_heartbeat(trial_id)
-    return optuna.trial.Trial(study, trial_id)
+def claim_waiting(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None = None) -> optuna.Trial | None:
+    """Atomically take a WAITING trial (the storage's compare-and-set, as Optuna's own queue does), preferring
+    the lowest `rank` and then the lowest number; None when the queue is empty."""
+    storage = study._storage
+    waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
+    order = sorted(waiting, key=lambda t: ((rank(t) if rank else 0), t.number))
+    for trial in order:
+        try:
+            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
+                continue  # another worker took it first
+        except optuna.exceptions.UpdateFinishedTrialError:
+            continue
+        storage.record_heartbeat(trial._trial_id)
+        return optuna.trial.Trial(study, trial._trial_id)
+    return None
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:

@@ -223,6 +223,35 @@ def connect_tracker(config: WorkerConfig, sweep: Any) -> Any:
     return Tracker(config.tracking_uri, Path(config.workdir), sweep.name)
 
 
+def feature_rank(dataset: Any, cache_dir: str | None) -> Any:
+    """Rank waiting trials: features cached (or not needed) first, then ones this slot would extract, and
+    last those whose backbone another slot is extracting right now (taking them would only wait on its lock)."""
+    from runner.spec import TrialSpec
+    from zoo import get_architecture
+    from zoo.cache import cache_root, entry_state, features_path
+
+    root = cache_root(cache_dir)
+    memo: dict[str, int] = {}
+
+    def rank(trial: Any) -> int:
+        params = trial.user_attrs.get("params")
+        if not params:
+            return 1
+        spec = TrialSpec.from_flat(params).model
+        if get_architecture(spec.architecture).inputs != "features":
+            return 0
+        try:
+            path = features_path(dataset, spec, root)
+        except Exception:  # e.g. weights not cached: the trial will fail with the reason; no preference
+            return 1
+        key = str(path)
+        if key not in memo or memo[key] != 0:
+            memo[key] = {"cached": 0, "missing": 1, "computing": 2}[entry_state(path)]
+        return memo[key]
+
+    return rank
+
+
 def _resident_mb() -> float:
     import psutil
 
@@ -250,7 +279,8 @@ def work(config: WorkerConfig) -> int:
     from runner.search import make_pruner, make_sampler
 
     study = open_study(sweep.name, storage, sweep.search.direction, make_sampler(sweep), make_pruner(sweep))
-    search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries)
+    search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries,
+                         rank=feature_rank(dataset, config.cache_dir))
     tracker = None
     ran, reason = 0, "recycle"
     _emit(config, "ready", pid=os.getpid())

@@ -70,12 +70,36 @@ def cached_array(path: Path, compute: Callable[[], np.ndarray], mmap: bool = Tru
         lock.release()
 
 
+def entry_state(path: Path) -> str:
+    """'cached', 'computing' (another process holds its lock) or 'missing'; never blocks."""
+    if path.is_file():
+        return "cached"
+    lock_path = Path(str(path) + ".lock")
+    if not lock_path.exists():
+        return "missing"
+    lock = FileLock(str(lock_path), timeout=0)
+    try:
+        lock.acquire()
+    except Exception:  # Timeout: someone is computing it right now
+        return "computing"
+    lock.release()
+    return "missing"
+
+
+_DIGESTS: dict[tuple[str, int, int], str] = {}
+
+
 def file_digest(path: Path) -> str:
+    stat = path.stat()
+    memo = (str(path), stat.st_size, stat.st_mtime_ns)  # weights files are large: hash each version once
+    if memo in _DIGESTS:
+        return _DIGESTS[memo]
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         for block in iter(lambda: handle.read(1 << 20), b""):
             digest.update(block)
-    return digest.hexdigest()[:12]
+    _DIGESTS[memo] = digest.hexdigest()[:12]
+    return _DIGESTS[memo]
 
 
 def weights_id(spec: ModelSpec) -> str:

@@ -101,3 +101,61 @@ def test_unreachable_database_gives_a_clear_error(tmp_path):
                      "--storage", "postgresql://videosweep:secret@127.0.0.1:1/none")
     assert result.returncode == 2 and "cannot open study storage" in result.stderr
     assert "secret" not in result.stderr and "***" in result.stderr
+
+
+def test_out_of_memory_fails_the_trial_and_recycles_the_worker(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, grid((8, 0)))
+    workdir = tmp_path / "work"
+    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0",
+                     env={"VIDEOSWEEP_FAULT": "oom:layer_1_size=8"})
+    assert result.returncode == 0, result.stderr
+    trials = {t.user_attrs["params"]["layer_1_size"]: t for t in load_study(workdir).trials}
+    assert trials[8].state.name == "FAIL" and "MemoryError" in trials[8].user_attrs["failure"]
+    assert trials[0].state.name == "COMPLETE"
+    assert trials[0].user_attrs["pid"] != trials[8].user_attrs["pid"]  # a fresh process after the failure
+
+
+def test_claims_prefer_cached_features_and_avoid_a_backbone_being_extracted(tmp_path, seals):
+    import numpy as np
+    import optuna
+    from filelock import FileLock
+
+    from runner.spec import TrialSpec
+    from runner.study import claim_waiting, enqueue, open_storage, open_study
+    from runner.worker import feature_rank
+    from zoo import load_dataset
+    from zoo.cache import features_path
+
+    dataset = load_dataset(seals)
+    study = open_study("rank", open_storage(f"sqlite:///{tmp_path / 'o.db'}"), "maximize")
+    specs = {name: TrialSpec.from_flat({"architecture": "image_mlp_frozen", "backbone": backbone, "weights": "none",
+                                        "frame_size": 32})
+             for name, backbone in (("missing", "vgg16"), ("busy", "resnet50"), ("cached", "mobilenet_v2"))}
+    specs["frames"] = TrialSpec.from_flat({"architecture": "c3d", "frame_size": 16})
+    for name in ("missing", "busy", "cached", "frames"):  # queue order: the worst first
+        enqueue(study, name, specs[name])
+    cache = tmp_path / "cache"
+    cached = features_path(dataset, specs["cached"].model, cache)
+    cached.parent.mkdir(parents=True)
+    np.save(cached, np.zeros((1, 1280), "float32"))
+    busy = FileLock(str(features_path(dataset, specs["busy"].model, cache)) + ".lock")
+    busy.acquire()  # another slot is extracting resnet50 features right now
+    try:
+        rank = feature_rank(dataset, str(cache))
+        claimed = []
+        while (trial := claim_waiting(study, rank)) is not None:
+            claimed.append(study._storage.get_trial(trial._trial_id).user_attrs["trial_key"])
+    finally:
+        busy.release()
+    assert claimed == ["cached", "frames", "missing", "busy"]
+    assert {t.state for t in study.trials} == {optuna.trial.TrialState.RUNNING}
+
+
+def test_a_worker_past_its_memory_limit_is_replaced_between_trials(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, grid((0, 8)))
+    workdir = tmp_path / "work"
+    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--memory-limit", "1")  # every worker is over
+    assert result.returncode == 0, result.stderr
+    trials = load_study(workdir).trials
+    assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
+    assert trials[0].user_attrs["pid"] != trials[1].user_attrs["pid"]
