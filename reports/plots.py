@@ -34,7 +34,7 @@ def save_figure(figure: plt.Figure, path: Path) -> None:
         handle.write(buffer.getvalue())
 
 
-def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+def confusion_figure(matrix: np.ndarray, classes: list[str], title: str) -> plt.Figure:
     normalized = matrix.dtype.kind == "f"
     size = max(3.5, 0.6 * len(classes) + 2)
     figure, axes = plt.subplots(figsize=(size, size * 0.85))
@@ -47,7 +47,11 @@ def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, ti
     for (row, col), value in np.ndenumerate(matrix):
         text = f"{value:.2f}" if normalized else str(value)
         axes.text(col, row, text, ha="center", va="center", color="white" if value > threshold else "black")
-    save_figure(figure, path)
+    return figure
+
+
+def plot_confusion_matrix(matrix: np.ndarray, classes: list[str], path: Path, title: str) -> None:
+    save_figure(confusion_figure(matrix, classes, title), path)
 
 
 def write_confusion_matrices(matrix: np.ndarray, classes: list[str], folder: Path, split: str = "test") -> None:

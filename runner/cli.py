@@ -31,10 +31,14 @@ def _global(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks
     DEBUG["on"] = debug or os.environ.get("VIDEOSWEEP_DEBUG") == "1"
 
 
-def quiet_tensorflow() -> None:
+def quiet_tensorflow(load: bool = False) -> None:
     """TensorFlow's C++ start-up chatter hides the lines users need; keep warnings and errors."""
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     os.environ.setdefault("KERAS_BACKEND", "tensorflow")
+    if load:
+        from zoo.stdio import import_tensorflow
+
+        import_tensorflow()
 
 
 @app.command("zoo")
@@ -81,7 +85,7 @@ def train(
     if out.exists() and any(out.iterdir()) and not overwrite:
         raise UserError(f"output folder {out} already exists and is not empty (use --overwrite to replace it)")
 
-    quiet_tensorflow()
+    quiet_tensorflow(load=True)
     from runner.trial import run_trial
 
     def show_epoch(step: int, row: dict[str, Any]) -> None:
@@ -282,6 +286,143 @@ def ui(
         subprocess.run(command, check=False)
     except KeyboardInterrupt:
         pass
+
+
+TrackingOpt = Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default as for run).")]
+MetricOpt = Annotated[Optional[str], typer.Option(help="Rank by this metric (default: the sweep's).")]
+
+
+def _sweep_runs(sweep_file: Path, workdir: Path | None, tracking_uri: str | None) -> tuple[Any, Path, Any]:
+    from reports.records import open_sweep_runs
+    from runner.run import load_tracking_only
+
+    sweep, workdir, uri = load_tracking_only(sweep_file, workdir, tracking_uri)
+    return sweep, workdir, open_sweep_runs(uri, workdir, sweep.name)
+
+
+@app.command()
+def report(
+    sweep_file: SweepArg,
+    out: Annotated[Optional[Path], typer.Option(help="Report folder (default <workdir>/report).")] = None,
+    metric: MetricOpt = None,
+    top: Annotated[int, typer.Option(help="Learning curves of this many best trials.")] = 5,
+    workdir: WorkdirOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Leaderboard (CSV, Markdown) and one self-contained report.html, rebuilt from what MLflow holds."""
+    from reports.report import build_report
+
+    sweep, workdir, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
+    summary = build_report(runs, out or workdir / "report", metric or sweep.search.metric, top_k=top)
+    best = summary["best"]
+    console.print(f"{summary['finished']} finished of {summary['trials']} trials ranked; best: "
+                  f"{best['trial_key'] if best else '-'}")
+    console.print(f"report: {Path(summary['out']) / 'report.html'}  leaderboard: {Path(summary['out']) / 'leaderboard.md'}")
+
+
+@app.command()
+def best(
+    sweep_file: SweepArg,
+    metric: MetricOpt = None,
+    workdir: WorkdirOpt = None,
+    tracking_uri: TrackingOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+) -> None:
+    """The best finished trial: key, MLflow run id, metric and parameters."""
+    import json
+
+    import zoo
+    from reports.records import MODEL_PARAMS, metric_column, rank_trials
+
+    sweep, _, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
+    metric = metric or sweep.search.metric
+    ranked = rank_trials(runs.trials, metric)
+    if ranked.empty:
+        raise UserError(f"sweep {sweep.name} has no finished trial yet")
+    row = ranked.iloc[0]
+    uses = zoo.get_architecture(str(row.architecture)).uses
+    params = {k: row[k] for k in MODEL_PARAMS if k in uses and row[k] is not None and row[k] == row[k]}
+    result = {"trial_key": row.trial_key, "run_id": row.run_id, "metric": metric,
+              "value": float(row[metric_column(metric)[0]]), "test_accuracy": float(row.test_accuracy),
+              "params": params}
+    if as_json:
+        print(json.dumps(result, indent=2, default=str))
+        return
+    console.print(f"[bold]{result['trial_key']}[/] {metric} {result['value']:.4f} (test accuracy "
+                  f"{result['test_accuracy']:.4f}), MLflow run {result['run_id']}")
+    console.print(", ".join(f"{k}={v}" for k, v in params.items()))
+
+
+@app.command()
+def export(
+    sweep_file: SweepArg,
+    out: Annotated[Path, typer.Option(help="Export folder (written atomically).")],
+    trial: Annotated[Optional[str], typer.Option(help="Trial key (default: the best trial).")] = None,
+    format_: Annotated[str, typer.Option("--format", help="Comma-separated: keras, savedmodel, tflite.")] = "keras",
+    metric: MetricOpt = None,
+    register: Annotated[bool, typer.Option(help="Register in MLflow's model registry with alias champion.")] = True,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    workdir: WorkdirOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """A self-contained model on raw frames with labels.json, export.json and model_card.md."""
+    from reports.export import export_trial, parse_formats
+    from reports.records import rank_trials
+
+    formats = parse_formats(format_)
+    quiet_tensorflow(load=True)
+    sweep, _, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
+    if trial is None:
+        ranked = rank_trials(runs.trials, metric or sweep.search.metric)
+        if ranked.empty:
+            raise UserError(f"sweep {sweep.name} has no finished trial to export")
+        trial = str(ranked.iloc[0].trial_key)
+    meta = export_trial(runs, trial, out, formats, register=register, overwrite=overwrite)
+    console.print(f"exported {meta['architecture']} trial {trial} to {out} ({', '.join(meta['files'].values())}); "
+                  f"input {meta['input']['shape']} RGB 0-255")
+    if meta.get("registered"):
+        console.print(f"registered as {meta['registered']}")
+
+
+@app.command()
+def predict(
+    model: Annotated[str, typer.Argument(help="Export folder, models:/NAME@champion, or a trial key (with --sweep).")],
+    out: Annotated[Path, typer.Option(help="Frame prediction CSV to write.")],
+    data: Annotated[Optional[Path], typer.Option(help="Dataset folder of <video>/<frames> (labels.csv optional).")
+                    ] = None,
+    video: Annotated[Optional[list[Path]], typer.Option(help="Video file; repeatable.")] = None,
+    fps: Annotated[float, typer.Option(help="Frames per second sampled from --video files.")] = 2.0,
+    sweep: Annotated[Optional[Path], typer.Option(help="Sweep file, when MODEL is a trial key.")] = None,
+    workdir: WorkdirOpt = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Predict every frame (windows end at it) of a dataset or of video files; write the frame prediction CSV."""
+    from reports.predict import load_predictor, predict_dataset, predict_videos
+    from zoo import atomic
+
+    if (data is None) == (not video):
+        raise UserError("give either --data DATASET or --video FILE (one or more), not both")
+    exporter = None
+    registry = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    if sweep is not None:
+        from reports.export import export_trial
+        from runner.run import load_tracking_only
+
+        registry = load_tracking_only(sweep, workdir, tracking_uri)[2]
+
+        def exporter(key: str, folder: Path) -> None:
+            _, _, runs = _sweep_runs(sweep, workdir, tracking_uri)
+            export_trial(runs, key, folder, ["keras"], register=False)
+
+    quiet_tensorflow(load=True)
+    predictor = load_predictor(model, exporter, registry)
+    table = predict_dataset(predictor, data) if data is not None else predict_videos(predictor, video or [], fps)
+    atomic.write_text(out, table.to_csv(index=False))
+    predicted = table.prediction.astype(bool).sum()
+    errors = (table.error == "1").sum()
+    labelled = (table.error != "").sum()
+    accuracy = f", accuracy {1 - errors / labelled:.3f} on {labelled} labelled frames" if labelled else ""
+    console.print(f"{predicted} of {len(table)} frames predicted{accuracy}; wrote {out}")
 
 
 def main(argv: list[str] | None = None) -> None:

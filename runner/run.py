@@ -60,9 +60,20 @@ def load_context(path: Path, workdir: Path | None, storage: str | None, create_w
     if create_workdir:
         atomic.writable_dir(workdir, "workdir")
     url = storage or studies.default_storage(workdir)
-    tracking = (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri
-                or default_tracking_uri(workdir))
-    return SweepContext(sweep, str(path), dataset, workdir, url, tracking)
+    return SweepContext(sweep, str(path), dataset, workdir, url, resolve_tracking_uri(sweep, workdir, tracking_uri))
+
+
+def resolve_tracking_uri(sweep: Sweep, workdir: Path, tracking_uri: str | None) -> str:
+    """--tracking-uri, else $MLFLOW_TRACKING_URI, else the sweep file's tracking.uri, else SQLite in the workdir."""
+    return (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri
+            or default_tracking_uri(workdir))
+
+
+def load_tracking_only(path: Path, workdir: Path | None, tracking_uri: str | None) -> tuple[Sweep, Path, str]:
+    """What reports need: the sweep, its workdir and tracking URI; the data need not be on this machine."""
+    sweep = load_sweep(path)
+    workdir = (workdir or Path("runs") / sweep.name).expanduser()
+    return sweep, workdir, resolve_tracking_uri(sweep, workdir, tracking_uri)
 
 
 class Progress:

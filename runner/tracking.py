@@ -26,6 +26,7 @@ SWEEP = "videosweep.sweep"
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "round")
 CONNECT_ATTEMPTS = 3
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars between our own lines
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 logging.getLogger("alembic").setLevel(logging.ERROR)
 
@@ -78,7 +79,7 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
 class Tracker:
     """MLflow access for one sweep: its experiment, parent run and trial runs."""
 
-    def __init__(self, uri: str, workdir: Path, experiment: str):
+    def __init__(self, uri: str, workdir: Path, experiment: str, create: bool = True):
         from mlflow import MlflowClient
 
         if uri.startswith("sqlite:"):
@@ -90,11 +91,11 @@ class Tracker:
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.uri, self.workdir, self.experiment_name = uri, workdir, experiment
         self.client = MlflowClient(tracking_uri=uri)
-        self.experiment_id = self._experiment()
+        self.experiment_id = self._experiment(create)
 
     # ------------------------------------------------------------------ set-up
 
-    def _experiment(self) -> str:
+    def _experiment(self, create: bool) -> str:
         from mlflow.exceptions import MlflowException
 
         last: Exception | None = None
@@ -103,6 +104,9 @@ class Tracker:
                 found = self.client.get_experiment_by_name(self.experiment_name)
                 if found is not None:
                     return found.experiment_id
+                if not create:
+                    raise UserError(f"the MLflow store {self.uri} has no experiment {self.experiment_name!r} "
+                                    "(has the sweep been run?)")
                 location = None
                 if self.uri.startswith("sqlite:"):
                     location = (self.workdir / "mlartifacts").resolve().as_uri()
@@ -115,6 +119,8 @@ class Tracker:
                     if found is not None:
                         return found.experiment_id
                     raise
+            except UserError:
+                raise
             except Exception as err:  # connection refused, timeouts, database errors
                 last = err
                 time.sleep(min(2**attempt, 5))
@@ -215,10 +221,12 @@ class Tracker:
         self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(STATE, "finished")])
         self.client.log_artifacts(run_id, str(trial_dir), artifact_path="trial")
         if model is not None:
-            self._log_model(run_id, model)
+            self.log_model(run_id, model)
         self.client.set_terminated(run_id, "FINISHED")
 
-    def _log_model(self, run_id: str, model: Any) -> None:
+    def log_model(self, run_id: str, model: Any, name: str = "model", registered_name: str | None = None,
+                  metadata: dict[str, Any] | None = None) -> Any:
+        """Log a Keras model in MLflow's TensorFlow flavour with an input signature (optionally registered)."""
         import mlflow
         import numpy as np
         from mlflow.models import ModelSignature
@@ -231,8 +239,9 @@ class Tracker:
         output = tuple(-1 if d is None else d for d in model.output_shape)
         signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), shape)]),
                                    outputs=Schema([TensorSpec(np.dtype("float32"), output)]))
-        mlflow.tensorflow.log_model(model, name="model", run_id=run_id, signature=signature,
-                                    pip_requirements=["tensorflow", "keras"])
+        return mlflow.tensorflow.log_model(model, name=name, run_id=run_id, signature=signature,
+                                           pip_requirements=["tensorflow", "keras"], metadata=metadata,
+                                           registered_model_name=registered_name)
 
     def fail_trial(self, run_id: str, reason: str, traceback_path: Path | None) -> None:
         from mlflow.entities import RunTag

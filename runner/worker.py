@@ -60,9 +60,9 @@ def configure_process(config: WorkerConfig) -> None:
         os.environ["OMP_NUM_THREADS"] = str(config.cpu_threads)
         os.environ["TF_NUM_INTEROP_THREADS"] = "1"
         os.environ["TF_NUM_INTRAOP_THREADS"] = str(config.cpu_threads)
-    import tensorflow as tf
+    from zoo.stdio import import_tensorflow
 
-    tf.get_logger().setLevel("ERROR")  # every trial builds a new model, so TF's retracing warnings are noise
+    tf: Any = import_tensorflow()  # its logger is set to ERROR: every trial retraces, warnings would be noise
     if config.cpu_threads:
         tf.config.threading.set_intra_op_parallelism_threads(config.cpu_threads)
         tf.config.threading.set_inter_op_parallelism_threads(1)

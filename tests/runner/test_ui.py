@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import re
-import shutil
 import signal
 import socket
 import subprocess
@@ -15,12 +14,11 @@ from pathlib import Path
 
 import pytest
 
+from tests.browser import ARTIFACTS, chromium, needs_chromium
 from tests.conftest import ROOT, run_cli
 from tests.runner.test_run import FEATURES, write_sweep
 
 pytestmark = pytest.mark.slow
-ARTIFACTS = ROOT / "test-artifacts"
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 
 
 def free_port() -> int:
@@ -41,14 +39,7 @@ def wait_for(url: str, seconds: float) -> None:
     raise AssertionError(f"{url} did not answer within {seconds} s")
 
 
-def chromium(*args: str, profile: Path) -> subprocess.CompletedProcess[str]:
-    flags = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-             "--disable-background-networking", "--disable-component-update", "--disable-sync",
-             f"--user-data-dir={profile}", "--window-size=1400,900", "--virtual-time-budget=20000"]
-    return subprocess.run([CHROMIUM, *flags, *args], capture_output=True, text=True, timeout=120)
-
-
-@pytest.mark.skipif(CHROMIUM is None, reason="Debian's chromium is not installed (make test / .ci/run install it)")
+@needs_chromium
 def test_ui_shows_the_sweeps_runs_in_a_real_browser(tmp_path, cache_dir):
     sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8]}])
     workdir = tmp_path / "work"

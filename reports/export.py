@@ -1,0 +1,217 @@
+"""Export: a trial's trained model as one self-contained Keras model on raw frames, with what ships beside it.
+
+Frozen-feature architectures were trained on cached backbone features; the export joins the backbone (with
+its preprocessing layers, same weights as extraction) and the trained head into one model, so a user never
+needs the feature cache. Beside the model: labels.json, export.json (the input contract), model_card.md.
+The model is registered in MLflow's model registry under the sweep's name with the alias `champion`.
+"""
+
+from __future__ import annotations
+
+import json
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pandas as pd
+
+import zoo
+from reports.records import SweepRuns
+from runner.spec import TrialSpec
+from zoo import atomic
+from zoo.errors import UserError
+from zoo.stdio import quiet_stderr
+
+if TYPE_CHECKING:  # pragma: no cover
+    import keras
+
+FORMATS = ("keras", "savedmodel", "tflite")
+EXPORT_VERSION = 1
+CHAMPION = "champion"
+
+
+@dataclass
+class TrialArtifacts:
+    """What export needs of one trial run, downloaded from MLflow."""
+
+    key: str
+    run_id: str
+    spec: TrialSpec
+    results: dict[str, Any]
+    model_path: Path
+    confusion: pd.DataFrame | None
+
+
+def find_trial(runs: SweepRuns, key: str) -> pd.Series:
+    rows = runs.trials[runs.trials.trial_key == key]
+    if rows.empty:
+        raise UserError(f"sweep {runs.tracker.experiment_name} has no trial {key!r} in MLflow "
+                        f"(`videosweep status` lists the trial keys)")
+    row = rows.iloc[0]
+    if row.status != "FINISHED":
+        raise UserError(f"trial {key} did not finish (its run is {row.status}); nothing to export")
+    return row
+
+
+def download_trial(runs: SweepRuns, row: pd.Series, folder: Path) -> TrialArtifacts:
+    client = runs.tracker.client
+    fetched: dict[str, Path] = {}
+    for name in ("params.json", "results.json", "model_best.keras", "confusion_matrix.csv"):
+        try:
+            fetched[name] = Path(client.download_artifacts(row.run_id, f"trial/{name}", str(folder)))
+        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artefact
+            if name != "confusion_matrix.csv":
+                raise UserError(f"trial {row.trial_key}'s run {row.run_id} has no artefact trial/{name}") from None
+    params = json.loads(fetched["params.json"].read_text())
+    params.pop("data_root", None)
+    confusion = pd.read_csv(fetched["confusion_matrix.csv"], index_col=0) if "confusion_matrix.csv" in fetched else None
+    return TrialArtifacts(row.trial_key, row.run_id, TrialSpec.from_flat(params),
+                          json.loads(fetched["results.json"].read_text()), fetched["model_best.keras"], confusion)
+
+
+def is_windowed(spec: TrialSpec) -> bool:
+    return "sequence_length" in zoo.get_architecture(spec.model.architecture).uses
+
+
+def deployable_model(spec: TrialSpec, trained: keras.Model) -> keras.Model:
+    """The trained model if it already takes frames; else backbone (+TimeDistributed) joined to the head."""
+    import keras
+
+    from zoo.backbones import build_backbone
+
+    arch = zoo.get_architecture(spec.model.architecture)
+    if arch.inputs == "frames":
+        return trained
+    model_spec = zoo.validated_spec(spec.model)
+    backbone = build_backbone(model_spec)  # the same weights (file or seeded init) the features came from
+    head = keras.Model(trained.inputs[0], trained.outputs[0], name="head")  # one tensor in, one out
+    height, width = model_spec.input_shape_hw
+    if is_windowed(spec):
+        inputs = keras.Input((model_spec.sequence_length, height, width, 3), name="frames")
+        features = keras.layers.TimeDistributed(backbone, name="frame_features")(inputs)
+    else:
+        inputs = keras.Input((height, width, 3), name="frames")
+        features = backbone(inputs)
+    return keras.Model(inputs, head(features), name=f"{arch.name}_on_frames")
+
+
+def input_contract(spec: TrialSpec, model: keras.Model) -> dict[str, Any]:
+    width, height = spec.model.frame_size or (0, 0)
+    windowed = is_windowed(spec)
+    return {
+        "shape": [None if d is None else int(d) for d in model.input_shape],
+        "frame_size": f"{width}x{height}", "width": width, "height": height,
+        "sequence_length": spec.model.sequence_length if windowed else 1, "windowed": windowed,
+        "channel_order": "RGB", "dtype": "float32", "value_range": [0, 255],
+        "resize": "OpenCV INTER_AREA from the decoded frame (JPEGs may be decoded at a reduced scale first)",
+        "window_label": "a window's prediction belongs to its last frame; the first sequence_length-1 frames "
+                        "of a video have none",
+    }
+
+
+def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], classes: list[str]) -> str:
+    results = trial.results
+    metrics = [("validation accuracy", results.get("fit_val_acc")), ("test accuracy", results.get("fit_test_acc")),
+               ("test loss", results.get("fit_test_loss")), ("parameters", results.get("model_param_count")),
+               ("best round", results.get("fit_best_round")), ("epochs", results.get("fit_num_epochs"))]
+    lines = [f"# {trial.spec.model.architecture} from sweep {sweep}", "",
+             f"Trial `{trial.key}` (MLflow run `{trial.run_id}`), dataset fingerprint "
+             f"`{results.get('data_fingerprint', '?')}`.", "", "## Metrics", "", "| metric | value |", "|---|---|"]
+    lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
+              for name, value in metrics if value is not None]
+    lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|"]
+    lines += [f"| {k} | {v} |" for k, v in trial.spec.flat().items() if v is not None]
+    if trial.confusion is not None:
+        lines += ["", "## Confusion matrix (test; rows true, columns predicted)", "",
+                  "| true \\ predicted | " + " | ".join(map(str, trial.confusion.columns)) + " |",
+                  "|---|" + "---|" * len(trial.confusion.columns)]
+        lines += [f"| {index} | " + " | ".join(str(v) for v in row) + " |" for index, row in trial.confusion.iterrows()]
+    lines += ["", "## Input", "", f"`{contract['shape']}` float32 RGB frames in [0, 255] of "
+              f"{contract['frame_size']} (width x height); {contract['window_label']}.", "",
+              f"Classes, in output order: {', '.join(classes)}.", "", "## Use", "", "```",
+              "videosweep predict THIS_FOLDER --video clip.mp4 --fps 2 --out frame_predictions.csv",
+              "python -c \"import keras; m = keras.models.load_model('model.keras')\"", "```", ""]
+    return "\n".join(lines)
+
+
+def _save_formats(model: keras.Model, folder: Path, formats: list[str]) -> dict[str, str]:
+    files = {}
+    if "keras" in formats:
+        model.save(folder / "model.keras")
+        files["keras"] = "model.keras"
+    if "savedmodel" in formats or "tflite" in formats:
+        with quiet_stderr():  # TensorFlow's C++ start-up lines bypass TF_CPP_MIN_LOG_LEVEL here
+            model.export(str(folder / "savedmodel"), format="tf_saved_model", verbose=False)
+        files["savedmodel"] = "savedmodel"
+    if "tflite" in formats:
+        import tensorflow as tf
+
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(folder / "savedmodel"))
+        # Recurrent layers need TensorFlow ops beyond the TFLite built-ins.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS, tf.lite.OpsSet.SELECT_TF_OPS]
+        with quiet_stderr():  # the converter's C++ logging bypasses TF_CPP_MIN_LOG_LEVEL
+            (folder / "model.tflite").write_bytes(converter.convert())
+        files["tflite"] = "model.tflite"
+        if "savedmodel" not in formats:
+            import shutil
+
+            shutil.rmtree(folder / "savedmodel")
+            files.pop("savedmodel")
+    return files
+
+
+def parse_formats(text: str) -> list[str]:
+    formats = [f.strip().lower() for f in text.split(",") if f.strip()]
+    unknown = [f for f in formats if f not in FORMATS]
+    if unknown or not formats:
+        raise UserError(f"unknown export format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+    return formats
+
+
+def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], register: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
+    """Write the export folder atomically; register the model with alias `champion` when asked."""
+    import keras
+
+    row = find_trial(runs, key)
+    if out.exists() and any(out.iterdir()) and not overwrite:
+        raise UserError(f"export folder {out} already exists and is not empty (use --overwrite to replace it)")
+    sweep = runs.tracker.experiment_name
+    with tempfile.TemporaryDirectory() as download:
+        trial = download_trial(runs, row, Path(download))
+        model = deployable_model(trial.spec, keras.models.load_model(trial.model_path))
+    classes = list(trial.results.get("classes") or [])
+    contract = input_contract(trial.spec, model)
+    meta = {"format_version": EXPORT_VERSION, "sweep": sweep, "trial_key": key, "run_id": trial.run_id,
+            "architecture": trial.spec.model.architecture, "classes": classes, "input": contract,
+            "params": trial.spec.flat(), "data_fingerprint": trial.results.get("data_fingerprint")}
+    with atomic.atomic_dir(out, overwrite=overwrite) as staging:
+        meta["files"] = _save_formats(model, staging, formats)
+        atomic.write_json(staging / "labels.json", classes)
+        atomic.write_json(staging / "export.json", meta)
+        atomic.write_text(staging / "model_card.md", model_card(trial, sweep, contract, classes))
+    if register:
+        meta["registered"] = register_champion(runs, trial.run_id, model, meta, out)
+    return meta
+
+
+def register_champion(runs: SweepRuns, run_id: str, model: keras.Model, meta: dict[str, Any],
+                      folder: Path) -> str:
+    """Log the deployable model to the trial's run, register it under the sweep's name, alias `champion`."""
+    from mlflow.exceptions import MlflowException
+
+    tracker = runs.tracker
+    name = tracker.experiment_name
+    info = tracker.log_model(run_id, model, name="export", metadata={"videosweep_export": json.dumps(meta)})
+    for file in ("labels.json", "export.json", "model_card.md"):
+        tracker.client.log_artifact(run_id, str(folder / file), artifact_path="export_files")
+    try:
+        tracker.client.create_registered_model(name, description=f"Best models of the videosweep sweep {name}")
+    except MlflowException as err:
+        if "ALREADY_EXISTS" not in str(err.error_code):
+            raise
+    version = tracker.client.create_model_version(name, info.model_uri, run_id=run_id, model_id=info.model_id,
+                                                  tags={"trial_key": meta["trial_key"]}).version
+    tracker.client.set_registered_model_alias(name, CHAMPION, str(version))
+    return f"models:/{name}@{CHAMPION} (version {version})"

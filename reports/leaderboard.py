@@ -1,0 +1,43 @@
+"""The leaderboard: finished trials ranked, as a table people read (Markdown) and scripts read (CSV)."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import pandas as pd
+
+from reports.records import MODEL_PARAMS, SweepRuns, metric_column, rank_trials
+
+COLUMNS = ("rank", "trial_key", *MODEL_PARAMS, "val_accuracy_best", "val_loss_best", "test_accuracy", "test_loss",
+           "best_round", "epochs", "duration_seconds", "param_count", "gpu", "run_id", "run_link")
+RENAMED = {"val_accuracy_best": "val_accuracy", "val_loss_best": "val_loss"}
+MARKDOWN_COLUMNS = ("rank", "trial_key", "architecture", "backbone", "pooling", "frame_size", "sequence_length",
+                    "sequence_model", "layer_1_size", "layer_2_size", "val_accuracy", "test_accuracy", "val_loss",
+                    "best_round", "epochs", "duration_seconds", "param_count")
+
+
+def leaderboard(runs: SweepRuns, metric: str) -> pd.DataFrame:
+    """One row per finished trial, best first, with the columns of COLUMNS (renamed as people say them)."""
+    metric_column(metric)
+    ranked = rank_trials(runs.trials, metric)
+    ranked["run_link"] = [runs.run_link(run_id) for run_id in ranked.run_id]
+    table = ranked.reindex(columns=list(COLUMNS)).rename(columns=RENAMED)
+    for name in ("best_round", "epochs", "param_count"):
+        table[name] = table[name].astype("Int64")
+    return table
+
+
+def _cell(value: Any) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)) or value is pd.NA:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 1000 else f"{value:.0f}"
+    return str(value).replace("|", "\\|")
+
+
+def to_markdown(table: pd.DataFrame, title: str) -> str:
+    columns = [c for c in MARKDOWN_COLUMNS if c in table and table[c].notna().any()]
+    lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for _, row in table.iterrows()]
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,127 @@
+"""What reports read: a sweep's trial runs exactly as MLflow holds them, one row per trial key.
+
+Nothing here looks at local trial folders, so reports, `best` and `export` work from any machine that can
+reach the tracking store. Pure helpers (metric names, ranking) sit beside the one function that queries MLflow.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from runner.tracking import KEY, ROLE, STATE, Tracker
+from zoo.errors import UserError
+
+# The study's metric names -> the final metric each trial run carries in MLflow, and which way is better.
+METRICS: dict[str, tuple[str, str]] = {
+    "val_accuracy": ("val_accuracy_best", "maximize"),
+    "val_loss": ("val_loss_best", "minimize"),
+    "test_accuracy": ("test_accuracy", "maximize"),
+    "test_loss": ("test_loss", "minimize"),
+    "train_accuracy": ("train_accuracy", "maximize"),
+}
+FINAL_METRICS = ("val_accuracy_best", "val_loss_best", "test_accuracy", "test_loss", "train_accuracy",
+                 "train_loss", "best_round", "epochs", "param_count", "train_seconds", "test_seconds")
+MODEL_PARAMS = ("architecture", "backbone", "weights", "pooling", "frame_size", "sequence_length",
+                "sequence_model", "sequence_model_layers", "convolution_kernel_size", "layer_1_size",
+                "layer_2_size", "layer_3_size", "dropout")
+
+
+def metric_column(metric: str) -> tuple[str, str]:
+    """(MLflow metric name, direction) of a metric named as in sweep files."""
+    if metric not in METRICS:
+        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
+    return METRICS[metric]
+
+
+def _typed(value: str | None) -> Any:
+    """MLflow params are text; numbers become numbers again so that tables sort and plots place them."""
+    if value is None or value == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
+@dataclass
+class SweepRuns:
+    """One sweep's runs in MLflow: the parent run and a table of its trial runs."""
+
+    tracker: Tracker
+    parent: Any | None
+    trials: pd.DataFrame
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        return self.trials[self.trials.status == "FINISHED"]
+
+    def swept_parameters(self) -> list[str]:
+        """Model parameters that take more than one value among finished trials (in MODEL_PARAMS order)."""
+        finished = self.finished
+        return [name for name in MODEL_PARAMS
+                if name in finished and finished[name].astype(str).nunique(dropna=False) > 1]
+
+    def run_link(self, run_id: str) -> str:
+        base = self.tracker.uri.rstrip("/") if self.tracker.uri.startswith("http") else "http://127.0.0.1:5000"
+        return f"{base}/#/experiments/{self.tracker.experiment_id}/runs/{run_id}"
+
+
+def _trial_row(run: Any) -> dict[str, Any]:
+    tags, info = run.data.tags, run.info
+    row: dict[str, Any] = {
+        "trial_key": tags.get(KEY, ""), "run_id": info.run_id, "status": info.status,
+        "state": tags.get(STATE, info.status.lower()), "reason": tags.get("failure") or tags.get("pruned") or "",
+        "gpu": tags.get("gpu", ""), "host": tags.get("host", ""), "optuna_trial": _typed(tags.get("optuna_trial")),
+        "duration_seconds": (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None,
+    }
+    row.update({name: _typed(value) for name, value in run.data.params.items()})
+    row.update({name: run.data.metrics.get(name, math.nan) for name in FINAL_METRICS})
+    return row
+
+
+def read_sweep_runs(tracker: Tracker) -> SweepRuns:
+    """Every trial run of the sweep's experiment (and its parent run) from the tracking store."""
+    runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'",
+                                      max_results=50000)
+    parents = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{ROLE}` = 'sweep'",
+                                         max_results=1)
+    columns = ["trial_key", "run_id", "status", "state", "reason", *MODEL_PARAMS, *FINAL_METRICS]
+    trials = pd.DataFrame([_trial_row(run) for run in runs])
+    trials = trials.reindex(columns=list(dict.fromkeys([*columns, *trials.columns])))
+    # Whole-number parameters stay whole even where a missing value (unused by an architecture) made them float.
+    for name in (p for p in MODEL_PARAMS if p != "dropout"):
+        numeric = pd.to_numeric(trials[name], errors="coerce")
+        if numeric.notna().sum() == trials[name].notna().sum() and (numeric.dropna() % 1 == 0).all():
+            trials[name] = numeric.astype("Int64")
+    return SweepRuns(tracker, parents[0] if parents else None, trials.reset_index(drop=True))
+
+
+def rank_trials(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
+    """Finished trials best first: by the metric, ties by test accuracy, then fewer parameters, then key."""
+    column, direction = metric_column(metric)
+    finished = trials[(trials.status == "FINISHED") & trials[column].notna()].copy()
+    finished["_primary"] = -finished[column] if direction == "maximize" else finished[column]
+    finished["_test"] = -finished["test_accuracy"].fillna(-math.inf)
+    finished = finished.sort_values(["_primary", "_test", "param_count", "trial_key"], kind="stable")
+    finished.insert(0, "rank", range(1, len(finished) + 1))
+    return finished.drop(columns=["_primary", "_test"]).reset_index(drop=True)
+
+
+def open_sweep_runs(tracking_uri: str, workdir: Path, sweep_name: str) -> SweepRuns:
+    """The sweep's runs, or a clear error when the store holds no finished trial of it yet."""
+    local = tracking_uri.startswith("sqlite:///")
+    if local and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
+        raise UserError(f"sweep {sweep_name} has not been run yet (no MLflow store at "
+                        f"{tracking_uri.removeprefix('sqlite:///')})")
+    tracker = Tracker(tracking_uri, workdir, sweep_name, create=False)
+    runs = read_sweep_runs(tracker)
+    if runs.trials.empty:
+        raise UserError(f"MLflow holds no trial of sweep {sweep_name} at {tracking_uri}")
+    return runs

@@ -1,0 +1,261 @@
+"""The sweep report: leaderboard.csv/.md and one self-contained report.html, built only from MLflow.
+
+Plots are drawn here from the runs' params, final metrics, metric histories and the best trial's confusion
+matrix artefact; parameter importances come from Optuna's fANOVA evaluator fed with the finished trials.
+The files are logged to the sweep's parent run. Rebuilding with nothing new changes only the timestamps.
+"""
+
+from __future__ import annotations
+
+import base64
+import datetime as dt
+import html
+import io
+import math
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import numpy as np
+import pandas as pd
+
+from reports.leaderboard import leaderboard, to_markdown
+from reports.plots import confusion_figure
+from reports.records import SweepRuns, metric_column
+from zoo import atomic
+
+MIN_TRIALS_FOR_IMPORTANCE = 6
+REPORT_FILES = ("leaderboard.csv", "leaderboard.md", "report.html")
+
+
+@dataclass
+class Figure:
+    title: str
+    png: bytes
+    caption: str = ""
+
+
+def _png(figure: plt.Figure) -> bytes:
+    buffer = io.BytesIO()
+    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
+    plt.close(figure)
+    return buffer.getvalue()
+
+
+def _missing_as_dash(frame: pd.DataFrame, column: str) -> pd.DataFrame:
+    """Parameters an architecture does not use are missing; plots show them as '-'."""
+    values = frame[column].astype(object)
+    return frame.assign(**{column: values.where(frame[column].notna(), "-")})
+
+
+def _natural(text: str) -> tuple[int, float, str]:
+    """Numbers in numeric order before words (8 before 16), words alphabetically."""
+    try:
+        return 0, float(text), ""
+    except ValueError:
+        return 1, 0.0, text
+
+
+def _strip_box(axes: plt.Axes, frame: pd.DataFrame, group: str, value: str) -> None:
+    """Box per group with every trial drawn on top (jittered, seeded): small sweeps stay honest."""
+    labels = sorted(frame[group].astype(str).unique(), key=_natural)
+    values = [frame.loc[frame[group].astype(str) == label, value].to_numpy() for label in labels]
+    axes.boxplot(values, tick_labels=labels, showfliers=False, widths=0.5)
+    jitter = np.random.default_rng(0)
+    for position, points in enumerate(values, start=1):
+        axes.scatter(position + jitter.uniform(-0.12, 0.12, len(points)), points, s=18, alpha=0.7, zorder=3)
+    axes.set(xlabel=group, ylabel=value)
+    plt.setp(axes.get_xticklabels(), rotation=20, ha="right")
+
+
+def by_group_figure(finished: pd.DataFrame, group: str, column: str, metric: str) -> Figure | None:
+    if group not in finished or finished[group].isna().all():
+        return None
+    figure, axes = plt.subplots(figsize=(max(4.0, 1.1 * finished[group].nunique() + 2), 3.4))
+    _strip_box(axes, _missing_as_dash(finished, group), group, column)
+    axes.set_ylabel(metric)
+    return Figure(f"{metric} by {group}", _png(figure))
+
+
+def parameter_figure(finished: pd.DataFrame, params: list[str], column: str, metric: str) -> Figure | None:
+    """The metric against each swept parameter, one panel each."""
+    shown = [p for p in params if p not in ("architecture", "backbone")]
+    if not shown:
+        return None
+    cols = min(3, len(shown))
+    rows = math.ceil(len(shown) / cols)
+    figure, grid = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
+    for axes, param in zip(grid.flat, shown):
+        _strip_box(axes, _missing_as_dash(finished, param), param, column)
+        axes.set_ylabel(metric)
+    for axes in list(grid.flat)[len(shown):]:
+        axes.set_visible(False)
+    figure.tight_layout()
+    return Figure(f"{metric} against each swept parameter", _png(figure))
+
+
+def learning_curves_figure(runs: SweepRuns, top: pd.DataFrame) -> Figure | None:
+    """Validation accuracy and loss per epoch (all rounds) of the top trials, from MLflow's metric history."""
+    if top.empty:
+        return None
+    figure, (acc_axes, loss_axes) = plt.subplots(1, 2, figsize=(11, 3.8))
+    for _, row in top.iterrows():
+        label = f"#{row['rank']} {row['architecture']} {row['trial_key']}"
+        for axes, name in ((acc_axes, "val_accuracy"), (loss_axes, "val_loss")):
+            history = runs.tracker.client.get_metric_history(row["run_id"], name)
+            points = sorted((m.step, m.value) for m in history)
+            if points:
+                axes.plot(*zip(*points), marker=".", label=label)
+            axes.set(xlabel="epoch (all rounds)", ylabel=name)
+    acc_axes.legend(fontsize=7)
+    return Figure(f"Learning curves of the top {len(top)}", _png(figure))
+
+
+def best_confusion_figure(runs: SweepRuns, best: pd.Series) -> Figure | None:
+    with tempfile.TemporaryDirectory() as folder:
+        try:
+            path = runs.tracker.client.download_artifacts(best["run_id"], "trial/confusion_matrix.csv", folder)
+        except Exception:  # an older run without the artefact: the report still builds
+            return None
+        matrix = pd.read_csv(path, index_col=0)
+    figure = confusion_figure(matrix.to_numpy(), [str(c) for c in matrix.columns],
+                              f"Best trial {best['trial_key']} (test)")
+    return Figure("Confusion matrix of the best trial", _png(figure))
+
+
+def parameter_importances(finished: pd.DataFrame, params: list[str], column: str,
+                          direction: str) -> dict[str, float]:
+    """Optuna's fANOVA importances of the swept parameters (empty when too few trials to say)."""
+    import optuna
+    from optuna.distributions import CategoricalDistribution
+
+    if len(finished) < MIN_TRIALS_FOR_IMPORTANCE or not params:
+        return {}
+    choices = {p: tuple(sorted(finished[p].astype(str).unique())) for p in params}
+    study = optuna.create_study(direction=direction)
+    for _, row in finished.iterrows():
+        values = {p: str(row[p]) for p in params}
+        study.add_trial(optuna.trial.create_trial(
+            params=values, distributions={p: CategoricalDistribution(choices[p]) for p in params},
+            value=float(row[column])))
+    evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
+    try:
+        return optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
+    except (RuntimeError, ValueError):
+        return {}
+
+
+def importance_figure(importances: dict[str, float]) -> Figure | None:
+    if not importances:
+        return None
+    names = list(importances)[::-1]
+    figure, axes = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
+    axes.barh(names, [importances[n] for n in names])
+    axes.set(xlabel="importance (fANOVA, normalised)")
+    return Figure("Parameter importances", _png(figure),
+                  "How much of the metric's variance each parameter explains across finished trials.")
+
+
+def outcome_table(runs: SweepRuns) -> pd.DataFrame:
+    """Trials by state with the most common reasons for failed and pruned ones."""
+    trials = runs.trials.assign(reason=runs.trials.reason.fillna("").str.slice(0, 160))
+    rows = []
+    for state, group in trials.groupby("state", sort=True):
+        reasons = group.reason[group.reason != ""].value_counts()
+        rows.append({"state": state, "trials": len(group),
+                     "reasons": "; ".join(f"{reason} ({n})" for reason, n in reasons.items())})
+    return pd.DataFrame(rows, columns=["state", "trials", "reasons"])
+
+
+# ---------------------------------------------------------------- HTML
+
+STYLE = """
+body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
+h1{margin-bottom:.2rem}.meta{color:#666;margin-top:0}table{border-collapse:collapse;font-size:.85rem;margin:1rem 0}
+th,td{border-bottom:1px solid #ddd;padding:.3rem .55rem;text-align:left}th{background:#f4f6f8;position:sticky;top:0}
+tr:first-child td{font-weight:600}figure{margin:1.5rem 0}figcaption{color:#555;font-size:.9rem}
+img{max-width:100%}.wrap{overflow-x:auto}.cards{display:flex;gap:1rem;flex-wrap:wrap}
+.card{background:#f4f6f8;border-radius:8px;padding:.8rem 1.2rem}.card b{display:block;font-size:1.4rem}
+"""
+
+
+def _table_html(frame: pd.DataFrame) -> str:
+    """An HTML table; a run_link column becomes the link on run_id instead of a column of its own."""
+    columns = [c for c in frame.columns if c != "run_link"]
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for _, row in frame.iterrows():
+        cells = []
+        for column in columns:
+            text = html.escape(_text(row[column]))
+            if column == "run_id" and text and "run_link" in row:
+                text = f'<a href="{html.escape(str(row["run_link"]))}">{text[:8]}</a>'
+            cells.append(f"<td>{text}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _text(value: Any) -> str:
+    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
+        return ""
+    return f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+def _figure_html(figure: Figure) -> str:
+    data = base64.b64encode(figure.png).decode("ascii")
+    caption = f"<figcaption>{html.escape(figure.caption)}</figcaption>" if figure.caption else ""
+    return (f'<figure><h3>{html.escape(figure.title)}</h3>'
+            f'<img alt="{html.escape(figure.title)}" src="data:image/png;base64,{data}">{caption}</figure>')
+
+
+def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
+                figures: list[Figure]) -> str:
+    first = ["rank", "trial_key", "architecture", "val_accuracy", "test_accuracy", "val_loss", "test_loss"]
+    shown = board[first + [c for c in board.columns if c not in first]].dropna(axis=1, how="all")
+    card_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>' for k, v in cards.items())
+    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f'<p class="meta">generated {html.escape(generated)} from MLflow</p><div class="cards">{card_html}</div>'
+            f"<h2>Leaderboard</h2>{_table_html(shown)}"
+            f"<h2>Plots</h2>{''.join(_figure_html(f) for f in figures)}"
+            f"<h2>Trials by outcome</h2>{_table_html(outcomes)}</body></html>\n")
+
+
+# ---------------------------------------------------------------- the whole report
+
+
+def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to_mlflow: bool = True) -> dict[str, Any]:
+    """Write leaderboard.csv, leaderboard.md and report.html into `out`; return a summary for the CLI."""
+    column, direction = metric_column(metric)
+    name = runs.tracker.experiment_name
+    board = leaderboard(runs, metric)
+    finished = runs.finished
+    params = runs.swept_parameters()
+    generated = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
+    figures: list[Figure | None] = [
+        by_group_figure(finished, "architecture", column, metric),
+        by_group_figure(finished, "backbone", column, metric),
+        parameter_figure(finished, params, column, metric),
+        learning_curves_figure(runs, board.head(top_k).rename(columns={"val_accuracy": "val_accuracy_best"})),
+    ]
+    if not board.empty:
+        figures.append(best_confusion_figure(runs, board.iloc[0]))
+    importances = parameter_importances(finished, params, column, direction)
+    figures.append(importance_figure(importances))
+    outcomes = outcome_table(runs)
+    best = board.iloc[0] if not board.empty else None
+    cards = {"finished trials": str(len(board)), "trials in all": str(len(runs.trials)),
+             f"best {metric}": "-" if best is None else _text(float(best[metric if metric in board else column])),
+             "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
+    page = render_html(f"Sweep {name}", generated, cards, board, outcomes, [f for f in figures if f is not None])
+    atomic.writable_dir(out, "report folder")
+    atomic.write_text(out / "leaderboard.csv", board.to_csv(index=False))
+    atomic.write_text(out / "leaderboard.md", to_markdown(board, f"Leaderboard of sweep {name} by {metric}"))
+    atomic.write_text(out / "report.html", page)
+    if log_to_mlflow and runs.parent is not None:
+        for file in REPORT_FILES:
+            runs.tracker.client.log_artifact(runs.parent.info.run_id, str(out / file), artifact_path="report")
+    return {"out": str(out), "finished": len(board), "trials": len(runs.trials), "importances": importances,
+            "best": None if best is None else {"trial_key": best["trial_key"], metric: best.get(metric)}}

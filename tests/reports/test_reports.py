@@ -1,0 +1,200 @@
+"""Reports, best, export and predict on a real small sweep: built from MLflow, checked against MLflow."""
+
+from __future__ import annotations
+
+import json
+import re
+import shutil
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pandas as pd
+import pytest
+from mlflow import MlflowClient
+
+from tests.browser import ARTIFACTS, chromium, needs_chromium
+from tests.conftest import SEALS, run_cli
+from tests.runner.test_run import FEATURES, write_sweep
+
+pytestmark = pytest.mark.slow
+SPACE = [
+    {"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8, 16]},
+    {"architecture": ["video_lrcnn_frozen"], **FEATURES, "sequence_length": [3], "sequence_model": ["GRU"],
+     "layer_1_size": [8]},
+    {"architecture": ["image_mlp_trainable"], **FEATURES, "layer_1_size": [0]},
+]
+
+
+@pytest.fixture(scope="module")
+def sweep(tmp_path_factory, cache_dir):
+    """A finished sweep of 5 trials (one fails by injection) tracked in its own SQLite MLflow store."""
+    folder = tmp_path_factory.mktemp("reports")
+    path = write_sweep(folder, SPACE, name="rep")
+    workdir = folder / "work"
+    result = run_cli("run", str(path), "--workdir", str(workdir), "--max-retries", "0",
+                     env={"VIDEOSWEEP_FAULT": "raise:layer_1_size=16"})
+    assert result.returncode == 0, result.stderr
+    return path, workdir
+
+
+def mlflow_trials(workdir: Path) -> tuple[MlflowClient, list]:
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("rep").experiment_id
+    runs = client.search_runs([experiment], "tags.`videosweep.role` = 'trial'")
+    return client, runs
+
+
+def without_timestamps(text: str) -> str:
+    return re.sub(r"generated \d{4}-\d\d-\d\d \d\d:\d\d", "generated -", text)
+
+
+def test_report_ranks_like_mlflow_embeds_its_images_and_is_stable(sweep, tmp_path):
+    path, workdir = sweep
+    out = tmp_path / "report"
+    result = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    client, runs = mlflow_trials(workdir)
+    finished = [r for r in runs if r.info.status == "FINISHED"]
+    expected = sorted(finished, key=lambda r: (-r.data.metrics["val_accuracy_best"],
+                                               -r.data.metrics["test_accuracy"], r.data.metrics["param_count"],
+                                               r.data.tags["videosweep.trial_key"]))
+    board = pd.read_csv(out / "leaderboard.csv", dtype={"trial_key": str})
+    assert list(board.trial_key) == [r.data.tags["videosweep.trial_key"] for r in expected]
+    assert list(board["rank"]) == list(range(1, len(finished) + 1)) and len(finished) == 4
+    assert board.val_accuracy.tolist() == pytest.approx([r.data.metrics["val_accuracy_best"] for r in expected])
+    markdown = (out / "leaderboard.md").read_text()
+    assert markdown.count("\n| ") == len(finished) + 1 and board.trial_key[0] in markdown
+    page = (out / "report.html").read_text()
+    images = re.findall(r'<img [^>]*src="([^"]+)"', page)
+    assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
+    assert not re.search(r'(src|href)="(?!data:|http://127.0.0.1:5000/#)', page)  # nothing to fetch
+    assert "Confusion matrix of the best trial" in page and "injected failure" in page
+    parent = client.search_runs([runs[0].info.experiment_id], "tags.`videosweep.role` = 'sweep'")[0]
+    logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
+    assert logged == {"report/leaderboard.csv", "report/leaderboard.md", "report/report.html"}
+    before = {f.name: f.read_text() for f in out.iterdir()}
+    again = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out))
+    assert again.returncode == 0
+    after = {f.name: f.read_text() for f in out.iterdir()}
+    assert {k: without_timestamps(v) for k, v in before.items()} == {k: without_timestamps(v) for k, v in after.items()}
+
+
+@needs_chromium
+def test_report_renders_in_chromium(sweep, tmp_path):
+    path, workdir = sweep
+    out = tmp_path / "report"
+    assert run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out)).returncode == 0
+    url = (out / "report.html").as_uri()
+    dom = chromium("--dump-dom", url, profile=tmp_path / "p1")
+    assert dom.returncode == 0 and "Leaderboard" in dom.stdout and "Learning curves of the top" in dom.stdout
+    ARTIFACTS.mkdir(exist_ok=True)
+    shot = ARTIFACTS / "report.png"
+    assert chromium(f"--screenshot={shot}", url, profile=tmp_path / "p2").returncode == 0
+    image = cv2.imread(str(shot))
+    assert image is not None and image.std() > 10  # a rendered page, not a blank one
+
+
+def test_best_names_the_leaderboards_first_trial(sweep):
+    path, workdir = sweep
+    result = run_cli("best", str(path), "--workdir", str(workdir), "--json")
+    assert result.returncode == 0, result.stderr
+    best = json.loads(result.stdout)
+    _, runs = mlflow_trials(workdir)
+    top = max((r for r in runs if r.info.status == "FINISHED"),
+              key=lambda r: (r.data.metrics["val_accuracy_best"], r.data.metrics["test_accuracy"],
+                             -r.data.metrics["param_count"]))
+    assert best["run_id"] == top.info.run_id and best["value"] == pytest.approx(top.data.metrics["val_accuracy_best"])
+    assert "convolution_kernel_size" not in best["params"] or best["params"]["architecture"] != "image_mlp_frozen"
+
+
+def trial_key(workdir: Path, architecture: str) -> str:
+    _, runs = mlflow_trials(workdir)
+    return next(r.data.tags["videosweep.trial_key"] for r in runs
+                if r.data.params["architecture"] == architecture and r.info.status == "FINISHED")
+
+
+@pytest.mark.parametrize("architecture", ["video_lrcnn_frozen", "image_mlp_trainable"])
+def test_export_then_predict_reproduces_the_trials_test_predictions(sweep, tmp_path, architecture):
+    path, workdir = sweep
+    key = trial_key(workdir, architecture)
+    out = tmp_path / "export"
+    result = run_cli("export", str(path), "--workdir", str(workdir), "--trial", key, "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((out / "export.json").read_text())
+    assert json.loads((out / "labels.json").read_text()) == ["noseal", "seal"]
+    assert meta["input"]["frame_size"] == "32x32" and meta["input"]["channel_order"] == "RGB"
+    assert "Confusion matrix" in (out / "model_card.md").read_text()
+    predictions = tmp_path / "frame_predictions.csv"
+    result = run_cli("predict", str(out), "--data", str(SEALS), "--out", str(predictions))
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(predictions, dtype={"error": str, "prediction": str}, keep_default_na=False)
+    assert list(table.columns) == ["noseal", "seal", "prediction", "video", "frame", "label", "split", "error"]
+    client, runs = mlflow_trials(workdir)
+    run_id = next(r.info.run_id for r in runs if r.data.tags["videosweep.trial_key"] == key)
+    expected = np.load(client.download_artifacts(run_id, "trial/test_predictions.npy", str(tmp_path)))
+    windows = pd.read_csv(client.download_artifacts(run_id, "trial/test_windows.csv", str(tmp_path)))
+    got = windows[["video", "frame"]].merge(table, on=["video", "frame"], how="left")[["noseal", "seal"]]
+    np.testing.assert_allclose(got.to_numpy(dtype=float), expected, atol=1e-5)
+    first_frames = table.groupby("video").head(meta["input"]["sequence_length"] - 1)
+    assert (first_frames.prediction == "").all() and (first_frames.error == "").all()
+    version = client.get_model_version_by_alias("rep", "champion")
+    assert version.run_id == run_id
+    registered = tmp_path / "registered.csv"
+    assert run_cli("predict", "models:/rep@champion", "--sweep", str(path), "--workdir", str(workdir),
+                   "--data", str(SEALS), "--out", str(registered)).returncode == 0
+    assert registered.read_text() == predictions.read_text()
+
+
+def write_video(path: Path, frames: list[Path], fps: float) -> None:
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"mp4v"), fps, (176, 144))
+    for frame in frames:
+        writer.write(cv2.resize(cv2.imread(str(frame)), (176, 144)))
+    writer.release()
+
+
+def test_predict_reads_video_files_at_the_requested_rate(sweep, tmp_path):
+    path, workdir = sweep
+    out = tmp_path / "export"
+    key = trial_key(workdir, "video_lrcnn_frozen")
+    assert run_cli("export", str(path), "--workdir", str(workdir), "--trial", key, "--out", str(out),
+                   "--no-register").returncode == 0
+    video = tmp_path / "clip.mp4"
+    write_video(video, sorted((SEALS / "s26-8164").glob("*.jpeg"))[:48], fps=8.0)  # 6 s of video
+    predictions = tmp_path / "video.csv"
+    result = run_cli("predict", str(out), "--video", str(video), "--fps", "2", "--out", str(predictions))
+    assert result.returncode == 0, result.stderr
+    table = pd.read_csv(predictions, dtype=str, keep_default_na=False)
+    assert len(table) == 12 and table.time_seconds.astype(float).tolist() == pytest.approx(np.arange(12) / 2)
+    assert (table.prediction.iloc[:2] == "").all() and (table.prediction.iloc[2:] != "").all()
+    assert (table.label == "").all() and (table.error == "").all()
+    probabilities = table[["noseal", "seal"]].iloc[2:].astype(float).sum(axis=1)
+    assert probabilities.to_numpy() == pytest.approx(1.0, abs=1e-5)
+
+
+def test_bad_models_and_mismatched_exports_are_one_line_errors(sweep, tmp_path):
+    path, workdir = sweep
+    out = tmp_path / "export"
+    key = trial_key(workdir, "image_mlp_frozen")
+    assert run_cli("export", str(path), "--workdir", str(workdir), "--trial", key, "--out", str(out),
+                   "--no-register").returncode == 0
+    cases = []
+    broken = shutil.copytree(out, tmp_path / "no-labels")
+    (broken / "labels.json").unlink()
+    cases.append(([str(broken)], "has no labels.json"))
+    resized = shutil.copytree(out, tmp_path / "resized")
+    meta = json.loads((resized / "export.json").read_text())
+    meta["input"].update(width=64, height=64, frame_size="64x64")
+    (resized / "export.json").write_text(json.dumps(meta))
+    cases.append(([str(resized)], "export.json says 64x64 frames but model.keras takes 32x32"))
+    cases.append(([str(tmp_path / "missing")], "neither an export folder"))
+    cases.append(([str(out), "--video", str(tmp_path / "nothing.mp4")], "cannot open video"))
+    for args, message in cases:
+        model, *rest = args
+        result = run_cli("predict", model, *(rest or ["--data", str(SEALS)]), "--out", str(tmp_path / "p.csv"))
+        assert result.returncode == 2 and message in result.stderr, (args, result.stderr)
+        assert "Traceback" not in result.stderr and not (tmp_path / "p.csv").exists()
+    unknown = run_cli("export", str(path), "--workdir", str(workdir), "--trial", "nosuchkey", "--out",
+                      str(tmp_path / "e2"))
+    assert unknown.returncode == 2 and "has no trial 'nosuchkey'" in unknown.stderr
+    assert not (tmp_path / "e2").exists()
