@@ -7,13 +7,10 @@ The files are logged to the sweep's parent run. Rebuilding with nothing new chan
 
 from __future__ import annotations
 
-import base64
 import datetime as dt
 import html
-import io
 import math
 import tempfile
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +18,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import pandas as pd
 
+from reports.html import Figure, cell_text, figure_html, page, png, table_html
 from reports.leaderboard import leaderboard, to_markdown
 from reports.plots import confusion_figure
 from reports.records import SweepRuns, metric_column
@@ -28,20 +26,6 @@ from zoo import atomic
 
 MIN_TRIALS_FOR_IMPORTANCE = 6
 REPORT_FILES = ("leaderboard.csv", "leaderboard.md", "report.html")
-
-
-@dataclass
-class Figure:
-    title: str
-    png: bytes
-    caption: str = ""
-
-
-def _png(figure: plt.Figure) -> bytes:
-    buffer = io.BytesIO()
-    figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
-    plt.close(figure)
-    return buffer.getvalue()
 
 
 def _missing_as_dash(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -76,7 +60,7 @@ def by_group_figure(finished: pd.DataFrame, group: str, column: str, metric: str
     figure, axes = plt.subplots(figsize=(max(4.0, 1.1 * finished[group].nunique() + 2), 3.4))
     _strip_box(axes, _missing_as_dash(finished, group), group, column)
     axes.set_ylabel(metric)
-    return Figure(f"{metric} by {group}", _png(figure))
+    return Figure(f"{metric} by {group}", png(figure))
 
 
 def parameter_figure(finished: pd.DataFrame, params: list[str], column: str, metric: str) -> Figure | None:
@@ -93,7 +77,7 @@ def parameter_figure(finished: pd.DataFrame, params: list[str], column: str, met
     for axes in list(grid.flat)[len(shown):]:
         axes.set_visible(False)
     figure.tight_layout()
-    return Figure(f"{metric} against each swept parameter", _png(figure))
+    return Figure(f"{metric} against each swept parameter", png(figure))
 
 
 def learning_curves_figure(runs: SweepRuns, top: pd.DataFrame) -> Figure | None:
@@ -110,7 +94,7 @@ def learning_curves_figure(runs: SweepRuns, top: pd.DataFrame) -> Figure | None:
                 axes.plot(*zip(*points), marker=".", label=label)
             axes.set(xlabel="epoch (all rounds)", ylabel=name)
     acc_axes.legend(fontsize=7)
-    return Figure(f"Learning curves of the top {len(top)}", _png(figure))
+    return Figure(f"Learning curves of the top {len(top)}", png(figure))
 
 
 def best_confusion_figure(runs: SweepRuns, best: pd.Series) -> Figure | None:
@@ -122,7 +106,7 @@ def best_confusion_figure(runs: SweepRuns, best: pd.Series) -> Figure | None:
         matrix = pd.read_csv(path, index_col=0)
     figure = confusion_figure(matrix.to_numpy(), [str(c) for c in matrix.columns],
                               f"Best trial {best['trial_key']} (test)")
-    return Figure("Confusion matrix of the best trial", _png(figure))
+    return Figure("Confusion matrix of the best trial", png(figure))
 
 
 def parameter_importances(finished: pd.DataFrame, params: list[str], column: str,
@@ -154,7 +138,7 @@ def importance_figure(importances: dict[str, float]) -> Figure | None:
     figure, axes = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
     axes.barh(names, [importances[n] for n in names])
     axes.set(xlabel="importance (fANOVA, normalised)")
-    return Figure("Parameter importances", _png(figure),
+    return Figure("Parameter importances", png(figure),
                   "How much of the metric's variance each parameter explains across finished trials.")
 
 
@@ -169,58 +153,15 @@ def outcome_table(runs: SweepRuns) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["state", "trials", "reasons"])
 
 
-# ---------------------------------------------------------------- HTML
-
-STYLE = """
-body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1200px;color:#222;padding:0 1rem}
-h1{margin-bottom:.2rem}.meta{color:#666;margin-top:0}table{border-collapse:collapse;font-size:.85rem;margin:1rem 0}
-th,td{border-bottom:1px solid #ddd;padding:.3rem .55rem;text-align:left}th{background:#f4f6f8;position:sticky;top:0}
-tr:first-child td{font-weight:600}figure{margin:1.5rem 0}figcaption{color:#555;font-size:.9rem}
-img{max-width:100%}.wrap{overflow-x:auto}.cards{display:flex;gap:1rem;flex-wrap:wrap}
-.card{background:#f4f6f8;border-radius:8px;padding:.8rem 1.2rem}.card b{display:block;font-size:1.4rem}
-"""
-
-
-def _table_html(frame: pd.DataFrame) -> str:
-    """An HTML table; a run_link column becomes the link on run_id instead of a column of its own."""
-    columns = [c for c in frame.columns if c != "run_link"]
-    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
-    body = []
-    for _, row in frame.iterrows():
-        cells = []
-        for column in columns:
-            text = html.escape(_text(row[column]))
-            if column == "run_id" and text and "run_link" in row:
-                text = f'<a href="{html.escape(str(row["run_link"]))}">{text[:8]}</a>'
-            cells.append(f"<td>{text}</td>")
-        body.append("<tr>" + "".join(cells) + "</tr>")
-    return f'<div class="wrap"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
-
-
-def _text(value: Any) -> str:
-    if value is None or value is pd.NA or (isinstance(value, float) and math.isnan(value)):
-        return ""
-    return f"{value:.4f}" if isinstance(value, float) else str(value)
-
-
-def _figure_html(figure: Figure) -> str:
-    data = base64.b64encode(figure.png).decode("ascii")
-    caption = f"<figcaption>{html.escape(figure.caption)}</figcaption>" if figure.caption else ""
-    return (f'<figure><h3>{html.escape(figure.title)}</h3>'
-            f'<img alt="{html.escape(figure.title)}" src="data:image/png;base64,{data}">{caption}</figure>')
-
-
 def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
                 figures: list[Figure]) -> str:
     first = ["rank", "trial_key", "architecture", "val_accuracy", "test_accuracy", "val_loss", "test_loss"]
     shown = board[first + [c for c in board.columns if c not in first]].dropna(axis=1, how="all")
     card_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>' for k, v in cards.items())
-    return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
-            f'<p class="meta">generated {html.escape(generated)} from MLflow</p><div class="cards">{card_html}</div>'
-            f"<h2>Leaderboard</h2>{_table_html(shown)}"
-            f"<h2>Plots</h2>{''.join(_figure_html(f) for f in figures)}"
-            f"<h2>Trials by outcome</h2>{_table_html(outcomes)}</body></html>\n")
+    body = (f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown)}'
+            f"<h2>Plots</h2>{''.join(figure_html(f) for f in figures)}"
+            f"<h2>Trials by outcome</h2>{table_html(outcomes)}")
+    return page(title, f"generated {generated} from MLflow", body)
 
 
 # ---------------------------------------------------------------- the whole report
@@ -247,7 +188,7 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
     outcomes = outcome_table(runs)
     best = board.iloc[0] if not board.empty else None
     cards = {"finished trials": str(len(board)), "trials in all": str(len(runs.trials)),
-             f"best {metric}": "-" if best is None else _text(float(best[metric if metric in board else column])),
+             f"best {metric}": "-" if best is None else cell_text(float(best[metric if metric in board else column])),
              "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
     page = render_html(f"Sweep {name}", generated, cards, board, outcomes, [f for f in figures if f is not None])
     atomic.writable_dir(out, "report folder")

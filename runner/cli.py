@@ -12,6 +12,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from runner.data_cli import data_app
 from zoo.errors import UserError, one_line
 
 app = typer.Typer(
@@ -21,6 +22,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
+app.add_typer(data_app, name="data")
 console = Console(stderr=False, soft_wrap=True)
 err_console = Console(stderr=True)
 DEBUG = {"on": False}
@@ -132,7 +134,7 @@ def plan(
 
     from runner.expand import expand_grid, shared_extractions
     from runner.run import load_context
-    from runner.study import KEY, mask_url, trials_by_key
+    from runner.study import mask_url, trials_by_key
 
     ctx = load_context(sweep_file, workdir, storage, create_workdir=False)
     grid = ctx.sweep.search.strategy == "grid"
@@ -317,7 +319,8 @@ def report(
     best = summary["best"]
     console.print(f"{summary['finished']} finished of {summary['trials']} trials ranked; best: "
                   f"{best['trial_key'] if best else '-'}")
-    console.print(f"report: {Path(summary['out']) / 'report.html'}  leaderboard: {Path(summary['out']) / 'leaderboard.md'}")
+    folder = Path(summary["out"])
+    console.print(f"report: {folder / 'report.html'}  leaderboard: {folder / 'leaderboard.md'}")
 
 
 @app.command()

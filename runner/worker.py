@@ -106,7 +106,8 @@ def _save_traceback(workdir: Path, key: str, number: int, text: str) -> Path:
     return path
 
 
-def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any, tracker: Any = None) -> tuple[str, float | None]:
+def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
+              tracker: Any = None) -> tuple[str, float | None]:
     """Train one claimed trial and tell the study how it ended: 'complete', 'pruned' or 'failed'."""
     import optuna
 
