@@ -230,6 +230,44 @@ app.command("resume", help="Finish an interrupted sweep: abandoned trials run ag
 
 
 @app.command()
+def worker(
+    sweep_file: Annotated[Optional[Path], typer.Argument(help="Sweep file (or join by --study).")] = None,
+    storage: Annotated[Optional[str], typer.Option(help="The shared study's URL, e.g. postgresql://host/db.")
+                       ] = None,
+    study: Annotated[Optional[str], typer.Option(help="Join this study by name (its sweep file is in it).")
+                     ] = None,
+    data: Annotated[Optional[Path], typer.Option(help="This machine's copy of the dataset, if elsewhere.")] = None,
+    workdir: WorkdirOpt = None,
+    gpus: GpusOpt = None,
+    trials_per_gpu: Annotated[IntOpt, typer.Option(help="Concurrent trials per GPU.")] = None,
+    workers: Annotated[IntOpt, typer.Option(help="CPU slots when no GPU is used.")] = None,
+    max_retries: Annotated[IntOpt, typer.Option(help="Retries of a failed trial (default 1).")] = None,
+    trial_timeout: Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")] = None,
+    cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache (per machine).")] = None,
+    tracking_uri: TrackingOpt = None,
+) -> None:
+    """Join a sweep from this machine: take trials from the shared study until none are left."""
+    import os as _os
+
+    from runner.run import load_context, run_sweep, sweep_from_study
+
+    if storage is None:
+        raise UserError("a worker needs the shared study: --storage postgresql://... (and a sweep file or --study)")
+    if sweep_file is None and study is None:
+        raise UserError("give the sweep file or --study NAME to join")
+    sweep = sweep_from_study(storage, study) if sweep_file is None else None
+    if sweep is not None and not (tracking_uri or _os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri):
+        from runner import study as studies
+
+        found = studies.existing_study(sweep.name, studies.open_storage(storage))
+        tracking_uri = found.user_attrs.get("tracking_uri") if found is not None else None
+    ctx = load_context(sweep_file or Path(f"<study {study}>"), workdir, storage, create_workdir=True,
+                       tracking_uri=tracking_uri, sweep=sweep, data_root=data)
+    run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
+              trial_timeout=trial_timeout, cache_dir=str(cache_dir) if cache_dir else None)
+
+
+@app.command()
 def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None) -> None:
     """A table of the sweep's trials (key, state, metric, duration) and totals."""
     from runner.run import load_context

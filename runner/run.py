@@ -26,6 +26,7 @@ from runner.sweep import Sweep, load_sweep
 from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri
 from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec
+from zoo.errors import UserError
 from zoo.data import Dataset
 
 
@@ -48,19 +49,40 @@ class SweepContext:
                                    make_sampler(self.sweep), make_pruner(self.sweep))
         if "sweep_yaml" not in study.user_attrs:  # the sweep travels with its study
             study.set_user_attr("sweep_yaml", self.sweep.to_yaml())
+            if self.tracking_uri.startswith(("http://", "https://")) and "@" not in self.tracking_uri:
+                study.set_user_attr("tracking_uri", self.tracking_uri)  # workers joining by name find it
             study.set_user_attr("data_fingerprint", self.dataset.fingerprint)
         return study
 
 
 def load_context(path: Path, workdir: Path | None, storage: str | None, create_workdir: bool,
-                 tracking_uri: str | None = None) -> SweepContext:
-    sweep = load_sweep(path)
+                 tracking_uri: str | None = None, sweep: Sweep | None = None,
+                 data_root: Path | None = None) -> SweepContext:
+    """A sweep file's (or an already loaded sweep's) context; `data_root` points at this machine's copy."""
+    sweep = sweep or load_sweep(path)
+    if data_root is not None:
+        sweep = sweep.model_copy(update={"data": sweep.data.model_copy(update={"root": data_root.expanduser()})})
     dataset = load_dataset(sweep.data.root, sweep.data.labels)
     workdir = (workdir or Path("runs") / sweep.name).expanduser()
     if create_workdir:
         atomic.writable_dir(workdir, "workdir")
     url = storage or studies.default_storage(workdir)
     return SweepContext(sweep, str(path), dataset, workdir, url, resolve_tracking_uri(sweep, workdir, tracking_uri))
+
+
+def sweep_from_study(storage_url: str, name: str) -> Sweep:
+    """The sweep file stored in its study on creation: how a worker joins by study name alone."""
+    import yaml
+
+    from runner.sweep import sweep_from_mapping
+
+    study = studies.existing_study(name, studies.open_storage(storage_url))
+    if study is None:
+        raise UserError(f"no study {name!r} in {studies.mask_url(storage_url)}")
+    text = study.user_attrs.get("sweep_yaml")
+    if not text:
+        raise UserError(f"study {name!r} was not created by videosweep (it holds no sweep file)")
+    return sweep_from_mapping(yaml.safe_load(text), None)
 
 
 def resolve_tracking_uri(sweep: Sweep, workdir: Path, tracking_uri: str | None) -> str:
@@ -174,15 +196,18 @@ def _run_sweep(ctx: SweepContext, console: Console, slots: list[Any], retries: i
                trial_timeout: float | None, trials_per_process: int | None, cache_dir: str | None,
                memory_limit_mb: float | None, retry_failed: bool) -> dict[str, int]:
     study = ctx.open_study()
+    started_on = study.user_attrs.get("data_fingerprint")
+    if started_on and started_on != ctx.dataset.fingerprint:
+        raise UserError(f"the data at {ctx.dataset.root} is not what sweep {ctx.sweep.name} started on "
+                        f"(fingerprint {ctx.dataset.fingerprint}, the study's {started_on}); trial keys would not "
+                        "match: use the same frames and labels, or a new sweep name")
     search = make_search(ctx.sweep, study, ctx.dataset.fingerprint, ctx.workdir, retries)
     check_weights(ctx, search)
     check_tracking_reachable(ctx.tracking_uri, ctx.workdir)
-    with studies.study_lock(ctx.workdir):
+    with studies.study_lock(study, ctx.workdir):
         dead = studies.fail_dead_trials(study)
-        running = {t.user_attrs.get(studies.KEY) for t in study.get_trials(deepcopy=False,
-                                                                          states=(TrialState.RUNNING,))}
     if retry_failed:  # e.g. after freeing disk space: trials whose retries were used up get another chance
-        with studies.study_lock(ctx.workdir):
+        with studies.study_lock(study, ctx.workdir):
             studies.requeue_failed(study, max_retries=10**9)
     queued = search.prepare()
     console.print(f"sweep [bold]{ctx.sweep.name}[/]: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
@@ -203,7 +228,7 @@ def _run_sweep(ctx: SweepContext, console: Console, slots: list[Any], retries: i
                     console.print(f"trial #{trial.number} failed: {reason}")
 
     def refill() -> int:
-        with studies.study_lock(ctx.workdir):
+        with studies.study_lock(study, ctx.workdir):
             studies.fail_dead_trials(study)
         return search.prepare()
 
@@ -212,8 +237,11 @@ def _run_sweep(ctx: SweepContext, console: Console, slots: list[Any], retries: i
     def start_tracking() -> None:
         """The MLflow store and the parent run; runs while the workers import TensorFlow."""
         tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name)
-        parent = tracker.sweep_run(ctx.sweep, ctx.sweep.to_yaml(), studies.mask_url(ctx.storage_url), ctx.dataset)
-        tracker.close_dead_runs(running)
+        with studies.study_lock(study, ctx.workdir):  # one parent run, whichever machine starts first
+            parent = tracker.sweep_run(ctx.sweep, ctx.sweep.to_yaml(), studies.mask_url(ctx.storage_url),
+                                       ctx.dataset)
+            tracker.close_dead_runs(lambda: {t.user_attrs.get(studies.KEY) for t in study.get_trials(
+                deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))})
         tracking.update(tracker=tracker, parent=parent)
         atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": parent})
 
@@ -241,7 +269,8 @@ def _run_sweep(ctx: SweepContext, console: Console, slots: list[Any], retries: i
         interrupted = scheduler.interrupts > 0
     counts = studies.state_counts(study)
     tracking["tracker"].update_sweep(tracking["parent"], counts, best_trial(study))
-    tracking["tracker"].finish_sweep(tracking["parent"], interrupted)
+    if interrupted or not (counts["waiting"] or counts["running"]):  # else other machines are still at it
+        tracking["tracker"].finish_sweep(tracking["parent"], interrupted)
     console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
                   f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
                                                     if interrupted else ""))

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from runner.study import INTERRUPTED
-from runner.worker import WorkerConfig, worker_main
+from runner.worker import STORAGE_LOST_EXIT, WorkerConfig, worker_main
 from zoo.errors import UserError
 
 POLL_SECONDS = 0.2
@@ -160,6 +160,9 @@ class Scheduler:
         process.join()
         self._drain(0)  # the worker's last events may still be queued
         code = process.exitcode
+        if code == STORAGE_LOST_EXIT:  # retrying the database did not help; respawning would not either
+            raise UserError("a worker could not reach the study storage (its reason is above); stopped cleanly: "
+                            "`videosweep resume` finishes the sweep")
         if code:  # its last events may be lost with it: the study knows its trials by the worker's pid
             reason = f"worker died with signal {signal.Signals(-code).name}" if code < 0 else \
                 f"worker exited with code {code}"

@@ -94,7 +94,7 @@ class GridSearch:
         return self._expansion
 
     def prepare(self) -> int:
-        with studies.study_lock(self.workdir):
+        with studies.study_lock(self.study, self.workdir):
             added = studies.enqueue_missing(self.study, self.expansion.keys, self.expansion.trials)
             return added + studies.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
 
@@ -113,7 +113,7 @@ class OptunaSearch:
         self.workdir, self.max_retries = workdir, max_retries
 
     def prepare(self) -> int:
-        with studies.study_lock(self.workdir):
+        with studies.study_lock(self.study, self.workdir):
             return studies.requeue_failed(self.study, self.max_retries)
 
     def used_budget(self) -> int:

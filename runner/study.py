@@ -9,15 +9,17 @@ heartbeats, and trials whose worker died are failed and re-queued by `reconcile`
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import logging
 import warnings
 import os
 import socket
+import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit, urlunsplit
 
 import optuna
@@ -27,6 +29,7 @@ from optuna.trial import FrozenTrial, TrialState
 from runner.spec import TrialSpec
 from zoo.errors import UserError, one_line
 
+T = TypeVar("T")
 HEARTBEAT_SECONDS = 5
 GRACE_SECONDS = 20
 KEY = "trial_key"
@@ -89,12 +92,61 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         engine_kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 10})
     if scheme == "sqlite":
         sqlite_wal_on_connect()
+    def connect() -> optuna.storages.RDBStorage:
+        from sqlalchemy.exc import IntegrityError, ProgrammingError
+
+        for attempt in range(5):
+            try:
+                return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+                                                  heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+            except (IntegrityError, ProgrammingError):  # another worker is creating the same tables right now
+                if attempt == 4:
+                    raise
+                time.sleep(0.5 + attempt)
+        raise AssertionError("unreachable")
+
     try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, heartbeat_interval=HEARTBEAT_SECONDS,
-                                          grace_period=GRACE_SECONDS)
-    except Exception as err:  # sqlalchemy's OperationalError, ImportError of a driver, ...
+        return retrying(connect, f"opening {mask_url(url)}")
+    except UserError:
+        raise
+    except Exception as err:  # ImportError of a driver, a malformed URL, ...
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot open study storage {mask_url(url)}: {reason}") from None
+
+
+def retry_seconds() -> float:
+    return float(os.environ.get("VIDEOSWEEP_DB_RETRY_SECONDS", 120))
+
+
+def _unreachable(err: BaseException) -> bool:
+    """Connection trouble worth waiting out (server down, restarting, network), not a wrong query."""
+    from sqlalchemy.exc import DBAPIError, OperationalError
+
+    if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
+        err = err.__cause__
+    if isinstance(err, OperationalError):
+        return "locked" not in str(err)  # SQLite's busy timeout already waited; more waiting will not help
+    return isinstance(err, DBAPIError) and bool(getattr(err, "connection_invalidated", False))
+
+
+def retrying(call: Callable[[], T], what: str) -> T:
+    """`call()` retried with backoff while the database is unreachable, for VIDEOSWEEP_DB_RETRY_SECONDS (120);
+    then one clear error: nothing is lost, `videosweep resume` carries on once the database is back."""
+    budget = retry_seconds()
+    deadline, delay = time.monotonic() + budget, 0.5
+    while True:
+        try:
+            return call()
+        except Exception as err:  # noqa: BLE001 - filtered by _unreachable
+            if not _unreachable(err):
+                raise
+            if time.monotonic() + delay > deadline:
+                original = getattr(err, "orig", None) or getattr(err, "__cause__", None) or err
+                raise UserError(f"study storage unreachable for {budget:.0f} s while {what}: "
+                                f"{one_line(str(original)).split(' [SQL')[0][:160]}; stopped cleanly, "
+                                "`videosweep resume` finishes the sweep when it is back") from None
+            time.sleep(delay)
+            delay = min(delay * 2, 10.0)
 
 
 @contextmanager
@@ -128,9 +180,37 @@ def existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.St
             return None
 
 
+def rdb_storage(study: optuna.Study) -> Any:
+    """The RDBStorage under Optuna's caching wrapper."""
+    return getattr(study._storage, "_backend", study._storage)
+
+
+def _advisory_key(study: optuna.Study) -> int:
+    digest = hashlib.sha256(f"videosweep:{study.study_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
 @contextmanager
-def study_lock(workdir: Path) -> Iterator[None]:
-    """Serialise queue maintenance (enqueue, re-queue) between processes sharing this workdir."""
+def study_lock(study: optuna.Study, workdir: Path) -> Iterator[None]:
+    """Serialise queue maintenance (enqueue, re-queue, the parent run) between every process of the sweep.
+
+    On PostgreSQL this is a session advisory lock in the study's own database, so it holds across machines and
+    is released by the server if its holder dies. Other storages use a file lock in the workdir (one machine).
+    """
+    engine = getattr(rdb_storage(study), "engine", None)
+    if engine is not None and engine.url.get_backend_name() == "postgresql":
+        from sqlalchemy import text
+
+        key = _advisory_key(study)
+        with engine.connect() as connection:
+            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+            connection.commit()
+            try:
+                yield
+            finally:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+        return
     workdir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(workdir / ".study.lock"), timeout=120):
         yield
@@ -157,7 +237,7 @@ def fail_dead_trials(study: optuna.Study, reason: str = "worker stopped sending 
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _local_worker_gone(trial):
             stale.add(trial._trial_id)
-        elif trial.datetime_start and trial.datetime_start < cutoff and not _has_heartbeat(storage, trial._trial_id):
+        elif trial.datetime_start and trial.datetime_start < cutoff and not _has_heartbeat(rdb_storage(study), trial._trial_id):
             stale.add(trial._trial_id)
     failed = []
     for trial_id in stale:

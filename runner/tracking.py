@@ -13,7 +13,7 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
@@ -257,11 +257,19 @@ class Tracker:
         self.client.log_batch(run_id, tags=[RunTag(STATE, "pruned"), RunTag("pruned", reason)])
         self.client.set_terminated(run_id, "KILLED")
 
-    def close_dead_runs(self, live_keys: set[str]) -> int:
-        """Trial runs left RUNNING by a dead process (their key is not running in the study) -> KILLED."""
+    def close_dead_runs(self, settled_keys: Callable[[], set[str]]) -> int:
+        """Trial runs left RUNNING by a dead process -> KILLED.
+
+        `settled_keys` (keys running or finished in the study) is asked after the runs are listed: a worker
+        claims in the study before it opens a run, so a live run's key is always in it.
+        """
         closed = 0
-        for run in self.client.search_runs([self.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial' and "
-                                           "attributes.status = 'RUNNING'", max_results=5000):
+        runs = self.client.search_runs([self.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial' and "
+                                       "attributes.status = 'RUNNING'", max_results=5000)
+        if not runs:
+            return 0
+        live_keys = settled_keys()
+        for run in runs:
             if run.data.tags.get(KEY) not in live_keys:
                 self.client.set_tag(run.info.run_id, STATE, "killed")
                 self.client.set_terminated(run.info.run_id, "KILLED")

@@ -127,7 +127,7 @@ class KerasTunerSearch:
     # -------------------------------------------------------------- the Search interface
 
     def prepare(self) -> int:
-        with studies.study_lock(self.workdir):
+        with studies.study_lock(self.study, self.workdir):
             requeued = studies.requeue_failed(self.study, self.max_retries)
             self._end_given_up_trials()
             return requeued
@@ -137,7 +137,7 @@ class KerasTunerSearch:
             claim = claim_from_queue(self.study)  # a retry, or a trial another worker asked for
             if claim is not None:
                 return claim
-            with studies.study_lock(self.workdir):
+            with studies.study_lock(self.study, self.workdir):
                 oracle = self._load()
                 tuner_id = f"{socket.gethostname()}-{os.getpid()}-{next(_CLAIMS)}"
                 kt_trial = oracle.create_trial(tuner_id)
@@ -157,7 +157,7 @@ class KerasTunerSearch:
             if status == "IDLE":  # Hyperband waits for a bracket's running trials
                 if not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
                     return None
-                with studies.study_lock(self.workdir):
+                with studies.study_lock(self.study, self.workdir):
                     studies.fail_dead_trials(self.study)
                 time.sleep(IDLE_WAIT_SECONDS)
 
@@ -168,7 +168,7 @@ class KerasTunerSearch:
             return
         if state == "failed" and claim.attempt < self.max_retries:
             return  # a retry will report it
-        with studies.study_lock(self.workdir):
+        with studies.study_lock(self.study, self.workdir):
             oracle = self._load()
             kt_trial = oracle.trials.get(kt_id)
             if kt_trial is None or kt_trial.status != "RUNNING":

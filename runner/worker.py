@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from zoo.errors import one_line
+from zoo.errors import UserError, one_line
 
 
 @dataclass
@@ -112,7 +112,7 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
     import optuna
 
     from runner import hooks
-    from runner.study import HEARTBEAT_SECONDS
+    from runner.study import HEARTBEAT_SECONDS, retrying
     from runner.trial import run_trial
 
     study, trial = claim.trial.study, claim.trial
@@ -162,7 +162,7 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
 
                 trained.append(keras.models.load_model(out / "model_best.keras"))
             tracker.finish_trial(run_id, results, out, trained[0])
-        study.tell(trial, value)
+        retrying(lambda: study.tell(trial, value), f"recording trial {claim.key}")
         _emit(config, "finish", trial=trial.number, key=claim.key, state="complete", value=value)
         return "complete", value
     except optuna.TrialPruned as pruned:
@@ -193,6 +193,9 @@ def worker_main(config: WorkerConfig) -> None:
     code = 0
     try:
         work(config)
+    except UserError as err:  # e.g. the database stayed unreachable: one line, not a traceback
+        print(f"error: {one_line(str(err))}", file=sys.stderr)
+        code = STORAGE_LOST_EXIT
     except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
         traceback.print_exc()
         code = 1
@@ -202,6 +205,7 @@ def worker_main(config: WorkerConfig) -> None:
         os._exit(code)
 
 
+STORAGE_LOST_EXIT = 3  # the worker gave up on an unreachable database: the scheduler stops rather than respawn
 TRACKING_READY = ".tracking.json"  # written by `run` once the sweep's MLflow parent run exists
 TRACKING_WAIT_SECONDS = 300
 
@@ -268,7 +272,7 @@ def work(config: WorkerConfig) -> int:
     """Claim and run trials until none are left or `max_trials` ran. Returns how many ran here."""
     configure_process(config)
     from runner.search import make_search
-    from runner.study import open_storage, open_study
+    from runner.study import open_storage, open_study, retrying
     from runner.sweep import sweep_from_mapping
     from zoo import load_dataset
 
@@ -289,7 +293,7 @@ def work(config: WorkerConfig) -> int:
         if _stopping(config):
             reason = "stop"
             break
-        claim = search.next_trial()
+        claim = retrying(search.next_trial, "claiming a trial")
         if claim is None:
             reason = "empty"
             break

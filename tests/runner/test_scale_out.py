@@ -1,0 +1,171 @@
+"""Scale-out on real services: workers in separate processes share one PostgreSQL study and a real
+`mlflow server` (PostgreSQL backend, proxied artefacts). Each test run creates and drops its own databases."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections import Counter
+from pathlib import Path
+
+import optuna
+import pytest
+from mlflow import MlflowClient
+
+from tests.conftest import ROOT, run_cli
+from tests.runner.test_run import FEATURES, trainings, write_sweep
+from tests.runner.test_ui import free_port, wait_for
+
+pytestmark = pytest.mark.slow
+ADMIN_URL = os.environ.get("VIDEOSWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+GRID = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": list(range(0, 40))}]
+
+
+def _admin(sql: str) -> None:
+    import psycopg2
+
+    connection = psycopg2.connect(ADMIN_URL)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(sql)
+    finally:
+        connection.close()
+
+
+def _postgres_available() -> bool:
+    try:
+        _admin("SELECT 1")
+        return True
+    except Exception:  # noqa: BLE001 - no driver or no server: these tests cannot run here
+        return False
+
+
+requires_postgres = pytest.mark.skipif(not _postgres_available(), reason=f"no PostgreSQL at {ADMIN_URL}")
+
+
+def new_database() -> str:
+    name = f"videosweep_{uuid.uuid4().hex[:10]}"
+    _admin(f"CREATE DATABASE {name}")
+    return name
+
+
+def drop_database(name: str) -> None:
+    _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    _admin(f"DROP DATABASE IF EXISTS {name}")
+
+
+def database_url(name: str) -> str:
+    return ADMIN_URL.rsplit("/", 1)[0] + f"/{name}"
+
+
+@pytest.fixture
+def postgres():
+    name = new_database()
+    yield database_url(name)
+    drop_database(name)
+
+
+@pytest.fixture(scope="module")
+def mlflow_server(tmp_path_factory):
+    """A real MLflow tracking server on 127.0.0.1 with a PostgreSQL backend store."""
+    if not _postgres_available():
+        pytest.skip(f"no PostgreSQL at {ADMIN_URL}")
+    name = new_database()
+    port = free_port()
+    artifacts = tmp_path_factory.mktemp("mlflow-artifacts")
+    server = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", database_url(name), "--host", "127.0.0.1",
+         "--port", str(port), "--artifacts-destination", str(artifacts), "--workers", "2"],
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", 180)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        os.killpg(server.pid, signal.SIGTERM)
+        server.wait(30)
+        drop_database(name)
+
+
+def start_worker(sweep: Path, storage: str, tracking: str, workdir: Path, env: dict[str, str] | None = None
+                 ) -> subprocess.Popen:
+    command = [sys.executable, "-c", "from runner.cli import main; main()", "worker", str(sweep), "--storage",
+               storage, "--tracking-uri", tracking, "--workdir", str(workdir), "--workers", "1"]
+    return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+
+def assert_each_key_finished_once(storage: str, name: str, tracking: str, keys: int) -> None:
+    study = optuna.load_study(study_name=name, storage=storage)
+    complete = Counter(t.user_attrs["trial_key"] for t in study.trials if t.state.name == "COMPLETE")
+    assert len(complete) == keys and set(complete.values()) == {1}, complete
+    assert not [t for t in study.trials if t.state.name in ("RUNNING", "WAITING")]
+    client = MlflowClient(tracking)
+    experiment = client.get_experiment_by_name(name).experiment_id
+    runs = client.search_runs([experiment], "tags.`videosweep.role` = 'trial'", max_results=1000)
+    per_key = Counter(r.data.tags["videosweep.trial_key"] for r in runs)
+    assert len(per_key) == keys and set(per_key.values()) == {1}, "one MLflow run per trial key"
+    assert {r.info.status for r in runs if r.data.tags["videosweep.trial_key"] in complete} == {"FINISHED"}
+    parents = client.search_runs([experiment], "tags.`videosweep.role` = 'sweep'")
+    assert len(parents) == 1
+
+
+@requires_postgres
+@pytest.mark.parametrize("workers", [2, 3])
+def test_workers_on_one_postgres_study_finish_each_key_once(workers, postgres, mlflow_server, tmp_path, cache_dir):
+    name = f"pg{workers}"
+    sweep = write_sweep(tmp_path, GRID, name=name)
+    counter = tmp_path / "count.txt"
+    env = {"VIDEOSWEEP_FAULT": f"count:@{counter}"}
+    if workers == 3:  # the third worker gets stuck in a trial and is killed with -9 mid-trial
+        env_stuck = {"VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size=5@600"}
+    processes = [start_worker(sweep, postgres, mlflow_server, tmp_path / f"machine{i}",
+                              env_stuck if workers == 3 and i == 2 else env) for i in range(workers)]
+    try:
+        if workers == 3:
+            deadline = time.time() + 300
+            while time.time() < deadline and not any(t["layer_1_size"] == 5 for t in trainings(counter)):
+                time.sleep(0.5)
+            victim = processes[2]
+            os.killpg(victim.pid, signal.SIGKILL)
+            victim.wait(30)
+            processes = processes[:2]
+        for process in processes:
+            out, err = process.communicate(timeout=900)
+            assert process.returncode == 0, err[-3000:]
+    finally:
+        for process in processes:
+            if process.poll() is None:
+                os.killpg(process.pid, signal.SIGKILL)
+    assert_each_key_finished_once(postgres, name, mlflow_server, keys=40)
+    ran = Counter(t["layer_1_size"] for t in trainings(counter))
+    assert all(n == 1 for size, n in ran.items() if size != 5), "a finished trial never trains twice"
+
+
+@requires_postgres
+def test_a_worker_joins_by_study_name_alone(postgres, mlflow_server, tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 4]}],
+                        name="byname")
+    assert run_cli("plan", str(sweep), "--storage", postgres).returncode == 0
+    first = run_cli("run", str(sweep), "--storage", postgres, "--tracking-uri", mlflow_server, "--workdir",
+                    str(tmp_path / "a"))
+    assert first.returncode == 0, first.stderr
+    joined = run_cli("worker", "--storage", postgres, "--study", "byname", "--workdir", str(tmp_path / "b"))
+    assert joined.returncode == 0, joined.stderr
+    assert "nothing to run" in joined.stdout
+    assert_each_key_finished_once(postgres, "byname", mlflow_server, keys=2)
+
+
+def test_a_worker_pointed_at_an_unreachable_database_stops_within_its_retry_bound(tmp_path):
+    sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES}], name="down")
+    started = time.time()
+    result = run_cli("worker", str(sweep), "--storage", "postgresql://postgres@127.0.0.1:9/nothing", "--workdir",
+                     str(tmp_path / "w"), env={"VIDEOSWEEP_DB_RETRY_SECONDS": "6"})
+    elapsed = time.time() - started
+    assert result.returncode == 2 and "study storage unreachable for 6 s" in result.stderr, result.stderr
+    assert "Traceback" not in result.stderr and elapsed < 60
+    assert "postgres@127.0.0.1:9" in result.stderr
