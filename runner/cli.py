@@ -108,7 +108,9 @@ def train(
 
 SweepArg = Annotated[Path, typer.Argument(help="Sweep file (YAML).")]
 WorkdirOpt = Annotated[Optional[Path], typer.Option(help="Sweep folder (default ./runs/<sweep name>).")]
-StorageOpt = Annotated[Optional[str], typer.Option(help="Optuna storage URL (default sqlite in the workdir).")]
+StorageOpt = Annotated[Optional[str], typer.Option(
+    envvar="VIDEOSWEEP_STORAGE", help="Optuna storage URL (default sqlite in the workdir); passwords belong in "
+    "PGPASSWORD or ~/.pgpass, not in the URL.")]
 
 
 @app.command()
@@ -232,7 +234,8 @@ app.command("resume", help="Finish an interrupted sweep: abandoned trials run ag
 @app.command()
 def worker(
     sweep_file: Annotated[Optional[Path], typer.Argument(help="Sweep file (or join by --study).")] = None,
-    storage: Annotated[Optional[str], typer.Option(help="The shared study's URL, e.g. postgresql://host/db.")
+    storage: Annotated[Optional[str], typer.Option(envvar="VIDEOSWEEP_STORAGE",
+                                                   help="The shared study's URL, e.g. postgresql://user@host/db.")
                        ] = None,
     study: Annotated[Optional[str], typer.Option(help="Join this study by name (its sweep file is in it).")
                      ] = None,

@@ -325,6 +325,22 @@ def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec]
     return count
 
 
+def _take(backend: Any, trial_id: int) -> bool:
+    """WAITING -> RUNNING in one conditional UPDATE; True only for the one process whose UPDATE matched.
+
+    Optuna's own set_trial_state_values reads, checks and then writes; on SQLite (no SELECT ... FOR UPDATE,
+    and pysqlite begins the transaction only at the write) two workers can both see WAITING and both win.
+    """
+    from optuna.storages._rdb import models
+    from sqlalchemy import update
+
+    statement = (update(models.TrialModel)
+                 .where(models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING)
+                 .values(state=TrialState.RUNNING, datetime_start=dt.datetime.now()))
+    with backend.engine.begin() as connection:
+        return connection.execute(statement).rowcount == 1
+
+
 def claim_waiting(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None = None) -> optuna.Trial | None:
     """Atomically take a WAITING trial (the storage's compare-and-set, as Optuna's own queue does), preferring
     the lowest `rank` and then the lowest number; None when the queue is empty."""
@@ -332,11 +348,8 @@ def claim_waiting(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None
     waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
     order = sorted(waiting, key=lambda t: ((rank(t) if rank else 0), t.number))
     for trial in order:
-        try:
-            if not storage.set_trial_state_values(trial._trial_id, state=TrialState.RUNNING):
-                continue  # another worker took it first
-        except optuna.exceptions.UpdateFinishedTrialError:
-            continue
+        if not _take(rdb_storage(study), trial._trial_id):
+            continue  # another worker took it first
         storage.record_heartbeat(trial._trial_id)
         return optuna.trial.Trial(study, trial._trial_id)
     return None

@@ -1,0 +1,37 @@
+"""Claims are exactly once under contention: processes racing for WAITING trials never take the same one."""
+
+from __future__ import annotations
+
+import multiprocessing as mp
+from collections import Counter
+
+from runner.study import claim_waiting, existing_study, open_storage, open_study
+
+
+def _claim_all(url: str, out: mp.Queue) -> None:
+    study = existing_study("race", open_storage(url))
+    taken: list = []
+    try:
+        while (trial := claim_waiting(study)) is not None:
+            taken.append(trial.number)
+            study.tell(trial, 0.0)  # raises if another process had claimed (and finished) the same trial
+    except Exception as err:  # noqa: BLE001 - reported to the test
+        taken.append(f"{type(err).__name__}: {err}")
+    out.put(taken)
+
+
+def test_four_processes_racing_on_sqlite_claim_every_trial_exactly_once(tmp_path):
+    url = f"sqlite:///{tmp_path / 'race.db'}"
+    study = open_study("race", open_storage(url), "maximize")
+    for index in range(150):
+        study.enqueue_trial(params={}, user_attrs={"trial_key": f"k{index}"})
+    queue: mp.Queue = mp.get_context("spawn").Queue()
+    processes = [mp.get_context("spawn").Process(target=_claim_all, args=(url, queue)) for _ in range(4)]
+    for process in processes:
+        process.start()
+    taken = [number for _ in processes for number in queue.get(timeout=300)]
+    for process in processes:
+        process.join(60)
+        assert process.exitcode == 0
+    assert not [t for t in taken if isinstance(t, str)], [t for t in taken if isinstance(t, str)][:3]
+    assert sorted(taken) == list(range(150)) and max(Counter(taken).values()) == 1
