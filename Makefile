@@ -18,8 +18,12 @@ install: $(BIN)/.installed
 demo: install
 	$(BIN)/videosweep plan sweeps/seals-demo.yaml
 	$(BIN)/videosweep run sweeps/seals-demo.yaml
-	$(BIN)/videosweep status sweeps/seals-demo.yaml
-	@echo "Trial folders: runs/seals-demo/trials/   Browse the runs: $(BIN)/videosweep ui sweeps/seals-demo.yaml"
+	$(BIN)/videosweep report sweeps/seals-demo.yaml
+	$(BIN)/videosweep export sweeps/seals-demo.yaml --out runs/seals-demo/export --overwrite
+	$(BIN)/videosweep predict runs/seals-demo/export --video examples/seals-s28-20.mp4 --fps 4 \
+		--out runs/seals-demo/s28-20-frame-predictions.csv
+	@echo "Report: runs/seals-demo/report/report.html   Model: runs/seals-demo/export/"
+	@echo "Browse the runs: $(BIN)/videosweep ui sweeps/seals-demo.yaml   (http://127.0.0.1:5000)"
 
 test: install
 	bash .ci/ensure-chromium

@@ -221,7 +221,7 @@ def run(
     """Run a sweep (again: only what has not finished runs)."""
     from runner.run import load_context, run_sweep
 
-    ctx = load_context(sweep_file, workdir, storage, create_workdir=True, tracking_uri=tracking_uri)
+    ctx = load_context(sweep_file, workdir, storage, create_workdir=False, tracking_uri=tracking_uri)
     run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
               trial_timeout=trial_timeout, trials_per_process=trials_per_process,
               cache_dir=str(cache_dir) if cache_dir else None, memory_limit_mb=memory_limit,
@@ -264,7 +264,7 @@ def worker(
 
         found = studies.existing_study(sweep.name, studies.open_storage(storage))
         tracking_uri = found.user_attrs.get("tracking_uri") if found is not None else None
-    ctx = load_context(sweep_file or Path(f"<study {study}>"), workdir, storage, create_workdir=True,
+    ctx = load_context(sweep_file or Path(f"<study {study}>"), workdir, storage, create_workdir=False,
                        tracking_uri=tracking_uri, sweep=sweep, data_root=data)
     run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
               trial_timeout=trial_timeout, cache_dir=str(cache_dir) if cache_dir else None)

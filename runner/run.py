@@ -21,6 +21,7 @@ from rich.table import Table
 
 from runner import study as studies
 from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
+from runner.expand import expand_grid
 from runner.search import make_pruner, make_sampler, make_search
 from runner.sweep import Sweep, load_sweep
 from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri
@@ -168,15 +169,22 @@ def best_trial(study: Any) -> tuple[str, float] | None:
 SWEEP_UPDATE_SECONDS = 5.0  # the parent run's counts and best metric are refreshed at most this often
 
 
-def check_weights(ctx: SweepContext, search: Any) -> None:
-    """Fail fast on missing weights files or uncached ImageNet weights before any process starts."""
-    specs = getattr(getattr(search, "expansion", None), "trials", [])
-    seen = set()
-    for spec in specs:
-        key = (spec.model.backbone, spec.model.weights, spec.model.frame_size, spec.model.model_weights_path)
-        if key not in seen:
-            seen.add(key)
-            validated_spec(spec.model)
+def preflight(ctx: SweepContext) -> None:
+    """Everything that can be refused before a single file is written: the storage URL, an empty grid,
+    missing or uncached weights, an unreachable tracking server."""
+    studies.check_storage_url(ctx.storage_url)
+    if ctx.sweep.search.strategy == "grid":
+        expansion = expand_grid(ctx.sweep, ctx.dataset.fingerprint)
+        if not expansion.trials:
+            reasons = "; ".join(f"{reason} ({n})" for reason, n in expansion.dropped.most_common(3))
+            raise UserError(f"sweep {ctx.sweep.name} has no trial to run: every combination was dropped: {reasons}")
+        seen = set()
+        for spec in expansion.trials:
+            key = (spec.model.backbone, spec.model.weights, spec.model.frame_size, spec.model.model_weights_path)
+            if key not in seen:
+                seen.add(key)
+                validated_spec(spec.model)
+    check_tracking_reachable(ctx.tracking_uri, ctx.workdir)
 
 
 def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, trials_per_gpu: int | None = None,
@@ -187,6 +195,8 @@ def run_sweep(ctx: SweepContext, console: Console, gpus: str | None = None, tria
     retries = resources.max_retries if max_retries is None else max_retries
     slots = plan_slots(gpus or resources.gpus, trials_per_gpu or resources.trials_per_gpu,
                        workers or resources.workers)
+    preflight(ctx)
+    atomic.writable_dir(ctx.workdir, "workdir")  # only now, when nothing else can refuse the sweep
     with studies.storage_errors(ctx.storage_url):
         return _run_sweep(ctx, console, slots, retries, resources, trial_timeout, trials_per_process, cache_dir,
                           memory_limit_mb, retry_failed)
@@ -202,8 +212,6 @@ def _run_sweep(ctx: SweepContext, console: Console, slots: list[Any], retries: i
                         f"(fingerprint {ctx.dataset.fingerprint}, the study's {started_on}); trial keys would not "
                         "match: use the same frames and labels, or a new sweep name")
     search = make_search(ctx.sweep, study, ctx.dataset.fingerprint, ctx.workdir, retries)
-    check_weights(ctx, search)
-    check_tracking_reachable(ctx.tracking_uri, ctx.workdir)
     with studies.study_lock(study, ctx.workdir):
         dead = studies.fail_dead_trials(study)
     if retry_failed:  # e.g. after freeing disk space: trials whose retries were used up get another chance

@@ -79,12 +79,18 @@ def sqlite_wal_on_connect() -> None:
     _WAL["on"] = True
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats and, on SQLite, a busy timeout; one-line errors for bad URLs."""
+def check_storage_url(url: str) -> str:
+    """The URL's scheme, or a one-line error for one Optuna cannot use."""
     scheme = urlsplit(url).scheme
     if scheme not in SUPPORTED_SCHEMES:
         raise UserError(f"storage URL {mask_url(url)}: unsupported scheme {scheme!r}; use one of "
                         f"{', '.join(SUPPORTED_SCHEMES)}")
+    return scheme
+
+
+def open_storage(url: str) -> optuna.storages.RDBStorage:
+    """An RDB storage with heartbeats and, on SQLite, a busy timeout; one-line errors for bad URLs."""
+    scheme = check_storage_url(url)
     engine_kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
         engine_kwargs["connect_args"] = {"timeout": float(os.environ.get("VIDEOSWEEP_DB_TIMEOUT", 60))}

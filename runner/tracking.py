@@ -38,11 +38,7 @@ def default_tracking_uri(workdir: Path) -> str:
 def check_tracking_reachable(uri: str, workdir: Path) -> None:
     """Fail fast, before anything is written, when the tracking store cannot be reached."""
     if uri.startswith("sqlite:"):
-        from zoo.atomic import writable_dir
-
-        writable_dir(Path(uri.removeprefix("sqlite:///")).parent if uri.startswith("sqlite:///") else workdir,
-                     "MLflow store folder")
-        return
+        return  # the workdir (or the file's folder) is checked when it is created
     if not uri.startswith(("http://", "https://")):
         return  # other stores (a database URL, databricks) are checked when the client connects
     import requests

@@ -101,6 +101,7 @@ def extract_all(videos: list[Path], out: Path, fps: float, size: tuple[int, int]
 
     if fps <= 0:
         raise UserError(f"--fps must be positive, not {fps}")
+    existed = out.exists()
     atomic.writable_dir(out, "dataset folder")
     jobs = (delayed(extract_video)(video, out, fps, size) for video in videos)
     outcomes = []
@@ -108,4 +109,6 @@ def extract_all(videos: list[Path], out: Path, fps: float, size: tuple[int, int]
         outcomes.append(outcome)
         if progress is not None:
             progress(outcome)
+    if not existed and not any(out.iterdir()):
+        out.rmdir()  # every video failed: leave no empty dataset folder behind
     return sorted(outcomes, key=lambda o: o.video)
