@@ -89,18 +89,11 @@ def split(
     out: Annotated[Optional[Path], typer.Option(help="Write here instead of replacing LABELS.")] = None,
 ) -> None:
     """Assign train/valid/test by video, reproducibly, and print the counts."""
-    import pandas as pd
-
     from zoo import atomic
-    from zoo.errors import DataError
+    from zoo.data import read_csv_table
     from zoo.splits import assign_splits, split_counts
 
-    if not labels.is_file():
-        raise DataError(f"labels file {labels} does not exist")
-    table = pd.read_csv(labels, dtype=str, keep_default_na=False)
-    missing = {"video", "frame", "label"} - set(table.columns)
-    if missing:
-        raise DataError(f"{labels}: missing column(s) {', '.join(sorted(missing))}")
+    table = read_csv_table(labels, "labels file", ("video", "frame", "label"))
     assigned = assign_splits(table, valid, test, seed, stratify)
     atomic.write_text(out or labels, assigned.to_csv(index=False))
     _print_frame(split_counts(assigned), f"{out or labels} (seed {seed})")

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pandas as pd
 
+from zoo.data import read_csv_table
 from zoo.errors import DataError
 from zoo.extract import METADATA, read_metadata
 
@@ -38,17 +39,7 @@ def parse_time(text: str, where: str) -> float:
 
 
 def read_annotations(path: Path) -> pd.DataFrame:
-    if not path.is_file():
-        raise DataError(f"annotations file {path} does not exist")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"{path}: cannot read as CSV ({str(err).strip()})") from None
-    table.columns = [c.strip() for c in table.columns]
-    missing = [c for c in ("video", "label", "time_start", "time_end") if c not in table.columns]
-    if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected video,label,time_start,time_end")
-    table = table.apply(lambda column: column.str.strip())
+    table = read_csv_table(path, "annotations file", ("video", "label", "time_start", "time_end"))
     table["row"] = table.index + 2
     table["start"] = [parse_time(v, f"{path} row {r}") for v, r in zip(table.time_start, table.row)]
     table["end"] = [parse_time(v, f"{path} row {r}") for v, r in zip(table.time_end, table.row)]

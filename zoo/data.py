@@ -93,19 +93,24 @@ class Dataset:
         }
 
 
-def read_labels(path: Path) -> pd.DataFrame:
-    """Read labels.csv (CRLF and a missing trailing newline are fine); refuse a malformed table."""
+def read_csv_table(path: Path, what: str, required: tuple[str, ...]) -> pd.DataFrame:
+    """A CSV of text cells, stripped (CRLF and a missing final newline are fine), with `required` columns first."""
     if not path.is_file():
-        raise DataError(f"labels file {path} does not exist")
+        raise DataError(f"{what} {path} does not exist")
     try:
         table = pd.read_csv(path, dtype=str, keep_default_na=False, skipinitialspace=True)
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
         raise DataError(f"{path}: cannot read as CSV ({str(err).strip()})") from None
     table.columns = [str(c).strip() for c in table.columns]
-    missing = [c for c in REQUIRED_COLUMNS if c not in table.columns]
+    missing = [c for c in required if c not in table.columns]
     if missing:
-        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(REQUIRED_COLUMNS)}")
-    table = table[list(REQUIRED_COLUMNS)].apply(lambda column: column.str.strip())
+        raise DataError(f"{path}: missing column(s) {', '.join(missing)}; expected {','.join(required)}")
+    return table.apply(lambda column: column.str.strip())
+
+
+def read_labels(path: Path) -> pd.DataFrame:
+    """Read labels.csv; refuse a malformed table."""
+    table = read_csv_table(path, "labels file", REQUIRED_COLUMNS)[list(REQUIRED_COLUMNS)]
     if table.empty:
         raise DataError(f"{path}: no rows")
     return table

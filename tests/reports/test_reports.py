@@ -153,12 +153,18 @@ def write_video(path: Path, frames: list[Path], fps: float) -> None:
     writer.release()
 
 
-def test_predict_reads_video_files_at_the_requested_rate(sweep, tmp_path):
+def exported(sweep, tmp_path: Path, architecture: str) -> Path:
+    """An unregistered export of the sweep's finished trial of `architecture`."""
     path, workdir = sweep
     out = tmp_path / "export"
-    key = trial_key(workdir, "video_lrcnn_frozen")
+    key = trial_key(workdir, architecture)
     assert run_cli("export", str(path), "--workdir", str(workdir), "--trial", key, "--out", str(out),
                    "--no-register").returncode == 0
+    return out
+
+
+def test_predict_reads_video_files_at_the_requested_rate(sweep, tmp_path):
+    out = exported(sweep, tmp_path, "video_lrcnn_frozen")
     video = tmp_path / "clip.mp4"
     write_video(video, sorted((SEALS / "s26-8164").glob("*.jpeg"))[:48], fps=8.0)  # 6 s of video
     predictions = tmp_path / "video.csv"
@@ -174,10 +180,7 @@ def test_predict_reads_video_files_at_the_requested_rate(sweep, tmp_path):
 
 def test_bad_models_and_mismatched_exports_are_one_line_errors(sweep, tmp_path):
     path, workdir = sweep
-    out = tmp_path / "export"
-    key = trial_key(workdir, "image_mlp_frozen")
-    assert run_cli("export", str(path), "--workdir", str(workdir), "--trial", key, "--out", str(out),
-                   "--no-register").returncode == 0
+    out = exported(sweep, tmp_path, "image_mlp_frozen")
     cases = []
     broken = shutil.copytree(out, tmp_path / "no-labels")
     (broken / "labels.json").unlink()
