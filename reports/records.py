@@ -66,7 +66,7 @@ class SweepRuns:
         """Model parameters that take more than one value among finished trials (in MODEL_PARAMS order)."""
         finished = self.finished
         return [name for name in MODEL_PARAMS
-                if name in finished and finished[name].astype(str).nunique(dropna=False) > 1]
+                if name in finished and finished[name].astype(object).map(str).nunique() > 1]
 
     def run_link(self, run_id: str) -> str:
         base = self.tracker.uri.rstrip("/") if self.tracker.uri.startswith("http") else "http://127.0.0.1:5000"

@@ -117,10 +117,11 @@ def parameter_importances(finished: pd.DataFrame, params: list[str], column: str
 
     if len(finished) < MIN_TRIALS_FOR_IMPORTANCE or not params:
         return {}
-    choices = {p: tuple(sorted(finished[p].astype(str).unique())) for p in params}
+    text = {p: _missing_as_dash(finished, p)[p].map(str) for p in params}  # unused parameters become "-"
+    choices = {p: tuple(sorted(text[p].unique())) for p in params}
     study = optuna.create_study(direction=direction)
-    for _, row in finished.iterrows():
-        values = {p: str(row[p]) for p in params}
+    for index, row in finished.iterrows():
+        values = {p: text[p][index] for p in params}
         study.add_trial(optuna.trial.create_trial(
             params=values, distributions={p: CategoricalDistribution(choices[p]) for p in params},
             value=float(row[column])))
