@@ -1,8 +1,9 @@
 """Test and debugging hooks: named faults a trial can be made to suffer, so fault tolerance is testable.
 
 `VIDEOSWEEP_FAULT` holds `kind:match` pairs separated by commas; a trial whose canonical parameters contain
-`match` (as `key=value`) suffers `kind`: raise, oom, segfault, sleep (seconds after `@`), or count (appends the
-trial's parameters to the file after `@`, to count trainings). Unset in normal use: then nothing happens.
+`match` (as `key=value`) suffers `kind`: raise, oom, segfault, sleep (seconds after `@`), count (appends the
+trial's parameters to the file after `@`, to count trainings), or stall (seconds after `@`, between the claim and
+the trial's MLflow run). Unset in normal use: then nothing happens.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import os
 import signal
 import time
 from pathlib import Path
+from collections.abc import Iterator
 from typing import Any
 
 
@@ -21,13 +23,25 @@ def _matches(spec: Any, match: str) -> bool:
     return key in flat and str(flat[key]) == value
 
 
-def before_trial(spec: Any) -> None:
+def _faults(spec: Any) -> Iterator[tuple[str, str, str]]:
+    """The (kind, match, argument) triples of VIDEOSWEEP_FAULT that apply to this trial."""
     faults = os.environ.get("VIDEOSWEEP_FAULT", "")
     for item in filter(None, (part.strip() for part in faults.split(","))):
         kind, _, rest = item.partition(":")
         match, _, argument = rest.partition("@")
-        if match and not _matches(spec, match):
-            continue
+        if not match or _matches(spec, match):
+            yield kind, match, argument
+
+
+def after_claim(spec: Any) -> None:
+    """Right after a worker claims the trial, before its MLflow run: `stall` plays a slow tracking server."""
+    for kind, match, argument in _faults(spec):
+        if kind == "stall":
+            time.sleep(float(argument or 60))
+
+
+def before_trial(spec: Any) -> None:
+    for kind, match, argument in _faults(spec):
         if kind == "raise":
             raise RuntimeError(f"injected failure for {match}")
         if kind == "oom":  # a real failed allocation, as a too-large batch or model gives

@@ -30,8 +30,7 @@ from runner.spec import TrialSpec
 from zoo.errors import UserError, one_line
 
 T = TypeVar("T")
-HEARTBEAT_SECONDS = 5
-GRACE_SECONDS = 20
+GRACE_SECONDS = 20  # default; VIDEOSWEEP_HEARTBEAT_GRACE_SECONDS for slow networks or heavily loaded hosts
 KEY = "trial_key"
 INTERRUPTED = "interrupted by the user"  # not the trial's fault: does not use up a retry
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
@@ -104,7 +103,8 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         for attempt in range(5):
             try:
                 return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
-                                                  heartbeat_interval=HEARTBEAT_SECONDS, grace_period=GRACE_SECONDS)
+                                                  heartbeat_interval=max(1, round(heartbeat_seconds())),
+                                                  grace_period=max(1, round(grace_seconds())))
             except (IntegrityError, ProgrammingError):  # another worker is creating the same tables right now
                 if attempt == 4:
                     raise
@@ -118,6 +118,16 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
     except Exception as err:  # ImportError of a driver, a malformed URL, ...
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
         raise UserError(f"cannot open study storage {mask_url(url)}: {reason}") from None
+
+
+def grace_seconds() -> float:
+    """How long a RUNNING trial may go without a heartbeat before another process declares its worker dead."""
+    return float(os.environ.get("VIDEOSWEEP_HEARTBEAT_GRACE_SECONDS", GRACE_SECONDS))
+
+
+def heartbeat_seconds() -> float:
+    """Four beats per grace period: one late beat (a busy database, a starved thread) is not a death."""
+    return grace_seconds() / 4
 
 
 def retry_seconds() -> float:
@@ -239,7 +249,7 @@ def fail_dead_trials(study: optuna.Study, reason: str = "worker stopped sending 
     """Fail RUNNING trials whose worker is gone: stale heartbeat, or none ever sent after the grace period."""
     storage = study._storage
     stale = set(storage._get_stale_trial_ids(study._study_id))
-    cutoff = dt.datetime.now() - dt.timedelta(seconds=GRACE_SECONDS)
+    cutoff = dt.datetime.now() - dt.timedelta(seconds=grace_seconds())
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if _local_worker_gone(trial):
             stale.add(trial._trial_id)

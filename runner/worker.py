@@ -78,11 +78,13 @@ class Heartbeat:
         self._thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
 
     def _beat(self, storage: Any, trial_id: int, interval: float) -> None:
-        while not self._stop.wait(interval):
+        while True:  # the first beat at once: the claim's own beat may already be seconds old
             try:
                 storage.record_heartbeat(trial_id)
             except Exception:  # a busy database must not kill the trial; the next beat retries
                 pass
+            if self._stop.wait(interval):
+                return
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()
@@ -108,13 +110,26 @@ def _save_traceback(workdir: Path, key: str, number: int, text: str) -> Path:
 
 def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
               tracker: Any = None) -> tuple[str, float | None]:
-    """Train one claimed trial and tell the study how it ended: 'complete', 'pruned' or 'failed'."""
+    """Train one claimed trial and tell the study how it ended: 'complete', 'pruned' or 'failed'.
+
+    The heartbeat covers the whole claim, not only training: creating the MLflow run and logging the model
+    can take longer than the grace period on a loaded tracking server, and a silent trial is re-queued.
+    """
+    from runner.study import heartbeat_seconds
+
+    with Heartbeat(claim.trial.study._storage, claim.trial._trial_id, heartbeat_seconds()):
+        return _train_and_tell(claim, config, sweep, dataset, tracker)
+
+
+def _train_and_tell(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
+                    tracker: Any = None) -> tuple[str, float | None]:
     import optuna
 
     from runner import hooks
-    from runner.study import HEARTBEAT_SECONDS, retrying
+    from runner.study import retrying
     from runner.trial import run_trial
 
+    hooks.after_claim(claim.spec)
     study, trial = claim.trial.study, claim.trial
     workdir = Path(config.workdir)
     out = workdir / "trials" / claim.key
@@ -142,16 +157,14 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
                 "optuna_trial": trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
                 "host": socket.gethostname(), "retry": claim.attempt})
             trial.set_user_attr("mlflow_run_id", run_id)
-        with Heartbeat(study._storage, trial._trial_id, HEARTBEAT_SECONDS):
-            trained: list[Any] = []
-            if (out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
-                results = json.loads((out / "results.json").read_text())
-            else:
-                hooks.before_trial(claim.spec)
-                results = run_trial(claim.spec, dataset, out, cache_dir=config.cache_dir, on_epoch=on_epoch,
-                                    overwrite=True, extra_results={"trial_key": claim.key,
-                                                                   "optuna_trial": trial.number},
-                                    on_model=trained.append)
+        trained: list[Any] = []
+        if (out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
+            results = json.loads((out / "results.json").read_text())
+        else:
+            hooks.before_trial(claim.spec)
+            results = run_trial(claim.spec, dataset, out, cache_dir=config.cache_dir, on_epoch=on_epoch,
+                                overwrite=True, extra_results={"trial_key": claim.key, "optuna_trial": trial.number},
+                                on_model=trained.append)
         for name in ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
                      "fit_dt_train_duration_seconds"):
             trial.set_user_attr(name, results.get(name))
@@ -162,14 +175,16 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
 
                 trained.append(keras.models.load_model(out / "model_best.keras"))
             tracker.finish_trial(run_id, results, out, trained[0])
-        retrying(lambda: study.tell(trial, value), f"recording trial {claim.key}")
+        # skip_if_finished: had this worker been declared dead meanwhile, its trial is already FAIL and
+        # re-queued; the copy then reuses results.json on this machine instead of crashing this worker
+        retrying(lambda: study.tell(trial, value, skip_if_finished=True), f"recording trial {claim.key}")
         _emit(config, "finish", trial=trial.number, key=claim.key, state="complete", value=value)
         return "complete", value
     except optuna.TrialPruned as pruned:
         trial.set_user_attr("pruned", str(pruned))
         if tracker is not None:
             tracker.prune_trial(run_id, str(pruned))
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
         _emit(config, "finish", trial=trial.number, key=claim.key, state="pruned")
         return "pruned", None
     except Exception as err:  # the trial failed; the sweep goes on
@@ -182,7 +197,7 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
                 tracker.fail_trial(run_id, reason, path)
             except Exception:  # the tracking store may be what failed; the study still records the failure
                 pass
-        study.tell(trial, state=optuna.trial.TrialState.FAIL)
+        study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
         _emit(config, "finish", trial=trial.number, key=claim.key, state="failed", reason=reason)
         return "failed", None
 

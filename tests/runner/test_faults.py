@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import os
 import sqlite3
 import subprocess
+import sys
+import time
 
+import optuna
 import pytest
 import yaml
+from optuna.trial import TrialState
 
-from tests.conftest import run_cli, tree_snapshot
-from tests.runner.test_run import FEATURES, grid, load_study, write_sweep
+from tests.conftest import ROOT, run_cli, tree_snapshot
+from tests.runner.test_run import FEATURES, grid, load_study, trainings, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -159,3 +164,39 @@ def test_a_worker_past_its_memory_limit_is_replaced_between_trials(tmp_path, cac
     trials = load_study(workdir).trials
     assert [t.state.name for t in trials] == ["COMPLETE", "COMPLETE"]
     assert trials[0].user_attrs["pid"] != trials[1].user_attrs["pid"]
+
+
+def test_a_slow_start_is_not_taken_for_a_dead_worker(tmp_path, cache_dir, monkeypatch):
+    """Between its claim and training a worker creates the MLflow run, which a loaded tracking server can make
+    slower than the heartbeat grace; another machine's scheduler reaping dead trials must leave it alone."""
+    from runner.study import fail_dead_trials, open_storage
+
+    grace = 3
+    monkeypatch.setenv("VIDEOSWEEP_HEARTBEAT_GRACE_SECONDS", str(grace))
+    sweep = write_sweep(tmp_path, grid((0,)))
+    workdir, counter = tmp_path / "work", tmp_path / "count.txt"
+    env = {**os.environ, "VIDEOSWEEP_FAULT": f"stall:layer_1_size=0@{3 * grace},count:@{counter}"}
+    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--workdir",
+               str(workdir)]
+    process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        study = None
+        deadline = time.time() + 240
+        while time.time() < deadline and process.poll() is None:
+            if (workdir / "optuna.db").is_file():
+                study = optuna.load_study(study_name="t", storage=open_storage(f"sqlite:///{workdir / 'optuna.db'}"))
+                if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                    break
+            time.sleep(0.2)
+        assert study is not None and process.poll() is None, "the trial never started"
+        reaped, watched_until = [], time.time() + 2 * grace  # the stall lasts 3 graces; watch two of them
+        while time.time() < watched_until and not trainings(counter):
+            reaped += fail_dead_trials(study)  # what another machine's scheduler does between trials
+            time.sleep(0.5)
+        assert reaped == [], "a live worker's trial was declared dead"
+        stdout, stderr = process.communicate(timeout=300)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    trials = load_study(workdir).trials
+    assert [t.state.name for t in trials] == ["COMPLETE"] and len(trainings(counter)) == 1
