@@ -7,4 +7,6 @@ COPY zoo zoo
 COPY runner runner
 COPY reports reports
 RUN pip install --no-cache-dir ".[cpu,postgres]"
+# MLflow 3 sends usage telemetry by default; the image stays quiet (set it to false to opt in).
+ENV MLFLOW_DISABLE_TELEMETRY=true
 ENTRYPOINT ["videosweep"]

@@ -1,1 +1,7 @@
 """The runner: where and how trials run (trial execution, sweeps, scheduling, tracking, the CLI)."""
+
+import os
+
+# Offline by default: MLflow 3 sends usage telemetry to the internet unless told not to. A user who wants it
+# sets MLFLOW_DISABLE_TELEMETRY=false; every process we start (workers, `mlflow ui`) inherits the choice.
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")

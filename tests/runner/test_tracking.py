@@ -75,3 +75,26 @@ def test_unreachable_tracking_server_and_bad_storage_fail_fast(tmp_path):
     assert time.time() - started < 90
     bad = run_cli("run", str(sweep), "--workdir", str(tmp_path / "w2"), "--storage", "redis://x")
     assert bad.returncode == 2 and "unsupported scheme 'redis'" in bad.stderr
+
+
+def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on():
+    """MLflow 3 phones home by default; a tool that must run offline does not (CI markers removed, since MLflow
+    itself stays quiet under pytest or CI and would hide a regression)."""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    quiet = {"PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY"}
+    env = {k: v for k, v in os.environ.items() if k not in quiet}
+    probe = ("import runner.cli; from mlflow.telemetry.utils import is_telemetry_disabled; "
+             "print(is_telemetry_disabled())")
+
+    def disabled(extra: dict[str, str]) -> str:
+        result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
+                                env={**env, **extra}, check=True)
+        return result.stdout.strip()
+
+    assert disabled({}) == "True"
+    assert disabled({"MLFLOW_DISABLE_TELEMETRY": "false"}) == "False"  # the user's choice is kept
