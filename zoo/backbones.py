@@ -23,17 +23,19 @@ if TYPE_CHECKING:  # pragma: no cover
 register_backbone(Backbone("vgg16", "VGG16", "caffe", 224, 32,
                            "vgg16_weights_tf_dim_ordering_tf_kernels_notop.h5", 512, ("vgg",)))
 register_backbone(Backbone("resnet50", "ResNet50", "caffe", 224, 32,
-                           "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048, ("resnet",)))
+                           "resnet50_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048, ("resnet",),
+                           freeze_for_extraction=True))
 register_backbone(Backbone("inception_v3", "InceptionV3", "tf", 299, 75,
                            "inception_v3_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048, ("inceptionv3",)))
 register_backbone(Backbone("xception", "Xception", "tf", 299, 71,
-                           "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048, ()))
+                           "xception_weights_tf_dim_ordering_tf_kernels_notop.h5", 2048, (),
+                           freeze_for_extraction=True))
 register_backbone(Backbone("inception_resnet_v2", "InceptionResNetV2", "tf", 299, 75,
                            "inception_resnet_v2_weights_tf_dim_ordering_tf_kernels_notop.h5", 1536,
                            ("inceptionresnetv2",)))
 register_backbone(Backbone("mobilenet_v2", "MobileNetV2", "tf", 224, 32,
                            "mobilenet_v2_weights_tf_dim_ordering_tf_kernels_1.0_{rows}_no_top.h5", 1280,
-                           ("mobilenetv2", "mobilenetv2_1.00_224")))
+                           ("mobilenetv2", "mobilenetv2_1.00_224"), freeze_for_extraction=True))
 
 CAFFE_MEANS_BGR = (103.939, 116.779, 123.68)
 RANDOM_INIT_SEED = 1234  # weights: none must give the same network in every process (features are cached)

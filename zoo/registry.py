@@ -45,6 +45,9 @@ class Backbone:
     imagenet_file: str  # file name Keras caches in ~/.keras/models
     num_features: int
     aliases: tuple[str, ...] = ()
+    # Extract features with a frozen graph (weights as constants, batch-norm folded into the convolutions):
+    # worth it where it is much faster and the one-off freezing is cheap (see zoo.features.compiled_inference).
+    freeze_for_extraction: bool = False
 
 
 _ARCHITECTURES: dict[str, Architecture] = {}
