@@ -53,8 +53,10 @@ def extraction(size: int) -> list[Figure]:
     per_frame = number(r"\(a\) per-frame predict\s+([\d.]+)", out)
     ours = number(r"videosweep \(JPEG -> feats\)\s+([\d.]+)", out)
     in_memory = number(r"\(b\) in-memory batched loop\s+([\d.]+)", out)
+    whole = number(r"([\d.]+) frames/s with them", out)
     figures = [Figure(f"batched feature extraction, mobilenet_v2 {size}x{size}", f"{ours / per_frame:.1f}x "
-                      f"per-frame predict ({ours:.0f} frames/s)", ">= 10x", f"per-frame {per_frame:.1f} frames/s; "
+                      f"per-frame predict ({ours:.0f} frames/s; {whole / per_frame:.1f}x counting the one-off "
+                      "build and freeze, 725 frames)", ">= 10x", f"per-frame {per_frame:.1f} frames/s; "
                       f"in-memory limit {in_memory:.0f} frames/s ({ours / in_memory:.2f}x of it)",
                       ours / per_frame >= 10)]
     if size == 224:

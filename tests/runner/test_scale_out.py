@@ -170,3 +170,33 @@ def test_a_worker_pointed_at_an_unreachable_database_stops_within_its_retry_boun
     assert result.returncode == 2 and "study storage unreachable for 6 s" in result.stderr, result.stderr
     assert "Traceback" not in result.stderr and elapsed < 60
     assert "postgres@127.0.0.1:9" in result.stderr
+
+
+@requires_postgres
+def test_a_database_restart_mid_sweep_loses_nothing(postgres, tmp_path, cache_dir):
+    """PostgreSQL drops every connection (a restart, a failover) while trials run, several times: the sweep
+    reconnects and finishes each key once."""
+    name = "restart"
+    sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": list(range(8))}],
+                        name=name)
+    counter = tmp_path / "count.txt"
+    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--storage",
+               postgres, "--workdir", str(tmp_path / "w"), "--workers", "2"]
+    process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter}"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+    try:
+        deadline = time.time() + 300
+        while time.time() < deadline and len(trainings(counter)) < 2 and process.poll() is None:
+            time.sleep(0.2)
+        database = postgres.rsplit("/", 1)[1]
+        for _ in range(5):  # connections come back between the cuts; cut those too
+            _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+            time.sleep(0.7)
+        out, err = process.communicate(timeout=600)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 0, err[-3000:]
+    study = optuna.load_study(study_name=name, storage=postgres)
+    complete = Counter(t.user_attrs["trial_key"] for t in study.trials if t.state.name == "COMPLETE")
+    assert len(complete) == 8 and set(complete.values()) == {1}, (complete, out[-2000:])
