@@ -37,6 +37,21 @@ def _admin(sql: str) -> None:
         connection.close()
 
 
+def _terminate_connections(database: str) -> int:
+    """Drop every connection to `database`, as a server restart does; how many there were."""
+    import psycopg2
+
+    connection = psycopg2.connect(ADMIN_URL)
+    connection.autocommit = True
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute("SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity WHERE datname = %s",
+                           (database,))
+            return int(cursor.fetchone()[0])
+    finally:
+        connection.close()
+
+
 def _postgres_available() -> bool:
     try:
         _admin("SELECT 1")
@@ -55,7 +70,7 @@ def new_database() -> str:
 
 
 def drop_database(name: str) -> None:
-    _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{name}'")
+    _terminate_connections(name)
     _admin(f"DROP DATABASE IF EXISTS {name}")
 
 
@@ -188,10 +203,11 @@ def test_a_database_restart_mid_sweep_loses_nothing(postgres, tmp_path, cache_di
         deadline = time.time() + 300
         while time.time() < deadline and len(trainings(counter)) < 2 and process.poll() is None:
             time.sleep(0.2)
-        database = postgres.rsplit("/", 1)[1]
+        database, cut = postgres.rsplit("/", 1)[1], 0
         for _ in range(5):  # connections come back between the cuts; cut those too
-            _admin(f"SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = '{database}'")
+            cut += _terminate_connections(database)
             time.sleep(0.7)
+        assert cut > 0 and process.poll() is None, "the cuts must land while the sweep runs"
         out, err = process.communicate(timeout=600)
     finally:
         if process.poll() is None:
