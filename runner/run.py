@@ -160,7 +160,7 @@ class Progress:
 def best_trial(study: Any) -> tuple[str, float] | None:
     """(trial key, value) of the best finished trial, None before any finished."""
     try:
-        best = study.best_trial
+        best = studies.retrying(lambda: study.best_trial, "reading the best trial")
     except ValueError:
         return None
     return best.user_attrs.get(studies.KEY, str(best.number)), float(best.value)
@@ -228,17 +228,29 @@ def _run_sweep(ctx: SweepContext, console: Console, slots: list[Any], retries: i
                                trial_timeout=trial_timeout or resources.trial_timeout,
                                memory_limit_mb=memory_limit_mb or resources.memory_limit_mb)
 
-    def on_death(pid: int, trial_number: int | None, reason: str) -> None:
+    def fail_dead_worker_trials(pid: int, trial_number: int | None, reason: str) -> list[int]:
+        failed = []
         for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
             if trial.number == trial_number or trial.user_attrs.get("pid") == pid:
                 studies.fail_trial(study, trial._trial_id, reason)
-                if progress.live is None:
-                    console.print(f"trial #{trial.number} failed: {reason}")
+                failed.append(trial.number)
+        return failed
 
-    def refill() -> int:
+    def on_death(pid: int, trial_number: int | None, reason: str) -> None:
+        # Storage calls here and in refill are idempotent: a dropped connection is waited out, then redone.
+        failed = studies.retrying(lambda: fail_dead_worker_trials(pid, trial_number, reason),
+                                  "failing a dead worker's trial")
+        if progress.live is None:
+            for number in failed:
+                console.print(f"trial #{number} failed: {reason}")
+
+    def refill_once() -> int:
         with studies.study_lock(study, ctx.workdir):
             studies.fail_dead_trials(study)
         return search.prepare()
+
+    def refill() -> int:
+        return studies.retrying(refill_once, "re-queueing trials")
 
     tracking: dict[str, Any] = {}
 

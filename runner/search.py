@@ -72,7 +72,8 @@ def claim_from_queue(study: optuna.Study, rank: Any = None) -> Claim | None:
     trial = studies.claim_waiting(study, rank)
     if trial is None:
         return None
-    attrs = study._storage.get_trial(trial._trial_id).user_attrs
+    attrs = studies.retrying(lambda: study._storage.get_trial(trial._trial_id).user_attrs,
+                             f"reading trial {trial._trial_id}")  # claimed: wait, never claim another
     spec = TrialSpec.from_flat(attrs["params"])
     return Claim(trial, attrs[studies.KEY], spec, int(attrs.get("attempt", 0)))
 

@@ -136,10 +136,12 @@ def retry_seconds() -> float:
 
 def _unreachable(err: BaseException) -> bool:
     """Connection trouble worth waiting out (server down, restarting, network), not a wrong query."""
-    from sqlalchemy.exc import DBAPIError, OperationalError
+    from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
 
     if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
         err = err.__cause__
+    if isinstance(err, PendingRollbackError):  # a session whose connection dropped; Optuna rolled it back
+        return True
     if isinstance(err, OperationalError):
         return "locked" not in str(err)  # SQLite's busy timeout already waited; more waiting will not help
     return isinstance(err, DBAPIError) and bool(getattr(err, "connection_invalidated", False))
@@ -218,18 +220,36 @@ def study_lock(study: optuna.Study, workdir: Path) -> Iterator[None]:
         from sqlalchemy import text
 
         key = _advisory_key(study)
-        with engine.connect() as connection:
-            connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
-            connection.commit()
+        connection = retrying(lambda: _advisory_lock(engine, key), "taking the study lock")
+        try:
+            yield
+        finally:
             try:
-                yield
-            finally:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
                 connection.commit()
+            except Exception as err:  # noqa: BLE001 - filtered by _unreachable
+                if not _unreachable(err):
+                    raise  # (a dropped session took its lock with it: the server released it)
+            finally:
+                connection.close()
         return
     workdir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(workdir / ".study.lock"), timeout=120):
         yield
+
+
+def _advisory_lock(engine: Any, key: int) -> Any:
+    """A connection holding the PostgreSQL session advisory lock `key` (waits for it)."""
+    from sqlalchemy import text
+
+    connection = engine.connect()
+    try:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        connection.commit()
+    except BaseException:
+        connection.close()
+        raise
+    return connection
 
 
 def trials_by_key(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
@@ -346,32 +366,59 @@ def _take(backend: Any, trial_id: int) -> bool:
 
     Optuna's own set_trial_state_values reads, checks and then writes; on SQLite (no SELECT ... FOR UPDATE,
     and pysqlite begins the transaction only at the write) two workers can both see WAITING and both win.
+    If the connection drops around the commit, the start time we wrote says whether the claim went through.
     """
     from optuna.storages._rdb import models
-    from sqlalchemy import update
+    from sqlalchemy import select, update
 
+    start_column = models.TrialModel.__table__.c.datetime_start
+    # Optuna 5 keeps naive UTC in the column (its model converts); Optuna 4 kept naive local time.
+    utc = hasattr(models.TrialModel, "_datetime_start_utc")
+    started = dt.datetime.now(dt.timezone.utc).replace(tzinfo=None) if utc else dt.datetime.now()
     statement = (update(models.TrialModel)
                  .where(models.TrialModel.trial_id == trial_id, models.TrialModel.state == TrialState.WAITING)
-                 .values(state=TrialState.RUNNING, datetime_start=dt.datetime.now()))
-    with backend.engine.begin() as connection:
-        return connection.execute(statement).rowcount == 1
+                 .values({models.TrialModel.state: TrialState.RUNNING, start_column: started}))
+    try:
+        with backend.engine.begin() as connection:
+            return connection.execute(statement).rowcount == 1
+    except Exception as err:  # noqa: BLE001 - filtered by _unreachable
+        if not _unreachable(err):
+            raise
+
+    def ours() -> bool:  # (a database that keeps whole seconds only, as MySQL may, leaves it to the reaper)
+        with backend.engine.connect() as connection:
+            state, start = connection.execute(select(models.TrialModel.state, start_column)
+                                              .where(models.TrialModel.trial_id == trial_id)).one()
+        return state == TrialState.RUNNING and start == started
+
+    return retrying(ours, f"checking the claim of trial {trial_id}")
 
 
 def claim_waiting(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None = None) -> optuna.Trial | None:
     """Atomically take a WAITING trial (the storage's compare-and-set, as Optuna's own queue does), preferring
-    the lowest `rank` and then the lowest number; None when the queue is empty."""
+    the lowest `rank` and then the lowest number; None when the queue is empty.
+
+    Once taken, the trial is ours: a storage hiccup after that is waited out, never answered by claiming
+    another trial (which would leave this one RUNNING with nobody on it).
+    """
     storage = study._storage
     waiting = storage.get_all_trials(study._study_id, deepcopy=False, states=(TrialState.WAITING,))
     order = sorted(waiting, key=lambda t: ((rank(t) if rank else 0), t.number))
     for trial in order:
         if not _take(rdb_storage(study), trial._trial_id):
             continue  # another worker took it first
-        storage.record_heartbeat(trial._trial_id)
-        return optuna.trial.Trial(study, trial._trial_id)
+        trial_id = trial._trial_id
+        retrying(lambda: storage.record_heartbeat(trial_id), f"recording the claim of trial {trial_id}")
+        return retrying(lambda: optuna.trial.Trial(study, trial_id), f"starting trial {trial_id}")
     return None
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state (and `invalid`); a read, so a dropped connection is simply waited out."""
+    return retrying(lambda: _count_states(study), "counting trials")
+
+
+def _count_states(study: optuna.Study) -> dict[str, int]:
     counts = {state.name.lower(): 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         if trial.user_attrs.get("invalid_reason"):

@@ -121,6 +121,17 @@ def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
         return _train_and_tell(claim, config, sweep, dataset, tracker)
 
 
+def _set_attrs(trial: Any, **attrs: Any) -> None:
+    """Trial attributes, written again if the database drops the connection (each write is idempotent)."""
+    from runner.study import retrying
+
+    def write() -> None:
+        for name, value in attrs.items():
+            trial.set_user_attr(name, value)
+
+    retrying(write, f"recording trial #{trial.number}")
+
+
 def _train_and_tell(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
                     tracker: Any = None) -> tuple[str, float | None]:
     import optuna
@@ -133,10 +144,8 @@ def _train_and_tell(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
     study, trial = claim.trial.study, claim.trial
     workdir = Path(config.workdir)
     out = workdir / "trials" / claim.key
-    for name, value in (("slot", config.slot), ("gpu", config.gpu or "cpu"), ("host", socket.gethostname()),
-                        ("pid", os.getpid()), ("attempt", claim.attempt),
-                        ("cuda_visible_devices", os.environ.get("CUDA_VISIBLE_DEVICES", ""))):
-        trial.set_user_attr(name, value)
+    _set_attrs(trial, slot=config.slot, gpu=config.gpu or "cpu", host=socket.gethostname(), pid=os.getpid(),
+               attempt=claim.attempt, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
     run_id = None
     _emit(config, "start", trial=trial.number, key=claim.key, architecture=claim.spec.model.architecture)
     metric = sweep.search.metric
@@ -147,8 +156,8 @@ def _train_and_tell(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
               val_accuracy=row["val_accuracy"])
         if tracker is not None:
             tracker.log_epoch(run_id, row)
-        trial.report(float(row[epoch_metric]), step)
-        if trial.should_prune():
+        retrying(lambda: trial.report(float(row[epoch_metric]), step), f"reporting trial {claim.key}")
+        if retrying(trial.should_prune, f"asking the pruner about trial {claim.key}"):
             raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
 
     try:
@@ -156,7 +165,7 @@ def _train_and_tell(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
             run_id = tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), {
                 "optuna_trial": trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
                 "host": socket.gethostname(), "retry": claim.attempt})
-            trial.set_user_attr("mlflow_run_id", run_id)
+            _set_attrs(trial, mlflow_run_id=run_id)
         trained: list[Any] = []
         if (out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
             results = json.loads((out / "results.json").read_text())
@@ -165,9 +174,9 @@ def _train_and_tell(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
             results = run_trial(claim.spec, dataset, out, cache_dir=config.cache_dir, on_epoch=on_epoch,
                                 overwrite=True, extra_results={"trial_key": claim.key, "optuna_trial": trial.number},
                                 on_model=trained.append)
-        for name in ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
-                     "fit_dt_train_duration_seconds"):
-            trial.set_user_attr(name, results.get(name))
+        _set_attrs(trial, **{name: results.get(name) for name in (
+            "fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
+            "fit_dt_train_duration_seconds")})
         value = _metric(results, metric)
         if tracker is not None:
             if not trained:
@@ -181,23 +190,24 @@ def _train_and_tell(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
         _emit(config, "finish", trial=trial.number, key=claim.key, state="complete", value=value)
         return "complete", value
     except optuna.TrialPruned as pruned:
-        trial.set_user_attr("pruned", str(pruned))
+        _set_attrs(trial, pruned=str(pruned))
         if tracker is not None:
             tracker.prune_trial(run_id, str(pruned))
-        study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True)
+        retrying(lambda: study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True),
+                 f"recording trial {claim.key}")
         _emit(config, "finish", trial=trial.number, key=claim.key, state="pruned")
         return "pruned", None
     except Exception as err:  # the trial failed; the sweep goes on
         reason = one_line(f"{type(err).__name__}: {err}")[:500]
         path = _save_traceback(workdir, claim.key, trial.number, traceback.format_exc())
-        trial.set_user_attr("failure", reason)
-        trial.set_user_attr("traceback_path", str(path))
+        _set_attrs(trial, failure=reason, traceback_path=str(path))
         if tracker is not None and run_id is not None:
             try:
                 tracker.fail_trial(run_id, reason, path)
             except Exception:  # the tracking store may be what failed; the study still records the failure
                 pass
-        study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True)
+        retrying(lambda: study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True),
+                 f"recording trial {claim.key}")
         _emit(config, "finish", trial=trial.number, key=claim.key, state="failed", reason=reason)
         return "failed", None
 

@@ -35,3 +35,25 @@ def test_four_processes_racing_on_sqlite_claim_every_trial_exactly_once(tmp_path
         assert process.exitcode == 0
     assert not [t for t in taken if isinstance(t, str)], [t for t in taken if isinstance(t, str)][:3]
     assert sorted(taken) == list(range(150)) and max(Counter(taken).values()) == 1
+
+
+def test_a_claim_records_its_start_time_in_any_time_zone(tmp_path):
+    """The claim writes the start time straight into Optuna's table; Optuna 5 keeps UTC there. A worker in
+    New York must not look five hours old (and be reaped as dead) or five hours young."""
+    import datetime as dt
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import ROOT
+
+    url = f"sqlite:///{tmp_path / 'tz.db'}"
+    study = open_study("tz", open_storage(url), "maximize")
+    study.enqueue_trial(params={}, user_attrs={"trial_key": "k"})
+    claim = ("from runner.study import claim_waiting, existing_study, open_storage; "
+             f"print(claim_waiting(existing_study('tz', open_storage({url!r}))).number)")
+    result = subprocess.run([sys.executable, "-c", claim], cwd=ROOT, capture_output=True, text=True,
+                            env={**os.environ, "TZ": "America/New_York"})
+    assert result.stdout.strip() == "0", result.stderr
+    started = existing_study("tz", open_storage(url)).trials[0].datetime_start  # naive local time, read here
+    assert abs((dt.datetime.now() - started).total_seconds()) < 60, started

@@ -183,10 +183,14 @@ def test_a_slow_start_is_not_taken_for_a_dead_worker(tmp_path, cache_dir, monkey
         study = None
         deadline = time.time() + 240
         while time.time() < deadline and process.poll() is None:
-            if (workdir / "optuna.db").is_file():
-                study = optuna.load_study(study_name="t", storage=open_storage(f"sqlite:///{workdir / 'optuna.db'}"))
-                if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-                    break
+            try:
+                if (workdir / "optuna.db").is_file():
+                    study = optuna.load_study(study_name="t",
+                                              storage=open_storage(f"sqlite:///{workdir / 'optuna.db'}"))
+                    if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+                        break
+            except KeyError:  # the database exists, the study not yet
+                pass
             time.sleep(0.2)
         assert study is not None and process.poll() is None, "the trial never started"
         reaped, watched_until = [], time.time() + 2 * grace  # the stall lasts 3 graces; watch two of them
