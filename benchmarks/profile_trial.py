@@ -25,7 +25,7 @@ PHASES = {  # (file suffix, function) -> phase name
     ("zoo/__init__.py", "create_model"): "build the model",
     ("runner/trial.py", "train_rounds"): "training rounds (fit)",
     ("runner/trial.py", "_predict"): "test predictions",
-    ("reports/plots.py", "write_confusion_matrices"): "confusion matrix plots",
+    ("runner/plots.py", "write_confusion_matrices"): "confusion matrix plots",
     ("runner/trial.py", "_model_summary"): "model summary",
     ("keras/src/saving/saving_api.py", "save_model"): "save model_best.keras",
     ("runner/trial.py", "run_trial"): "whole trial",

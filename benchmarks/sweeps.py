@@ -41,7 +41,7 @@ def sweep_file(folder: Path, name: str, trials: int) -> Path:
 
 def run_sweep(path: Path, workdir: Path, *extra: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from runner.cli import main; main()", "run", str(path), "--workdir",
+    subprocess.run([sys.executable, "-c", "from videosweep.cli import main; main()", "run", str(path), "--workdir",
                     str(workdir), *extra], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 

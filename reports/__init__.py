@@ -1,1 +1,1 @@
-"""Reports: plots, leaderboards, best-model selection, export and prediction."""
+"""Reports: leaderboards, the HTML report, best-model selection, export and prediction."""

@@ -7,7 +7,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports.records import MODEL_PARAMS, SweepRuns, metric_column, rank_trials
+from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
 
 COLUMNS = ("rank", "trial_key", *MODEL_PARAMS, "val_accuracy_best", "val_loss_best", "test_accuracy", "test_loss",
            "best_round", "epochs", "duration_seconds", "param_count", "gpu", "run_id", "run_link")
@@ -19,7 +19,6 @@ MARKDOWN_COLUMNS = ("rank", "trial_key", "architecture", "backbone", "pooling", 
 
 def leaderboard(runs: SweepRuns, metric: str) -> pd.DataFrame:
     """One row per finished trial, best first, with the columns of COLUMNS (renamed as people say them)."""
-    metric_column(metric)
     ranked = rank_trials(runs.trials, metric)
     ranked["run_link"] = [runs.run_link(run_id) for run_id in ranked.run_id]
     table = ranked.reindex(columns=list(COLUMNS)).rename(columns=RENAMED)

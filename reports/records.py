@@ -1,7 +1,7 @@
 """What reports read: a sweep's trial runs exactly as MLflow holds them, one row per trial key.
 
 Nothing here looks at local trial folders, so reports, `best` and `export` work from any machine that can
-reach the tracking store. Pure helpers (metric names, ranking) sit beside the one function that queries MLflow.
+reach the tracking store. Pure helpers (ranking) sit beside the one function that queries MLflow.
 """
 
 from __future__ import annotations
@@ -13,29 +13,13 @@ from typing import Any
 
 import pandas as pd
 
-from runner.tracking import KEY, ROLE, STATE, Tracker
+from runner.metrics import FINAL_METRICS, objective
+from runner.tracking import KEY_TAG, ROLE, STATE, Tracker
 from zoo.errors import UserError
 
-# The study's metric names -> the final metric each trial run carries in MLflow, and which way is better.
-METRICS: dict[str, tuple[str, str]] = {
-    "val_accuracy": ("val_accuracy_best", "maximize"),
-    "val_loss": ("val_loss_best", "minimize"),
-    "test_accuracy": ("test_accuracy", "maximize"),
-    "test_loss": ("test_loss", "minimize"),
-    "train_accuracy": ("train_accuracy", "maximize"),
-}
-FINAL_METRICS = ("val_accuracy_best", "val_loss_best", "test_accuracy", "test_loss", "train_accuracy",
-                 "train_loss", "best_round", "epochs", "param_count", "train_seconds", "test_seconds")
 MODEL_PARAMS = ("architecture", "backbone", "weights", "pooling", "frame_size", "sequence_length",
                 "sequence_model", "sequence_model_layers", "convolution_kernel_size", "layer_1_size",
                 "layer_2_size", "layer_3_size", "dropout")
-
-
-def metric_column(metric: str) -> tuple[str, str]:
-    """(MLflow metric name, direction) of a metric named as in sweep files."""
-    if metric not in METRICS:
-        raise UserError(f"unknown metric {metric!r}; choose one of {', '.join(METRICS)}")
-    return METRICS[metric]
 
 
 def _typed(value: str | None) -> Any:
@@ -76,7 +60,7 @@ class SweepRuns:
 def _trial_row(run: Any) -> dict[str, Any]:
     tags, info = run.data.tags, run.info
     row: dict[str, Any] = {
-        "trial_key": tags.get(KEY, ""), "run_id": info.run_id, "status": info.status,
+        "trial_key": tags.get(KEY_TAG, ""), "run_id": info.run_id, "status": info.status,
         "state": tags.get(STATE, info.status.lower()), "reason": tags.get("failure") or tags.get("pruned") or "",
         "gpu": tags.get("gpu", ""), "host": tags.get("host", ""), "optuna_trial": _typed(tags.get("optuna_trial")),
         "duration_seconds": (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None,
@@ -105,7 +89,7 @@ def read_sweep_runs(tracker: Tracker) -> SweepRuns:
 
 def rank_trials(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
     """Finished trials best first: by the metric, ties by test accuracy, then fewer parameters, then key."""
-    column, direction = metric_column(metric)
+    column, direction = objective(metric).final, objective(metric).direction
     finished = trials[(trials.status == "FINISHED") & trials[column].notna()].copy()
     finished["_primary"] = -finished[column] if direction == "maximize" else finished[column]
     finished["_test"] = -finished["test_accuracy"].fillna(-math.inf)

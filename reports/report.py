@@ -20,8 +20,9 @@ import pandas as pd
 
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
 from reports.leaderboard import leaderboard, to_markdown
-from reports.plots import confusion_figure
-from reports.records import SweepRuns, metric_column
+from runner.plots import confusion_figure
+from reports.records import SweepRuns
+from runner.metrics import objective
 from zoo import atomic
 
 MIN_TRIALS_FOR_IMPORTANCE = 6
@@ -170,7 +171,7 @@ def render_html(title: str, generated: str, cards: dict[str, str], board: pd.Dat
 
 def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to_mlflow: bool = True) -> dict[str, Any]:
     """Write leaderboard.csv, leaderboard.md and report.html into `out`; return a summary for the CLI."""
-    column, direction = metric_column(metric)
+    column, direction = objective(metric).final, objective(metric).direction
     name = runs.tracker.experiment_name
     board = leaderboard(runs, metric)
     finished = runs.finished

@@ -1,4 +1,4 @@
-"""The runner: where and how trials run (trial execution, sweeps, scheduling, tracking, the CLI)."""
+"""The runner: sweeps, what to try next, where and how trials run, and what is recorded of them."""
 
 import os
 

@@ -16,11 +16,12 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from runner.study import INTERRUPTED
+from runner.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited
+from runner.liveness import INTERRUPTED
 from runner.worker import STORAGE_LOST_EXIT, WorkerConfig, worker_main
 from zoo.errors import UserError
 
@@ -79,7 +80,7 @@ class SlotState:
     ran: int = 0
     finished: bool = False  # its worker found nothing left to do
     reader: Connection | None = None  # this worker's own event pipe: a dying worker cannot block the others
-    info: dict[str, Any] = field(default_factory=dict)
+    architecture: str = ""
 
 
 @dataclass
@@ -93,7 +94,7 @@ class Scheduler:
     """Runs worker processes over the slots until the study has nothing left for them."""
 
     def __init__(self, template: WorkerConfig, slots: list[Slot], options: SchedulerOptions,
-                 on_event: Callable[[dict[str, Any], dict[str, SlotState]], None],
+                 on_event: Callable[[Event, dict[str, SlotState]], None],
                  on_worker_death: Callable[[int, int | None, str], None], refill: Callable[[], int]):
         self.template, self.options = template, options
         self.states = {slot.name: SlotState(slot) for slot in slots}
@@ -113,17 +114,17 @@ class Scheduler:
         state.reader = reader
         state.trial, state.key, state.step, state.finished = None, None, None, False
 
-    def _handle(self, event: dict[str, Any]) -> None:
-        state = self.states[event["slot"]]
-        if event["kind"] == "start":
-            state.trial, state.key, state.started, state.step = event["trial"], event["key"], event["time"], None
-            state.info = event
-        elif event["kind"] == "epoch":
-            state.step = event["step"]
-        elif event["kind"] == "finish":
+    def _handle(self, event: Event) -> None:
+        state = self.states[event.slot]
+        if isinstance(event, TrialStarted):
+            state.trial, state.key, state.started, state.step = event.trial, event.key, event.time, None
+            state.architecture = event.architecture
+        elif isinstance(event, EpochEnded):
+            state.step = event.step
+        elif isinstance(event, TrialFinished):
             state.trial, state.key, state.ran = None, None, state.ran + 1
-        elif event["kind"] == "exit":
-            state.finished = event["reason"] in ("empty", "stop")
+        elif isinstance(event, WorkerExited):
+            state.finished = event.reason in ("empty", "stop")
         self.on_event(event, self.states)
 
     def _drain(self, timeout: float) -> None:

@@ -7,30 +7,19 @@ flow through the Optuna trial the claim carries, whatever chose its parameters.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
 
-from runner import study as studies
+from runner import queue, subspace
 from runner.expand import Expansion, expand_grid, judge
-from runner.spec import TrialSpec
+from runner.queue import Claim, claim_from_queue
 from runner.sweep import Range, Sweep
 from zoo.errors import UserError
 
 MAX_INVALID_DRAWS = 200
-
-
-@dataclass
-class Claim:
-    """A trial this worker owns: the Optuna trial (RUNNING), its key and its canonical spec."""
-
-    trial: optuna.Trial
-    key: str
-    spec: TrialSpec
-    attempt: int = 0
 
 
 class Search(Protocol):
@@ -68,16 +57,6 @@ def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
     }[sweep.search.pruner]()
 
 
-def claim_from_queue(study: optuna.Study, rank: Any = None) -> Claim | None:
-    trial = studies.claim_waiting(study, rank)
-    if trial is None:
-        return None
-    attrs = studies.retrying(lambda: study._storage.get_trial(trial._trial_id).user_attrs,
-                             f"reading trial {trial._trial_id}")  # claimed: wait, never claim another
-    spec = TrialSpec.from_flat(attrs["params"])
-    return Claim(trial, attrs[studies.KEY], spec, int(attrs.get("attempt", 0)))
-
-
 class GridSearch:
     """Every grid point exactly once: enqueued under a lock by whoever starts first, claimed atomically."""
 
@@ -95,9 +74,9 @@ class GridSearch:
         return self._expansion
 
     def prepare(self) -> int:
-        with studies.study_lock(self.study, self.workdir):
-            added = studies.enqueue_missing(self.study, self.expansion.keys, self.expansion.trials)
-            return added + studies.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
+        with queue.study_lock(self.study, self.workdir):
+            added = queue.enqueue_missing(self.study, self.expansion.keys, self.expansion.trials)
+            return added + queue.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
 
     def next_trial(self) -> Claim | None:
         return claim_from_queue(self.study, self.rank)
@@ -114,13 +93,13 @@ class OptunaSearch:
         self.workdir, self.max_retries = workdir, max_retries
 
     def prepare(self) -> int:
-        with studies.study_lock(self.study, self.workdir):
-            return studies.requeue_failed(self.study, self.max_retries)
+        with queue.study_lock(self.study, self.workdir):
+            return queue.requeue_failed(self.study, self.max_retries)
 
     def used_budget(self) -> int:
         counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-        keys = {t.user_attrs.get(studies.KEY) for t in self.study.get_trials(deepcopy=False, states=counted)
-                if not t.user_attrs.get("invalid_reason") and t.user_attrs.get(studies.KEY)}
+        keys = {t.user_attrs.get(queue.KEY_ATTR) for t in self.study.get_trials(deepcopy=False, states=counted)
+                if not t.user_attrs.get("invalid_reason") and t.user_attrs.get(queue.KEY_ATTR)}
         return len(keys)
 
     def next_trial(self) -> Claim | None:
@@ -138,8 +117,8 @@ class OptunaSearch:
                 self.study.tell(trial, state=TrialState.PRUNED)
                 continue
             key = spec.key(self.fingerprint)
-            done = [t for t in studies.trials_by_key(self.study).get(key, []) if t.state == TrialState.COMPLETE]
-            trial.set_user_attr(studies.KEY, key)
+            done = [t for t in queue.trials_by_key(self.study).get(key, []) if t.state == TrialState.COMPLETE]
+            trial.set_user_attr(queue.KEY_ATTR, key)
             trial.set_user_attr("params", spec.flat())
             if done:  # the sampler proposed a finished point again: answer from the study, train nothing
                 trial.set_user_attr("duplicate_of", done[0].number)
@@ -154,23 +133,12 @@ class OptunaSearch:
 
     def _suggest(self, trial: optuna.Trial) -> dict[str, Any]:
         space = self.sweep.space
-        index = trial.suggest_categorical("subspace", list(range(len(space)))) if len(space) > 1 else 0
-        params: dict[str, Any] = {}
-        for name, values in space[index].items():
-            label = f"{index}.{name}" if len(space) > 1 else name
-            if isinstance(values, Range):
-                params[name] = _suggest_range(trial, label, values)
-            elif len(values) == 1:
-                params[name] = values[0]
-            else:
-                choices = [_choice_label(v) for v in values]
-                params[name] = values[choices.index(trial.suggest_categorical(label, choices))]
-        return params
-
-
-def _choice_label(value: Any) -> Any:
-    """Optuna categoricals hold scalars only; lists (learning_rates) are offered by their text."""
-    return value if value is None or isinstance(value, (bool, int, float, str)) else repr(value)
+        index = trial.suggest_categorical(subspace.SUBSPACE, list(range(len(space)))) if len(space) > 1 else 0
+        chosen: dict[str, Any] = {}
+        for _, label, values in subspace.swept(self.sweep, index):
+            chosen[label] = _suggest_range(trial, label, values) if isinstance(values, Range) else \
+                trial.suggest_categorical(label, [subspace.choice_label(v) for v in values])
+        return subspace.decode(self.sweep, index, chosen)
 
 
 def _suggest_range(trial: optuna.Trial, label: str, values: Range) -> float | int:

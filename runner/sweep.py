@@ -85,7 +85,8 @@ class ResourcesConfig(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    gpus: str = Field("auto", description="auto | none | comma-separated GPU indices.")
+    gpus: str = Field("auto", pattern=r"^(auto|none|\s*\d+\s*(,\s*\d+\s*)*)$",
+                      description="auto | none | comma-separated GPU indices.")
     trials_per_gpu: int = Field(1, ge=1, description="Concurrent trials per GPU.")
     workers: int | None = Field(None, ge=1, description="CPU slots when no GPU is used.")
     max_retries: int = Field(1, ge=0, description="Retries of a failed trial.")
@@ -187,3 +188,20 @@ def sweep_from_mapping(data: dict[str, Any], source: str, base: Path | None = No
     if base is not None and not root.is_absolute() and not root.exists() and (base / root).exists():
         sweep = sweep.model_copy(update={"data": sweep.data.model_copy(update={"root": base / root})})
     return sweep
+
+
+# Command-line flags whose name differs from the resources key they override.
+_FLAGS = {"memory_limit_mb": "memory-limit"}
+
+
+def merged_resources(sweep: Sweep, overrides: dict[str, Any]) -> ResourcesConfig:
+    """The sweep's resources with the command line's overrides (None = not given), validated by the same model:
+    a bad `--workers 0` is refused exactly as `resources.workers: 0` in the sweep file would be."""
+    given = {name: value for name, value in overrides.items() if value is not None}
+    try:
+        return ResourcesConfig.model_validate({**sweep.resources.model_dump(), **given})
+    except ValidationError as err:
+        problem = err.errors()[0]
+        name = str(problem["loc"][0]) if problem["loc"] else "resources"
+        flag = f"--{_FLAGS.get(name, name.replace('_', '-'))}" if name in given else f"resources.{name}"
+        raise UserError(f"{flag}: {problem['msg'].removeprefix('Value error, ')}") from None

@@ -17,14 +17,14 @@ from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
+from runner.metrics import EPOCH_METRICS, final_metrics
+from runner.retry import retry, tracking_budget
 from zoo.errors import UserError, one_line
 
 ROLE = "videosweep.role"
-KEY = "videosweep.trial_key"
+KEY_TAG = "videosweep.trial_key"  # a trial run's key (in the study it is the attribute queue.KEY_ATTR)
 STATE = "videosweep.state"
 SWEEP = "videosweep.sweep"
-EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "round")
-CONNECT_ATTEMPTS = 3
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars between our own lines
 logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -43,17 +43,17 @@ def check_tracking_reachable(uri: str, workdir: Path) -> None:
         return  # other stores (a database URL, databricks) are checked when the client connects
     import requests
 
-    last = ""
-    for attempt in range(CONNECT_ATTEMPTS):
-        try:
-            response = requests.get(uri.rstrip("/") + "/health", timeout=5)
-            if response.status_code < 500:
-                return
-            last = f"HTTP {response.status_code}"
-        except requests.RequestException as err:
-            last = type(err).__name__
-        time.sleep(min(2**attempt, 4))
-    raise UserError(f"cannot reach the MLflow tracking store {uri}: {last}")
+    def health() -> None:
+        response = requests.get(uri.rstrip("/") + "/health", timeout=5)
+        if response.status_code >= 500:
+            raise requests.HTTPError(f"HTTP {response.status_code}")
+
+    def give_up(err: BaseException) -> UserError:
+        reason = str(err) if isinstance(err, requests.HTTPError) else type(err).__name__
+        return UserError(f"cannot reach the MLflow tracking store {uri}: {reason}")
+
+    retry(health, transient=lambda err: isinstance(err, requests.RequestException),
+          budget_seconds=tracking_budget(), give_up=give_up)
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -79,7 +79,7 @@ class Tracker:
         from mlflow import MlflowClient
 
         if uri.startswith("sqlite:"):
-            from runner.study import sqlite_wal_on_connect
+            from runner.storage import sqlite_wal_on_connect
 
             sqlite_wal_on_connect()
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
@@ -92,36 +92,31 @@ class Tracker:
     # ------------------------------------------------------------------ set-up
 
     def _experiment(self, create: bool) -> str:
+        """The sweep's experiment id, created on first use; connection trouble is retried (runner/retry.py)."""
+        return retry(lambda: self._find_or_create_experiment(create),
+                     transient=lambda err: not isinstance(err, UserError), budget_seconds=tracking_budget(),
+                     give_up=lambda err: UserError(f"cannot reach the MLflow tracking store {self.uri}: "
+                                                   f"{one_line(str(err))[:200] or type(err).__name__}"))
+
+    def _find_or_create_experiment(self, create: bool) -> str:
         from mlflow.exceptions import MlflowException
 
-        last: Exception | None = None
-        for attempt in range(CONNECT_ATTEMPTS):
-            try:
-                found = self.client.get_experiment_by_name(self.experiment_name)
-                if found is not None:
-                    return found.experiment_id
-                if not create:
-                    raise UserError(f"the MLflow store {self.uri} has no experiment {self.experiment_name!r} "
-                                    "(has the sweep been run?)")
-                location = None
-                if self.uri.startswith("sqlite:"):
-                    location = (self.workdir / "mlartifacts").resolve().as_uri()
-                try:
-                    # The kind tag makes MLflow's UI open the experiment on its training-runs view.
-                    return self.client.create_experiment(self.experiment_name, artifact_location=location,
-                                                         tags={"mlflow.experimentKind": "custom_model_development"})
-                except MlflowException:  # created meanwhile by another process
-                    found = self.client.get_experiment_by_name(self.experiment_name)
-                    if found is not None:
-                        return found.experiment_id
-                    raise
-            except UserError:
-                raise
-            except Exception as err:  # connection refused, timeouts, database errors
-                last = err
-                time.sleep(min(2**attempt, 5))
-        raise UserError(f"cannot reach the MLflow tracking store {self.uri}: "
-                        f"{one_line(str(last))[:200] if last else 'no answer'}")
+        found = self.client.get_experiment_by_name(self.experiment_name)
+        if found is not None:
+            return found.experiment_id
+        if not create:
+            raise UserError(f"the MLflow store {self.uri} has no experiment {self.experiment_name!r} "
+                            "(has the sweep been run?)")
+        location = (self.workdir / "mlartifacts").resolve().as_uri() if self.uri.startswith("sqlite:") else None
+        try:
+            # The kind tag makes MLflow's UI open the experiment on its training-runs view.
+            return self.client.create_experiment(self.experiment_name, artifact_location=location,
+                                                 tags={"mlflow.experimentKind": "custom_model_development"})
+        except MlflowException:  # created meanwhile by another process
+            found = self.client.get_experiment_by_name(self.experiment_name)
+            if found is not None:
+                return found.experiment_id
+            raise
 
     def _find(self, filter_string: str) -> Any | None:
         runs = self.client.search_runs([self.experiment_id], filter_string=filter_string, max_results=2,
@@ -182,7 +177,7 @@ class Tracker:
         """The trial key's child run: reused if it exists (retry, resume), else created under the parent."""
         from mlflow.entities import Param, RunTag
 
-        existing = self._find(f"tags.`{KEY}` = '{key}'")
+        existing = self._find(f"tags.`{KEY_TAG}` = '{key}'")
         all_tags = {STATE: "running", **{k: str(v) for k, v in tags.items()}}
         if existing is not None:
             run_id = existing.info.run_id
@@ -191,7 +186,7 @@ class Tracker:
             return run_id
         name = f"{spec_flat.get('architecture')}-{key}"
         run = self.client.create_run(self.experiment_id, run_name=name,
-                                     tags={"mlflow.parentRunId": parent_id, ROLE: "trial", KEY: key, **all_tags})
+                                     tags={"mlflow.parentRunId": parent_id, ROLE: "trial", KEY_TAG: key, **all_tags})
         params = [Param(k, str(v)) for k, v in spec_flat.items()]
         self.client.log_batch(run.info.run_id, params=params)
         return run.info.run_id
@@ -207,13 +202,7 @@ class Tracker:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
-        finals = {"train_accuracy": "fit_train_acc", "train_loss": "fit_train_loss", "val_accuracy_best":
-                  "fit_val_acc", "val_loss_best": "fit_val_loss", "test_accuracy": "fit_test_acc",
-                  "test_loss": "fit_test_loss", "best_round": "fit_best_round", "param_count": "model_param_count",
-                  "train_seconds": "fit_dt_train_duration_seconds", "test_seconds": "fit_dt_test_duration_seconds",
-                  "epochs": "fit_num_epochs"}
-        metrics = [Metric(name, float(results[key]), now, 0) for name, key in finals.items()
-                   if isinstance(results.get(key), (int, float))]
+        metrics = [Metric(name, value, now, 0) for name, value in final_metrics(results).items()]
         self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(STATE, "finished")])
         self.client.log_artifacts(run_id, str(trial_dir), artifact_path="trial")
         if model is not None:
@@ -266,12 +255,8 @@ class Tracker:
             return 0
         live_keys = settled_keys()
         for run in runs:
-            if run.data.tags.get(KEY) not in live_keys:
+            if run.data.tags.get(KEY_TAG) not in live_keys:
                 self.client.set_tag(run.info.run_id, STATE, "killed")
                 self.client.set_terminated(run.info.run_id, "KILLED")
                 closed += 1
         return closed
-
-    def trial_runs(self) -> list[Any]:
-        return self.client.search_runs([self.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'",
-                                       max_results=50000)

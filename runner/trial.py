@@ -146,7 +146,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
     import keras
     import tensorflow as tf
 
-    from reports.plots import confusion_matrix, write_confusion_matrices
+    from runner.plots import confusion_matrix, write_confusion_matrices
 
     model_spec = zoo.validated_spec(spec.model)
     spec = TrialSpec(model=model_spec, training=spec.training)

@@ -14,6 +14,7 @@ import json
 import os
 import socket
 import time
+from contextlib import nullcontext
 from itertools import count
 from pathlib import Path
 from typing import Any
@@ -21,9 +22,10 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from runner import study as studies
+from runner import liveness, queue, subspace
+from runner import optuna_internals as internals
 from runner.expand import judge
-from runner.search import Claim, _choice_label, claim_from_queue
+from runner.queue import Claim, claim_from_queue
 from runner.sweep import Range, Sweep
 
 KT_ATTR = "keras_tuner_trial"
@@ -36,47 +38,27 @@ def build_hyperparameters(sweep: Sweep) -> Any:
     import keras_tuner as kt
 
     hp = kt.HyperParameters()
-    subspaces = sweep.space
-    if len(subspaces) > 1:
-        hp.Choice("subspace", list(range(len(subspaces))))
-    for index, sub in enumerate(subspaces):
-        scope = hp.conditional_scope("subspace", [index]) if len(subspaces) > 1 else _NoScope()
+    if len(sweep.space) > 1:
+        hp.Choice(subspace.SUBSPACE, list(range(len(sweep.space))))
+    for index in range(len(sweep.space)):
+        scope = hp.conditional_scope(subspace.SUBSPACE, [index]) if len(sweep.space) > 1 else nullcontext()
         with scope:
-            for name, values in sub.items():
-                label = f"{index}.{name}" if len(subspaces) > 1 else name
-                if isinstance(values, Range):
-                    sampling = "log" if values.log else "linear"
-                    if values.integer:
-                        hp.Int(label, int(values.low), int(values.high), step=int(values.step or 1), sampling=sampling)
-                    else:
-                        hp.Float(label, values.low, values.high, step=values.step, sampling=sampling)
-                elif len(values) > 1:
-                    hp.Choice(label, [_choice_label(v) for v in values])
+            for _, label, values in subspace.swept(sweep, index):
+                if not isinstance(values, Range):
+                    hp.Choice(label, [subspace.choice_label(v) for v in values])
+                    continue
+                sampling = "log" if values.log else "linear"
+                if values.integer:
+                    hp.Int(label, int(values.low), int(values.high), step=int(values.step or 1), sampling=sampling)
+                else:
+                    hp.Float(label, values.low, values.high, step=values.step, sampling=sampling)
     return hp
 
 
-class _NoScope:
-    def __enter__(self) -> None:
-        return None
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-
 def params_from_values(sweep: Sweep, values: dict[str, Any]) -> dict[str, Any]:
-    """A Keras Tuner trial's values -> flat sweep parameters (single-valued keys filled in)."""
-    subspaces = sweep.space
-    index = int(values.get("subspace", 0)) if len(subspaces) > 1 else 0
-    params: dict[str, Any] = {}
-    for name, options in subspaces[index].items():
-        label = f"{index}.{name}" if len(subspaces) > 1 else name
-        if isinstance(options, Range):
-            params[name] = values[label]
-        elif len(options) == 1:
-            params[name] = options[0]
-        else:
-            labels = [_choice_label(v) for v in options]
-            params[name] = options[labels.index(values[label])]
+    """A Keras Tuner trial's values -> flat sweep parameters (Hyperband's `tuner/epochs` is the epoch budget)."""
+    index = int(values.get(subspace.SUBSPACE, 0)) if len(sweep.space) > 1 else 0
+    params = subspace.decode(sweep, index, values)
     if "tuner/epochs" in values:
         params["epochs"] = int(values["tuner/epochs"])
     return params
@@ -127,8 +109,8 @@ class KerasTunerSearch:
     # -------------------------------------------------------------- the Search interface
 
     def prepare(self) -> int:
-        with studies.study_lock(self.study, self.workdir):
-            requeued = studies.requeue_failed(self.study, self.max_retries)
+        with queue.study_lock(self.study, self.workdir):
+            requeued = queue.requeue_failed(self.study, self.max_retries)
             self._end_given_up_trials()
             return requeued
 
@@ -137,7 +119,7 @@ class KerasTunerSearch:
             claim = claim_from_queue(self.study)  # a retry, or a trial another worker asked for
             if claim is not None:
                 return claim
-            with studies.study_lock(self.study, self.workdir):
+            with queue.study_lock(self.study, self.workdir):
                 oracle = self._load()
                 tuner_id = f"{socket.gethostname()}-{os.getpid()}-{next(_CLAIMS)}"
                 kt_trial = oracle.create_trial(tuner_id)
@@ -150,25 +132,24 @@ class KerasTunerSearch:
                         oracle.end_trial(kt_trial)
                         continue
                     key = spec.key(self.fingerprint)
-                    self.study.enqueue_trial(params={}, user_attrs={studies.KEY: key, "params": spec.flat(),
-                                                                     "attempt": 0, KT_ATTR: kt_trial.trial_id})
+                    queue.enqueue(self.study, key, spec, **{KT_ATTR: kt_trial.trial_id})
             if status == "STOPPED":
                 return None
             if status == "IDLE":  # Hyperband waits for a bracket's running trials
                 if not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
                     return None
-                with studies.study_lock(self.study, self.workdir):
-                    studies.fail_dead_trials(self.study)
+                with queue.study_lock(self.study, self.workdir):
+                    liveness.fail_dead_trials(self.study)
                 time.sleep(IDLE_WAIT_SECONDS)
 
     def finish(self, claim: Claim, state: str, value: float | None) -> None:
         """Report a finished trial to the oracle (complete -> its metric; pruned/failed -> FAILED after retries)."""
-        kt_id = self.study._storage.get_trial(claim.trial._trial_id).user_attrs.get(KT_ATTR)
+        kt_id = internals.storage(self.study).get_trial(internals.trial_id(claim.trial)).user_attrs.get(KT_ATTR)
         if kt_id is None:
             return
         if state == "failed" and claim.attempt < self.max_retries:
             return  # a retry will report it
-        with studies.study_lock(self.study, self.workdir):
+        with queue.study_lock(self.study, self.workdir):
             oracle = self._load()
             kt_trial = oracle.trials.get(kt_id)
             if kt_trial is None or kt_trial.status != "RUNNING":
@@ -182,7 +163,7 @@ class KerasTunerSearch:
 
     def _end_given_up_trials(self) -> None:
         """Oracle trials whose study trials all failed past the retries (e.g. their worker died) end FAILED."""
-        by_key = studies.trials_by_key(self.study)
+        by_key = queue.trials_by_key(self.study)
         oracle = None
         for trials in by_key.values():
             kt_id = trials[-1].user_attrs.get(KT_ATTR)

@@ -13,14 +13,24 @@ import os
 import signal
 import socket
 import sys
-import threading
 import time
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import hooks
+from runner import optuna_internals as internals
+from runner.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerReady
+from runner.liveness import Heartbeat
+from runner.metrics import objective
+from runner.queue import Claim
+from runner.storage import retrying
 from zoo.errors import UserError, one_line
+
+# Results a finished trial also keeps as study attributes (the study alone then tells how each trial did).
+STUDY_RESULT_ATTRS = ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
+                      "fit_dt_train_duration_seconds")
 
 
 @dataclass
@@ -43,10 +53,10 @@ class WorkerConfig:
     events: Any = field(default=None, repr=False)  # this worker's end of its event pipe to the scheduler, or None
 
 
-def _emit(config: WorkerConfig, kind: str, **data: Any) -> None:
+def _emit(config: WorkerConfig, event: Event) -> None:
     if config.events is not None:
         try:
-            config.events.send({"kind": kind, "slot": config.slot, "time": time.time(), **data})
+            config.events.send(event)
         except (BrokenPipeError, OSError):  # the scheduler is gone; the study still records everything
             config.events = None
 
@@ -70,36 +80,6 @@ def configure_process(config: WorkerConfig) -> None:
         tf.config.experimental.set_memory_growth(device, True)
 
 
-class Heartbeat:
-    """Records the trial's heartbeat in the study until stopped (lets others detect a dead worker)."""
-
-    def __init__(self, storage: Any, trial_id: int, interval: float) -> None:
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._beat, args=(storage, trial_id, interval), daemon=True)
-
-    def _beat(self, storage: Any, trial_id: int, interval: float) -> None:
-        while True:  # the first beat at once: the claim's own beat may already be seconds old
-            try:
-                storage.record_heartbeat(trial_id)
-            except Exception:  # a busy database must not kill the trial; the next beat retries
-                pass
-            if self._stop.wait(interval):
-                return
-
-    def __enter__(self) -> Heartbeat:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
-
-
-def _metric(results: dict[str, Any], metric: str) -> float:
-    return float({"val_accuracy": results["fit_val_acc"], "val_loss": results["fit_val_loss"],
-                  "test_accuracy": results["fit_test_acc"], "train_accuracy": results["fit_train_acc"]}[metric])
-
-
 def _save_traceback(workdir: Path, key: str, number: int, text: str) -> Path:
     from zoo import atomic
 
@@ -108,108 +88,131 @@ def _save_traceback(workdir: Path, key: str, number: int, text: str) -> Path:
     return path
 
 
-def run_claim(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
+def run_claim(claim: Claim, config: WorkerConfig, sweep: Any, dataset: Any,
               tracker: Any = None) -> tuple[str, float | None]:
     """Train one claimed trial and tell the study how it ended: 'complete', 'pruned' or 'failed'.
 
     The heartbeat covers the whole claim, not only training: creating the MLflow run and logging the model
     can take longer than the grace period on a loaded tracking server, and a silent trial is re-queued.
     """
-    from runner.study import heartbeat_seconds
-
-    with Heartbeat(claim.trial.study._storage, claim.trial._trial_id, heartbeat_seconds()):
-        return _train_and_tell(claim, config, sweep, dataset, tracker)
+    with Heartbeat(claim.trial.study, internals.trial_id(claim.trial)):
+        return ClaimRun(claim, config, sweep, dataset, tracker).run()
 
 
-def _set_attrs(trial: Any, **attrs: Any) -> None:
-    """Trial attributes, written again if the database drops the connection (each write is idempotent)."""
-    from runner.study import retrying
+class ClaimRun:
+    """One claimed trial, from its start to the study's record of how it ended."""
 
-    def write() -> None:
-        for name, value in attrs.items():
-            trial.set_user_attr(name, value)
+    def __init__(self, claim: Claim, config: WorkerConfig, sweep: Any, dataset: Any, tracker: Any) -> None:
+        self.claim, self.config, self.sweep, self.dataset, self.tracker = claim, config, sweep, dataset, tracker
+        self.trial, self.study = claim.trial, claim.trial.study
+        self.objective = objective(sweep.search.metric)
+        self.out = Path(config.workdir) / "trials" / claim.key
+        self.run_id: str | None = None
 
-    retrying(write, f"recording trial #{trial.number}")
+    def run(self) -> tuple[str, float | None]:
+        import optuna
 
+        hooks.after_claim(self.claim.spec)
+        self._record_start()
+        try:
+            return self._complete(*self._train())
+        except optuna.TrialPruned as pruned:
+            return self._pruned(str(pruned))
+        except Exception as err:  # the trial failed; the sweep goes on
+            return self._failed(err)
 
-def _train_and_tell(claim: Any, config: WorkerConfig, sweep: Any, dataset: Any,
-                    tracker: Any = None) -> tuple[str, float | None]:
-    import optuna
+    def _set_attrs(self, **attrs: Any) -> None:
+        """Trial attributes, written again if the database drops the connection (each write is idempotent)."""
 
-    from runner import hooks
-    from runner.study import retrying
-    from runner.trial import run_trial
+        def write() -> None:
+            for name, value in attrs.items():
+                self.trial.set_user_attr(name, value)
 
-    hooks.after_claim(claim.spec)
-    study, trial = claim.trial.study, claim.trial
-    workdir = Path(config.workdir)
-    out = workdir / "trials" / claim.key
-    _set_attrs(trial, slot=config.slot, gpu=config.gpu or "cpu", host=socket.gethostname(), pid=os.getpid(),
-               attempt=claim.attempt, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
-    run_id = None
-    _emit(config, "start", trial=trial.number, key=claim.key, architecture=claim.spec.model.architecture)
-    metric = sweep.search.metric
-    epoch_metric = {"val_accuracy": "val_accuracy", "val_loss": "val_loss"}.get(metric, "val_accuracy")
+        retrying(write, f"recording trial #{self.trial.number}")
 
-    def on_epoch(step: int, row: dict[str, Any]) -> None:
-        _emit(config, "epoch", trial=trial.number, step=step, round=row["round"], epoch=row["epoch"],
-              val_accuracy=row["val_accuracy"])
-        if tracker is not None:
-            tracker.log_epoch(run_id, row)
-        retrying(lambda: trial.report(float(row[epoch_metric]), step), f"reporting trial {claim.key}")
-        if retrying(trial.should_prune, f"asking the pruner about trial {claim.key}"):
-            raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
-
-    try:
-        if tracker is not None:
-            run_id = tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), {
-                "optuna_trial": trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
-                "host": socket.gethostname(), "retry": claim.attempt})
-            _set_attrs(trial, mlflow_run_id=run_id)
-        trained: list[Any] = []
-        if (out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
-            results = json.loads((out / "results.json").read_text())
-        else:
-            hooks.before_trial(claim.spec)
-            results = run_trial(claim.spec, dataset, out, cache_dir=config.cache_dir, on_epoch=on_epoch,
-                                overwrite=True, extra_results={"trial_key": claim.key, "optuna_trial": trial.number},
-                                on_model=trained.append)
-        _set_attrs(trial, **{name: results.get(name) for name in (
-            "fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
-            "fit_dt_train_duration_seconds")})
-        value = _metric(results, metric)
-        if tracker is not None:
-            if not trained:
-                import keras
-
-                trained.append(keras.models.load_model(out / "model_best.keras"))
-            tracker.finish_trial(run_id, results, out, trained[0])
+    def _tell(self, **outcome: Any) -> None:
         # skip_if_finished: had this worker been declared dead meanwhile, its trial is already FAIL and
         # re-queued; the copy then reuses results.json on this machine instead of crashing this worker
-        retrying(lambda: study.tell(trial, value, skip_if_finished=True), f"recording trial {claim.key}")
-        _emit(config, "finish", trial=trial.number, key=claim.key, state="complete", value=value)
-        return "complete", value
-    except optuna.TrialPruned as pruned:
-        _set_attrs(trial, pruned=str(pruned))
-        if tracker is not None:
-            tracker.prune_trial(run_id, str(pruned))
-        retrying(lambda: study.tell(trial, state=optuna.trial.TrialState.PRUNED, skip_if_finished=True),
-                 f"recording trial {claim.key}")
-        _emit(config, "finish", trial=trial.number, key=claim.key, state="pruned")
-        return "pruned", None
-    except Exception as err:  # the trial failed; the sweep goes on
+        retrying(lambda: self.study.tell(self.trial, skip_if_finished=True, **outcome),
+                 f"recording trial {self.claim.key}")
+
+    def _finished(self, state: str, value: float | None = None, reason: str = "") -> tuple[str, float | None]:
+        _emit(self.config, TrialFinished(self.config.slot, trial=self.trial.number, key=self.claim.key,
+                                         state=state, value=value, reason=reason))
+        return state, value
+
+    def _record_start(self) -> None:
+        config = self.config
+        self._set_attrs(slot=config.slot, gpu=config.gpu or "cpu", host=socket.gethostname(), pid=os.getpid(),
+                        attempt=self.claim.attempt, cuda_visible_devices=os.environ.get("CUDA_VISIBLE_DEVICES", ""))
+        _emit(config, TrialStarted(config.slot, trial=self.trial.number, key=self.claim.key,
+                                   architecture=self.claim.spec.model.architecture))
+
+    def _on_epoch(self, step: int, row: dict[str, Any]) -> None:
+        import optuna
+
+        _emit(self.config, EpochEnded(self.config.slot, trial=self.trial.number, step=step,
+                                      val_accuracy=row["val_accuracy"]))
+        if self.tracker is not None:
+            self.tracker.log_epoch(self.run_id, row)
+        key = self.claim.key
+        retrying(lambda: self.trial.report(float(row[self.objective.per_epoch]), step), f"reporting trial {key}")
+        if retrying(self.trial.should_prune, f"asking the pruner about trial {key}"):
+            raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
+
+    def _train(self) -> tuple[dict[str, Any], Any]:
+        """The trial's results and its trained model (None when results.json was already there)."""
+        from runner.trial import run_trial
+
+        config, claim = self.config, self.claim
+        if self.tracker is not None:
+            self.run_id = self.tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), {
+                "optuna_trial": self.trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
+                "host": socket.gethostname(), "retry": claim.attempt})
+            self._set_attrs(mlflow_run_id=self.run_id)
+        if (self.out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
+            return json.loads((self.out / "results.json").read_text()), None
+        hooks.before_trial(claim.spec)
+        trained: list[Any] = []
+        results = run_trial(claim.spec, self.dataset, self.out, cache_dir=config.cache_dir, on_epoch=self._on_epoch,
+                            overwrite=True, extra_results={"trial_key": claim.key, "optuna_trial": self.trial.number},
+                            on_model=trained.append)
+        return results, trained[0] if trained else None
+
+    def _complete(self, results: dict[str, Any], model: Any) -> tuple[str, float | None]:
+        self._set_attrs(**{name: results.get(name) for name in STUDY_RESULT_ATTRS})
+        value = self.objective.value(results)
+        if self.tracker is not None:
+            if model is None:
+                import keras
+
+                model = keras.models.load_model(self.out / "model_best.keras")
+            self.tracker.finish_trial(self.run_id, results, self.out, model)
+        self._tell(values=value)
+        return self._finished("complete", value)
+
+    def _pruned(self, reason: str) -> tuple[str, float | None]:
+        import optuna
+
+        self._set_attrs(pruned=reason)
+        if self.tracker is not None:
+            self.tracker.prune_trial(self.run_id, reason)
+        self._tell(state=optuna.trial.TrialState.PRUNED)
+        return self._finished("pruned")
+
+    def _failed(self, err: Exception) -> tuple[str, float | None]:
+        import optuna
+
         reason = one_line(f"{type(err).__name__}: {err}")[:500]
-        path = _save_traceback(workdir, claim.key, trial.number, traceback.format_exc())
-        _set_attrs(trial, failure=reason, traceback_path=str(path))
-        if tracker is not None and run_id is not None:
+        path = _save_traceback(Path(self.config.workdir), self.claim.key, self.trial.number, traceback.format_exc())
+        self._set_attrs(failure=reason, traceback_path=str(path))
+        if self.tracker is not None and self.run_id is not None:
             try:
-                tracker.fail_trial(run_id, reason, path)
+                self.tracker.fail_trial(self.run_id, reason, path)
             except Exception:  # the tracking store may be what failed; the study still records the failure
                 pass
-        retrying(lambda: study.tell(trial, state=optuna.trial.TrialState.FAIL, skip_if_finished=True),
-                 f"recording trial {claim.key}")
-        _emit(config, "finish", trial=trial.number, key=claim.key, state="failed", reason=reason)
-        return "failed", None
+        self._tell(state=optuna.trial.TrialState.FAIL)
+        return self._finished("failed", reason=reason)
 
 
 def worker_main(config: WorkerConfig) -> None:
@@ -296,8 +299,8 @@ def _stopping(config: WorkerConfig) -> bool:
 def work(config: WorkerConfig) -> int:
     """Claim and run trials until none are left or `max_trials` ran. Returns how many ran here."""
     configure_process(config)
-    from runner.search import make_search
-    from runner.study import open_storage, open_study, retrying
+    from runner.search import make_pruner, make_sampler, make_search
+    from runner.storage import open_storage, open_study
     from runner.sweep import sweep_from_mapping
     from zoo import load_dataset
 
@@ -306,14 +309,12 @@ def work(config: WorkerConfig) -> int:
     sweep = sweep_from_mapping(yaml.safe_load(config.sweep_yaml), config.sweep_source)
     dataset = load_dataset(sweep.data.root, sweep.data.labels)
     storage = open_storage(config.storage_url)
-    from runner.search import make_pruner, make_sampler
-
     study = open_study(sweep.name, storage, sweep.search.direction, make_sampler(sweep), make_pruner(sweep))
     search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries,
                          rank=feature_rank(dataset, config.cache_dir))
     tracker = None
     ran, reason = 0, "recycle"
-    _emit(config, "ready", pid=os.getpid())
+    _emit(config, WorkerReady(config.slot, pid=os.getpid()))
     while config.max_trials is None or ran < config.max_trials:
         if _stopping(config):
             reason = "stop"
@@ -333,5 +334,5 @@ def work(config: WorkerConfig) -> int:
         if config.memory_limit_mb and _resident_mb() > config.memory_limit_mb:
             reason = "memory"  # TensorFlow never hands memory back: a fresh process does
             break
-    _emit(config, "exit", ran=ran, reason=reason)
+    _emit(config, WorkerExited(config.slot, ran=ran, reason=reason))
     return ran

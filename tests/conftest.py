@@ -68,7 +68,7 @@ def dataset_copy(tmp_path: Path):
 def run_cli(*args: str, env: dict[str, str] | None = None, cwd: Path | None = None,
             timeout: float = 600) -> subprocess.CompletedProcess[str]:
     """Run the real `videosweep` entry point in a subprocess."""
-    command = [sys.executable, "-c", "from runner.cli import main; main()", *args]
+    command = [sys.executable, "-c", "from videosweep.cli import main; main()", *args]
     return subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT,
                           env={**os.environ, **(env or {})})
 

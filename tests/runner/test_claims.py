@@ -5,7 +5,8 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections import Counter
 
-from runner.study import claim_waiting, existing_study, open_storage, open_study
+from runner.queue import claim_waiting
+from runner.storage import existing_study, open_storage, open_study
 
 
 def _claim_all(url: str, out: mp.Queue) -> None:
@@ -50,7 +51,7 @@ def test_a_claim_records_its_start_time_in_any_time_zone(tmp_path):
     url = f"sqlite:///{tmp_path / 'tz.db'}"
     study = open_study("tz", open_storage(url), "maximize")
     study.enqueue_trial(params={}, user_attrs={"trial_key": "k"})
-    claim = ("from runner.study import claim_waiting, existing_study, open_storage; "
+    claim = ("from runner.queue import claim_waiting; from runner.storage import existing_study, open_storage; "
              f"print(claim_waiting(existing_study('tz', open_storage({url!r}))).number)")
     result = subprocess.run([sys.executable, "-c", claim], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TZ": "America/New_York"})

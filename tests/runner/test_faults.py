@@ -126,7 +126,8 @@ def test_claims_prefer_cached_features_and_avoid_a_backbone_being_extracted(tmp_
     from filelock import FileLock
 
     from runner.spec import TrialSpec
-    from runner.study import claim_waiting, enqueue, open_storage, open_study
+    from runner.queue import claim_waiting, enqueue
+    from runner.storage import open_storage, open_study
     from runner.worker import feature_rank
     from zoo import load_dataset
     from zoo.cache import features_path
@@ -169,14 +170,15 @@ def test_a_worker_past_its_memory_limit_is_replaced_between_trials(tmp_path, cac
 def test_a_slow_start_is_not_taken_for_a_dead_worker(tmp_path, cache_dir, monkeypatch):
     """Between its claim and training a worker creates the MLflow run, which a loaded tracking server can make
     slower than the heartbeat grace; another machine's scheduler reaping dead trials must leave it alone."""
-    from runner.study import fail_dead_trials, open_storage
+    from runner.liveness import fail_dead_trials
+    from runner.storage import open_storage
 
     grace = 3
     monkeypatch.setenv("VIDEOSWEEP_HEARTBEAT_GRACE_SECONDS", str(grace))
     sweep = write_sweep(tmp_path, grid((0,)))
     workdir, counter = tmp_path / "work", tmp_path / "count.txt"
     env = {**os.environ, "VIDEOSWEEP_FAULT": f"stall:layer_1_size=0@{3 * grace},count:@{counter}"}
-    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--workdir",
+    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "run", str(sweep), "--workdir",
                str(workdir)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:

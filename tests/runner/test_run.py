@@ -44,7 +44,7 @@ def trainings(path: Path) -> list[dict]:
 def start_run_until_sleeping(sweep: Path, workdir: Path, counter: Path, sleeper: int) -> subprocess.Popen:
     """`videosweep run` in its own process group, returned once the trial of layer_1_size=sleeper is stuck."""
     env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size={sleeper}@600"}
-    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--workdir",
+    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "run", str(sweep), "--workdir",
                str(workdir)]
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)

@@ -108,7 +108,7 @@ def mlflow_server(tmp_path_factory):
 
 def start_worker(sweep: Path, storage: str, tracking: str, workdir: Path, env: dict[str, str] | None = None
                  ) -> subprocess.Popen:
-    command = [sys.executable, "-c", "from runner.cli import main; main()", "worker", str(sweep), "--storage",
+    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "worker", str(sweep), "--storage",
                storage, "--tracking-uri", tracking, "--workdir", str(workdir), "--workers", "1"]
     return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -195,7 +195,7 @@ def test_a_database_restart_mid_sweep_loses_nothing(postgres, tmp_path, cache_di
     sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": list(range(8))}],
                         name=name)
     counter = tmp_path / "count.txt"
-    command = [sys.executable, "-c", "from runner.cli import main; main()", "run", str(sweep), "--storage",
+    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "run", str(sweep), "--storage",
                postgres, "--workdir", str(tmp_path / "w"), "--workers", "2"]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter}"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)

@@ -88,7 +88,7 @@ def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on():
 
     quiet = {"PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY"}
     env = {k: v for k, v in os.environ.items() if k not in quiet}
-    probe = ("import runner.cli; from mlflow.telemetry.utils import is_telemetry_disabled; "
+    probe = ("import videosweep.cli; from mlflow.telemetry.utils import is_telemetry_disabled; "
              "print(is_telemetry_disabled())")
 
     def disabled(extra: dict[str, str]) -> str:

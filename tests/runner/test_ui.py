@@ -44,7 +44,7 @@ def test_ui_shows_the_sweeps_runs_in_a_real_browser(tmp_path, cache_dir):
     workdir = tmp_path / "work"
     assert run_cli("run", str(sweep), "--workdir", str(workdir)).returncode == 0
     port = free_port()
-    command = [sys.executable, "-c", "from runner.cli import main; main()", "ui", str(sweep), "--workdir",
+    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "ui", str(sweep), "--workdir",
                str(workdir), "--port", str(port)]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)

@@ -1,4 +1,4 @@
-"""Plots people look at: confusion matrices and learning curves, written as PNG (headless Agg backend)."""
+"""A trial's confusion matrices (counts and row-normalised) as CSV and PNG; reports reuse the figure (Agg backend)."""
 
 from __future__ import annotations
 
@@ -61,17 +61,3 @@ def write_confusion_matrices(matrix: np.ndarray, classes: list[str], folder: Pat
         atomic.write_text(folder / f"confusion_matrix{suffix}.csv", frame.to_csv())
         title = f"Confusion matrix ({split}{', normalized' if suffix else ''})"
         plot_confusion_matrix(values, classes, folder / f"confusion_matrix{suffix}.png", title)
-
-
-def plot_learning_curves(history: pd.DataFrame, path: Path, title: str) -> None:
-    """Accuracy and loss per epoch across rounds, with round boundaries marked."""
-    figure, (acc_axes, loss_axes) = plt.subplots(1, 2, figsize=(10, 3.6))
-    for axes, metric in ((acc_axes, "accuracy"), (loss_axes, "loss")):
-        axes.plot(history.step, history[metric], label=f"train {metric}")
-        axes.plot(history.step, history[f"val_{metric}"], label=f"valid {metric}")
-        for boundary in history.groupby("round").step.min().iloc[1:]:
-            axes.axvline(boundary - 0.5, color="grey", lw=0.8, ls="--")
-        axes.set(xlabel="epoch (all rounds)", ylabel=metric)
-        axes.legend(fontsize=8)
-    figure.suptitle(title)
-    save_figure(figure, path)

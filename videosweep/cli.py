@@ -1,4 +1,7 @@
-"""The `videosweep` command line: side effects live here; every user error becomes one line and exit 2."""
+"""The `videosweep` command line: the one place that prints for people and turns outcomes into exit codes.
+
+Every user error becomes one line and exit 2; an interrupted sweep exits 130.
+"""
 
 from __future__ import annotations
 
@@ -12,7 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from runner.data_cli import data_app
+from videosweep.data import data_app
 from zoo.errors import UserError, one_line
 
 app = typer.Typer(
@@ -25,12 +28,12 @@ app = typer.Typer(
 app.add_typer(data_app, name="data")
 console = Console(stderr=False, soft_wrap=True)
 err_console = Console(stderr=True)
-DEBUG = {"on": False}
+INTERRUPTED_EXIT = 130
 
 
 @app.callback()
 def _global(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
-    DEBUG["on"] = debug or os.environ.get("VIDEOSWEEP_DEBUG") == "1"
+    """(--debug is read by `main` before the app runs.)"""
 
 
 def quiet_tensorflow(load: bool = False) -> None:
@@ -134,69 +137,67 @@ def plan(
     """Dry run: trials per sub-space, dropped combinations by reason, study progress, shared extractions."""
     import json
 
-    from runner.expand import expand_grid, shared_extractions
+    from runner.overview import plan_report
     from runner.run import load_context
-    from runner.study import mask_url, trials_by_key
 
     ctx = load_context(sweep_file, workdir, storage, create_workdir=False)
-    grid = ctx.sweep.search.strategy == "grid"
-    expansion = expand_grid(ctx.sweep, ctx.dataset.fingerprint) if grid else None
-    states: dict[str, int] = {"finished": 0, "failed": 0, "pending": 0, "running": 0}
-    study = ctx.open_study(create=False) if (ctx.workdir / "optuna.db").exists() or storage else None
-    if study is not None:
-        by_key = trials_by_key(study)
-        wanted = expansion.keys if expansion else list(by_key)
-        for key in wanted:
-            names = {t.state.name for t in by_key.get(key, [])}
-            bucket = ("finished" if "COMPLETE" in names else "running" if "RUNNING" in names
-                      else "failed" if names and names <= {"FAIL"} else "pending")
-            states[bucket] += 1
-    elif expansion:
-        states["pending"] = len(expansion.keys)
-    report: dict[str, Any] = {
-        "sweep": ctx.sweep.name, "strategy": ctx.sweep.search.strategy, "storage": mask_url(ctx.storage_url),
-        "data": ctx.dataset.summary(), "states": states,
-    }
-    if expansion is not None:
-        report.update(
-            trials=len(expansion.trials), per_subspace=expansion.per_subspace, combinations=expansion.combinations,
-            duplicates=expansion.duplicates, dropped=dict(expansion.dropped),
-            feature_extractions=dict(shared_extractions(expansion.trials)),
-        )
-        if verbose:
-            report["dropped_combinations"] = [{"params": p, "reason": r} for p, r in expansion.dropped_examples]
-    else:
-        report.update(trials=ctx.sweep.search.trials, per_subspace=None)
+    report = plan_report(ctx, verbose)
     if as_json:
         print(json.dumps(report, indent=2, default=str))
         return
     console.print(f"[bold]{ctx.sweep.name}[/]: {ctx.sweep.search.strategy} search on {ctx.dataset.name} "
                   f"({len(ctx.dataset.labels)} frames); study {report['storage']}")
-    if expansion is None:
+    if report["per_subspace"] is None:
         console.print(f"budget: {ctx.sweep.search.trials} trials (sampler {ctx.sweep.search.sampler}, "
                       f"pruner {ctx.sweep.search.pruner})")
     else:
-        table = Table(title=f"{len(expansion.trials)} trials from {expansion.combinations} combinations")
-        table.add_column("sub-space")
-        table.add_column("architecture")
-        table.add_column("trials", justify="right")
-        for index, (sub, count) in enumerate(zip(ctx.sweep.space, expansion.per_subspace)):
+        table = Table(title=f"{report['trials']} trials from {report['combinations']} combinations")
+        for column, justify in (("sub-space", "left"), ("architecture", "left"), ("trials", "right")):
+            table.add_column(column, justify=justify)
+        for index, (sub, count) in enumerate(zip(ctx.sweep.space, report["per_subspace"])):
             table.add_row(str(index), ", ".join(map(str, sub["architecture"])), str(count))
         console.print(table)
-        if expansion.duplicates:
-            console.print(f"{expansion.duplicates} duplicate(s) after canonicalisation removed")
-        for reason, count in expansion.dropped.most_common():
+        if report["duplicates"]:
+            console.print(f"{report['duplicates']} duplicate(s) after canonicalisation removed")
+        for reason, count in sorted(report["dropped"].items(), key=lambda item: -item[1]):
             console.print(f"dropped {count}: {reason}")
-        if verbose:
-            for params, reason in expansion.dropped_examples:
-                console.print(f"  {params} -> {reason}")
-        for extraction, users in sorted(shared_extractions(expansion.trials).items()):
+        for dropped in report.get("dropped_combinations", []):
+            console.print(f"  {dropped['params']} -> {dropped['reason']}")
+        for extraction, users in sorted(report["feature_extractions"].items()):
             console.print(f"feature extraction {extraction}: shared by {users} trial(s)")
-    console.print("study: " + ", ".join(f"{v} {k}" for k, v in states.items()))
+    console.print("study: " + ", ".join(f"{v} {k}" for k, v in report["states"].items()))
 
 
+# Options shared by run, resume and worker; each overrides the sweep file's `resources` key of the same name
+# and is validated by the same model (runner.sweep.merged_resources).
 GpusOpt = Annotated[Optional[str], typer.Option(help="auto | none | 0,1,3 (default: the sweep's resources).")]
-IntOpt = Optional[int]
+TrialsPerGpuOpt = Annotated[Optional[int], typer.Option(help="Concurrent trials per GPU.")]
+WorkersOpt = Annotated[Optional[int], typer.Option(help="CPU slots when no GPU is used.")]
+MaxRetriesOpt = Annotated[Optional[int], typer.Option(help="Retries of a failed trial (default 1).")]
+TrialTimeoutOpt = Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")]
+TrialsPerProcessOpt = Annotated[Optional[int], typer.Option(help="Recycle a worker after this many trials.")]
+MemoryLimitOpt = Annotated[Optional[float], typer.Option(help="Recycle a worker past this many MiB.")]
+CacheDirOpt = Annotated[Optional[Path], typer.Option(help="Frame/feature cache (per machine).")]
+TrackingOpt = Annotated[Optional[str], typer.Option(
+    help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the sweep's tracking.uri, sqlite in the workdir).")]
+
+
+def _run(ctx: Any, cache_dir: Path | None, retry_failed: bool, **overrides: Any) -> None:
+    """Run a loaded sweep with validated options; the outcome becomes the last line and the exit code."""
+    from runner.run import RunOptions, run_sweep
+    from videosweep.progress import SweepProgress
+
+    options = RunOptions.build(ctx.sweep, cache_dir=cache_dir, retry_failed=retry_failed, **overrides)
+    outcome = run_sweep(ctx, options, SweepProgress(console, ctx.sweep.search.metric))
+    counts = outcome.counts
+    if outcome.nothing_to_run:
+        console.print(f"nothing to run: complete {counts['complete']}, failed {counts['fail']} (retries used up)")
+        return
+    console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
+                  f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
+                                                    if outcome.interrupted else ""))
+    if outcome.interrupted:
+        raise typer.Exit(INTERRUPTED_EXIT)
 
 
 @app.command()
@@ -205,27 +206,24 @@ def run(
     workdir: WorkdirOpt = None,
     storage: StorageOpt = None,
     gpus: GpusOpt = None,
-    trials_per_gpu: Annotated[IntOpt, typer.Option(help="Concurrent trials per GPU.")] = None,
-    workers: Annotated[IntOpt, typer.Option(help="CPU slots when no GPU is used.")] = None,
-    max_retries: Annotated[IntOpt, typer.Option(help="Retries of a failed trial (default 1).")] = None,
-    trial_timeout: Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")] = None,
-    trials_per_process: Annotated[IntOpt, typer.Option(help="Recycle a worker after this many trials.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache.")] = None,
-    memory_limit: Annotated[Optional[float], typer.Option(help="Recycle a worker past this many MiB.")] = None,
+    trials_per_gpu: TrialsPerGpuOpt = None,
+    workers: WorkersOpt = None,
+    max_retries: MaxRetriesOpt = None,
+    trial_timeout: TrialTimeoutOpt = None,
+    trials_per_process: TrialsPerProcessOpt = None,
+    cache_dir: CacheDirOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed trials again even if their retries are used up.")
                             ] = False,
-    tracking_uri: Annotated[Optional[str], typer.Option(
-        help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the sweep's tracking.uri, sqlite in the workdir).")
-    ] = None,
+    tracking_uri: TrackingOpt = None,
 ) -> None:
     """Run a sweep (again: only what has not finished runs)."""
-    from runner.run import load_context, run_sweep
+    from runner.run import load_context
 
     ctx = load_context(sweep_file, workdir, storage, create_workdir=False, tracking_uri=tracking_uri)
-    run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
-              trial_timeout=trial_timeout, trials_per_process=trials_per_process,
-              cache_dir=str(cache_dir) if cache_dir else None, memory_limit_mb=memory_limit,
-              retry_failed=retry_failed)
+    _run(ctx, cache_dir, retry_failed, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
+         max_retries=max_retries, trial_timeout=trial_timeout, trials_per_process=trials_per_process,
+         memory_limit_mb=memory_limit)
 
 
 app.command("resume", help="Finish an interrupted sweep: abandoned trials run again, finished ones never do.")(run)
@@ -242,56 +240,42 @@ def worker(
     data: Annotated[Optional[Path], typer.Option(help="This machine's copy of the dataset, if elsewhere.")] = None,
     workdir: WorkdirOpt = None,
     gpus: GpusOpt = None,
-    trials_per_gpu: Annotated[IntOpt, typer.Option(help="Concurrent trials per GPU.")] = None,
-    workers: Annotated[IntOpt, typer.Option(help="CPU slots when no GPU is used.")] = None,
-    max_retries: Annotated[IntOpt, typer.Option(help="Retries of a failed trial (default 1).")] = None,
-    trial_timeout: Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")] = None,
-    cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache (per machine).")] = None,
+    trials_per_gpu: TrialsPerGpuOpt = None,
+    workers: WorkersOpt = None,
+    max_retries: MaxRetriesOpt = None,
+    trial_timeout: TrialTimeoutOpt = None,
+    trials_per_process: TrialsPerProcessOpt = None,
+    cache_dir: CacheDirOpt = None,
+    memory_limit: MemoryLimitOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """Join a sweep from this machine: take trials from the shared study until none are left."""
-    import os as _os
+    from runner.run import worker_context
 
-    from runner.run import load_context, run_sweep, sweep_from_study
-
-    if storage is None:
-        raise UserError("a worker needs the shared study: --storage postgresql://... (and a sweep file or --study)")
-    if sweep_file is None and study is None:
-        raise UserError("give the sweep file or --study NAME to join")
-    sweep = sweep_from_study(storage, study) if sweep_file is None else None
-    if sweep is not None and not (tracking_uri or _os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri):
-        from runner import study as studies
-
-        found = studies.existing_study(sweep.name, studies.open_storage(storage))
-        tracking_uri = found.user_attrs.get("tracking_uri") if found is not None else None
-    ctx = load_context(sweep_file or Path(f"<study {study}>"), workdir, storage, create_workdir=False,
-                       tracking_uri=tracking_uri, sweep=sweep, data_root=data)
-    run_sweep(ctx, console, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers, max_retries=max_retries,
-              trial_timeout=trial_timeout, cache_dir=str(cache_dir) if cache_dir else None)
+    ctx = worker_context(sweep_file, storage, study, workdir, tracking_uri, data)
+    _run(ctx, cache_dir, False, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
+         max_retries=max_retries, trial_timeout=trial_timeout, trials_per_process=trials_per_process,
+         memory_limit_mb=memory_limit)
 
 
 @app.command()
 def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None) -> None:
     """A table of the sweep's trials (key, state, metric, duration) and totals."""
+    from runner.overview import status_rows
+    from runner.queue import state_counts
     from runner.run import load_context
-    from runner.study import KEY, state_counts
 
     ctx = load_context(sweep_file, workdir, storage, create_workdir=False)
-    study = ctx.open_study(create=False) if (ctx.workdir / "optuna.db").exists() or storage else None
+    study = ctx.open_study(create=False) if ctx.has_study() else None
     if study is None:
         raise UserError(f"sweep {ctx.sweep.name} has not been run yet (no study in {ctx.workdir})")
     table = Table(title=f"{ctx.sweep.name}")
     for column in ("#", "key", "architecture", "state", ctx.sweep.search.metric, "seconds", "note"):
         table.add_column(column)
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("invalid_reason"):
-            continue
-        params = trial.user_attrs.get("params", {})
-        seconds = trial.duration.total_seconds() if trial.duration else None
-        note = trial.user_attrs.get("failure") or trial.user_attrs.get("pruned") or ""
-        table.add_row(str(trial.number), str(trial.user_attrs.get(KEY, "")), str(params.get("architecture", "")),
-                      trial.state.name.lower(), "" if trial.value is None else f"{trial.value:.4f}",
-                      "" if seconds is None else f"{seconds:.1f}", note[:80])
+    for row in status_rows(study):
+        table.add_row(str(row["number"]), row["key"], row["architecture"], row["state"],
+                      "" if row["value"] is None else f"{row['value']:.4f}",
+                      "" if row["seconds"] is None else f"{row['seconds']:.1f}", row["note"][:80])
     console.print(table)
     console.print(", ".join(f"{v} {k}" for k, v in state_counts(study).items() if v))
 
@@ -331,7 +315,6 @@ def ui(
         pass
 
 
-TrackingOpt = Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default as for run).")]
 MetricOpt = Annotated[Optional[str], typer.Option(help="Rank by this metric (default: the sweep's).")]
 
 
@@ -375,20 +358,12 @@ def best(
     """The best finished trial: key, MLflow run id, metric and parameters."""
     import json
 
-    import zoo
-    from reports.records import MODEL_PARAMS, metric_column, rank_trials
+    from reports.best import best_trial
 
     sweep, _, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
     metric = metric or sweep.search.metric
-    ranked = rank_trials(runs.trials, metric)
-    if ranked.empty:
-        raise UserError(f"sweep {sweep.name} has no finished trial yet")
-    row = ranked.iloc[0]
-    uses = zoo.get_architecture(str(row.architecture)).uses
-    params = {k: row[k] for k in MODEL_PARAMS if k in uses and row[k] is not None and row[k] == row[k]}
-    result = {"trial_key": row.trial_key, "run_id": row.run_id, "metric": metric,
-              "value": float(row[metric_column(metric)[0]]), "test_accuracy": float(row.test_accuracy),
-              "params": params}
+    result = best_trial(runs, metric, sweep.name)
+    params = result["params"]
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
@@ -410,17 +385,14 @@ def export(
     tracking_uri: TrackingOpt = None,
 ) -> None:
     """A self-contained model on raw frames with labels.json, export.json and model_card.md."""
+    from reports.best import best_trial
     from reports.export import export_trial, parse_formats
-    from reports.records import rank_trials
 
     formats = parse_formats(format_)
     quiet_tensorflow(load=True)
     sweep, _, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
     if trial is None:
-        ranked = rank_trials(runs.trials, metric or sweep.search.metric)
-        if ranked.empty:
-            raise UserError(f"sweep {sweep.name} has no finished trial to export")
-        trial = str(ranked.iloc[0].trial_key)
+        trial = str(best_trial(runs, metric or sweep.search.metric, sweep.name)["trial_key"])
     meta = export_trial(runs, trial, out, formats, register=register, overwrite=overwrite)
     console.print(f"exported {meta['architecture']} trial {trial} to {out} ({', '.join(meta['files'].values())}); "
                   f"input {meta['input']['shape']} RGB 0-255")
@@ -475,7 +447,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("VIDEOSWEEP_DEBUG") == "1"
     try:
-        app(args=args, standalone_mode=False)
+        code = app(args=args, standalone_mode=False)  # a command's typer.Exit(code) comes back as its value
     except UserError as err:
         if debug:
             traceback.print_exc()
@@ -483,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
-        sys.exit(130)
+        sys.exit(INTERRUPTED_EXIT)
     except SystemExit:
         raise
     except Exception as err:  # click's usage errors carry their own exit code
@@ -495,12 +467,14 @@ def main(argv: list[str] | None = None) -> None:
             err.show()
             sys.exit(err.exit_code)
         if isinstance(err, click.exceptions.Abort):
-            sys.exit(130)
+            sys.exit(INTERRUPTED_EXIT)
         if debug:
             raise
         err_console.print(f"[red]internal error:[/] {one_line(f'{type(err).__name__}: {err}')} (rerun with --debug)",
                           highlight=False, soft_wrap=True)
         sys.exit(1)
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,24 @@
+"""Choosing the best trial of a sweep from what MLflow holds (for `best`, `export` and `predict`)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import zoo
+from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
+from runner.metrics import objective
+from zoo.errors import UserError
+
+
+def best_trial(runs: SweepRuns, metric: str, sweep_name: str) -> dict[str, Any]:
+    """The best finished trial: its key, run id, metric value, test accuracy and the parameters its
+    architecture uses (the others are left out, not shown as defaults)."""
+    ranked = rank_trials(runs.trials, metric)
+    if ranked.empty:
+        raise UserError(f"sweep {sweep_name} has no finished trial yet")
+    row = ranked.iloc[0]
+    uses = zoo.get_architecture(str(row.architecture)).uses
+    params = {k: row[k] for k in MODEL_PARAMS if k in uses and row[k] is not None and row[k] == row[k]}
+    return {"trial_key": row.trial_key, "run_id": row.run_id, "metric": metric,
+            "value": float(row[objective(metric).final]), "test_accuracy": float(row.test_accuracy),
+            "params": params}

@@ -1,0 +1,105 @@
+"""Liveness: running trials send heartbeats; trials whose worker is gone are failed with the reason.
+
+A worker on another machine can only be judged by its heartbeats (grace period); one on this machine also by
+its process (a missing, zombie or reused PID means it is gone now, not after the grace period).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import socket
+import threading
+from typing import Any
+
+import optuna
+from optuna.trial import FrozenTrial, TrialState
+
+from runner import optuna_internals as internals
+
+GRACE_SECONDS = 20  # default; VIDEOSWEEP_HEARTBEAT_GRACE_SECONDS for slow networks or heavily loaded hosts
+INTERRUPTED = "interrupted by the user"  # not the trial's fault: does not use up a retry
+DEAD_WORKER = "worker stopped sending heartbeats"
+
+
+def grace_seconds() -> float:
+    """How long a RUNNING trial may go without a heartbeat before another process declares its worker dead."""
+    return float(os.environ.get("VIDEOSWEEP_HEARTBEAT_GRACE_SECONDS", GRACE_SECONDS))
+
+
+def heartbeat_seconds() -> float:
+    """Four beats per grace period: one late beat (a busy database, a starved thread) is not a death."""
+    return grace_seconds() / 4
+
+
+class Heartbeat:
+    """Records a claimed trial's heartbeat in the study until stopped (lets others detect a dead worker)."""
+
+    def __init__(self, study: optuna.Study, claimed_id: int, interval: float | None = None) -> None:
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._beat, daemon=True, args=(
+            internals.storage(study), claimed_id, heartbeat_seconds() if interval is None else interval))
+
+    def _beat(self, storage: Any, claimed_id: int, interval: float) -> None:
+        while True:  # the first beat at once: the claim's own beat may already be seconds old
+            try:
+                storage.record_heartbeat(claimed_id)
+            except Exception:  # a busy database must not kill the trial; the next beat retries
+                pass
+            if self._stop.wait(interval):
+                return
+
+    def __enter__(self) -> Heartbeat:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
+def fail_dead_trials(study: optuna.Study, reason: str = DEAD_WORKER) -> list[int]:
+    """Fail RUNNING trials whose worker is gone: stale heartbeat, or none ever sent after the grace period."""
+    stale = set(internals.stale_trial_ids(study))
+    cutoff = dt.datetime.now() - dt.timedelta(seconds=grace_seconds())
+    for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        claimed_id = internals.trial_id(trial)
+        if _local_worker_gone(trial):
+            stale.add(claimed_id)
+        elif trial.datetime_start and trial.datetime_start < cutoff and not internals.has_heartbeat(study,
+                                                                                                  claimed_id):
+            stale.add(claimed_id)
+    return [claimed_id for claimed_id in stale if fail_trial(study, claimed_id, reason)]
+
+
+def _local_worker_gone(trial: FrozenTrial) -> bool:
+    """A trial run on this host by a process that no longer exists is dead now, not after the grace period.
+
+    A zombie counts as gone (a container's PID 1 may never reap it), and so does a process started after the
+    trial did (its PID was reused).
+    """
+    import psutil
+
+    pid = trial.user_attrs.get("pid")
+    if trial.user_attrs.get("host") != socket.gethostname() or not isinstance(pid, int):
+        return False
+    try:
+        process = psutil.Process(pid)
+        if process.status() == psutil.STATUS_ZOMBIE:
+            return True
+        started = trial.datetime_start.timestamp() if trial.datetime_start else None
+        return started is not None and process.create_time() > started + 1
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.Error:
+        return False
+
+
+def fail_trial(study: optuna.Study, claimed_id: int, reason: str) -> bool:
+    """Mark a trial FAIL with its reason (its worker died under it); False if it had already finished."""
+    storage = internals.storage(study)
+    try:
+        storage.set_trial_user_attr(claimed_id, "failure", reason)
+        return bool(storage.set_trial_state_values(claimed_id, state=TrialState.FAIL))
+    except optuna.exceptions.UpdateFinishedTrialError:
+        return False

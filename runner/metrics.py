@@ -1,0 +1,63 @@
+"""One metric vocabulary: what a trial records, under which name in results.json and in MLflow, and which way
+is better. The worker, the tracker and the reports all read these tables instead of keeping their own."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from zoo.errors import UserError
+
+# Per-epoch values a trial's history holds and MLflow receives once per step.
+EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "round")
+
+# MLflow's name of each final metric of a trial run -> its key in results.json (the research code's names).
+FINAL_METRICS: dict[str, str] = {
+    "val_accuracy_best": "fit_val_acc", "val_loss_best": "fit_val_loss",
+    "test_accuracy": "fit_test_acc", "test_loss": "fit_test_loss",
+    "train_accuracy": "fit_train_acc", "train_loss": "fit_train_loss",
+    "best_round": "fit_best_round", "epochs": "fit_num_epochs", "param_count": "model_param_count",
+    "train_seconds": "fit_dt_train_duration_seconds", "test_seconds": "fit_dt_test_duration_seconds",
+}
+
+
+@dataclass(frozen=True)
+class Objective:
+    """A metric a sweep can optimise, as sweep files name it."""
+
+    name: str
+    final: str  # the trial run's final metric in MLflow
+    direction: str  # maximize | minimize
+    per_epoch: str  # the per-epoch value the pruner watches
+
+    @property
+    def result_key(self) -> str:
+        return FINAL_METRICS[self.final]
+
+    def value(self, results: dict[str, Any]) -> float:
+        return float(results[self.result_key])
+
+    def better(self, value: float, than: float | None) -> bool:
+        return than is None or (value > than if self.direction == "maximize" else value < than)
+
+
+OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
+    Objective("val_accuracy", "val_accuracy_best", "maximize", "val_accuracy"),
+    Objective("val_loss", "val_loss_best", "minimize", "val_loss"),
+    Objective("test_accuracy", "test_accuracy", "maximize", "val_accuracy"),
+    Objective("test_loss", "test_loss", "minimize", "val_loss"),
+    Objective("train_accuracy", "train_accuracy", "maximize", "val_accuracy"),
+)}
+
+
+def objective(name: str) -> Objective:
+    """The objective a sweep file or `--metric` names; one line listing the choices otherwise."""
+    if name not in OBJECTIVES:
+        raise UserError(f"unknown metric {name!r}; choose one of {', '.join(OBJECTIVES)}")
+    return OBJECTIVES[name]
+
+
+def final_metrics(results: dict[str, Any]) -> dict[str, float]:
+    """A trial's results.json as MLflow's final metrics (numbers only)."""
+    return {name: float(results[key]) for name, key in FINAL_METRICS.items()
+            if isinstance(results.get(key), (int, float)) and not isinstance(results.get(key), bool)}

@@ -1,0 +1,184 @@
+"""The study as a work queue: trials keyed by `trial_key`, enqueued once under a sweep-wide lock, claimed
+atomically, re-queued after failures, and counted.
+
+Optuna's GridSampler and `enqueue_trial` duplicate points across processes, so grid points are enqueued once
+per key under the lock; a WAITING trial is claimed by one conditional UPDATE, so two workers never take it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import optuna
+from filelock import FileLock
+from optuna.trial import FrozenTrial, TrialState
+
+from runner import optuna_internals as internals
+from runner.liveness import INTERRUPTED
+from runner.spec import TrialSpec
+from runner.storage import retrying, unreachable
+
+KEY_ATTR = "trial_key"  # the Optuna user attribute naming a trial's key (its MLflow tag is tracking.KEY_TAG)
+LOCK_WAIT_SECONDS = 120
+
+
+@dataclass
+class Claim:
+    """A trial this worker owns: the Optuna trial (RUNNING), its key and its canonical spec."""
+
+    trial: optuna.Trial
+    key: str
+    spec: TrialSpec
+    attempt: int = 0
+
+
+def _advisory_key(study: optuna.Study) -> int:
+    digest = hashlib.sha256(f"videosweep:{study.study_name}".encode()).digest()
+    return int.from_bytes(digest[:8], "big", signed=True)
+
+
+@contextmanager
+def study_lock(study: optuna.Study, workdir: Path) -> Iterator[None]:
+    """Serialise queue maintenance (enqueue, re-queue, the parent run) between every process of the sweep.
+
+    On PostgreSQL this is a session advisory lock in the study's own database, so it holds across machines and
+    is released by the server if its holder dies. Other storages use a file lock in the workdir (one machine).
+    """
+    engine = getattr(internals.rdb_backend(study), "engine", None)
+    if engine is not None and engine.url.get_backend_name() == "postgresql":
+        from sqlalchemy import text
+
+        key = _advisory_key(study)
+        connection = retrying(lambda: _advisory_lock(engine, key), "taking the study lock")
+        try:
+            yield
+        finally:
+            try:
+                connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
+                connection.commit()
+            except Exception as err:  # noqa: BLE001 - filtered by unreachable
+                if not unreachable(err):
+                    raise  # (a dropped session took its lock with it: the server released it)
+            finally:
+                connection.close()
+        return
+    workdir.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(workdir / ".study.lock"), timeout=LOCK_WAIT_SECONDS):
+        yield
+
+
+def _advisory_lock(engine: Any, key: int) -> Any:
+    """A connection holding the PostgreSQL session advisory lock `key` (waits for it)."""
+    from sqlalchemy import text
+
+    connection = engine.connect()
+    try:
+        connection.execute(text("SELECT pg_advisory_lock(:key)"), {"key": key})
+        connection.commit()
+    except BaseException:
+        connection.close()
+        raise
+    return connection
+
+
+def trials_by_key(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
+    grouped: dict[str, list[FrozenTrial]] = defaultdict(list)
+    for trial in study.get_trials(deepcopy=False):
+        key = trial.user_attrs.get(KEY_ATTR)
+        if key:
+            grouped[key].append(trial)
+    return grouped
+
+
+def enqueue(study: optuna.Study, key: str, spec: TrialSpec, attempt: int = 0, **attrs: Any) -> None:
+    study.enqueue_trial(params={}, user_attrs={KEY_ATTR: key, "params": spec.flat(), "attempt": attempt, **attrs})
+
+
+def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | None = None) -> int:
+    """Enqueue again every key whose last attempt failed, up to `max_retries` retries. Call under the lock."""
+    count = 0
+    for key, trials in trials_by_key(study).items():
+        if wanted is not None and key not in wanted:
+            continue
+        states = {t.state for t in trials}
+        if states & {TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING}:
+            continue
+        failed = [t for t in trials if t.state == TrialState.FAIL]
+        failures = sum(t.user_attrs.get("failure") != INTERRUPTED for t in failed)
+        if failed and failures <= max_retries:
+            last = max(trials, key=lambda t: t.number)
+            study.enqueue_trial(params={}, user_attrs={**last.user_attrs, "attempt": failures})
+            count += 1
+    return count
+
+
+def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec]) -> int:
+    """Enqueue grid points that have no trial yet (never twice, whoever calls first). Call under the lock."""
+    known = trials_by_key(study)
+    missing = [(key, spec) for key, spec in zip(keys, specs) if key not in known]
+    for key, spec in missing:
+        enqueue(study, key, spec)
+    return len(missing)
+
+
+def _take(study: optuna.Study, claimed_id: int) -> bool:
+    """The atomic claim; if the connection drops around its commit, the start time we wrote says whether it
+    went through."""
+    started = internals.claim_start_time()
+    try:
+        return internals.take_waiting(study, claimed_id, started)
+    except Exception as err:  # noqa: BLE001 - filtered by unreachable
+        if not unreachable(err):
+            raise
+    return retrying(lambda: internals.claimed_by(study, claimed_id, started),
+                    f"checking the claim of trial {claimed_id}")
+
+
+def claim_waiting(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None = None) -> optuna.Trial | None:
+    """Atomically take a WAITING trial, preferring the lowest `rank` and then the lowest number; None when the
+    queue is empty.
+
+    Once taken, the trial is ours: a storage hiccup after that is waited out, never answered by claiming
+    another trial (which would leave this one RUNNING with nobody on it).
+    """
+    storage = internals.storage(study)
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    for trial in sorted(waiting, key=lambda t: ((rank(t) if rank else 0), t.number)):
+        claimed_id = internals.trial_id(trial)
+        if not _take(study, claimed_id):
+            continue  # another worker took it first
+        retrying(lambda: storage.record_heartbeat(claimed_id), f"recording the claim of trial {claimed_id}")
+        return retrying(lambda: internals.trial_handle(study, claimed_id), f"starting trial {claimed_id}")
+    return None
+
+
+def claim_from_queue(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None = None) -> Claim | None:
+    """The next queued trial as a Claim (its key, spec and attempt read back once it is ours)."""
+    trial = claim_waiting(study, rank)
+    if trial is None:
+        return None
+    claimed_id = internals.trial_id(trial)
+    attrs = retrying(lambda: internals.storage(study).get_trial(claimed_id).user_attrs,
+                     f"reading trial {claimed_id}")  # claimed: wait, never claim another
+    return Claim(trial, attrs[KEY_ATTR], TrialSpec.from_flat(attrs["params"]), int(attrs.get("attempt", 0)))
+
+
+def state_counts(study: optuna.Study) -> dict[str, int]:
+    """Trials by state (and `invalid`); a read, so a dropped connection is simply waited out."""
+    return retrying(lambda: _count_states(study), "counting trials")
+
+
+def _count_states(study: optuna.Study) -> dict[str, int]:
+    counts = {state.name.lower(): 0 for state in TrialState}
+    for trial in study.get_trials(deepcopy=False):
+        if trial.user_attrs.get("invalid_reason"):
+            counts["invalid"] = counts.get("invalid", 0) + 1
+            continue
+        counts[trial.state.name.lower()] += 1
+    return counts
