@@ -175,8 +175,7 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], regis
     import keras
 
     row = find_trial(runs, key)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"export folder {out} already exists and is not empty (use --overwrite to replace it)")
+    atomic.check_replaceable(out, overwrite, atomic.EXPORT_MARKER, "export folder")
     sweep = runs.tracker.experiment_name
     with tempfile.TemporaryDirectory() as download:
         trial = download_trial(runs, row, Path(download))
@@ -186,7 +185,7 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], regis
     meta = {"format_version": EXPORT_VERSION, "sweep": sweep, "trial_key": key, "run_id": trial.run_id,
             "architecture": trial.spec.model.architecture, "classes": classes, "input": contract,
             "params": trial.spec.flat(), "data_fingerprint": trial.results.get("data_fingerprint")}
-    with atomic.atomic_dir(out, overwrite=overwrite) as staging:
+    with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.EXPORT_MARKER, what="export folder") as staging:
         meta["files"] = _save_formats(model, staging, formats)
         atomic.write_json(staging / "labels.json", classes)
         atomic.write_json(staging / "export.json", meta)

@@ -304,7 +304,7 @@ def work(config: WorkerConfig) -> int:
     import yaml
 
     sweep = sweep_from_mapping(yaml.safe_load(config.sweep_yaml), config.sweep_source)
-    dataset = load_dataset(sweep.data.root, sweep.data.labels)
+    dataset = load_dataset(sweep.data.root, sweep.data.labels, config.cache_dir)
     storage = open_storage(config.storage_url)
     from runner.search import make_pruner, make_sampler
 

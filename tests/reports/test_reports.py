@@ -74,7 +74,9 @@ def test_report_ranks_like_mlflow_embeds_its_images_and_is_stable(sweep, tmp_pat
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert logged == {"report/leaderboard.csv", "report/leaderboard.md", "report/report.html"}
     before = {f.name: f.read_text() for f in out.iterdir()}
-    again = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out))
+    refused = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out))
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    again = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out), "--overwrite")
     assert again.returncode == 0
     after = {f.name: f.read_text() for f in out.iterdir()}
     assert {k: without_timestamps(v) for k, v in before.items()} == {k: without_timestamps(v) for k, v in after.items()}

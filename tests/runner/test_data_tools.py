@@ -84,7 +84,7 @@ def test_videos_to_a_checked_split_dataset_that_trains(videos, tmp_path, cache_d
     explored = run_cli("data", "explore", str(data), "--out", str(tmp_path / "explore"))
     assert explored.returncode == 0, explored.stderr
     assert {p.name for p in (tmp_path / "explore").iterdir()} == {"balance.png", "timeline.png", "examples.png",
-                                                                    "explore.html"}
+                                                                    "explore.html", ".videosweep-explore"}
 
 
 def test_extraction_reports_bad_videos_by_name_and_re_extracts_on_new_settings(videos, tmp_path):
