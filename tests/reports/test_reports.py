@@ -203,3 +203,45 @@ def test_bad_models_and_mismatched_exports_are_one_line_errors(sweep, tmp_path):
                       str(tmp_path / "e2"))
     assert unknown.returncode == 2 and "has no trial 'nosuchkey'" in unknown.stderr
     assert not (tmp_path / "e2").exists()
+
+
+def test_leaderboard_leaves_parameters_a_model_does_not_use_blank(sweep, tmp_path):
+    import zoo
+    from reports.records import MODEL_PARAMS
+
+    path, workdir = sweep
+    assert run_cli("report", str(path), "--workdir", str(workdir), "--out", str(tmp_path / "r")).returncode == 0
+    board = pd.read_csv(tmp_path / "r" / "leaderboard.csv")
+    for _, row in board.iterrows():
+        unused = [p for p in MODEL_PARAMS if p not in zoo.get_architecture(row.architecture).uses]
+        assert row[unused].isna().all(), (row.architecture, row[unused].dropna().to_dict())
+    assert board.convolution_kernel_size.isna().all()  # no Conv1D trial: no kernel size to show
+    best = json.loads(run_cli("best", str(path), "--workdir", str(workdir), "--json").stdout)
+    assert "convolution_kernel_size" not in best["params"]
+
+
+def test_report_and_export_replace_only_folders_they_wrote(sweep, tmp_path):
+    path, workdir = sweep
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    common = [str(path), "--workdir", str(workdir), "--out", str(mine), "--overwrite"]
+    for command in (["report", *common], ["export", *common, "--no-register"]):
+        result = run_cli(*command)
+        assert result.returncode == 2 and "not written by this command" in result.stderr, result.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    out = exported(sweep, tmp_path, "image_mlp_frozen")
+    assert run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), "--no-register").returncode == 2
+    again = run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), "--no-register", "--overwrite")
+    assert again.returncode == 0, again.stderr
+
+
+def test_predict_by_trial_key_leaves_no_temporary_export(sweep, tmp_path):
+    path, workdir = sweep
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    for key, code in ((trial_key(workdir, "image_mlp_frozen"), 0), ("feedfacecafe", 2)):
+        result = run_cli("predict", key, "--sweep", str(path), "--workdir", str(workdir), "--data", str(SEALS),
+                         "--out", str(tmp_path / "p.csv"), env={"TMPDIR": str(temp)})
+        assert result.returncode == code, result.stderr
+        assert not list(temp.glob("videosweep-export-*"))
