@@ -20,6 +20,9 @@ def test_train_writes_the_trial_folder(seals, tmp_path, cache_dir):
     assert "test_acc" in result.stdout
     params = json.loads((tmp_path / "out" / "params.json").read_text())
     assert params["layer_1_size"] == 8 and params["frame_size"] == "32x32" and params["dropout"] == 0.1
+    again = run_cli("train", "--data", str(seals), "--out", str(tmp_path / "out"), *TINY, "--overwrite")
+    assert again.returncode == 0, again.stderr  # its own folder: --overwrite replaces it
+    assert json.loads((tmp_path / "out" / "params.json").read_text())["layer_1_size"] == 0
 
 
 @pytest.mark.parametrize("args, message", [
