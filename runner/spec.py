@@ -87,6 +87,8 @@ class TrialSpec(BaseModel):
         training: dict[str, Any] = {}
         for key, value in params.items():
             name = canonical_parameter(key)
+            if name != key and name in params:
+                raise UserError(f"{where}{key} and {name} name the same parameter; give one")
             if name in MODEL_FIELDS:
                 model[name] = value
             elif name in TRAINING_FIELDS:

@@ -184,7 +184,8 @@ class Sweep(BaseModel):
         return sum(math.prod(len(v) if isinstance(v, list) else 1 for v in sub.values()) for sub in self.space)
 
     def parsed_constraints(self) -> list[Constraint]:
-        return [parse_constraint(text, set(PARAMETERS), PARAMETER_ALIASES, canonical_value) for text in self.constraints]
+        known = set(PARAMETERS)
+        return [parse_constraint(text, known, PARAMETER_ALIASES, canonical_value) for text in self.constraints]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)

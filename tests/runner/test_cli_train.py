@@ -29,6 +29,8 @@ def test_train_writes_the_trial_folder(seals, tmp_path, cache_dir):
     (["--set", "architecture=resnet_lstm"], "unknown architecture 'resnet_lstm'; choose one of: c3d"),
     (["--set", "architecture=image_mlp_frozen", "--set", "backbone=alexnet"], "unknown backbone 'alexnet'"),
     (["--set", "architecture=image_mlp_frozen", "--set", "colour=red"], "unknown parameter 'colour'"),
+    (["--set", "architecture=image_mlp_frozen", "--set", "backbone=vgg16", "--set", "pretrained_model_name=vgg19"],
+     "pretrained_model_name and backbone name the same parameter"),
     (["--set", "architecture=image_mlp_frozen", "--set", "layer_1_size=big"], "layer_1_size"),
     (["--set", "architecture=video_lrcnn_frozen", "--set", "backbone=vgg16", "--set", "weights=none",
       "--set", "sequence_length=3"], "invalid combination: video_lrcnn_frozen needs layer_1_size > 0"),
