@@ -42,6 +42,9 @@ REPORT_MARKER = ".videosweep-report"
 EXPORT_MARKER = ".videosweep-export"
 EXPLORE_MARKER = ".videosweep-explore"
 DEMO_MARKER = ".videosweep-demo"
+# Folders written before markers existed are recognised by the file their command always wrote.
+_LEGACY_PROOF = {TRIAL_MARKER: "results.json", REPORT_MARKER: "report.html", EXPORT_MARKER: "export.json",
+                 EXPLORE_MARKER: "explore.html"}
 
 UMASK = _umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
 
@@ -108,13 +111,17 @@ def check_replaceable(target: Path, overwrite: bool, marker: str | None, what: s
     target = Path(target).expanduser()
     if not target.exists() and not target.is_symlink():
         return
-    if not target.is_dir() or target.is_symlink():
+    if target.is_symlink():
+        raise UserError(f"{what} {target} is a symbolic link; give the folder it points to")
+    if not target.is_dir():
         raise UserError(f"{what} {target} exists and is not a folder")
     if not any(target.iterdir()):
         return
     if not overwrite:
         raise UserError(f"{what} {target} already exists and is not empty (use --overwrite to replace it)")
-    if marker is not None and not (target / marker).is_file():
+    if marker is None:
+        return
+    if not any((target / proof).is_file() for proof in (marker, _LEGACY_PROOF.get(marker, marker))):
         raise UserError(f"{what} {target} was not written by this command (it has no {marker}); "
                         "--overwrite only replaces such a folder: choose another or empty it yourself")
 

@@ -209,6 +209,8 @@ def test_explore_replaces_its_own_folder_with_overwrite_only(tmp_path):
     refused = run_cli("data", "explore", str(SEALS), "--out", str(out))
     assert refused.returncode == 2 and "--overwrite" in refused.stderr
     assert run_cli("data", "explore", str(SEALS), "--out", str(out), "--overwrite").returncode == 0
+    (out / ".videosweep-explore").unlink()  # as written before markers: explore.html proves it
+    assert run_cli("data", "explore", str(SEALS), "--out", str(out), "--overwrite").returncode == 0
 
 
 @pytest.mark.slow
