@@ -18,9 +18,10 @@ import pandas as pd
 
 import zoo
 from reports.records import SweepRuns
-from runner.spec import TrialSpec
+from runner.spec import TRAINING_FIELDS, TrialSpec
 from zoo import atomic
 from zoo.errors import UserError
+from zoo.spec import used_parameters
 from zoo.stdio import quiet_stderr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +122,8 @@ def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], clas
     lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
               for name, value in metrics if value is not None]
     lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in trial.spec.flat().items() if v is not None]
+    used = used_parameters(trial.spec.model.architecture, trial.spec.model.sequence_model) | set(TRAINING_FIELDS)
+    lines += [f"| {k} | {v} |" for k, v in trial.spec.flat().items() if v is not None and k in used]
     if trial.confusion is not None:
         lines += ["", "## Confusion matrix (test; rows true, columns predicted)", "",
                   "| true \\ predicted | " + " | ".join(map(str, trial.confusion.columns)) + " |",

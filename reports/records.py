@@ -89,17 +89,16 @@ def _trial_row(run: Any) -> dict[str, Any]:
 def blank_unused_parameters(trials: pd.DataFrame) -> pd.DataFrame:
     """Blank what a trial's model does not use (C3D has no backbone weights; only Conv1D has a kernel size):
     the canonical spec stores defaults there, which tables would otherwise show as if they were chosen."""
-    import zoo
+    from zoo.spec import used_parameters
 
     trials = trials.copy()
-    for architecture, rows in trials.groupby("architecture").groups.items():
+    for (architecture, sequence_model), rows in trials.groupby(["architecture", "sequence_model"],
+                                                               dropna=False).groups.items():
         try:
-            uses = zoo.get_architecture(str(architecture)).uses
+            uses = used_parameters(str(architecture), sequence_model)
         except KeyError:  # an architecture this zoo no longer has: show what MLflow holds
             continue
-        unused = [name for name in MODEL_PARAMS if name not in uses]
-        trials.loc[rows, unused] = None
-    trials.loc[trials.sequence_model != "Conv1D", "convolution_kernel_size"] = None
+        trials.loc[rows, [name for name in MODEL_PARAMS if name not in uses]] = None
     return trials
 
 

@@ -174,6 +174,12 @@ def canonical_value(name: str, value: Any) -> Any:
         return value
 
 
+def used_parameters(architecture: str, sequence_model: str | None) -> frozenset[str]:
+    """Model parameters that shape this model: its architecture's, less the kernel size unless Conv1D."""
+    uses = registry.get_architecture(architecture).uses
+    return uses if sequence_model == "Conv1D" else uses - {"convolution_kernel_size"}
+
+
 def canonical_spec(spec: ModelSpec) -> ModelSpec:
     """Reset what the architecture ignores, fill its defaults, so equal models have equal specs."""
     arch = registry.get_architecture(spec.architecture)
