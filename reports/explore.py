@@ -75,12 +75,12 @@ def examples_figure(dataset: Dataset, seed: int = 0) -> Figure:
     return Figure("Example frames per class", png(figure))
 
 
-def explore(dataset: Dataset, out: Path, sequence_length: int = 5) -> dict[str, pd.DataFrame]:
+def explore(dataset: Dataset, out: Path, sequence_length: int = 5, overwrite: bool = False) -> dict[str, pd.DataFrame]:
     """Write the PNGs and explore.html into `out`; return the tables for the terminal."""
     balance, videos = balance_table(dataset), video_table(dataset, sequence_length)
     windows = {split: len(window_ends(dataset, split, sequence_length)) for split in SPLITS}
     figures = [balance_figure(balance), timeline_figure(dataset), examples_figure(dataset)]
-    with atomic.atomic_dir(out, overwrite=True) as staging:
+    with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.EXPLORE_MARKER) as staging:
         for figure, name in zip(figures, ("balance.png", "timeline.png", "examples.png")):
             with atomic.atomic_file(staging / name) as handle:
                 handle.write(figure.png)

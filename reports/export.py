@@ -18,9 +18,10 @@ import pandas as pd
 
 import zoo
 from reports.records import SweepRuns
-from runner.spec import TrialSpec
+from runner.spec import TRAINING_FIELDS, TrialSpec
 from zoo import atomic
 from zoo.errors import UserError
+from zoo.spec import used_parameters
 from zoo.stdio import quiet_stderr
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -121,7 +122,8 @@ def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], clas
     lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
               for name, value in metrics if value is not None]
     lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|"]
-    lines += [f"| {k} | {v} |" for k, v in trial.spec.flat().items() if v is not None]
+    used = used_parameters(trial.spec.model.architecture, trial.spec.model.sequence_model) | set(TRAINING_FIELDS)
+    lines += [f"| {k} | {v} |" for k, v in trial.spec.flat().items() if v is not None and k in used]
     if trial.confusion is not None:
         lines += ["", "## Confusion matrix (test; rows true, columns predicted)", "",
                   "| true \\ predicted | " + " | ".join(map(str, trial.confusion.columns)) + " |",
@@ -175,8 +177,7 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], regis
     import keras
 
     row = find_trial(runs, key)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"export folder {out} already exists and is not empty (use --overwrite to replace it)")
+    atomic.check_replaceable(out, overwrite, atomic.EXPORT_MARKER, "export folder")
     sweep = runs.tracker.experiment_name
     with tempfile.TemporaryDirectory() as download:
         trial = download_trial(runs, row, Path(download))
@@ -186,7 +187,7 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], regis
     meta = {"format_version": EXPORT_VERSION, "sweep": sweep, "trial_key": key, "run_id": trial.run_id,
             "architecture": trial.spec.model.architecture, "classes": classes, "input": contract,
             "params": trial.spec.flat(), "data_fingerprint": trial.results.get("data_fingerprint")}
-    with atomic.atomic_dir(out, overwrite=overwrite) as staging:
+    with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.EXPORT_MARKER, what="export folder") as staging:
         meta["files"] = _save_formats(model, staging, formats)
         atomic.write_json(staging / "labels.json", classes)
         atomic.write_json(staging / "export.json", meta)

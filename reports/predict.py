@@ -123,9 +123,10 @@ def load_predictor(reference: str, export_trial: Callable[[str, Path], None] | N
     if folder.is_dir():
         return _load_folder(folder)
     if export_trial is not None and "/" not in reference:
-        staging = Path(tempfile.mkdtemp(prefix="videosweep-export-"))
-        export_trial(reference, staging / "export")
-        return _load_folder(staging / "export")
+        # the model is loaded into memory, so the temporary export goes at once, also when exporting fails
+        with tempfile.TemporaryDirectory(prefix="videosweep-export-") as staging:
+            export_trial(reference, Path(staging) / "export")
+            return _load_folder(Path(staging) / "export")
     raise UserError(f"model {reference} is neither an export folder, a models:/ URI nor a trial key "
                     "(a trial key needs --sweep)")
 

@@ -70,6 +70,22 @@ def _trial_row(run: Any) -> dict[str, Any]:
     return row
 
 
+def blank_unused_parameters(trials: pd.DataFrame) -> pd.DataFrame:
+    """Blank what a trial's model does not use (C3D has no backbone weights; only Conv1D has a kernel size):
+    the canonical spec stores defaults there, which tables would otherwise show as if they were chosen."""
+    from zoo.spec import used_parameters
+
+    trials = trials.copy()
+    for (architecture, sequence_model), rows in trials.groupby(["architecture", "sequence_model"],
+                                                               dropna=False).groups.items():
+        try:
+            uses = used_parameters(str(architecture), sequence_model)
+        except KeyError:  # an architecture this zoo no longer has: show what MLflow holds
+            continue
+        trials.loc[rows, [name for name in MODEL_PARAMS if name not in uses]] = None
+    return trials
+
+
 def read_sweep_runs(tracker: Tracker) -> SweepRuns:
     """Every trial run of the sweep's experiment (and its parent run) from the tracking store."""
     runs = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{ROLE}` = 'trial'",
@@ -78,7 +94,7 @@ def read_sweep_runs(tracker: Tracker) -> SweepRuns:
                                          max_results=1)
     columns = ["trial_key", "run_id", "status", "state", "reason", *MODEL_PARAMS, *FINAL_METRICS]
     trials = pd.DataFrame([_trial_row(run) for run in runs])
-    trials = trials.reindex(columns=list(dict.fromkeys([*columns, *trials.columns])))
+    trials = blank_unused_parameters(trials.reindex(columns=list(dict.fromkeys([*columns, *trials.columns]))))
     # Whole-number parameters stay whole even where a missing value (unused by an architecture) made them float.
     for name in (p for p in MODEL_PARAMS if p != "dropout"):
         numeric = pd.to_numeric(trials[name], errors="coerce")

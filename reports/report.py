@@ -169,8 +169,10 @@ def render_html(title: str, generated: str, cards: dict[str, str], board: pd.Dat
 # ---------------------------------------------------------------- the whole report
 
 
-def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to_mlflow: bool = True) -> dict[str, Any]:
+def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to_mlflow: bool = True,
+                 overwrite: bool = False) -> dict[str, Any]:
     """Write leaderboard.csv, leaderboard.md and report.html into `out`; return a summary for the CLI."""
+    atomic.check_replaceable(out, overwrite, atomic.REPORT_MARKER, "report folder")  # before the slow part
     column, direction = objective(metric).final, objective(metric).direction
     name = runs.tracker.experiment_name
     board = leaderboard(runs, metric)
@@ -193,10 +195,10 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
              f"best {metric}": "-" if best is None else cell_text(float(best[metric if metric in board else column])),
              "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
     page = render_html(f"Sweep {name}", generated, cards, board, outcomes, [f for f in figures if f is not None])
-    atomic.writable_dir(out, "report folder")
-    atomic.write_text(out / "leaderboard.csv", board.to_csv(index=False))
-    atomic.write_text(out / "leaderboard.md", to_markdown(board, f"Leaderboard of sweep {name} by {metric}"))
-    atomic.write_text(out / "report.html", page)
+    with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.REPORT_MARKER, what="report folder") as staging:
+        atomic.write_text(staging / "leaderboard.csv", board.to_csv(index=False))
+        atomic.write_text(staging / "leaderboard.md", to_markdown(board, f"Leaderboard of sweep {name} by {metric}"))
+        atomic.write_text(staging / "report.html", page)
     if log_to_mlflow and runs.parent is not None:
         for file in REPORT_FILES:
             runs.tracker.client.log_artifact(runs.parent.info.run_id, str(out / file), artifact_path="report")

@@ -17,6 +17,8 @@ from runner.sweep import Range, Sweep
 from zoo.errors import UserError
 from zoo.spec import invalid_reason
 
+MAX_DROPPED_EXAMPLES = 200  # kept for `plan --verbose`; the counts by reason cover the rest
+
 
 @dataclass
 class Expansion:
@@ -66,7 +68,8 @@ def expand_grid(sweep: Sweep, fingerprint: str) -> Expansion:
             spec, reason = judge(sweep, params, f"space.{index}: ")
             if spec is None:
                 expansion.dropped[reason or "invalid"] += 1
-                expansion.dropped_examples.append((params, reason or "invalid"))
+                if len(expansion.dropped_examples) < MAX_DROPPED_EXAMPLES:
+                    expansion.dropped_examples.append((params, reason or "invalid"))
                 continue
             key = spec.key(fingerprint)
             if key in seen:
@@ -78,6 +81,22 @@ def expand_grid(sweep: Sweep, fingerprint: str) -> Expansion:
             kept += 1
         expansion.per_subspace.append(kept)
     return expansion
+
+
+def cache_sizes(trials: list[TrialSpec], frames: int) -> dict[str, int]:
+    """Bytes of each cache entry the trials need: resized frames (uint8 RGB) or backbone features (float32)."""
+    from zoo import get_architecture, get_backbone
+
+    sizes: dict[str, int] = {}
+    for spec in trials:
+        model = spec.model
+        width, height = model.frame_size or (0, 0)
+        if get_architecture(model.architecture).inputs == "features":
+            entry = f"features {model.backbone}/{model.pooling}/{width}x{height}/{model.weights}"
+            sizes[entry] = frames * get_backbone(str(model.backbone)).num_features * 4
+        else:
+            sizes[f"frames {width}x{height}"] = frames * width * height * 3
+    return sizes
 
 
 def shared_extractions(trials: list[TrialSpec]) -> Counter[str]:

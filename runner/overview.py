@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner import queue, storage
-from runner.expand import expand_grid, shared_extractions
+from runner.expand import cache_sizes, expand_grid, shared_extractions
 from runner.run import SweepContext
 
 STATES = ("finished", "failed", "pending", "running")
@@ -44,6 +44,7 @@ def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
         trials=len(expansion.trials), per_subspace=expansion.per_subspace, combinations=expansion.combinations,
         duplicates=expansion.duplicates, dropped=dict(expansion.dropped),
         feature_extractions=dict(shared_extractions(expansion.trials)),
+        cache_bytes=cache_sizes(expansion.trials, len(ctx.dataset.labels)),
     )
     if verbose:
         report["dropped_combinations"] = [{"params": p, "reason": r} for p, r in expansion.dropped_examples]

@@ -49,7 +49,12 @@ class TrainingConfig(BaseModel):
 
 TRAINING_FIELDS: tuple[str, ...] = tuple(TrainingConfig.model_fields)
 PARAMETERS: tuple[str, ...] = MODEL_FIELDS + TRAINING_FIELDS
-_RESEARCH_ALIASES = {"pretrained_model_name": "backbone"}
+PARAMETER_ALIASES = {"pretrained_model_name": "backbone"}  # the research notebook's spellings
+
+
+def canonical_parameter(key: str) -> str:
+    """The canonical name of a parameter given in any accepted spelling (unknown names come back unchanged)."""
+    return PARAMETER_ALIASES.get(key, key)
 
 
 def validation_message(err: ValidationError, prefix: str = "") -> str:
@@ -81,7 +86,9 @@ class TrialSpec(BaseModel):
         model: dict[str, Any] = {}
         training: dict[str, Any] = {}
         for key, value in params.items():
-            name = _RESEARCH_ALIASES.get(key, key)
+            name = canonical_parameter(key)
+            if name != key and name in params:
+                raise UserError(f"{where}{key} and {name} name the same parameter; give one")
             if name in MODEL_FIELDS:
                 model[name] = value
             elif name in TRAINING_FIELDS:

@@ -7,6 +7,7 @@ are lists (tried in turn) or ranges `{low, high, log, step}` (sampled by random/
 
 from __future__ import annotations
 
+import math
 import re
 from pathlib import Path
 from typing import Any, Literal
@@ -15,11 +16,14 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runner.constraints import ConstraintError, Constraint, parse_constraint
-from runner.spec import PARAMETERS, TrainingConfig, read_yaml_mapping, validation_message
+from runner.spec import (PARAMETER_ALIASES, PARAMETERS, TrainingConfig, canonical_parameter, read_yaml_mapping,
+                         validation_message)
 from zoo.errors import UserError
+from zoo.spec import canonical_value
 
 Strategy = Literal["grid", "random", "optuna", "keras_tuner"]
-_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+MAX_GRID = 100_000  # grid points judged one by one: beyond this a grid takes hours, a sampler is the tool
+_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 
 
 class Range(BaseModel):
@@ -103,6 +107,17 @@ class TrackingConfig(BaseModel):
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
 
 
+def _canonical_keys(index: int, sub: dict[str, SpaceValue]) -> dict[str, SpaceValue]:
+    """A sub-space keyed by canonical parameter names (research spellings such as pretrained_model_name map)."""
+    renamed: dict[str, SpaceValue] = {}
+    for key, values in sub.items():
+        name = canonical_parameter(key)
+        if name in renamed:
+            raise ValueError(f"sub-space {index}: {key} and {name} name the same parameter")
+        renamed[name] = values
+    return renamed
+
+
 class Sweep(BaseModel):
     """One sweep definition."""
 
@@ -120,7 +135,7 @@ class Sweep(BaseModel):
     @field_validator("name")
     @classmethod
     def _name(cls, value: str) -> str:
-        if not _NAME.match(value):
+        if not _NAME.fullmatch(value):
             raise ValueError("use letters, digits, '.', '_' and '-' only (no path separators or spaces)")
         return value
 
@@ -145,11 +160,11 @@ class Sweep(BaseModel):
             if "architecture" not in sub:
                 raise ValueError(f"sub-space {index} has no architecture")
             for key, values in sub.items():
-                if key not in PARAMETERS:
+                if canonical_parameter(key) not in PARAMETERS:
                     raise ValueError(f"sub-space {index}: unknown parameter {key!r}; valid: {', '.join(PARAMETERS)}")
                 if isinstance(values, list) and not values:
                     raise ValueError(f"sub-space {index}: {key} has no values")
-        return value
+        return [_canonical_keys(index, sub) for index, sub in enumerate(value)]
 
     @model_validator(mode="after")
     def _strategy_fits(self) -> Sweep:
@@ -158,12 +173,20 @@ class Sweep(BaseModel):
             index, key = ranges[0]
             raise ValueError(f"space.{index}.{key}: a range cannot be used by the grid strategy; list the values "
                              "or choose strategy random, optuna or keras_tuner")
+        if self.search.strategy == "grid" and self.grid_size() > MAX_GRID:
+            raise ValueError(f"space: {self.grid_size():,} combinations; the limit is {MAX_GRID:,}; "
+                             "use strategy random or optuna")
         if self.search.strategy != "grid" and self.search.trials is None:
             raise ValueError(f"search.trials: the {self.search.strategy} strategy needs a trial budget")
         return self
 
+    def grid_size(self) -> int:
+        """Combinations of the grid, counted without enumerating them."""
+        return sum(math.prod(len(v) if isinstance(v, list) else 1 for v in sub.values()) for sub in self.space)
+
     def parsed_constraints(self) -> list[Constraint]:
-        return [parse_constraint(text, set(PARAMETERS)) for text in self.constraints]
+        known = set(PARAMETERS)
+        return [parse_constraint(text, known, PARAMETER_ALIASES, canonical_value) for text in self.constraints]
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)

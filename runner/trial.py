@@ -150,7 +150,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
 
     model_spec = zoo.validated_spec(spec.model)
     spec = TrialSpec(model=model_spec, training=spec.training)
-    with atomic.atomic_dir(out, overwrite=overwrite) as staging:
+    with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.TRIAL_MARKER) as staging:
         source, cache_hit = prepare_source(spec, dataset, cache_dir)
         sequences = _sequences(spec, dataset, source)
         keras.utils.set_random_seed(spec.training.seed)

@@ -307,7 +307,7 @@ def work(config: WorkerConfig) -> int:
     import yaml
 
     sweep = sweep_from_mapping(yaml.safe_load(config.sweep_yaml), config.sweep_source)
-    dataset = load_dataset(sweep.data.root, sweep.data.labels)
+    dataset = load_dataset(sweep.data.root, sweep.data.labels, config.cache_dir)
     storage = open_storage(config.storage_url)
     study = open_study(sweep.name, storage, sweep.search.direction, make_sampler(sweep), make_pruner(sweep))
     search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries,

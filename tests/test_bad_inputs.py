@@ -138,7 +138,66 @@ CASES = [
          "onnx"),
     Case("export of a sweep never run", lambda f: ["export", str(sweep(f)), "--workdir", str(f / "work"), "--out",
                                                    str(f / "e")], "not been run"),
+    Case("sweep name ending in a newline", lambda f: plan(f, name="bad\n"), "name"),
+    Case("constraint dividing by zero", lambda f: plan(f, constraints=["layer_1_size // 0 > 1"]), "division"),
+    Case("constraint formatting a string", lambda f: plan(f, constraints=["'%999999999d' % 1 == ''"]),
+         "string formatting"),
+    Case("constraint repeating a string", lambda f: plan(f, constraints=["backbone * 1000000000 == ''"]),
+         "numbers only"),
+    Case("constraint comparing text with a number", lambda f: plan(f, constraints=["frame_size > 3"]),
+         "cannot be evaluated"),
+    Case("constraint with a huge product", lambda f: plan(f, constraints=["layer_1_size + 999999999 * 999999999 * "
+                                                                           "999999999 > 0"]), "beyond"),
+    Case("constraint nested too deep", lambda f: plan(f, constraints=["layer_1_size" + " + 1" * 40 + " > 0"]),
+         "deeper"),
+    Case("constraint too long", lambda f: plan(f, constraints=["layer_1_size >= 0 and " * 30 + "True"]),
+         "longer than"),
+    Case("constraint raising to a power", lambda f: plan(f, constraints=["9 ** 9 ** 9 > layer_1_size"]), "powers"),
+    Case("a grid of a billion points", lambda f: plan(f, space=[{"architecture": ["image_mlp_frozen"], **FEATURES,
+         "layer_1_size": list(range(1000)), "layer_2_size": list(range(1000)), "layer_3_size": list(range(1000))}]),
+         "1,000,000,000 combinations"),
+    Case("frame size beyond the maximum", lambda f: plan(f, space=[{"architecture": ["c3dsmall"],
+                                                                    "frame_size": ["100000x100000"]}]), "at most"),
+    Case("train on frames beyond the maximum", lambda f: ["train", "--data", str(SEALS), "--out", str(f / "t"), "--set",
+         "architecture=c3dsmall", "--set", "frame_size=100000x100000"], "at most 2048x2048"),
+    Case("a space key in two spellings", lambda f: plan(f, space=[{**GOOD_SPACE[0],
+                                                                   "pretrained_model_name": ["mobilenet_v2"]}]),
+         "name the same parameter"),
+    Case("a video named ..mp4", lambda f: ["data", "extract-frames", str(_junk_video(f, "..mp4")), "--out",
+                                           str(f / "frames")], "cannot name a frame folder"),
+    Case("a hidden video name", lambda f: ["data", "extract-frames", str(_junk_video(f, ".clip.mp4")), "--out",
+                                           str(f / "frames")], "cannot name a frame folder"),
+    Case("labels naming a video outside the dataset", lambda f: plan(f, data={"root": str(broken_data(f,
+         _video_escapes))}), "video name '../"),
+    Case("labels naming a video by a path", lambda f: plan(f, data={"root": str(broken_data(f, _video_path))}),
+         "path separator"),
+    Case("train --out a non-empty folder", lambda f: ["train", "--data", str(SEALS), "--out", str(_user_folder(f)),
+         "--set", "architecture=c3dsmall"], "use --overwrite"),
+    Case("train --overwrite a folder train did not write", lambda f: ["train", "--data", str(SEALS), "--out",
+         str(_user_folder(f)), "--set", "architecture=c3dsmall", "--overwrite"], "not written by this command"),
+    Case("explore --out a non-empty folder", lambda f: ["data", "explore", str(SEALS), "--out", str(_user_folder(f))],
+         "use --overwrite"),
+    Case("explore --overwrite a folder explore did not write", lambda f: ["data", "explore", str(SEALS), "--out",
+         str(_user_folder(f)), "--overwrite"], ".videosweep-explore"),
+    Case("demo --overwrite a folder demo did not write", lambda f: ["data", "demo", "--out", str(_user_folder(f)),
+                                                                    "--overwrite"], "not written by this command"),
 ]
+
+
+def _video_escapes(labels: pd.DataFrame, data: Path) -> pd.DataFrame:
+    return labels.assign(video=labels.video.replace(labels.video.iat[0], "../" + labels.video.iat[0]))
+
+
+def _video_path(labels: pd.DataFrame, data: Path) -> pd.DataFrame:
+    return labels.assign(video=labels.video.replace(labels.video.iat[0], "a\\" + labels.video.iat[0]))
+
+
+def _user_folder(folder: Path) -> Path:
+    """A folder of the user's own, which no command may replace."""
+    target = folder / "mine"
+    target.mkdir()
+    (target / "notes.txt").write_text("precious")
+    return target
 
 
 def _file(folder: Path) -> Path:
@@ -147,8 +206,8 @@ def _file(folder: Path) -> Path:
     return blocker
 
 
-def _junk_video(folder: Path) -> Path:
-    path = folder / "junk.mp4"
+def _junk_video(folder: Path, name: str = "junk.mp4") -> Path:
+    path = folder / name
     path.write_bytes(b"\x00" * 100)
     return path
 

@@ -80,15 +80,14 @@ def train(
 ) -> None:
     """Train one model on a dataset and write params, results, history, confusion matrices and the model."""
     from runner.spec import TrialSpec, parse_assignments, read_yaml_mapping
-    from zoo import load_dataset, validated_spec
+    from zoo import atomic, load_dataset, validated_spec
 
     params: dict[str, Any] = read_yaml_mapping(config, "config file") if config else {}
     params.update(parse_assignments(set_ or []))
     spec = TrialSpec.from_flat(params)
     validated_spec(spec.model)  # invalid combinations and missing weights fail before any data is read
-    dataset = load_dataset(data, labels)
-    if out.exists() and any(out.iterdir()) and not overwrite:
-        raise UserError(f"output folder {out} already exists and is not empty (use --overwrite to replace it)")
+    dataset = load_dataset(data, labels, cache_dir)
+    atomic.check_replaceable(out, overwrite, atomic.TRIAL_MARKER)
 
     quiet_tensorflow(load=True)
     from runner.trial import run_trial
@@ -165,6 +164,8 @@ def plan(
             console.print(f"  {dropped['params']} -> {dropped['reason']}")
         for extraction, users in sorted(report["feature_extractions"].items()):
             console.print(f"feature extraction {extraction}: shared by {users} trial(s)")
+        for entry, size in sorted(report["cache_bytes"].items()):
+            console.print(f"cache {entry}: {size / 2**20:,.1f} MiB")
     console.print("study: " + ", ".join(f"{v} {k}" for k, v in report["states"].items()))
 
 
@@ -332,6 +333,7 @@ def report(
     out: Annotated[Optional[Path], typer.Option(help="Report folder (default <workdir>/report).")] = None,
     metric: MetricOpt = None,
     top: Annotated[int, typer.Option(help="Learning curves of this many best trials.")] = 5,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out written by report.")] = False,
     workdir: WorkdirOpt = None,
     tracking_uri: TrackingOpt = None,
 ) -> None:
@@ -339,7 +341,9 @@ def report(
     from reports.report import build_report
 
     sweep, workdir, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
-    summary = build_report(runs, out or workdir / "report", metric or sweep.search.metric, top_k=top)
+    # the default folder is the sweep's own, rebuilt each time; a folder the user names needs --overwrite
+    summary = build_report(runs, out or workdir / "report", metric or sweep.search.metric, top_k=top,
+                           overwrite=overwrite or out is None)
     best = summary["best"]
     console.print(f"{summary['finished']} finished of {summary['trials']} trials ranked; best: "
                   f"{best['trial_key'] if best else '-'}")

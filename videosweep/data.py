@@ -135,6 +135,7 @@ def explore(
     dataset: Annotated[Path, typer.Argument(help="Dataset folder with labels.csv.")],
     out: Annotated[Optional[Path], typer.Option(help="Folder for the PNGs and explore.html.")] = None,
     sequence_length: Annotated[int, typer.Option(help="Window length for the windows count.")] = 5,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out written by explore.")] = False,
 ) -> None:
     """Class balance, frames and windows per video, label timelines and example frames."""
     from reports.explore import explore as build
@@ -142,7 +143,7 @@ def explore(
 
     loaded = load_dataset(dataset)
     target = out or Path(f"explore-{loaded.name}")
-    tables = build(loaded, target, sequence_length)
+    tables = build(loaded, target, sequence_length, overwrite)
     _print_frame(tables["balance"], f"{loaded.name}: frames per split and class")
     console.print(f"{len(loaded.videos)} videos; plots and explore.html in {target}")
 
@@ -155,10 +156,11 @@ def demo(
     videos: Annotated[int, typer.Option(help="Number of videos.")] = 10,
     frames: Annotated[int, typer.Option(help="Frames per video.")] = 60,
     seed: Annotated[int, typer.Option(help="Random seed (same seed, same dataset).")] = 0,
+    overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out written by demo.")] = False,
 ) -> None:
     """A synthetic dataset of moving shapes, deterministic by seed."""
     from zoo.synthetic import make_demo
 
-    table = make_demo(out, kind, videos, frames, seed)
+    table = make_demo(out, kind, videos, frames, seed, overwrite)
     console.print(f"wrote {out}: {videos} {kind} videos, {len(table)} frames, classes "
                   f"{', '.join(sorted(table.label.unique()))}")

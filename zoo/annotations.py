@@ -16,14 +16,14 @@ from zoo.data import read_csv_table
 from zoo.errors import DataError
 from zoo.extract import METADATA, read_metadata
 
-TIME = re.compile(r"^(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)$")
+TIME = re.compile(r"(?:(\d+):)?(\d+):(\d+(?:\.\d*)?)")
 END_TOLERANCE_SECONDS = 0.5  # annotators round the end of a video up
 
 
 def parse_time(text: str, where: str) -> float:
     """'HH:MM:SS(.s)', 'MM:SS(.s)' or seconds -> seconds."""
     value = str(text).strip()
-    match = TIME.match(value)
+    match = TIME.fullmatch(value)
     if match:
         hours, minutes, seconds = match.groups()
         if (hours is not None and int(minutes) >= 60) or float(seconds) >= 60:

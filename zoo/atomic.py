@@ -36,6 +36,16 @@ def _umask() -> int:
     return current
 
 
+# Every command that writes a whole folder leaves one of these in it: --overwrite replaces only such a folder.
+TRIAL_MARKER = ".videosweep-trial"
+REPORT_MARKER = ".videosweep-report"
+EXPORT_MARKER = ".videosweep-export"
+EXPLORE_MARKER = ".videosweep-explore"
+DEMO_MARKER = ".videosweep-demo"
+# Folders written before markers existed are recognised by the file their command always wrote.
+_LEGACY_PROOF = {TRIAL_MARKER: "results.json", REPORT_MARKER: "report.html", EXPORT_MARKER: "export.json",
+                 EXPLORE_MARKER: "explore.html"}
+
 UMASK = _umask()  # read once: os.umask can only be read by setting it, which is not thread-safe
 
 
@@ -95,17 +105,60 @@ def writable_dir(folder: Path, what: str) -> Path:
     return folder
 
 
-@contextmanager
-def atomic_dir(target: Path, overwrite: bool = False) -> Iterator[Path]:
-    """Build a folder in a temporary sibling and rename it to `target` only when the block succeeds."""
+def check_replaceable(target: Path, overwrite: bool, marker: str | None, what: str = "output folder") -> None:
+    """Refuse to replace a user's folder: a non-empty `target` needs `overwrite`, and then (when `marker` is
+    given) must carry the marker file that the same command leaves in every folder it writes."""
     target = Path(target).expanduser()
-    writable_dir(target.parent, "output folder")
-    if target.exists() and any(target.iterdir()) and not overwrite:
-        raise UserError(f"output folder {target} already exists and is not empty (use --overwrite to replace it)")
+    if not target.exists() and not target.is_symlink():
+        return
+    if target.is_symlink():
+        raise UserError(f"{what} {target} is a symbolic link; give the folder it points to")
+    if not target.is_dir():
+        raise UserError(f"{what} {target} exists and is not a folder")
+    if not any(target.iterdir()):
+        return
+    if not overwrite:
+        raise UserError(f"{what} {target} already exists and is not empty (use --overwrite to replace it)")
+    if marker is None:
+        return
+    if not any((target / proof).is_file() for proof in (marker, _LEGACY_PROOF.get(marker, marker))):
+        raise UserError(f"{what} {target} was not written by this command (it has no {marker}); "
+                        "--overwrite only replaces such a folder: choose another or empty it yourself")
+
+
+def is_inside(folder: Path, path: Path) -> bool:
+    """Whether `path` resolves to somewhere inside `folder` (not the folder itself)."""
+    base, resolved = Path(folder).resolve(), Path(path).resolve()
+    return resolved != base and resolved.is_relative_to(base)
+
+
+def folder_name_problem(name: str) -> str | None:
+    """Why `name` cannot be one folder directly inside another (empty, hidden, `.`/`..`, separators), or None."""
+    if not name or not name.strip():
+        return "is empty"
+    if name.startswith("."):
+        return "starts with '.' (hidden, or . and .. which name no folder of its own)"
+    if any(char in name for char in "/\\\0"):
+        return "contains a path separator"
+    return None
+
+
+@contextmanager
+def atomic_dir(target: Path, overwrite: bool = False, marker: str | None = None,
+               what: str = "output folder") -> Iterator[Path]:
+    """Build a folder in a temporary sibling and rename it to `target` only when the block succeeds.
+
+    An existing non-empty `target` is replaced only with `overwrite` and, when `marker` is given, only if it
+    carries that marker file; the new folder gets the marker (unless the block wrote it)."""
+    target = Path(target).expanduser()
+    writable_dir(target.parent, what)
+    check_replaceable(target, overwrite, marker, what)
     staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
     os.chmod(staging, 0o777 & ~UMASK)
     try:
         yield staging
+        if marker is not None and not (staging / marker).exists():
+            write_text(staging / marker, "written by videosweep; --overwrite may replace this folder\n")
         if target.exists():
             trash = target.with_name(f".{target.name}.old-{os.getpid()}")
             os.replace(target, trash)

@@ -45,6 +45,9 @@ def find_videos(inputs: Iterable[Path]) -> list[Path]:
         raise UserError("no video files found (looked for " + ", ".join(VIDEO_SUFFIXES) + ")")
     stems: dict[str, Path] = {}
     for video in videos:
+        problem = atomic.folder_name_problem(video.stem)
+        if problem:
+            raise UserError(f"video {video}: its name {video.stem!r} {problem}, so it cannot name a frame folder")
         if video.stem in stems:
             raise UserError(f"two videos would share the frame folder {video.stem}: {stems[video.stem]} and {video}")
         stems[video.stem] = video
@@ -67,12 +70,15 @@ def read_metadata(folder: Path) -> dict[str, Any] | None:
 def extract_video(video: Path, out: Path, fps: float, size: tuple[int, int] | None) -> Outcome:
     """Extract one video into `out/<stem>/` unless done already with the same settings."""
     name, folder = video.stem, out / video.stem
+    if not atomic.is_inside(out, folder):  # find_videos refuses such names; never write outside --out
+        return Outcome(name, "failed", message=f"frame folder {folder} is not inside {out}")
     settings = settings_of(video, fps, size)
     previous = read_metadata(folder)
     if previous is not None and previous.get("settings") == settings:
         return Outcome(name, "skipped", len(previous.get("frames", [])))
     try:
-        with atomic.atomic_dir(folder, overwrite=True) as staging:
+        # a folder of the same name is replaced only when an earlier extraction wrote it
+        with atomic.atomic_dir(folder, overwrite=True, marker=METADATA, what="frame folder") as staging:
             frames = []
             for index, (seconds, image) in enumerate(sample_video(video, fps), start=1):
                 if size is not None:

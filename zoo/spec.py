@@ -25,7 +25,8 @@ _SEQUENCE_ALIASES = {
     "conv1d": "Conv1D",
     "convolution1d": "Conv1D",
 }
-_FRAME_SIZE = re.compile(r"^\s*(\d+)\s*[xX×]\s*(\d+)\s*$")
+MAX_FRAME_SIDE = 2048  # a frame cache holds every frame: 725 frames of 2048x2048 RGB are already 9 GB
+_FRAME_SIZE = re.compile(r"\s*(\d+)\s*[xX×]\s*(\d+)\s*")
 
 
 def parse_frame_size(value: Any) -> tuple[int, int] | None:
@@ -37,7 +38,7 @@ def parse_frame_size(value: Any) -> tuple[int, int] | None:
     if isinstance(value, int):
         size = (value, value)
     elif isinstance(value, str):
-        match = _FRAME_SIZE.match(value)
+        match = _FRAME_SIZE.fullmatch(value)
         if match is None:
             if value.strip().isdigit():
                 size = (int(value), int(value))
@@ -51,6 +52,8 @@ def parse_frame_size(value: Any) -> tuple[int, int] | None:
         raise ValueError(f"frame_size {value!r} must look like 96x96 (width x height)")
     if min(size) <= 0:
         raise ValueError(f"frame_size {value!r} must be positive")
+    if max(size) > MAX_FRAME_SIDE:
+        raise ValueError(f"frame_size {value!r} is too large: at most {MAX_FRAME_SIDE}x{MAX_FRAME_SIDE}")
     return size
 
 
@@ -74,7 +77,8 @@ class ModelSpec(BaseModel):
     )
     pooling: Literal["max", "avg"] | None = Field(None, description="Global pooling of the backbone's last map.")
     frame_size: tuple[int, int] | None = Field(
-        None, description="Frames are resized to WIDTHxHEIGHT; default: the backbone's native size (C3D: 112x112)."
+        None, description="Frames are resized to WIDTHxHEIGHT (each side 1 to 2048); default: the backbone's native "
+        "size (C3D: 112x112)."
     )
     sequence_length: int = Field(1, ge=1, description="Frames per window; a window's label is its last frame's.")
     sequence_model: SequenceModel | None = Field(None, description="Recurrent or 1-D conv layer type (LRCNN).")
@@ -153,6 +157,27 @@ class ModelSpec(BaseModel):
 
 
 MODEL_FIELDS: tuple[str, ...] = tuple(ModelSpec.model_fields)
+_VALUE_SPELLINGS = {"architecture": ModelSpec._architecture, "backbone": ModelSpec._backbone,
+                    "weights": ModelSpec._weights, "pooling": ModelSpec._pooling,
+                    "sequence_model": ModelSpec._sequence_model,
+                    "frame_size": lambda value: format_frame_size(parse_frame_size(value))}
+
+
+def canonical_value(name: str, value: Any) -> Any:
+    """A value as a canonical flat spec holds it (`mobilenetv2_1.00_224` -> `mobilenet_v2`); unknown: unchanged."""
+    spell = _VALUE_SPELLINGS.get(name)
+    if spell is None:
+        return value
+    try:
+        return spell(value)
+    except ValueError:
+        return value
+
+
+def used_parameters(architecture: str, sequence_model: str | None) -> frozenset[str]:
+    """Model parameters that shape this model: its architecture's, less the kernel size unless Conv1D."""
+    uses = registry.get_architecture(architecture).uses
+    return uses if sequence_model == "Conv1D" else uses - {"convolution_kernel_size"}
 
 
 def canonical_spec(spec: ModelSpec) -> ModelSpec:

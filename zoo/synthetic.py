@@ -61,7 +61,8 @@ def _static_video(rng: np.random.Generator, frames: int, shape: str) -> tuple[li
     return images, [shape] * frames
 
 
-def make_demo(out: Path, kind: str = "motion", videos: int = 10, frames: int = 60, seed: int = 0) -> pd.DataFrame:
+def make_demo(out: Path, kind: str = "motion", videos: int = 10, frames: int = 60, seed: int = 0,
+              overwrite: bool = False) -> pd.DataFrame:
     """Write `videos` videos of `frames` JPEG frames and labels.csv (60/20/20 split by video) into `out`."""
     if kind not in KINDS:
         raise UserError(f"unknown demo kind {kind!r}; choose {' or '.join(KINDS)}")
@@ -70,7 +71,7 @@ def make_demo(out: Path, kind: str = "motion", videos: int = 10, frames: int = 6
     rng = np.random.default_rng(seed)
     n_test = n_valid = max(1, round(videos * 0.2))
     rows = []
-    with atomic.atomic_dir(out) as staging:
+    with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.DEMO_MARKER) as staging:
         for index in range(videos):
             name = f"{kind}-{index:03d}"
             shape = ("circle", "square")[index % 2]

@@ -74,7 +74,9 @@ def test_report_ranks_like_mlflow_embeds_its_images_and_is_stable(sweep, tmp_pat
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert logged == {"report/leaderboard.csv", "report/leaderboard.md", "report/report.html"}
     before = {f.name: f.read_text() for f in out.iterdir()}
-    again = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out))
+    refused = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out))
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    again = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out), "--overwrite")
     assert again.returncode == 0
     after = {f.name: f.read_text() for f in out.iterdir()}
     assert {k: without_timestamps(v) for k, v in before.items()} == {k: without_timestamps(v) for k, v in after.items()}
@@ -124,7 +126,8 @@ def test_export_then_predict_reproduces_the_trials_test_predictions(sweep, tmp_p
     meta = json.loads((out / "export.json").read_text())
     assert json.loads((out / "labels.json").read_text()) == ["noseal", "seal"]
     assert meta["input"]["frame_size"] == "32x32" and meta["input"]["channel_order"] == "RGB"
-    assert "Confusion matrix" in (out / "model_card.md").read_text()
+    card = (out / "model_card.md").read_text()
+    assert "Confusion matrix" in card and "convolution_kernel_size" not in card  # only Conv1D models have one
     predictions = tmp_path / "frame_predictions.csv"
     result = run_cli("predict", str(out), "--data", str(SEALS), "--out", str(predictions))
     assert result.returncode == 0, result.stderr
@@ -201,3 +204,45 @@ def test_bad_models_and_mismatched_exports_are_one_line_errors(sweep, tmp_path):
                       str(tmp_path / "e2"))
     assert unknown.returncode == 2 and "has no trial 'nosuchkey'" in unknown.stderr
     assert not (tmp_path / "e2").exists()
+
+
+def test_leaderboard_leaves_parameters_a_model_does_not_use_blank(sweep, tmp_path):
+    import zoo
+    from reports.records import MODEL_PARAMS
+
+    path, workdir = sweep
+    assert run_cli("report", str(path), "--workdir", str(workdir), "--out", str(tmp_path / "r")).returncode == 0
+    board = pd.read_csv(tmp_path / "r" / "leaderboard.csv")
+    for _, row in board.iterrows():
+        unused = [p for p in MODEL_PARAMS if p not in zoo.get_architecture(row.architecture).uses]
+        assert row[unused].isna().all(), (row.architecture, row[unused].dropna().to_dict())
+    assert board.convolution_kernel_size.isna().all()  # no Conv1D trial: no kernel size to show
+    best = json.loads(run_cli("best", str(path), "--workdir", str(workdir), "--json").stdout)
+    assert "convolution_kernel_size" not in best["params"]
+
+
+def test_report_and_export_replace_only_folders_they_wrote(sweep, tmp_path):
+    path, workdir = sweep
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("precious")
+    common = [str(path), "--workdir", str(workdir), "--out", str(mine), "--overwrite"]
+    for command in (["report", *common], ["export", *common, "--no-register"]):
+        result = run_cli(*command)
+        assert result.returncode == 2 and "not written by this command" in result.stderr, result.stderr
+    assert [p.name for p in mine.iterdir()] == ["notes.txt"]
+    out = exported(sweep, tmp_path, "image_mlp_frozen")
+    assert run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), "--no-register").returncode == 2
+    again = run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), "--no-register", "--overwrite")
+    assert again.returncode == 0, again.stderr
+
+
+def test_predict_by_trial_key_leaves_no_temporary_export(sweep, tmp_path):
+    path, workdir = sweep
+    temp = tmp_path / "temp"
+    temp.mkdir()
+    for key, code in ((trial_key(workdir, "image_mlp_frozen"), 0), ("feedfacecafe", 2)):
+        result = run_cli("predict", key, "--sweep", str(path), "--workdir", str(workdir), "--data", str(SEALS),
+                         "--out", str(tmp_path / "p.csv"), env={"TMPDIR": str(temp)})
+        assert result.returncode == code, result.stderr
+        assert not list(temp.glob("videosweep-export-*"))

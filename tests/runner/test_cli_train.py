@@ -20,12 +20,17 @@ def test_train_writes_the_trial_folder(seals, tmp_path, cache_dir):
     assert "test_acc" in result.stdout
     params = json.loads((tmp_path / "out" / "params.json").read_text())
     assert params["layer_1_size"] == 8 and params["frame_size"] == "32x32" and params["dropout"] == 0.1
+    again = run_cli("train", "--data", str(seals), "--out", str(tmp_path / "out"), *TINY, "--overwrite")
+    assert again.returncode == 0, again.stderr  # its own folder: --overwrite replaces it
+    assert json.loads((tmp_path / "out" / "params.json").read_text())["layer_1_size"] == 0
 
 
 @pytest.mark.parametrize("args, message", [
     (["--set", "architecture=resnet_lstm"], "unknown architecture 'resnet_lstm'; choose one of: c3d"),
     (["--set", "architecture=image_mlp_frozen", "--set", "backbone=alexnet"], "unknown backbone 'alexnet'"),
     (["--set", "architecture=image_mlp_frozen", "--set", "colour=red"], "unknown parameter 'colour'"),
+    (["--set", "architecture=image_mlp_frozen", "--set", "backbone=vgg16", "--set", "pretrained_model_name=vgg19"],
+     "pretrained_model_name and backbone name the same parameter"),
     (["--set", "architecture=image_mlp_frozen", "--set", "layer_1_size=big"], "layer_1_size"),
     (["--set", "architecture=video_lrcnn_frozen", "--set", "backbone=vgg16", "--set", "weights=none",
       "--set", "sequence_length=3"], "invalid combination: video_lrcnn_frozen needs layer_1_size > 0"),

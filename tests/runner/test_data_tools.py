@@ -84,7 +84,7 @@ def test_videos_to_a_checked_split_dataset_that_trains(videos, tmp_path, cache_d
     explored = run_cli("data", "explore", str(data), "--out", str(tmp_path / "explore"))
     assert explored.returncode == 0, explored.stderr
     assert {p.name for p in (tmp_path / "explore").iterdir()} == {"balance.png", "timeline.png", "examples.png",
-                                                                    "explore.html"}
+                                                                    "explore.html", ".videosweep-explore"}
 
 
 def test_extraction_reports_bad_videos_by_name_and_re_extracts_on_new_settings(videos, tmp_path):
@@ -103,6 +103,16 @@ def test_extraction_reports_bad_videos_by_name_and_re_extracts_on_new_settings(v
     frames = sorted((data / "good").glob("*.jpg"))
     assert len(frames) == pytest.approx(2 * at_one, abs=1)
     assert cv2.imread(str(frames[0])).shape == (72, 88, 3)
+
+
+@pytest.mark.slow
+def test_extraction_never_replaces_a_folder_it_did_not_write(videos, tmp_path):
+    data = tmp_path / "data"
+    (data / "s28-20").mkdir(parents=True)
+    (data / "s28-20" / "notes.txt").write_text("precious")
+    result = run_cli("data", "extract-frames", str(videos / "s28-20.mp4"), "--out", str(data), "--fps", "1")
+    assert result.returncode == 2 and "not written by this command" in result.stdout + result.stderr
+    assert [p.name for p in (data / "s28-20").iterdir()] == ["notes.txt"]
 
 
 def extracted(videos: Path, tmp_path: Path) -> Path:
@@ -189,6 +199,18 @@ def test_demo_is_deterministic_and_labels_motion_by_direction(tmp_path):
     static = run_cli("data", "demo", "--out", str(tmp_path / "s"), "--kind", "static", "--videos", "4")
     assert static.returncode == 0 and set(pd.read_csv(tmp_path / "s" / "labels.csv").label) == {"circle", "square"}
     assert run_cli("data", "demo", "--out", str(tmp_path / "s")).returncode == 2  # exists: nothing overwritten
+    again = run_cli("data", "demo", "--out", str(tmp_path / "s"), "--videos", "3", "--overwrite")
+    assert again.returncode == 0 and pd.read_csv(tmp_path / "s" / "labels.csv").video.nunique() == 3
+
+
+def test_explore_replaces_its_own_folder_with_overwrite_only(tmp_path):
+    out = tmp_path / "explore"
+    assert run_cli("data", "explore", str(SEALS), "--out", str(out)).returncode == 0
+    refused = run_cli("data", "explore", str(SEALS), "--out", str(out))
+    assert refused.returncode == 2 and "--overwrite" in refused.stderr
+    assert run_cli("data", "explore", str(SEALS), "--out", str(out), "--overwrite").returncode == 0
+    (out / ".videosweep-explore").unlink()  # as written before markers: explore.html proves it
+    assert run_cli("data", "explore", str(SEALS), "--out", str(out), "--overwrite").returncode == 0
 
 
 @pytest.mark.slow

@@ -15,7 +15,7 @@ from zoo import cache, load_dataset
 FAST = {"weights": "none", "epochs": 2, "learning_rates": [1e-3, 1e-4], "patience": 1, "batch_size": 16}
 ARTEFACTS = {"params.json", "results.json", "fit_history.csv", "confusion_matrix.png", "confusion_matrix.csv",
              "confusion_matrix_normalized.png", "confusion_matrix_normalized.csv", "model_summary.txt",
-             "test_predictions.npy", "model_best.keras", "test_windows.csv"}
+             "test_predictions.npy", "model_best.keras", "test_windows.csv", ".videosweep-trial"}
 
 CASES = {
     "image_mlp_frozen": ("seals", {"backbone": "mobilenet_v2", "frame_size": 32, "layer_1_size": 16, "dropout": 0.2}),

@@ -98,3 +98,18 @@ def test_unreadable_image_is_named(dataset_copy):
     dataset = load_dataset(root)
     with pytest.raises(DataError, match="cannot read image .*s27-8212-00002.jpeg"):
         read_frames(dataset.frame_paths, (32, 32))
+
+
+def test_the_vectorised_order_is_natural_key_order_with_ties_in_row_order():
+    import random
+
+    import pandas as pd
+
+    from zoo.data import natural_order
+
+    names = ["f1", "f01", "f2", "f10", "g3", "x", "f9a", "f9", "f-1", "f.1", "f!2", "a", "a1", "ab1", "a1b",
+             "a1b2", "f0", "f00", "f" + "9" * 30, "f1" + "0" * 30]
+    rng = random.Random(1)
+    table = pd.DataFrame([(rng.choice("bac"), rng.choice(names)) for _ in range(500)], columns=["video", "frame"])
+    expected = sorted(range(len(table)), key=lambda i: (table.video.iat[i], natural_key(table.frame.iat[i])))
+    assert list(natural_order(table)) == expected
