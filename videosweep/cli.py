@@ -15,6 +15,7 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+import runner  # noqa: F401 - its import sets the offline defaults (MLflow telemetry off) for every process
 from videosweep.data import data_app
 from zoo.errors import UserError, one_line
 
