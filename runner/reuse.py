@@ -98,9 +98,9 @@ def copy_run(tracker: Any, parent_id: str, key: str, spec_flat: dict[str, Any], 
     from mlflow.entities import Metric, RunTag
 
     original, uri = origin(source)
-    run_id = tracker.trial_run(parent_id, key, spec_flat, {**tags, REUSED_TAG: original, ARTIFACT_TAG: uri,
-                                                           "reused_sweep": source.data.tags.get(SWEEP, "")})
     client = tracker.client
+    run_id = tracker.trial_run(parent_id, key, spec_flat, {**tags, REUSED_TAG: original, ARTIFACT_TAG: uri,
+                                                           "reused_sweep": sweep_of(client, source)})
     now = int(time.time() * 1000)
     metrics = [Metric(name, value, now, 0) for name, value in source.data.metrics.items()
                if name not in EPOCH_METRICS]
@@ -112,6 +112,14 @@ def copy_run(tracker: Any, parent_id: str, key: str, spec_flat: dict[str, Any], 
     client.log_batch(run_id, tags=[RunTag(STATE, "finished")])
     client.set_terminated(run_id, "FINISHED")
     return run_id
+
+
+def sweep_of(mlflow: Any, run: Any) -> str:
+    """The sweep (MLflow experiment) a run belongs to."""
+    try:
+        return str(mlflow.get_experiment(run.info.experiment_id).name)
+    except Exception:  # noqa: BLE001 - only a label
+        return run.data.tags.get(SWEEP, "?")
 
 
 def study_attrs(source: Any) -> dict[str, Any]:
@@ -138,7 +146,7 @@ def check_sources(tracking_uri: str, sweep_name: str, keys: list[str], metric_fi
     for key, run in found.items():
         if not artifacts_present(mlflow, run):
             raise UserError(f"trial {key} would reuse run {origin(run)[0]} of sweep "
-                            f"{run.data.tags.get(SWEEP) or '?'}, whose artefacts are gone ({origin(run)[1]}); "
+                            f"{sweep_of(mlflow, run)}, whose artefacts are gone ({origin(run)[1]}); "
                             "run with --no-reuse to train it again")
     return len(found)
 
@@ -157,7 +165,7 @@ def _typed(value: str | None) -> Any:
     return value
 
 
-def _as_trial(sweep: Any, run: Any, metric_final: str) -> Any | None:
+def _as_trial(sweep: Any, run: Any, metric_final: str, source: str) -> Any | None:
     """The run as a finished Optuna trial in this sweep's parameter space, None when it lies outside it."""
     import optuna
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
@@ -202,7 +210,7 @@ def _as_trial(sweep: Any, run: Any, metric_final: str) -> Any | None:
             continue
         return optuna.trial.create_trial(params=chosen, distributions=dists,
                                          value=float(run.data.metrics[metric_final]),
-                                         user_attrs={WARM_ATTR: run.data.tags.get(SWEEP, ""),
+                                         user_attrs={WARM_ATTR: source,
                                                      "warm_start_run": run.info.run_id,
                                                      "params": spec.flat()})
     return None
@@ -231,9 +239,9 @@ def warm_start(study: Any, sweep: Any, tracking_uri: str, metric_final: str) -> 
     if not sweep.search.warm_start or study.user_attrs.get(WARM_DONE_ATTR):
         return 0
     added = 0
-    for runs in warm_start_runs(tracking_uri, list(sweep.search.warm_start), metric_final).values():
+    for name, runs in warm_start_runs(tracking_uri, list(sweep.search.warm_start), metric_final).items():
         for run in runs:
-            trial = _as_trial(sweep, run, metric_final)
+            trial = _as_trial(sweep, run, metric_final, name)
             if trial is not None:
                 retrying(lambda: study.add_trial(trial), "adding a warm-start trial")
                 added += 1

@@ -250,13 +250,17 @@ class SweepTracking:
 
             if stopped:
                 self.tracker.client.set_tag(self.parent, stop.STOP_TAG, stopped)
+            elif stop.STOP_TAG in self.tracker.client.get_run(self.parent).data.tags:  # went on (--ignore-stop)
+                self.tracker.client.delete_tag(self.parent, stop.STOP_TAG)
             now = int(time.time() * 1000)
-            trained = sum(t.duration.total_seconds() for t in self.study.get_trials(
-                deepcopy=False, states=(TrialState.COMPLETE,)) if t.duration and t.datetime_start
+            trained = sum(t.duration.total_seconds() for t in self.study.get_trials(  # slot time of trials
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
+                if t.duration and t.datetime_start
                 and t.datetime_start.timestamp() >= self.started and not t.user_attrs.get(reuse.REUSED_ATTR))
-            self.tracker.client.log_batch(self.parent, metrics=[
-                Metric(SWEEP_SECONDS_METRIC, time.time() - _process_start(self.started), now, 0),
-                Metric("trained_seconds", trained, now, 0)])
+            if trained:  # what `plan` estimates from: this run's wall time against its trials' slot time
+                self.tracker.client.log_batch(self.parent, metrics=[
+                    Metric(SWEEP_SECONDS_METRIC, time.time() - _process_start(self.started), now, 0),
+                    Metric("trained_seconds", trained, now, 0)])
             self.tracker.finish_sweep(self.parent, interrupted)
 
 

@@ -1,6 +1,7 @@
 """The `videosweep` command line: the one place that prints for people and turns outcomes into exit codes.
 
-Every user error becomes one line and exit 2; an interrupted sweep exits 130.
+Every user error becomes one line and exit 2; run, resume and worker exit 0 when every trial finished, 1 when some
+failed for good, 130 when interrupted.
 """
 
 from __future__ import annotations
