@@ -335,6 +335,7 @@ def _stopping(config: WorkerConfig) -> bool:
 def work(config: WorkerConfig) -> int:
     """Claim and run trials until none are left or `max_trials` ran. Returns how many ran here."""
     configure_process(config)
+    from runner import stop
     from runner.search import make_pruner, make_sampler, make_search
     from runner.storage import open_storage, open_study
     from runner.sweep import sweep_from_mapping
@@ -355,8 +356,6 @@ def work(config: WorkerConfig) -> int:
         if _stopping(config):
             reason = "stop"
             break
-        from runner import stop
-
         if stop.evaluate(study, sweep, config.deadline, rules_on=not config.ignore_stop):
             reason = "stop"  # a stop rule or the time budget: running trials finish, no new one starts
             break

@@ -219,3 +219,16 @@ def test_a_stop_rule_stops_handing_out_trials_and_resume_keeps_it_stopped(tmp_pa
     assert going_on.returncode == 0, going_on.stderr[-2000:]
     assert len(trainings(counter)) == 3
     assert {t.state.name for t in study_of(workdir, "night-stop").trials} == {"COMPLETE"}
+
+
+def test_a_stalled_worker_is_notified(tmp_path, cache_dir):
+    receiver = Receiver()
+    try:
+        sweep = write(tmp_path, "night-stall", [0, 8], notify={"url": receiver.url, "on": ["stalled"]})
+        result = run_cli("run", str(sweep), "--workdir", str(tmp_path / "work"), "--trial-timeout", "4",
+                         env={"VIDEOSWEEP_FAULT": "sleep:layer_1_size=8@600"})
+        assert result.returncode == 1, result.stderr[-2000:]
+        assert [body["event"] for body in receiver.bodies] == ["stalled"]  # end and failure were not chosen
+        assert "timed out after 4 s" in receiver.bodies[0]["text"]
+    finally:
+        receiver.close()
