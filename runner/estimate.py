@@ -18,7 +18,7 @@ from runner.tracking import ROLE
 
 # The rough model without history: a CPU slot, tiny frames; seconds per trial and per epoch-round.
 ROUGH_TRIAL_SECONDS, ROUGH_EPOCH_SECONDS, ROUGH_SWEEP_SECONDS = 15.0, 5.0, 20.0
-ROUGH_MODEL = (f"no finished trials in this tracking store: rough model of {ROUGH_TRIAL_SECONDS:g} s per trial + "
+ROUGH_MODEL = (f"a rough model of {ROUGH_TRIAL_SECONDS:g} s per trial + "
                f"{ROUGH_EPOCH_SECONDS:g} s per epoch and learning rate + {ROUGH_SWEEP_SECONDS:g} s start-up, "
                "per slot")
 SWEEP_SECONDS_METRIC = "sweep_seconds"  # a parent run's wall time, logged when a run of it ends
@@ -72,7 +72,8 @@ def estimate(specs: list[Any], slots: int, mlflow: Any | None) -> dict[str, Any]
     trials, fixed = history(mlflow) if mlflow is not None else ([], [])
     if not trials:
         per_trial = [ROUGH_TRIAL_SECONDS + ROUGH_EPOCH_SECONDS * _budget(s.flat()) for s in specs]
-        return {"seconds": _spread(per_trial, slots) + ROUGH_SWEEP_SECONDS, "basis": ROUGH_MODEL,
+        return {"seconds": _spread(per_trial, slots) + ROUGH_SWEEP_SECONDS,
+                "basis": f"no finished trials in this tracking store, so {ROUGH_MODEL}",
                 "per_trial": per_trial}
     rates: list[dict[tuple[str, ...], list[float]]] = [{} for _ in LEVELS]
     for params, seconds in trials:

@@ -8,6 +8,7 @@ from typing import Any
 from runner import queue, storage
 from runner.expand import expand_grid, shared_extractions
 from runner.run import SweepContext
+from zoo.errors import UserError
 
 STATES = ("finished", "failed", "pending", "running")
 
@@ -82,17 +83,22 @@ def _estimate(ctx: SweepContext, expansion: Any, study: Any, remaining: int) -> 
     if study is not None:
         finished = {key for key, trials in queue.trials_by_key(study).items() if key_state(trials) == "finished"}
     final = objective(ctx.sweep.search.metric).final
-    reuse.warm_start_runs(ctx.tracking_uri, list(ctx.sweep.search.warm_start), final)
-    if expansion is not None:
-        pending = [(key, spec) for key, spec in zip(expansion.keys, expansion.trials) if key not in finished]
-        reusable = reuse.reusable_keys(ctx.tracking_uri, ctx.sweep.name, [k for k, _ in pending], final)
-        to_train = [spec for key, spec in pending if key not in reusable]
-    else:
-        reusable, to_train = {}, _sample_specs(ctx.sweep, remaining)
     resources = ctx.sweep.resources
     slots = len(plan_slots(resources.gpus, resources.trials_per_gpu, resources.workers))
-    mlflow = reuse.client(ctx.tracking_uri) if reuse.store_exists(ctx.tracking_uri) else None
-    guess = estimate.estimate(to_train, slots, mlflow)
+    pending = [(key, spec) for key, spec in zip(expansion.keys, expansion.trials) if key not in finished] \
+        if expansion is not None else [(None, spec) for spec in _sample_specs(ctx.sweep, remaining)]
+    try:
+        reuse.warm_start_runs(ctx.tracking_uri, list(ctx.sweep.search.warm_start), final)
+        reusable = reuse.reusable_keys(ctx.tracking_uri, ctx.sweep.name, [k for k, _ in pending if k], final)
+        to_train = [spec for key, spec in pending if key not in reusable]
+        mlflow = reuse.client(ctx.tracking_uri) if reuse.store_exists(ctx.tracking_uri) else None
+        guess = estimate.estimate(to_train, slots, mlflow)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a plan still shows, with the reason its estimate is rough
+        reusable, to_train = {}, [spec for _, spec in pending]
+        guess = estimate.estimate(to_train, slots, None)
+        guess["basis"] = f"{estimate.ROUGH_MODEL} (the tracking store could not be read: {type(err).__name__})"
     return {"reused": len(reusable), "to_train": len(to_train), "estimate_seconds": round(guess["seconds"], 1),
             "estimate_basis": guess["basis"], "slots": slots}
 

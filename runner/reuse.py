@@ -35,8 +35,13 @@ def store_exists(tracking_uri: str) -> bool:
 
 
 def client(tracking_uri: str) -> Any:
+    import os
+
     from mlflow import MlflowClient
 
+    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
+                        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
+        os.environ.setdefault(name, value)  # as runner.tracking.Tracker: a dead server is not waited on for long
     if tracking_uri.startswith("sqlite:"):
         from runner.storage import sqlite_wal_on_connect
 

@@ -154,7 +154,11 @@ def preflight(ctx: SweepContext, options: RunOptions | None = None) -> None:
     check_tracking_reachable(ctx.tracking_uri, ctx.workdir)
     reuse.warm_start_runs(ctx.tracking_uri, list(ctx.sweep.search.warm_start), final)
     if ctx.sweep.search.strategy == "grid" and (options is None or options.reuse):
-        reuse.check_sources(ctx.tracking_uri, ctx.sweep.name, expansion.keys, final)
+        with storage.storage_errors(ctx.storage_url):
+            study = ctx.open_study(create=False) if ctx.has_study() else None
+            done = {key for key, trials in queue.trials_by_key(study).items()
+                    if any(t.state == TrialState.COMPLETE for t in trials)} if study is not None else set()
+        reuse.check_sources(ctx.tracking_uri, ctx.sweep.name, [k for k in expansion.keys if k not in done], final)
 
 
 @dataclass(frozen=True)
@@ -391,6 +395,10 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
             if reason in (liveness.INTERRUPTED, "scheduler stopped"):
                 continue
             key = str(study.get_trials(deepcopy=False)[number].user_attrs.get(queue.KEY_ATTR, number))
+            note = ctx.workdir / "failures" / f"{key}-trial{number}.txt"
+            if not note.exists():  # no Python traceback survives a killed worker: the reason stands in for it
+                atomic.write_text(note, f"trial #{number} {key}: {reason} (the worker process was lost; "
+                                        "no Python traceback)\n")
             tell("stalled", key, f"trial #{number} {key}: {reason}")
             after_failure(key)
 

@@ -224,11 +224,14 @@ def test_a_stop_rule_stops_handing_out_trials_and_resume_keeps_it_stopped(tmp_pa
 def test_a_stalled_worker_is_notified(tmp_path, cache_dir):
     receiver = Receiver()
     try:
-        sweep = write(tmp_path, "night-stall", [0, 8], notify={"url": receiver.url, "on": ["stalled"]})
-        result = run_cli("run", str(sweep), "--workdir", str(tmp_path / "work"), "--trial-timeout", "4",
+        sweep = write(tmp_path, "night-stall", [8], notify={"url": receiver.url, "on": ["stalled"]})
+        workdir = tmp_path / "work"
+        result = run_cli("run", str(sweep), "--workdir", str(workdir), "--trial-timeout", "10",
                          env={"VIDEOSWEEP_FAULT": "sleep:layer_1_size=8@600"})
         assert result.returncode == 1, result.stderr[-2000:]
         assert [body["event"] for body in receiver.bodies] == ["stalled"]  # end and failure were not chosen
-        assert "timed out after 4 s" in receiver.bodies[0]["text"]
+        assert "timed out after 10 s" in receiver.bodies[0]["text"]
+        notes = list((workdir / "failures").glob("*.txt"))  # where the last line points, even for a killed worker
+        assert len(notes) == 1 and "timed out after 10 s" in notes[0].read_text()
     finally:
         receiver.close()

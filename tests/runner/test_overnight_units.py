@@ -173,3 +173,17 @@ def test_the_rough_model_and_spreading_over_slots():
                                            + estimate.ROUGH_SWEEP_SECONDS)
     assert estimate._spread([10, 10, 10, 10], 2) == 20 and estimate._spread([30, 10, 10], 2) == 30
     assert estimate.estimate([], 1, None)["seconds"] == 0
+
+
+@pytest.mark.parametrize("command", ["run", "resume", "worker"])
+def test_run_resume_and_worker_all_refuse_a_bad_notify_url(tmp_path, command):
+    from tests.conftest import SEALS, run_cli
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(json.dumps({"name": "n", "data": {"root": str(SEALS)}, "space": [
+        {"architecture": ["image_mlp_frozen"], "backbone": ["mobilenet_v2"], "weights": ["none"],
+         "frame_size": ["32x32"]}]}))
+    extra = ["--storage", f"sqlite:///{tmp_path / 'shared.db'}"] if command == "worker" else []
+    result = run_cli(command, str(sweep), "--workdir", str(tmp_path / "work"), *extra, "--notify", "ftp://x/y")
+    assert result.returncode == 2 and "error: notify URL ftp://x/y is not an http" in result.stderr, result.stderr
+    assert not (tmp_path / "work").exists()
