@@ -99,6 +99,29 @@ def gpus() -> list[dict[str, str]]:
     return rows
 
 
+def tensorflow_build() -> dict[str, Any]:
+    """TensorFlow's build info (CUDA and cuDNN versions), read from its file: importing TensorFlow takes
+    seconds and would claim the GPUs in the scheduler process."""
+    import ast
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("tensorflow")
+    except (ImportError, ValueError):
+        return {}
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(list(spec.submodule_search_locations)[0]) / "python" / "platform" / "build_info.py"
+    try:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "OrderedDict" and node.args:
+                return dict(ast.literal_eval(node.args[0]))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    return {}
+
+
 def environment() -> dict[str, Any]:
     """Python, Keras and its backend with versions, CUDA/cuDNN as TensorFlow was built, GPUs and the host."""
     import os
@@ -114,13 +137,10 @@ def environment() -> dict[str, Any]:
         "host": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
     }
-    tf = sys.modules.get("tensorflow")  # its build info only when already loaded: importing it takes seconds
-    if tf is not None:
-        try:
-            build = tf.sysconfig.get_build_info()
-            env["cuda"], env["cudnn"] = build.get("cuda_version"), build.get("cudnn_version")
-        except Exception:  # noqa: BLE001 - a CPU build has no such keys; nothing to record
-            pass
+    build = tensorflow_build()
+    if build:
+        env["cuda_build"] = bool(build.get("is_cuda_build"))
+        env["cuda"], env["cudnn"] = build.get("cuda_version"), build.get("cudnn_version")
     found = gpus()
     if found:
         env["gpus"] = found
