@@ -33,6 +33,9 @@ def _default(field: Any) -> str:
 def _rows(model: type[BaseModel], prefix: str) -> list[str]:
     rows = []
     for name, field in model.model_fields.items():
+        if isinstance(field.annotation, type) and issubclass(field.annotation, BaseModel):
+            rows += _rows(field.annotation, f"{prefix}{name}.")  # nested settings, e.g. search.stop.target
+            continue
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{prefix}{name}` | {_type(field.annotation)} | {_default(field)} | {description} |")
     return rows

@@ -23,6 +23,7 @@ from reports.leaderboard import leaderboard, to_markdown
 from runner.plots import confusion_figure
 from reports.records import SweepRuns
 from runner.metrics import objective
+from runner.stop import STOP_TAG
 from zoo import atomic
 
 MIN_TRIALS_FOR_IMPORTANCE = 6
@@ -156,11 +157,12 @@ def outcome_table(runs: SweepRuns) -> pd.DataFrame:
 
 
 def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
-                figures: list[Figure]) -> str:
+                figures: list[Figure], notice: str = "") -> str:
     first = ["rank", "trial_key", "architecture", "val_accuracy", "test_accuracy", "val_loss", "test_loss"]
     shown = board[first + [c for c in board.columns if c not in first]].dropna(axis=1, how="all")
     card_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>' for k, v in cards.items())
-    body = (f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown)}'
+    body = ((f"<p><b>{html.escape(notice)}</b></p>" if notice else "") +
+            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown)}'
             f"<h2>Plots</h2>{''.join(figure_html(f) for f in figures)}"
             f"<h2>Trials by outcome</h2>{table_html(outcomes)}")
     return page(title, f"generated {generated} from MLflow", body)
@@ -194,7 +196,10 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
     cards = {"finished trials": str(len(board)), "trials in all": str(len(runs.trials)),
              f"best {metric}": "-" if best is None else cell_text(float(best[metric if metric in board else column])),
              "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
-    page = render_html(f"Sweep {name}", generated, cards, board, outcomes, [f for f in figures if f is not None])
+    stopped = runs.parent.data.tags.get(STOP_TAG) if runs.parent is not None else None
+    notice = f"The sweep stopped early: {stopped}" if stopped else ""
+    page = render_html(f"Sweep {name}", generated, cards, board, outcomes, [f for f in figures if f is not None],
+                       notice)
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.REPORT_MARKER, what="report folder") as staging:
         atomic.write_text(staging / "leaderboard.csv", board.to_csv(index=False))
         atomic.write_text(staging / "leaderboard.md", to_markdown(board, f"Leaderboard of sweep {name} by {metric}"))
@@ -203,4 +208,5 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
         for file in REPORT_FILES:
             runs.tracker.client.log_artifact(runs.parent.info.run_id, str(out / file), artifact_path="report")
     return {"out": str(out), "finished": len(board), "trials": len(runs.trials), "importances": importances,
+            "stopped": stopped,
             "best": None if best is None else {"trial_key": best["trial_key"], metric: best.get(metric)}}

@@ -8,6 +8,7 @@ from typing import Any
 from runner import queue, storage
 from runner.expand import cache_sizes, expand_grid, shared_extractions
 from runner.run import SweepContext
+from zoo.errors import UserError
 
 STATES = ("finished", "failed", "pending", "running")
 
@@ -39,6 +40,7 @@ def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
     }
     if expansion is None:
         report.update(trials=ctx.sweep.search.trials, per_subspace=None)
+        report.update(_estimate(ctx, None, study, max(0, (ctx.sweep.search.trials or 0) - states["finished"])))
         return report
     report.update(
         trials=len(expansion.trials), per_subspace=expansion.per_subspace, combinations=expansion.combinations,
@@ -48,7 +50,58 @@ def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
     )
     if verbose:
         report["dropped_combinations"] = [{"params": p, "reason": r} for p, r in expansion.dropped_examples]
+    report.update(_estimate(ctx, expansion, study, 0))
     return report
+
+
+def _sample_specs(sweep: Any, count: int) -> list[Any]:
+    """Stand-ins for the trials a sampler will draw: each sub-space's first choices (ranges: their low end)."""
+    from runner import subspace
+    from runner.expand import judge
+    from runner.sweep import Range
+
+    specs = []
+    for index in range(len(sweep.space)):
+        chosen = {label: (values.low if isinstance(values, Range) else subspace.choice_label(values[0]))
+                  for _, label, values in subspace.swept(sweep, index)}
+        try:
+            spec, _ = judge(sweep, subspace.decode(sweep, index, chosen), "")
+        except Exception:  # noqa: BLE001 - a stand-in only
+            spec = None
+        if spec is not None:
+            specs.append(spec)
+    return [specs[i % len(specs)] for i in range(count)] if specs else []
+
+
+def _estimate(ctx: SweepContext, expansion: Any, study: Any, remaining: int) -> dict[str, Any]:
+    """How many pending trials will be reused from other sweeps, and how long the rest will take."""
+    from runner import estimate, reuse, stop
+    from runner.metrics import objective
+    from runner.scheduler import plan_slots
+
+    stop.watched(ctx.sweep)
+    finished: set[str] = set()
+    if study is not None:
+        finished = {key for key, trials in queue.trials_by_key(study).items() if key_state(trials) == "finished"}
+    final = objective(ctx.sweep.search.metric).final
+    resources = ctx.sweep.resources
+    slots = len(plan_slots(resources.gpus, resources.trials_per_gpu, resources.workers))
+    pending = [(key, spec) for key, spec in zip(expansion.keys, expansion.trials) if key not in finished] \
+        if expansion is not None else [(None, spec) for spec in _sample_specs(ctx.sweep, remaining)]
+    try:
+        reuse.warm_start_runs(ctx.tracking_uri, list(ctx.sweep.search.warm_start), final)
+        reusable = reuse.reusable_keys(ctx.tracking_uri, ctx.sweep.name, [k for k, _ in pending if k], final)
+        to_train = [spec for key, spec in pending if key not in reusable]
+        mlflow = reuse.client(ctx.tracking_uri) if reuse.store_exists(ctx.tracking_uri) else None
+        guess = estimate.estimate(to_train, slots, mlflow)
+    except UserError:
+        raise
+    except Exception as err:  # noqa: BLE001 - a plan still shows, with the reason its estimate is rough
+        reusable, to_train = {}, [spec for _, spec in pending]
+        guess = estimate.estimate(to_train, slots, None)
+        guess["basis"] = f"{estimate.ROUGH_MODEL} (the tracking store could not be read: {type(err).__name__})"
+    return {"reused": len(reusable), "to_train": len(to_train), "estimate_seconds": round(guess["seconds"], 1),
+            "estimate_basis": guess["basis"], "slots": slots}
 
 
 def status_rows(study: Any) -> list[dict[str, Any]]:

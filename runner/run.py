@@ -17,14 +17,16 @@ from typing import Any, Protocol
 
 from optuna.trial import TrialState
 
-from runner import liveness, queue, storage
+from runner import liveness, notify, provenance, queue, reuse, stop, storage
 from runner import optuna_internals as internals
+from runner.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
 from runner.events import Event, TrialFinished
 from runner.expand import expand_grid
 from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
 from runner.search import make_pruner, make_sampler, make_search
 from runner.sweep import ResourcesConfig, Sweep, load_sweep, merged_resources
 from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri
+from runner.metrics import objective
 from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec
 from zoo.data import Dataset
@@ -128,10 +130,16 @@ def best_trial(study: Any) -> tuple[str, float] | None:
     return best.user_attrs.get(queue.KEY_ATTR, str(best.number)), float(best.value)
 
 
-def preflight(ctx: SweepContext) -> None:
+def preflight(ctx: SweepContext, options: RunOptions | None = None) -> None:
     """Everything that can be refused before a single file is written: the storage URL, an empty grid,
-    missing or uncached weights, an unreachable tracking server."""
+    missing or uncached weights, an unreachable tracking server or notify URL, a stop rule on a metric the
+    study does not record, a warm start from an unknown sweep, a reuse source whose artefacts are gone."""
     storage.check_storage_url(ctx.storage_url)
+    stop.watched(ctx.sweep)
+    notify_url = (options.notify_url if options else None) or ctx.sweep.notify.url
+    if notify_url:
+        notify.check_url(notify_url)
+    final = objective(ctx.sweep.search.metric).final
     if ctx.sweep.search.strategy == "grid":
         expansion = expand_grid(ctx.sweep, ctx.dataset.fingerprint)
         if not expansion.trials:
@@ -144,6 +152,13 @@ def preflight(ctx: SweepContext) -> None:
                 seen.add(key)
                 validated_spec(spec.model)
     check_tracking_reachable(ctx.tracking_uri, ctx.workdir)
+    reuse.warm_start_runs(ctx.tracking_uri, list(ctx.sweep.search.warm_start), final)
+    if ctx.sweep.search.strategy == "grid" and (options is None or options.reuse):
+        with storage.storage_errors(ctx.storage_url):
+            study = ctx.open_study(create=False) if ctx.has_study() else None
+            done = {key for key, trials in queue.trials_by_key(study).items()
+                    if any(t.state == TrialState.COMPLETE for t in trials)} if study is not None else set()
+        reuse.check_sources(ctx.tracking_uri, ctx.sweep.name, [k for k in expansion.keys if k not in done], final)
 
 
 @dataclass(frozen=True)
@@ -153,11 +168,16 @@ class RunOptions:
     resources: ResourcesConfig
     cache_dir: str | None = None
     retry_failed: bool = False  # failed trials whose retries were used up get another chance
+    notify_url: str | None = None  # --notify (else the sweep's notify.url)
+    ignore_stop: bool = False  # --ignore-stop: go on after a stop rule stopped the sweep, rules off
+    reuse: bool = True  # --no-reuse: train keys that finished in other sweeps of the tracking store again
 
     @classmethod
     def build(cls, sweep: Sweep, cache_dir: Path | None = None, retry_failed: bool = False,
+              notify_url: str | None = None, ignore_stop: bool = False, reuse: bool = True,
               **overrides: Any) -> RunOptions:
-        return cls(merged_resources(sweep, overrides), str(cache_dir) if cache_dir else None, retry_failed)
+        return cls(merged_resources(sweep, overrides), str(cache_dir) if cache_dir else None, retry_failed,
+                   notify_url, ignore_stop, reuse)
 
 
 @dataclass(frozen=True)
@@ -167,10 +187,18 @@ class SweepOutcome:
     counts: dict[str, int]
     interrupted: bool = False
     nothing_to_run: bool = False
+    stopped: str | None = None  # why a stop rule stopped the sweep
+    failed_for_good: int = 0  # trial keys whose every attempt failed (no retry left)
+    failures_dir: str = ""  # where their tracebacks are
 
     @property
     def failed(self) -> int:
         return self.counts.get("fail", 0)
+
+    @property
+    def exit_code(self) -> int:
+        """130 interrupted, 1 some trials failed for good, else 0 (bad input, 2, never gets this far)."""
+        return 130 if self.interrupted else 1 if self.failed_for_good else 0
 
 
 class SweepDisplay(Protocol):
@@ -195,6 +223,8 @@ class SweepTracking:
     tracker: Tracker | None = None
     parent: str | None = None
     last_update: float = field(default=0.0)
+    slots: int = 1
+    started: float = field(default_factory=time.time)
 
     def start(self) -> None:
         ctx = self.ctx
@@ -203,6 +233,8 @@ class SweepTracking:
             self.parent = self.tracker.sweep_run(ctx.sweep, ctx.sweep.to_yaml(), storage.mask_url(ctx.storage_url),
                                                  ctx.dataset)
             self.tracker.close_dead_runs(self._settled_keys)
+        provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source)
+        self.tracker.client.set_tag(self.parent, SLOTS_TAG, str(self.slots))
         atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": self.parent})
 
     def _settled_keys(self) -> set[str]:
@@ -216,38 +248,96 @@ class SweepTracking:
         self.last_update = time.time()
         self.tracker.update_sweep(self.parent, queue.state_counts(self.study), best_trial(self.study))
 
-    def finish(self, interrupted: bool) -> None:
+    def finish(self, interrupted: bool, stopped: str | None = None) -> None:
         if self.tracker is not None:
+            from mlflow.entities import Metric
+
+            if stopped:
+                self.tracker.client.set_tag(self.parent, stop.STOP_TAG, stopped)
+            elif stop.STOP_TAG in self.tracker.client.get_run(self.parent).data.tags:  # went on (--ignore-stop)
+                self.tracker.client.delete_tag(self.parent, stop.STOP_TAG)
+            now = int(time.time() * 1000)
+            trained = sum(t.duration.total_seconds() for t in self.study.get_trials(  # slot time of trials
+                deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
+                if t.duration and t.datetime_start
+                and t.datetime_start.timestamp() >= self.started and not t.user_attrs.get(reuse.REUSED_ATTR))
+            if trained:  # what `plan` estimates from: this run's wall time against its trials' slot time
+                self.tracker.client.log_batch(self.parent, metrics=[
+                    Metric(SWEEP_SECONDS_METRIC, time.time() - _process_start(self.started), now, 0),
+                    Metric("trained_seconds", trained, now, 0)])
             self.tracker.finish_sweep(self.parent, interrupted)
 
 
 def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> SweepOutcome:
-    """Run (or resume) the sweep on this machine's slots until nothing is left for them or the user stops it."""
+    """Run (or resume) the sweep on this machine's slots until nothing is left for them, a stop rule stops it
+    or the user does."""
+    started = time.time()
     slots = plan_slots(options.resources.gpus, options.resources.trials_per_gpu, options.resources.workers)
-    preflight(ctx)
+    preflight(ctx, options)
     atomic.writable_dir(ctx.workdir, "workdir")  # only now, when nothing else can refuse the sweep
+    notifier = notify.Notifier(options.notify_url or ctx.sweep.notify.url, ctx.sweep.notify.on, display.message)
     with storage.storage_errors(ctx.storage_url):
         study = _checked_study(ctx)
+        if options.ignore_stop:
+            stop.clear(study)
+        elif stop.stop_reason(study):
+            counts = queue.state_counts(study)
+            return SweepOutcome(counts, nothing_to_run=True, stopped=stop.stop_reason(study),
+                                **_failures(ctx, study))
+        warmed = reuse.warm_start(study, ctx.sweep, ctx.tracking_uri, objective(ctx.sweep.search.metric).final)
         search = make_search(ctx.sweep, study, ctx.dataset.fingerprint, ctx.workdir, options.resources.max_retries)
         recovered = _recover(ctx, study, options)
         queued = search.prepare()
         display.message(f"sweep {ctx.sweep.name}: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
                         f"({', '.join(s.name for s in slots)}); study {storage.mask_url(ctx.storage_url)}; "
                         f"{queued} trial(s) queued" + (f", {recovered} abandoned trial(s) recovered" if recovered
-                                                       else ""))
-        tracking = SweepTracking(ctx, study)
+                                                       else "") + (f", {warmed} warm-start trial(s) added from "
+                                                                   f"{', '.join(ctx.sweep.search.warm_start)}"
+                                                                   if warmed else ""))
+        tracking = SweepTracking(ctx, study, slots=len(slots), started=started)
         (ctx.workdir / TRACKING_READY).unlink(missing_ok=True)
         if ctx.sweep.search.strategy == "grid" and queue.state_counts(study)["waiting"] == 0:
             tracking.start()
             tracking.update()
             tracking.finish(interrupted=False)
-            return SweepOutcome(queue.state_counts(study), nothing_to_run=True)
-        interrupted = _schedule(ctx, study, search, slots, options, tracking, display)
+            return SweepOutcome(queue.state_counts(study), nothing_to_run=True, **_failures(ctx, study))
+        interrupted = _schedule(ctx, study, search, slots, options, tracking, display, notifier)
         tracking.update()
         counts = queue.state_counts(study)
-        if interrupted or not (counts["waiting"] or counts["running"]):  # else other machines are still at it
-            tracking.finish(interrupted)
-        return SweepOutcome(counts, interrupted)
+        stopped = stop.stop_reason(study)
+        outcome = SweepOutcome(counts, interrupted, stopped=stopped, **_failures(ctx, study))
+        if interrupted or stopped or not (counts["waiting"] or counts["running"]):  # else others are at it
+            tracking.finish(interrupted, stopped)
+            detail = "interrupted" if interrupted else f"stopped: {stopped}" if stopped else ""
+            notifier.send("end", notify.summary("end", ctx.sweep.name, counts, best_trial(study),
+                                                ctx.sweep.search.metric, ctx.workdir,
+                                                notify.recent_failures(study), detail))
+        notifier.flush()
+        return outcome
+
+
+def _process_start(default: float) -> float:
+    """When this command started (its imports included): a sweep's wall time as its user sees it."""
+    try:
+        import psutil
+
+        return min(default, psutil.Process().create_time())
+    except Exception:  # noqa: BLE001 - a sandbox may hide the process table
+        return default
+
+
+def _failures(ctx: SweepContext, study: Any) -> dict[str, Any]:
+    """Trial keys whose every attempt failed (no retry left), and where their tracebacks are."""
+    keys = queue.trials_by_key(study)
+    failed = sum(1 for trials in keys.values() if trials and all(t.state == TrialState.FAIL for t in trials))
+    return {"failed_for_good": failed, "failures_dir": str(ctx.workdir / "failures")}
+
+
+def _failed_for_good(study: Any, key: str, max_retries: int) -> bool:
+    trials = queue.trials_by_key(study).get(key, [])
+    failures = sum(t.state == TrialState.FAIL and t.user_attrs.get("failure") != liveness.INTERRUPTED
+                   for t in trials)
+    return failures > max_retries and not any(t.state != TrialState.FAIL for t in trials)
 
 
 def _checked_study(ctx: SweepContext) -> Any:
@@ -272,12 +362,26 @@ def _recover(ctx: SweepContext, study: Any, options: RunOptions) -> int:
 
 
 def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], options: RunOptions,
-              tracking: SweepTracking, display: SweepDisplay) -> bool:
+              tracking: SweepTracking, display: SweepDisplay, notifier: notify.Notifier | None = None) -> bool:
     """Run the workers over the slots; True if the user interrupted the sweep."""
     resources = options.resources
+    notifier = notifier or notify.Notifier(None, (), display.message)
+    timeout = ctx.sweep.search.timeout
     template = WorkerConfig(sweep_yaml=ctx.sweep.to_yaml(), sweep_source=ctx.source, workdir=str(ctx.workdir),
                             storage_url=ctx.storage_url, cache_dir=options.cache_dir,
-                            max_retries=resources.max_retries, tracking_uri=ctx.tracking_uri)
+                            max_retries=resources.max_retries, tracking_uri=ctx.tracking_uri,
+                            reuse=options.reuse, ignore_stop=options.ignore_stop,
+                            deadline=tracking.started + timeout if timeout else None)
+
+    def tell(event: str, key: str, detail: str) -> None:
+        if notifier.wants(event):
+            notifier.send(event, notify.summary(event, ctx.sweep.name, queue.state_counts(study), best_trial(study),
+                                                ctx.sweep.search.metric, ctx.workdir,
+                                                notify.recent_failures(study), detail))
+
+    def after_failure(key: str) -> None:
+        if notifier.wants("failure") and _failed_for_good(study, key, resources.max_retries):
+            tell("failure", key, f"trial {key} failed for good")
     scheduler_options = SchedulerOptions(trials_per_process=resources.trials_per_process,
                                          trial_timeout=resources.trial_timeout,
                                          memory_limit_mb=resources.memory_limit_mb)
@@ -288,11 +392,25 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
                                   "failing a dead worker's trial")
         for number in failed:
             display.message(f"trial #{number} failed: {reason}")
+            if reason in (liveness.INTERRUPTED, "scheduler stopped"):
+                continue
+            key = str(study.get_trials(deepcopy=False)[number].user_attrs.get(queue.KEY_ATTR, number))
+            note = ctx.workdir / "failures" / f"{key}-trial{number}.txt"
+            if not note.exists():  # no Python traceback survives a killed worker: the reason stands in for it
+                atomic.write_text(note, f"trial #{number} {key}: {reason} (the worker process was lost; "
+                                        "no Python traceback)\n")
+            tell("stalled", key, f"trial #{number} {key}: {reason}")
+            after_failure(key)
 
     def refill() -> int:
         def once() -> int:
             with queue.study_lock(study, ctx.workdir):
-                liveness.fail_dead_trials(study)
+                dead = liveness.fail_dead_trials(study)
+            for _ in dead:
+                tell("stalled", "", f"{len(dead)} trial(s) lost their worker ({liveness.DEAD_WORKER})")
+                break
+            if stop.stop_reason(study) and not options.ignore_stop:
+                return 0  # stopped: nothing more is handed out
             return search.prepare()
 
         return storage.retrying(once, "re-queueing trials")
@@ -301,6 +419,8 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
         display.event(event, states)
         if isinstance(event, TrialFinished):
             tracking.update(throttled=True)
+            if event.state == "failed":
+                after_failure(event.key)
 
     with display.live(lambda: queue.state_counts(study)):
         scheduler = Scheduler(template, slots, scheduler_options, on_event, on_death, refill)

@@ -66,6 +66,18 @@ class DataConfig(BaseModel):
     labels: Path | None = Field(None, description="labels.csv path if not inside root.")
 
 
+class StopConfig(BaseModel):
+    """When to stop handing out new trials (running ones finish); checked after every finished trial."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    target: float | None = Field(None, description="Stop once a finished trial reaches this value of the metric.")
+    patience_trials: int | None = Field(
+        None, ge=1, description="Stop once this many finished trials in a row bring no improvement.")
+    metric: str | None = Field(None, description="Metric the rules watch (default: search.metric); one the study "
+                                                 "records: val_accuracy, val_loss or test_accuracy.")
+
+
 class SearchConfig(BaseModel):
     """What to try next."""
 
@@ -82,6 +94,9 @@ class SearchConfig(BaseModel):
     oracle: Literal["hyperband", "bayesian", "random"] = Field("hyperband", description="Keras Tuner oracle.")
     timeout: float | None = Field(None, gt=0, description="Stop handing out new trials after this many seconds.")
     seed: int = Field(0, ge=0, description="Seeds the sampler.")
+    stop: StopConfig = Field(default_factory=StopConfig, description="Stop rules: target value, patience in trials.")
+    warm_start: list[str] = Field(default_factory=list, description="optuna/random: other sweeps (same tracking "
+                                  "store) whose finished trials inform the sampler from the start.")
 
 
 class ResourcesConfig(BaseModel):
@@ -99,6 +114,19 @@ class ResourcesConfig(BaseModel):
         50, ge=1, description="A worker process is recycled after this many trials (a new one costs ~6 s).")
     memory_limit_mb: float | None = Field(
         None, gt=0, description="A worker whose resident memory passes this is recycled between trials.")
+
+
+NotifyEvent = Literal["end", "failure", "stalled"]
+
+
+class NotifyConfig(BaseModel):
+    """Where to send a JSON summary (Slack/Mattermost-compatible `text`) and on which events."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    url: str | None = Field(None, description="HTTP(S) URL receiving a POST of JSON; none: no notifications.")
+    on: tuple[NotifyEvent, ...] = Field(("end", "failure"), description="end | failure (a trial failed for "
+                                        "good) | stalled (a worker stopped responding).")
 
 
 class TrackingConfig(BaseModel):
@@ -131,6 +159,7 @@ class Sweep(BaseModel):
     constraints: list[str] = Field(default_factory=list, description="Rules every trial must satisfy.")
     resources: ResourcesConfig = Field(default_factory=ResourcesConfig)
     tracking: TrackingConfig = Field(default_factory=TrackingConfig)
+    notify: NotifyConfig = Field(default_factory=NotifyConfig)
 
     @field_validator("name")
     @classmethod
@@ -178,6 +207,9 @@ class Sweep(BaseModel):
                              "use strategy random or optuna")
         if self.search.strategy != "grid" and self.search.trials is None:
             raise ValueError(f"search.trials: the {self.search.strategy} strategy needs a trial budget")
+        if self.search.warm_start and self.search.strategy not in ("optuna", "random"):
+            raise ValueError("search.warm_start: only the optuna and random strategies learn from earlier sweeps "
+                             "(a grid reuses finished trial keys by itself)")
         return self
 
     def grid_size(self) -> int:

@@ -51,6 +51,9 @@ class WorkerConfig:
     parent_run_id: str | None = None
     memory_limit_mb: float | None = None
     events: Any = field(default=None, repr=False)  # this worker's end of its event pipe to the scheduler, or None
+    reuse: bool = True  # answer keys that finished in another sweep of the tracking store from their run
+    ignore_stop: bool = False  # stop rules off (`--ignore-stop`); the time budget still applies
+    deadline: float | None = None  # epoch seconds after which no trial is handed out (search.timeout)
 
 
 def _emit(config: WorkerConfig, event: Event) -> None:
@@ -115,6 +118,9 @@ class ClaimRun:
         hooks.after_claim(self.claim.spec)
         self._record_start()
         try:
+            reused = self._reuse()
+            if reused is not None:
+                return reused
             return self._complete(*self._train())
         except optuna.TrialPruned as pruned:
             return self._pruned(str(pruned))
@@ -160,15 +166,45 @@ class ClaimRun:
         if retrying(self.trial.should_prune, f"asking the pruner about trial {key}"):
             raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
 
+    def _reuse(self) -> tuple[str, float | None] | None:
+        """A key that finished in another sweep of the tracking store: its run copied, nothing trained."""
+        from runner import provenance, reuse
+
+        if not self.config.reuse or self.tracker is None:
+            return None
+        client, final = self.tracker.client, self.objective.final
+        source = retrying(lambda: reuse.find_source(client, self.sweep.name, self.claim.key, final),
+                          f"looking for an earlier run of trial {self.claim.key}")
+        if source is None:
+            return None
+        if not reuse.artifacts_present(client, source):
+            print(f"trial {self.claim.key}: the artefacts of its earlier run {reuse.origin(source)[0]} are gone "
+                  f"({reuse.origin(source)[1]}); training it again", flush=True)
+            return None
+        self.run_id = reuse.copy_run(self.tracker, self.config.parent_run_id, self.claim.key, self.claim.spec.flat(),
+                                     source, {"optuna_trial": self.trial.number, "slot": self.config.slot,
+                                              **provenance.trial_tags(self.config.sweep_source, self.config.gpu)})
+        value = float(source.data.metrics[final])
+        self._set_attrs(mlflow_run_id=self.run_id, **{reuse.REUSED_ATTR: reuse.origin(source)[0]},
+                        **reuse.study_attrs(source))
+        self._tell(values=value)
+        _emit(self.config, TrialFinished(self.config.slot, trial=self.trial.number, key=self.claim.key,
+                                         state="complete", value=value,
+                                         reason=f"reused run {reuse.origin(source)[0]}"))
+        return "complete", value
+
     def _train(self) -> tuple[dict[str, Any], Any]:
         """The trial's results and its trained model (None when results.json was already there)."""
         from runner.trial import run_trial
 
         config, claim = self.config, self.claim
         if self.tracker is not None:
+            from runner.provenance import trial_tags
+
             self.run_id = self.tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), {
                 "optuna_trial": self.trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
-                "host": socket.gethostname(), "retry": claim.attempt})
+                "host": socket.gethostname(), "retry": claim.attempt,
+                **trial_tags(config.sweep_source, config.gpu)})
             self._set_attrs(mlflow_run_id=self.run_id)
         if (self.out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
             return json.loads((self.out / "results.json").read_text()), None
@@ -299,6 +335,7 @@ def _stopping(config: WorkerConfig) -> bool:
 def work(config: WorkerConfig) -> int:
     """Claim and run trials until none are left or `max_trials` ran. Returns how many ran here."""
     configure_process(config)
+    from runner import stop
     from runner.search import make_pruner, make_sampler, make_search
     from runner.storage import open_storage, open_study
     from runner.sweep import sweep_from_mapping
@@ -318,6 +355,9 @@ def work(config: WorkerConfig) -> int:
     while config.max_trials is None or ran < config.max_trials:
         if _stopping(config):
             reason = "stop"
+            break
+        if stop.evaluate(study, sweep, config.deadline, rules_on=not config.ignore_stop):
+            reason = "stop"  # a stop rule or the time budget: running trials finish, no new one starts
             break
         claim = retrying(search.next_trial, "claiming a trial")
         if claim is None:

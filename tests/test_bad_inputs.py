@@ -181,6 +181,16 @@ CASES = [
          str(_user_folder(f)), "--overwrite"], ".videosweep-explore"),
     Case("demo --overwrite a folder demo did not write", lambda f: ["data", "demo", "--out", str(_user_folder(f)),
                                                                     "--overwrite"], "not written by this command"),
+    # overnight operation (#18): notifications, stop rules, warm start, reuse
+    Case("notify URL that is not HTTP", lambda f: run(f, notify={"url": "ftp://example.org/hook"}), "not an http"),
+    Case("unreachable notify URL", lambda f: run(f, "--notify", "http://bot:s3cret@127.0.0.1:9/hook"),
+         "notify URL http://bot:***@127.0.0.1:9/hook is unreachable"),
+    Case("stop rule on a metric the sweep does not record",
+         lambda f: plan(f, search={"stop": {"target": 0.9, "metric": "f1_score"}}), "does not record 'f1_score'"),
+    Case("warm start from an unknown sweep", lambda f: run(f, search={"strategy": "optuna", "trials": 1,
+                                                                       "warm_start": ["nosuch-sweep"]}),
+         "no sweep 'nosuch-sweep'"),
+    Case("reuse source whose artefacts are gone", lambda f: _gone_reuse_source(f), "artefacts are gone"),
 ]
 
 
@@ -198,6 +208,30 @@ def _user_folder(folder: Path) -> Path:
     target.mkdir()
     (target / "notes.txt").write_text("precious")
     return target
+
+
+def _gone_reuse_source(folder: Path) -> list[str]:
+    """A tracking store holding a finished run of the sweep's only trial key whose artefacts were deleted."""
+    from mlflow import MlflowClient
+
+    from runner.expand import expand_grid
+    from runner.storage import sqlite_wal_on_connect
+    from runner.sweep import load_sweep
+    from zoo import load_dataset
+
+    store = folder / "store"
+    store.mkdir()
+    uri = f"sqlite:///{store / 'mlflow.db'}"
+    path = sweep(folder, tracking={"uri": uri})
+    key = expand_grid(load_sweep(path), load_dataset(SEALS).fingerprint).keys[0]
+    sqlite_wal_on_connect()  # as videosweep opens it, so that reading it later changes no file
+    client = MlflowClient(uri)
+    experiment = client.create_experiment("earlier", artifact_location=(store / "gone").as_uri())
+    run_id = client.create_run(experiment, tags={"videosweep.role": "trial", "videosweep.trial_key": key,
+                                                 "videosweep.sweep": "earlier"}).info.run_id
+    client.log_metric(run_id, "val_accuracy_best", 0.5)
+    client.set_terminated(run_id, "FINISHED")
+    return ["run", str(path), "--workdir", str(folder / "work")]
 
 
 def _file(folder: Path) -> Path:

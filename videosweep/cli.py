@@ -1,6 +1,7 @@
 """The `videosweep` command line: the one place that prints for people and turns outcomes into exit codes.
 
-Every user error becomes one line and exit 2; an interrupted sweep exits 130.
+Every user error becomes one line and exit 2; run, resume and worker exit 0 when every trial finished, 1 when some
+failed for good, 130 when interrupted.
 """
 
 from __future__ import annotations
@@ -168,6 +169,13 @@ def plan(
         for entry, size in sorted(report["cache_bytes"].items()):
             console.print(f"cache {entry}: {size / 2**20:,.1f} MiB")
     console.print("study: " + ", ".join(f"{v} {k}" for k, v in report["states"].items()))
+    from runner.estimate import describe
+
+    if report["reused"]:
+        console.print(f"{report['reused']} trial(s) finished in other sweeps of the tracking store: reused, not "
+                      "trained (--no-reuse trains them)")
+    console.print(f"estimate: about {describe(report['estimate_seconds'])} for {report['to_train']} trial(s) to "
+                  f"train on {report['slots']} slot(s); based on {report['estimate_basis']}", highlight=False)
 
 
 # Options shared by run, resume and worker; each overrides the sweep file's `resources` key of the same name
@@ -184,22 +192,39 @@ TrackingOpt = Annotated[Optional[str], typer.Option(
     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the sweep's tracking.uri, sqlite in the workdir).")]
 
 
+NotifyOpt = Annotated[Optional[str], typer.Option(
+    "--notify", help="POST a JSON summary to this URL on the sweep's notify.on events (default: end, failure).")]
+IgnoreStopOpt = Annotated[bool, typer.Option(
+    "--ignore-stop", help="Go on with a sweep a stop rule stopped (stop rules off for this run).")]
+NoReuseOpt = Annotated[bool, typer.Option(
+    "--no-reuse", help="Train trial keys again even if they finished in another sweep of the tracking store.")]
+
+
 def _run(ctx: Any, cache_dir: Path | None, retry_failed: bool, **overrides: Any) -> None:
-    """Run a loaded sweep with validated options; the outcome becomes the last line and the exit code."""
+    """Run a loaded sweep with validated options; the outcome becomes the last line and the exit code
+    (the same for run, resume and worker): 0 all finished (or a stop rule stopped the sweep), 1 some trials
+    failed for good, 2 bad input (raised before anything runs), 130 interrupted."""
     from runner.run import RunOptions, run_sweep
     from videosweep.progress import SweepProgress
 
     options = RunOptions.build(ctx.sweep, cache_dir=cache_dir, retry_failed=retry_failed, **overrides)
     outcome = run_sweep(ctx, options, SweepProgress(console, ctx.sweep.search.metric))
     counts = outcome.counts
-    if outcome.nothing_to_run:
+    if outcome.nothing_to_run and outcome.stopped:
+        console.print(f"nothing to run: sweep stopped ({outcome.stopped}); `videosweep resume --ignore-stop` "
+                      "goes on")
+    elif outcome.nothing_to_run:
         console.print(f"nothing to run: complete {counts['complete']}, failed {counts['fail']} (retries used up)")
-        return
-    console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
-                  f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
-                                                    if outcome.interrupted else ""))
-    if outcome.interrupted:
-        raise typer.Exit(INTERRUPTED_EXIT)
+    else:
+        console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
+                      f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
+                                                        if outcome.interrupted else "")
+                      + (f"; stopped: {outcome.stopped}" if outcome.stopped and not outcome.interrupted else ""))
+    if outcome.exit_code == 1:
+        console.print(f"{outcome.failed_for_good} trial(s) failed for good; tracebacks in {outcome.failures_dir}/",
+                      highlight=False)
+    if outcome.exit_code:
+        raise typer.Exit(outcome.exit_code)
 
 
 @app.command()
@@ -218,12 +243,16 @@ def run(
     retry_failed: Annotated[bool, typer.Option(help="Run failed trials again even if their retries are used up.")
                             ] = False,
     tracking_uri: TrackingOpt = None,
+    notify_url: NotifyOpt = None,
+    ignore_stop: IgnoreStopOpt = False,
+    no_reuse: NoReuseOpt = False,
 ) -> None:
     """Run a sweep (again: only what has not finished runs)."""
     from runner.run import load_context
 
     ctx = load_context(sweep_file, workdir, storage, create_workdir=False, tracking_uri=tracking_uri)
-    _run(ctx, cache_dir, retry_failed, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
+    _run(ctx, cache_dir, retry_failed, notify_url=notify_url, ignore_stop=ignore_stop, reuse=not no_reuse,
+         gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
          max_retries=max_retries, trial_timeout=trial_timeout, trials_per_process=trials_per_process,
          memory_limit_mb=memory_limit)
 
@@ -250,12 +279,15 @@ def worker(
     cache_dir: CacheDirOpt = None,
     memory_limit: MemoryLimitOpt = None,
     tracking_uri: TrackingOpt = None,
+    notify_url: NotifyOpt = None,
+    ignore_stop: IgnoreStopOpt = False,
+    no_reuse: NoReuseOpt = False,
 ) -> None:
     """Join a sweep from this machine: take trials from the shared study until none are left."""
     from runner.run import worker_context
 
     ctx = worker_context(sweep_file, storage, study, workdir, tracking_uri, data)
-    _run(ctx, cache_dir, False, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
+    _run(ctx, cache_dir, False, notify_url=notify_url, ignore_stop=ignore_stop, reuse=not no_reuse, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
          max_retries=max_retries, trial_timeout=trial_timeout, trials_per_process=trials_per_process,
          memory_limit_mb=memory_limit)
 
@@ -280,6 +312,11 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
                       "" if row["seconds"] is None else f"{row['seconds']:.1f}", row["note"][:80])
     console.print(table)
     console.print(", ".join(f"{v} {k}" for k, v in state_counts(study).items() if v))
+    from runner.stop import stop_reason
+
+    reason = stop_reason(study)
+    if reason:
+        console.print(f"stopped: {reason} (`videosweep resume --ignore-stop` goes on)", highlight=False)
 
 
 @app.command()
@@ -348,6 +385,8 @@ def report(
     best = summary["best"]
     console.print(f"{summary['finished']} finished of {summary['trials']} trials ranked; best: "
                   f"{best['trial_key'] if best else '-'}")
+    if summary.get("stopped"):
+        console.print(f"the sweep stopped early: {summary['stopped']}", highlight=False)
     folder = Path(summary["out"])
     console.print(f"report: {folder / 'report.html'}  leaderboard: {folder / 'leaderboard.md'}")
 

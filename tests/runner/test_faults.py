@@ -55,7 +55,7 @@ def test_a_full_disk_fails_the_trial_cleanly_and_resume_finishes_after_space_is_
         workdir = tmp_path / "work"
         result = run_cli("run", str(sweep), "--workdir", str(workdir), "--cache-dir", str(full / "cache"),
                          "--max-retries", "0")
-        assert result.returncode == 0, result.stderr
+        assert result.returncode == 1, result.stderr  # every trial failed for good
         trials = load_study(workdir, "full").trials
         assert {t.state.name for t in trials} == {"FAIL"}
         assert all("cannot write cache entry" in t.user_attrs["failure"] and
@@ -113,7 +113,7 @@ def test_out_of_memory_fails_the_trial_and_recycles_the_worker(tmp_path, cache_d
     workdir = tmp_path / "work"
     result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0",
                      env={"VIDEOSWEEP_FAULT": "oom:layer_1_size=8"})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a trial failed for good
     trials = {t.user_attrs["params"]["layer_1_size"]: t for t in load_study(workdir).trials}
     assert trials[8].state.name == "FAIL" and "MemoryError" in trials[8].user_attrs["failure"]
     assert trials[0].state.name == "COMPLETE"

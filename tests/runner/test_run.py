@@ -84,7 +84,7 @@ def test_raising_and_segfaulting_trials_fail_with_reasons_are_retried_and_the_sw
     workdir = tmp_path / "work"
     env = {"VIDEOSWEEP_FAULT": "raise:layer_1_size=8,segfault:layer_1_size=16"}
     result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "1", env=env)
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # trials failed for good
     study = load_study(workdir)
     by_size: dict[int, list] = {}
     for trial in study.trials:
@@ -104,7 +104,7 @@ def test_trial_timeout_kills_the_trial(tmp_path, cache_dir):
     workdir = tmp_path / "work"
     result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0", "--trial-timeout", "4",
                      env={"VIDEOSWEEP_FAULT": "sleep:layer_1_size=8@600"})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a trial failed for good
     states = {t.user_attrs["params"]["layer_1_size"]: t for t in load_study(workdir).trials}
     assert states[0].state.name == "COMPLETE"
     assert states[8].state.name == "FAIL" and "timed out after 4 s" in states[8].user_attrs["failure"]

@@ -26,7 +26,7 @@ def test_one_parent_one_child_per_trial_with_metrics_artefacts_and_model(tmp_pat
     workdir = tmp_path / "work"
     result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0",
                      env={"VIDEOSWEEP_FAULT": "raise:layer_1_size=16"})
-    assert result.returncode == 0, result.stderr
+    assert result.returncode == 1, result.stderr  # a trial failed for good
     client, experiment = store(workdir)
     runs = client.search_runs([experiment])
     parents = [r for r in runs if r.data.tags.get("videosweep.role") == "sweep"]
@@ -64,7 +64,7 @@ def test_one_parent_one_child_per_trial_with_metrics_artefacts_and_model(tmp_pat
     model = mlflow.tensorflow.load_model(models[0].model_uri)
     assert model.predict(np.zeros((3, 1280), "float32"), verbose=0).shape == (3, 2)
     again = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0")
-    assert again.returncode == 0 and len(client.search_runs([experiment])) == 4  # no new run
+    assert again.returncode == 1 and len(client.search_runs([experiment])) == 4  # no new run
 
 
 def test_unreachable_tracking_server_and_bad_storage_fail_fast(tmp_path):

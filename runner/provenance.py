@@ -1,0 +1,180 @@
+"""Provenance: which code, environment, host and device produced a run.
+
+Git is asked through its command line with a timeout (no git, no repository or a slow one: no tags, no
+error); the environment is read from this process (importlib.metadata, platform, TensorFlow's build info when
+it is already imported) and `nvidia-smi` when present. Nothing here touches the network.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import shutil
+import socket
+import subprocess
+import sys
+from functools import lru_cache
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+GIT_TIMEOUT_SECONDS = 5
+COMMIT_TAG, BRANCH_TAG = "mlflow.source.git.commit", "mlflow.source.git.branch"
+DIRTY_TAG = "videosweep.git.dirty"
+DIFF_ARTIFACT = "git/uncommitted.diff"
+MAX_DIFF_BYTES = 20 * 2**20
+
+
+def _git(folder: Path, *args: str) -> str | None:
+    if shutil.which("git") is None:
+        return None
+    try:
+        done = subprocess.run(["git", "-C", str(folder), *args], capture_output=True, text=True,
+                              timeout=GIT_TIMEOUT_SECONDS, stdin=subprocess.DEVNULL)
+    except (OSError, subprocess.SubprocessError, UnicodeDecodeError):
+        return None
+    return done.stdout if done.returncode == 0 else None
+
+
+@lru_cache(maxsize=8)
+def git_state(source: str) -> dict[str, Any] | None:
+    """{commit, branch, dirty, diff} of the repository holding the file `source`, or None outside one."""
+    path = Path(source).expanduser()
+    folder = path.parent if not path.is_dir() else path
+    if not folder.is_dir():
+        return None
+    commit = _git(folder, "rev-parse", "HEAD")
+    if not commit:
+        return None
+    branch = (_git(folder, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
+    status = _git(folder, "status", "--porcelain", "--untracked-files=no")
+    dirty = bool(status and status.strip())
+    diff = (_git(folder, "diff", "HEAD") or "") if dirty else ""
+    return {"commit": commit.strip(), "branch": branch if branch and branch != "HEAD" else "",
+            "dirty": dirty, "diff": diff[:MAX_DIFF_BYTES]}
+
+
+def git_tags(source: str | None) -> dict[str, str]:
+    """MLflow's standard git tags plus the dirty flag; empty outside a git repository."""
+    state = git_state(str(source)) if source else None
+    if state is None:
+        return {}
+    tags = {COMMIT_TAG: state["commit"], DIRTY_TAG: str(state["dirty"]).lower()}
+    if state["branch"]:
+        tags[BRANCH_TAG] = state["branch"]
+    return tags
+
+
+def requirements_txt() -> str:
+    """Every installed distribution as `name==version`, sorted (what `pip freeze` would say, without pip)."""
+    seen: dict[str, str] = {}
+    for dist in metadata.distributions():
+        name = dist.metadata.get("Name")
+        if name and name.lower() not in seen:
+            seen[name.lower()] = f"{name}=={dist.version}"
+    return "\n".join(seen[k] for k in sorted(seen)) + "\n"
+
+
+def _version(name: str) -> str | None:
+    try:
+        return metadata.version(name)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def gpus() -> list[dict[str, str]]:
+    """GPU model, memory and driver of each NVIDIA GPU (from nvidia-smi), empty without one."""
+    if shutil.which("nvidia-smi") is None:
+        return []
+    try:
+        out = subprocess.run(["nvidia-smi", "--query-gpu=index,name,memory.total,driver_version",
+                              "--format=csv,noheader"], capture_output=True, text=True, timeout=20).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    rows = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 4:
+            rows.append(dict(zip(("index", "name", "memory", "driver"), parts)))
+    return rows
+
+
+def tensorflow_build() -> dict[str, Any]:
+    """TensorFlow's build info (CUDA and cuDNN versions), read from its file: importing TensorFlow takes
+    seconds and would claim the GPUs in the scheduler process."""
+    import ast
+    from importlib.util import find_spec
+
+    try:
+        spec = find_spec("tensorflow")
+    except (ImportError, ValueError):
+        return {}
+    if spec is None or not spec.submodule_search_locations:
+        return {}
+    path = Path(list(spec.submodule_search_locations)[0]) / "python" / "platform" / "build_info.py"
+    try:
+        tree = ast.parse(path.read_text())
+        for node in ast.walk(tree):
+            if isinstance(node, ast.Call) and getattr(node.func, "attr", "") == "OrderedDict" and node.args:
+                return dict(ast.literal_eval(node.args[0]))
+    except (OSError, SyntaxError, ValueError):
+        return {}
+    return {}
+
+
+def environment() -> dict[str, Any]:
+    """Python, Keras and its backend with versions, CUDA/cuDNN as TensorFlow was built, GPUs and the host."""
+    import os
+
+    backend = os.environ.get("KERAS_BACKEND", "tensorflow")
+    env: dict[str, Any] = {
+        "python": sys.version.split()[0], "python_implementation": platform.python_implementation(),
+        "keras": _version("keras"), "backend": backend,
+        "backend_version": _version({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend,
+                                                                                                    backend))
+        or _version("tensorflow-cpu"),
+        "optuna": _version("optuna"), "mlflow": _version("mlflow") or _version("mlflow-skinny"),
+        "host": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
+        "cpu_count": os.cpu_count(),
+    }
+    build = tensorflow_build()
+    if build:
+        env["cuda_build"] = bool(build.get("is_cuda_build"))
+        env["cuda"], env["cudnn"] = build.get("cuda_version"), build.get("cudnn_version")
+    found = gpus()
+    if found:
+        env["gpus"] = found
+        env["driver"] = found[0]["driver"]
+    return env
+
+
+def log_sweep_provenance(client: Any, run_id: str, source: str | None) -> None:
+    """The parent run's git tags (+ the uncommitted diff when dirty) and its `environment/` artefacts."""
+    from mlflow.entities import RunTag
+
+    tags = git_tags(source)
+    if tags:
+        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
+        state = git_state(str(source))
+        if state and state["dirty"] and state["diff"]:
+            client.log_text(run_id, state["diff"], DIFF_ARTIFACT)
+    client.log_text(run_id, requirements_txt(), "environment/requirements.txt")
+    client.log_text(run_id, json.dumps(environment(), indent=2, sort_keys=True), "environment/environment.json")
+
+
+@lru_cache(maxsize=8)
+def device_name(gpu: str | None) -> str:
+    """What a trial runs on, e.g. `GPU 0: NVIDIA H100 80GB HBM3` or `CPU: x86_64 (16 cores)`."""
+    import os
+
+    if gpu:
+        for row in gpus():
+            if row["index"] == gpu.split(",")[0]:
+                return f"GPU {row['index']}: {row['name']}"
+        return f"GPU {gpu}"
+    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
+
+
+def trial_tags(source: str | None, gpu: str | None) -> dict[str, str]:
+    """A child run's provenance tags: git (as the parent's), host and device."""
+    return {**git_tags(source), "host": socket.gethostname(), "device": device_name(gpu)}

@@ -1,0 +1,188 @@
+"""Overnight operation, the parts that need no training: stop decisions on a real Optuna study, notifications
+to a real local HTTP receiver, git provenance of a real repository, the estimate's arithmetic."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, HTTPServer
+
+import optuna
+import pytest
+
+from runner import estimate, notify, provenance, stop
+from runner.spec import TrialSpec
+from runner.sweep import sweep_from_mapping
+from zoo.errors import UserError
+
+
+def make_sweep(**search) -> object:
+    return sweep_from_mapping({"name": "u", "data": {"root": "."}, "search": search,
+                               "space": [{"architecture": ["image_mlp_frozen"], "backbone": ["mobilenet_v2"]}]}, "t")
+
+
+def finished(values: list[float], attrs: dict | None = None) -> list:
+    study = optuna.create_study(direction="maximize")
+    for number, value in enumerate(values):
+        study.add_trial(optuna.trial.create_trial(value=value, user_attrs={"trial_key": f"k{number}",
+                                                                            **(attrs or {})}))
+    return study.get_trials()
+
+
+def test_target_and_patience_decide_on_finished_trials_in_order():
+    assert stop.decide(make_sweep(stop={"target": 0.9}), finished([0.5, 0.8])) is None
+    reason = stop.decide(make_sweep(stop={"target": 0.9}), finished([0.5, 0.95, 0.6]))
+    assert reason and "target val_accuracy >= 0.9" in reason and "k1" in reason
+    patience = make_sweep(stop={"patience_trials": 2})
+    assert stop.decide(patience, finished([0.5, 0.6, 0.6])) is None  # one without improvement
+    assert "2 finished trial(s) in a row" in stop.decide(patience, finished([0.5, 0.6, 0.6, 0.55]))
+    assert stop.decide(patience, finished([0.5, 0.4, 0.6, 0.5, 0.7])) is None  # improvements reset the count
+    minimize = make_sweep(metric="val_loss", direction="minimize", stop={"target": 0.2})
+    assert "<= 0.2" in stop.decide(minimize, finished([0.5, 0.1]))
+    assert stop.decide(make_sweep(), finished([1.0])) is None  # no rules, no stop
+    assert "time budget" in stop.decide(make_sweep(timeout=5), [], deadline=time.time() - 1)
+
+
+def test_a_rule_may_watch_another_recorded_metric_but_not_an_unrecorded_one():
+    sweep = make_sweep(stop={"target": 0.7, "metric": "test_accuracy"})
+    assert stop.decide(sweep, finished([0.99], {"fit_test_acc": 0.5})) is None
+    assert "test_accuracy" in stop.decide(sweep, finished([0.1], {"fit_test_acc": 0.8}))
+    with pytest.raises(UserError, match="does not record 'f1'"):
+        stop.watched(make_sweep(stop={"target": 0.7, "metric": "f1"}))
+
+
+def test_the_decision_is_recorded_in_the_study_and_cleared_by_ignore_stop():
+    study = optuna.create_study(direction="maximize")
+    sweep = make_sweep(stop={"target": 0.5})
+    assert stop.evaluate(study, sweep) is None and stop.stop_reason(study) is None
+    study.add_trial(optuna.trial.create_trial(value=0.6, user_attrs={"trial_key": "abc"}))
+    assert "abc" in stop.evaluate(study, sweep)
+    assert "abc" in study.user_attrs[stop.STOP_ATTR]
+    stop.clear(study)
+    assert stop.stop_reason(study) is None
+    assert stop.evaluate(study, sweep, rules_on=False) is None  # --ignore-stop: rules off
+
+
+class Receiver:
+    """A local webhook on 127.0.0.1 recording each JSON body it is sent."""
+
+    def __init__(self, status: int = 200):
+        self.bodies: list[dict] = []
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                owner.bodies.append(json.loads(self.rfile.read(int(self.headers["Content-Length"]))))
+                self.send_response(status)
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self.server = HTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/hook"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+        self.server.server_close()
+
+
+@pytest.fixture
+def receiver():
+    server = Receiver()
+    yield server
+    server.close()
+
+
+def test_a_notification_is_json_with_a_chat_text_and_only_for_chosen_events(receiver, tmp_path):
+    logged: list[str] = []
+    notifier = notify.Notifier(receiver.url, ("end",), logged.append)
+    failures = [{"trial": 3, "key": "k3", "reason": "RuntimeError: boom", "traceback": "/x/failures/k3.txt"}]
+    payload = notify.summary("end", "night", {"complete": 3, "fail": 1, "waiting": 0}, ("k1", 0.75),
+                             "val_accuracy", tmp_path, failures)
+    notifier.send("failure", payload)  # not chosen
+    notifier.send("end", payload)
+    notifier.flush()
+    assert len(receiver.bodies) == 1 and not logged
+    body = receiver.bodies[0]
+    assert body["event"] == "end" and body["sweep"] == "night" and body["counts"]["fail"] == 1
+    assert body["best"] == {"trial_key": "k1", "metric": "val_accuracy", "value": 0.75}
+    assert "night" in body["text"] and "0.7500" in body["text"] and "boom" in body["text"]
+    assert body["failures"][0]["traceback"].endswith("k3.txt") and body["report"].endswith("report.html")
+
+
+def test_a_failing_notification_is_one_masked_line_and_does_not_block(tmp_path):
+    refusing = Receiver(status=500)
+    logged: list[str] = []
+    url = refusing.url.replace("http://", "http://bot:s3cret@")
+    notifier = notify.Notifier(url, ("end",), logged.append)
+    began = time.time()
+    notifier.send("end", {"text": "x"})
+    sent_in = time.time() - began
+    notifier.flush()
+    refusing.close()
+    assert sent_in < notify.SEND_TIMEOUT_SECONDS  # the caller never waits for the POST
+    assert len(logged) == 1 and "HTTP 500" in logged[0] and "s3cret" not in logged[0] and "***" in logged[0]
+
+
+def test_the_preflight_refuses_a_non_http_or_unreachable_url(receiver):
+    notify.check_url(receiver.url)
+    with pytest.raises(UserError, match="not an http"):
+        notify.check_url("ftp://example.org/hook")
+    with pytest.raises(UserError, match="unreachable") as err:
+        notify.check_url("http://bot:s3cret@127.0.0.1:9/hook")
+    assert "s3cret" not in str(err.value)
+
+
+def test_git_provenance_of_a_dirty_repository_and_none_outside_one(tmp_path):
+    repo = tmp_path / "repo"
+    repo.mkdir()
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q", "-b", "night"], check=True)
+    (repo / "sweep.yaml").write_text("name: a\n")
+    subprocess.run([*git, "add", "sweep.yaml"], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    commit = subprocess.run([*git, "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
+    tags = provenance.git_tags(str(repo / "sweep.yaml"))
+    assert tags == {provenance.COMMIT_TAG: commit, provenance.BRANCH_TAG: "night", provenance.DIRTY_TAG: "false"}
+    (repo / "sweep.yaml").write_text("name: b\n")
+    provenance.git_state.cache_clear()
+    assert provenance.git_tags(str(repo / "sweep.yaml"))[provenance.DIRTY_TAG] == "true"
+    assert "+name: b" in provenance.git_state(str(repo / "sweep.yaml"))["diff"]
+    outside = tmp_path / "plain"
+    outside.mkdir()
+    assert provenance.git_tags(str(outside / "sweep.yaml")) == {} and provenance.git_tags(None) == {}
+
+
+def test_environment_names_python_keras_backend_and_host():
+    env = provenance.environment()
+    assert env["python"].count(".") == 2 and env["keras"] and env["backend"] and env["host"]
+    assert "keras==" in provenance.requirements_txt().lower()
+
+
+def test_the_rough_model_and_spreading_over_slots():
+    spec = TrialSpec.from_flat({"architecture": "image_mlp_frozen", "backbone": "mobilenet_v2", "epochs": 2,
+                                "learning_rates": [1e-3, 1e-4]})
+    one = estimate.estimate([spec], 1, None)
+    assert "rough model" in one["basis"]
+    assert one["seconds"] == pytest.approx(estimate.ROUGH_TRIAL_SECONDS + 4 * estimate.ROUGH_EPOCH_SECONDS
+                                           + estimate.ROUGH_SWEEP_SECONDS)
+    assert estimate._spread([10, 10, 10, 10], 2) == 20 and estimate._spread([30, 10, 10], 2) == 30
+    assert estimate.estimate([], 1, None)["seconds"] == 0
+
+
+@pytest.mark.parametrize("command", ["run", "resume", "worker"])
+def test_run_resume_and_worker_all_refuse_a_bad_notify_url(tmp_path, command):
+    from tests.conftest import SEALS, run_cli
+
+    sweep = tmp_path / "s.yaml"
+    sweep.write_text(json.dumps({"name": "n", "data": {"root": str(SEALS)}, "space": [
+        {"architecture": ["image_mlp_frozen"], "backbone": ["mobilenet_v2"], "weights": ["none"],
+         "frame_size": ["32x32"]}]}))
+    extra = ["--storage", f"sqlite:///{tmp_path / 'shared.db'}"] if command == "worker" else []
+    result = run_cli(command, str(sweep), "--workdir", str(tmp_path / "work"), *extra, "--notify", "ftp://x/y")
+    assert result.returncode == 2 and "error: notify URL ftp://x/y is not an http" in result.stderr, result.stderr
+    assert not (tmp_path / "work").exists()
