@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import socket
 import time
 
 import mlflow
 import numpy as np
 import pytest
 from mlflow import MlflowClient
+
+from pathlib import Path
 
 from tests.conftest import run_cli
 from tests.runner.test_run import FEATURES, load_study, write_sweep
@@ -43,10 +46,14 @@ def test_one_parent_one_child_per_trial_with_metrics_artefacts_and_model(tmp_pat
         key = child.data.tags["videosweep.trial_key"]
         trial = study[key]
         assert child.data.params["layer_1_size"] == str(trial.user_attrs["params"]["layer_1_size"])
-        assert child.data.tags["optuna_trial"] == str(trial.number) and child.data.tags["host"]
+        assert child.data.tags["optuna_trial"] == str(trial.number)
+        assert child.data.tags["host"] == socket.gethostname() == trial.user_attrs["host"]
         if trial.state.name == "FAIL":
             assert child.info.status == "FAILED" and "injected failure" in child.data.tags["failure"]
-            assert [a.path for a in client.list_artifacts(child.info.run_id, "failure")]
+            [saved] = [a.path for a in client.list_artifacts(child.info.run_id, "failure")]
+            text = (Path(client.download_artifacts(child.info.run_id, saved, str(tmp_path))).read_text())
+            assert text.startswith("Traceback") and "RuntimeError: injected failure for layer_1_size=16" in text
+            assert text == Path(trial.user_attrs["traceback_path"]).read_text()
             continue
         assert child.info.status == "FINISHED"
         history = client.get_metric_history(child.info.run_id, "val_accuracy")
@@ -86,15 +93,22 @@ def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on():
 
     from tests.conftest import ROOT
 
-    quiet = {"PYTEST_CURRENT_TEST", "CI", "GITHUB_ACTIONS", "DO_NOT_TRACK", "MLFLOW_DISABLE_TELEMETRY"}
+    # every marker mlflow.telemetry.utils._is_ci_env_or_testing() honours (MLflow 3.17), and the explicit switches
+    quiet = {"PYTEST_CURRENT_TEST", "GITHUB_ACTIONS", "CI", "CIRCLECI", "GITLAB_CI", "JENKINS_URL", "TRAVIS",
+             "TF_BUILD", "BITBUCKET_BUILD_NUMBER", "CODEBUILD_BUILD_ARN", "BUILDKITE", "TEAMCITY_VERSION",
+             "CLOUD_RUN_EXECUTION", "RUNBOT_HOST_URL", "RUNBOT_BUILD_NAME", "RUNBOT_WORKER_ID", "DO_NOT_TRACK",
+             "MLFLOW_DISABLE_TELEMETRY", "_MLFLOW_TESTING_TELEMETRY"}
     env = {k: v for k, v in os.environ.items() if k not in quiet}
-    probe = ("import runner.cli; from mlflow.telemetry.utils import is_telemetry_disabled; "
-             "print(is_telemetry_disabled())")
+    probe = ("import mlflow.telemetry.utils as u; ci = u._is_ci_env_or_testing(); import runner.cli; "
+             "print(ci, u._IS_MLFLOW_DEV_VERSION, u.is_telemetry_disabled())")
 
     def disabled(extra: dict[str, str]) -> str:
         result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
                                 env={**env, **extra}, check=True)
-        return result.stdout.strip()
+        ci, dev, answer = result.stdout.split()
+        # MLflow must not be keeping quiet on its own (a marker it honours that this list misses, a dev build)
+        assert (ci, dev) == ("False", "False"), "MLflow sees a CI/testing marker: extend `quiet`"
+        return answer
 
     assert disabled({}) == "True"
     assert disabled({"MLFLOW_DISABLE_TELEMETRY": "false"}) == "False"  # the user's choice is kept
