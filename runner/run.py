@@ -27,7 +27,7 @@ from runner.sweep import Sweep, load_sweep
 from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri
 from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec
-from zoo.errors import UserError
+from zoo.errors import UserError, one_line
 from zoo.data import Dataset
 
 
@@ -226,7 +226,8 @@ def _run_sweep(ctx: SweepContext, console: Console, slots: list[Any], retries: i
                             tracking_uri=ctx.tracking_uri)
     options = SchedulerOptions(trials_per_process=trials_per_process or resources.trials_per_process,
                                trial_timeout=trial_timeout or resources.trial_timeout,
-                               memory_limit_mb=memory_limit_mb or resources.memory_limit_mb)
+                               memory_limit_mb=memory_limit_mb or resources.memory_limit_mb,
+                               search_timeout=ctx.sweep.search.timeout)
 
     def fail_dead_worker_trials(pid: int, trial_number: int | None, reason: str) -> list[int]:
         failed = []
@@ -277,20 +278,32 @@ def _run_sweep(ctx: SweepContext, console: Console, slots: list[Any], retries: i
 
     last_update = [0.0]
 
+    def tracked(call: Any, *args: Any) -> Any:
+        """A call to the tracking store from this process; the store gone mid-sweep stops the sweep clearly."""
+        try:
+            return call(*args)
+        except UserError:
+            raise
+        except Exception as err:  # connection refused, timeouts: the study keeps every trial regardless
+            raise UserError(f"lost the MLflow tracking store {ctx.tracking_uri} mid-sweep "
+                            f"({one_line(f'{type(err).__name__}: {err}')[:200]}); every trial is kept in the study: "
+                            "`videosweep resume` finishes the sweep once the store answers again") from None
+
     def on_event(event: dict[str, Any], states: dict[str, SlotState]) -> None:
         progress.event(event, states)
         if event["kind"] == "finish" and tracking and time.time() - last_update[0] > SWEEP_UPDATE_SECONDS:
             last_update[0] = time.time()
-            tracking["tracker"].update_sweep(tracking["parent"], studies.state_counts(study), best_trial(study))
+            tracked(tracking["tracker"].update_sweep, tracking["parent"], studies.state_counts(study),
+                    best_trial(study))
 
     with Progress(console, study, ctx.sweep.search.metric, ctx.sweep.search.direction) as progress:
         scheduler = Scheduler(template, slots, options, on_event, on_death, refill)
         scheduler.run(after_start=start_tracking)
         interrupted = scheduler.interrupts > 0
     counts = studies.state_counts(study)
-    tracking["tracker"].update_sweep(tracking["parent"], counts, best_trial(study))
+    tracked(tracking["tracker"].update_sweep, tracking["parent"], counts, best_trial(study))
     if interrupted or not (counts["waiting"] or counts["running"]):  # else other machines are still at it
-        tracking["tracker"].finish_sweep(tracking["parent"], interrupted)
+        tracked(tracking["tracker"].finish_sweep, tracking["parent"], interrupted)
     console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
                   f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
                                                     if interrupted else ""))

@@ -87,6 +87,7 @@ class SchedulerOptions:
     trials_per_process: int = 50
     trial_timeout: float | None = None
     memory_limit_mb: float | None = None
+    search_timeout: float | None = None  # search.timeout: no new trial is handed out after this many seconds
 
 
 class Scheduler:
@@ -181,12 +182,15 @@ class Scheduler:
         """Spawn every slot, run `after_start` while the workers import TensorFlow, then supervise."""
         self.stop_file.unlink(missing_ok=True)
         previous = {sig: signal.signal(sig, self._interrupt) for sig in (signal.SIGINT, signal.SIGTERM)}
+        deadline = time.time() + self.options.search_timeout if self.options.search_timeout else None
         try:
             for state in self.states.values():
                 self._spawn(state)
             if after_start is not None:
                 after_start()
             while any(state.process is not None for state in self.states.values()):
+                if deadline is not None and time.time() > deadline and not self.stop_file.exists():
+                    self.stop_file.touch()  # as the first Ctrl-C: running trials finish, no new one starts
                 self._drain(POLL_SECONDS)
                 for state in self.states.values():
                     self._check(state)

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -160,8 +159,25 @@ def test_kill_9_mid_sweep_then_resume_reruns_no_finished_trial(tmp_path, cache_d
     finished_before = {t.user_attrs["trial_key"] for t in before.trials if t.state.name == "COMPLETE"}
     assert any(t.state.name == "RUNNING" for t in before.trials)  # left behind by the killed worker
     trained_before = len(trainings(counter))
-    result = run_cli("resume", str(sweep), "--workdir", str(workdir), env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("t").experiment_id
+    [orphan] = client.search_runs([experiment], "attributes.status = 'RUNNING' and tags.`videosweep.role` = 'trial'")
+    assert orphan.data.params["layer_1_size"] == "12"  # the killed process's run, left RUNNING
+    # Resume without retries first: the killed trial fails for good and its run is closed as KILLED ...
+    first = run_cli("resume", str(sweep), "--workdir", str(workdir), "--max-retries", "0",
+                    env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
+    assert first.returncode == 0, first.stderr
+    closed = client.get_run(orphan.info.run_id)
+    assert closed.info.status == "KILLED" and closed.data.tags["videosweep.state"] == "killed"
+    assert [t.state.name for t in load_study(workdir).trials
+            if t.user_attrs["params"]["layer_1_size"] == 12] == ["FAIL"]
+    # ... then a resume that retries it finishes the sweep, reusing that run.
+    result = run_cli("resume", str(sweep), "--workdir", str(workdir), "--retry-failed",
+                     env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
     assert result.returncode == 0, result.stderr
+    assert client.get_run(orphan.info.run_id).info.status == "FINISHED"
     after = load_study(workdir)
     complete = [t for t in after.trials if t.state.name == "COMPLETE"]
     keys = [t.user_attrs["trial_key"] for t in complete]
@@ -172,10 +188,7 @@ def test_kill_9_mid_sweep_then_resume_reruns_no_finished_trial(tmp_path, cache_d
                        if t.user_attrs["trial_key"] in finished_before}
     assert not finished_params & set(retrained)  # zero finished trials re-run
     assert len(retrained) == 5 - len(finished_before)
-    from mlflow import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    runs = client.search_runs([experiment])
     children = [r for r in runs if r.data.tags.get("videosweep.role") == "trial"]
     assert sorted(r.data.tags["videosweep.trial_key"] for r in children) == sorted(keys)  # one run per key
     assert all(r.info.status == "FINISHED" for r in runs)  # no orphan RUNNING run
