@@ -25,6 +25,7 @@ import yaml
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+from tests.conftest import CLI  # noqa: E402  the one spelling of the `videosweep` command
 SEALS = ROOT / "examples" / "seals"
 TRAINING = {"epochs": 2, "patience": 2, "learning_rates": [1e-3], "batch_size": 64, "seed": 0}
 POINT = {"architecture": "image_mlp_frozen", "backbone": "mobilenet_v2", "weights": "none", "frame_size": "32x32"}
@@ -41,7 +42,7 @@ def sweep_file(folder: Path, name: str, trials: int) -> Path:
 
 def run_sweep(path: Path, workdir: Path, *extra: str) -> float:
     started = time.perf_counter()
-    subprocess.run([sys.executable, "-c", "from videosweep.cli import main; main()", "run", str(path), "--workdir",
+    subprocess.run([*CLI, "run", str(path), "--workdir",
                     str(workdir), *extra], check=True, cwd=ROOT, stdout=subprocess.DEVNULL)
     return time.perf_counter() - started
 

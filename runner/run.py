@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import os
 import time
-from collections.abc import Callable
-from contextlib import AbstractContextManager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -30,7 +30,7 @@ from runner.metrics import objective
 from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec
 from zoo.data import Dataset
-from zoo.errors import UserError
+from zoo.errors import UserError, one_line
 
 
 @dataclass
@@ -241,14 +241,31 @@ class SweepTracking:
         settled = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))
         return {t.user_attrs.get(queue.KEY_ATTR) for t in settled}
 
+    @contextmanager
+    def _store_lost_is_one_line(self) -> Iterator[None]:
+        """The tracking store gone mid-sweep stops the sweep with one line; the study keeps every trial."""
+        try:
+            yield
+        except UserError:
+            raise
+        except Exception as err:  # connection refused, timeouts
+            raise UserError(f"lost the MLflow tracking store {storage.mask_url(self.ctx.tracking_uri)} mid-sweep "
+                            f"({one_line(f'{type(err).__name__}: {err}')[:200]}); every trial is kept in the study: "
+                            "`videosweep resume` finishes the sweep once the store answers again") from None
+
     def update(self, throttled: bool = False) -> None:
         """The parent run's trial counts and best metric (at most every SWEEP_UPDATE_SECONDS if throttled)."""
         if self.tracker is None or (throttled and time.time() - self.last_update < SWEEP_UPDATE_SECONDS):
             return
         self.last_update = time.time()
-        self.tracker.update_sweep(self.parent, queue.state_counts(self.study), best_trial(self.study))
+        with self._store_lost_is_one_line():
+            self.tracker.update_sweep(self.parent, queue.state_counts(self.study), best_trial(self.study))
 
     def finish(self, interrupted: bool, stopped: str | None = None) -> None:
+        with self._store_lost_is_one_line():
+            self._finish(interrupted, stopped)
+
+    def _finish(self, interrupted: bool, stopped: str | None) -> None:
         if self.tracker is not None:
             from mlflow.entities import Metric
 

@@ -41,8 +41,15 @@ def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
             return optuna.samplers.RandomSampler(seed=seed)
         if name == "qmc":
             return optuna.samplers.QMCSampler(seed=seed)
+        # Optuna imports these samplers' packages lazily, at the first model-based draw inside a worker, whose
+        # crash then left its trial RUNNING and the worker respawning forever: import them here, up front.
         if name == "cmaes":
+            import cmaes  # noqa: F401
+
             return optuna.samplers.CmaEsSampler(seed=seed, warn_independent_sampling=False)
+        import scipy  # noqa: F401
+        import torch  # noqa: F401
+
         return optuna.samplers.GPSampler(seed=seed)
     except ImportError as err:
         raise UserError(f"search.sampler {name} needs an extra package: {err}") from None

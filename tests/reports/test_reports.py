@@ -56,13 +56,16 @@ def test_report_ranks_like_mlflow_embeds_its_images_and_is_stable(sweep, tmp_pat
     assert result.returncode == 0, result.stderr
     client, runs = mlflow_trials(workdir)
     finished = [r for r in runs if r.info.status == "FINISHED"]
-    expected = sorted(finished, key=lambda r: (-r.data.metrics["val_accuracy_best"],
-                                               -r.data.metrics["test_accuracy"], r.data.metrics["param_count"],
-                                               r.data.tags["videosweep.trial_key"]))
+    # The expectation comes from the trials' own results.json files (not MLflow, not the report's code): best
+    # validation accuracy first, ties by test accuracy, then fewer parameters, then the key.
+    saved = pd.DataFrame([json.loads(p.read_text()) for p in (workdir / "trials").glob("*/results.json")])
+    expected = saved.sort_values(["fit_val_acc", "fit_test_acc", "model_param_count", "trial_key"],
+                                 ascending=[False, False, True, True])
     board = pd.read_csv(out / "leaderboard.csv", dtype={"trial_key": str})
-    assert list(board.trial_key) == [r.data.tags["videosweep.trial_key"] for r in expected]
-    assert list(board["rank"]) == list(range(1, len(finished) + 1)) and len(finished) == 4
-    assert board.val_accuracy.tolist() == pytest.approx([r.data.metrics["val_accuracy_best"] for r in expected])
+    assert len(finished) == len(expected) == 4
+    assert list(board.trial_key) == list(expected.trial_key)
+    assert list(board["rank"]) == [1, 2, 3, 4]
+    assert board.val_accuracy.tolist() == pytest.approx(expected.fit_val_acc.tolist())
     markdown = (out / "leaderboard.md").read_text()
     assert markdown.count("\n| ") == len(finished) + 1 and board.trial_key[0] in markdown
     page = (out / "report.html").read_text()
@@ -107,7 +110,17 @@ def test_best_names_the_leaderboards_first_trial(sweep):
               key=lambda r: (r.data.metrics["val_accuracy_best"], r.data.metrics["test_accuracy"],
                              -r.data.metrics["param_count"]))
     assert best["run_id"] == top.info.run_id and best["value"] == pytest.approx(top.data.metrics["val_accuracy_best"])
-    assert "convolution_kernel_size" not in best["params"] or best["params"]["architecture"] != "image_mlp_frozen"
+    assert best["trial_key"] == top.data.tags["videosweep.trial_key"]
+    # The parameters shown are the trial's own (params.json), less those its architecture ignores.
+    saved = json.loads((workdir / "trials" / best["trial_key"] / "params.json").read_text())
+    assert best["params"] and all(str(value) == str(saved[key]) for key, value in best["params"].items())
+    ignored = {"image_mlp_frozen": {"convolution_kernel_size", "sequence_length", "sequence_model"},
+               "image_mlp_trainable": {"convolution_kernel_size", "sequence_length", "sequence_model"},
+               "video_lrcnn_frozen": {"convolution_kernel_size"}}[saved["architecture"]]
+    assert not ignored & set(best["params"]), best["params"]
+    assert {"architecture", "backbone", "frame_size", "layer_1_size"} <= set(best["params"])
+    if saved["architecture"] == "video_lrcnn_frozen":
+        assert best["params"]["sequence_model"] == "GRU" and best["params"]["sequence_length"] == 3
 
 
 def trial_key(workdir: Path, architecture: str) -> str:
@@ -246,3 +259,36 @@ def test_predict_by_trial_key_leaves_no_temporary_export(sweep, tmp_path):
                          "--out", str(tmp_path / "p.csv"), env={"TMPDIR": str(temp)})
         assert result.returncode == code, result.stderr
         assert not list(temp.glob("videosweep-export-*"))
+
+
+def test_export_savedmodel_and_tflite_give_the_keras_models_predictions(sweep, tmp_path):
+    """`--format keras,savedmodel,tflite`: three files of one model (backbone + head, on raw frames), each run by
+    its own runtime on real frames. (A GRU model's .tflite needs TensorFlow's Flex ops, which the TFLite
+    interpreter of the tensorflow-cpu wheel cannot run, so the frame model is the one checked here.)"""
+    import keras
+    import tensorflow as tf
+
+    path, workdir = sweep
+    out = tmp_path / "export"
+    result = run_cli("export", str(path), "--workdir", str(workdir), "--trial",
+                     trial_key(workdir, "image_mlp_frozen"), "--out", str(out), "--format", "keras,savedmodel,tflite",
+                     "--no-register")
+    assert result.returncode == 0, result.stderr
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["files"] == {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite"}
+    frames = sorted((SEALS / "s26-8164").glob("*.jpeg"))[:8]
+    images = np.stack([cv2.resize(cv2.imread(str(f))[:, :, ::-1], (32, 32), interpolation=cv2.INTER_AREA)
+                       for f in frames]).astype("float32")
+    shape = meta["input"]["shape"]
+    assert shape == [None, 32, 32, 3]
+    batch = images[:2]
+    expected = keras.models.load_model(out / "model.keras").predict(batch, verbose=0)
+    assert expected.shape == (2, 2) and np.allclose(expected.sum(axis=1), 1, atol=1e-5)
+    loaded = tf.saved_model.load(str(out / "savedmodel"))  # kept: its functions need the object alive
+    served = loaded.serve(tf.constant(batch)).numpy()
+    np.testing.assert_allclose(served, expected, atol=1e-5)
+    interpreter = tf.lite.Interpreter(model_path=str(out / "model.tflite"))
+    runner = interpreter.get_signature_runner()
+    [name] = runner.get_input_details()
+    lite = np.concatenate([next(iter(runner(**{name: batch[i:i + 1]}).values())) for i in range(len(batch))])
+    np.testing.assert_allclose(lite, expected, atol=1e-4)

@@ -5,6 +5,8 @@ from __future__ import annotations
 import multiprocessing as mp
 from collections import Counter
 
+import pytest
+
 from runner.queue import claim_waiting
 from runner.storage import existing_study, open_storage, open_study
 
@@ -51,10 +53,19 @@ def test_a_claim_records_its_start_time_in_any_time_zone(tmp_path):
     url = f"sqlite:///{tmp_path / 'tz.db'}"
     study = open_study("tz", open_storage(url), "maximize")
     study.enqueue_trial(params={}, user_attrs={"trial_key": "k"})
-    claim = ("from runner.queue import claim_waiting; from runner.storage import existing_study, open_storage; "
-             f"print(claim_waiting(existing_study('tz', open_storage({url!r}))).number)")
+    from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+    try:  # without time zone data the C library silently takes TZ=America/New_York for UTC: nothing proved
+        new_york = dt.datetime.now(ZoneInfo("America/New_York")).utcoffset()
+    except ZoneInfoNotFoundError:
+        pytest.fail("no time zone data (install tzdata): America/New_York is unknown")
+    claim = ("import time; from runner.queue import claim_waiting; from runner.storage import existing_study, "
+             "open_storage; "
+             f"print(claim_waiting(existing_study('tz', open_storage({url!r}))).number, time.localtime().tm_gmtoff)")
     result = subprocess.run([sys.executable, "-c", claim], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TZ": "America/New_York"})
-    assert result.stdout.strip() == "0", result.stderr
+    number, offset = result.stdout.split()
+    assert number == "0", result.stderr
+    assert int(offset) == new_york.total_seconds() < 0, "the claiming process did not run in New York time"
     started = existing_study("tz", open_storage(url)).trials[0].datetime_start  # naive local time, read here
     assert abs((dt.datetime.now() - started).total_seconds()) < 60, started

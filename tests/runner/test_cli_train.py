@@ -17,9 +17,16 @@ def test_train_writes_the_trial_folder(seals, tmp_path, cache_dir):
     config.write_text("layer_1_size: 8\ndropout: 0.1\n")
     result = run_cli("train", "--data", str(seals), "--out", str(tmp_path / "out"), "--config", str(config), *TINY)
     assert result.returncode == 0, result.stderr
-    assert "test_acc" in result.stdout
     params = json.loads((tmp_path / "out" / "params.json").read_text())
     assert params["layer_1_size"] == 8 and params["frame_size"] == "32x32" and params["dropout"] == 0.1
+    assert params["learning_rates"] == [0.001] and params["epochs"] == 1 and params["weights"] == "none"
+    saved = json.loads((tmp_path / "out" / "results.json").read_text())
+    assert saved["architecture"] == "image_mlp_frozen" and saved["fit_num_epochs"] == 1
+    # what it prints is what it saved
+    assert f"val_acc {saved['fit_val_acc']:.3f}, test_acc {saved['fit_test_acc']:.3f}" in result.stdout
+    assert f"artefacts in {tmp_path / 'out'}" in " ".join(result.stdout.split())
+    epochs = [line for line in result.stdout.splitlines() if line.startswith("round 1 epoch")]
+    assert len(epochs) == 1 and f"val_acc {saved['fit_val_acc']:.3f}" in epochs[0]
     again = run_cli("train", "--data", str(seals), "--out", str(tmp_path / "out"), *TINY, "--overwrite")
     assert again.returncode == 0, again.stderr  # its own folder: --overwrite replaces it
     assert json.loads((tmp_path / "out" / "params.json").read_text())["layer_1_size"] == 0

@@ -6,7 +6,6 @@ import json
 import os
 import signal
 import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -14,7 +13,7 @@ import optuna
 import pytest
 import yaml
 
-from tests.conftest import ROOT, run_cli
+from tests.conftest import CLI, ROOT, run_cli
 
 pytestmark = pytest.mark.slow
 FEATURES = {"backbone": ["mobilenet_v2"], "weights": ["none"], "frame_size": ["32x32"]}
@@ -41,16 +40,28 @@ def trainings(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()] if path.exists() else []
 
 
+def wait_until(condition, seconds: float, what: str, process: subprocess.Popen | None = None) -> None:
+    """Poll `condition` until it holds; fail (naming `what`) if time runs out or `process` exits first."""
+    deadline = time.time() + seconds
+    while not condition():
+        assert process is None or process.poll() is None, f"the process exited ({process.returncode}) before {what}"
+        assert time.time() < deadline, f"{what} did not happen within {seconds} s"
+        time.sleep(0.3)
+
+
 def start_run_until_sleeping(sweep: Path, workdir: Path, counter: Path, sleeper: int) -> subprocess.Popen:
-    """`videosweep run` in its own process group, returned once the trial of layer_1_size=sleeper is stuck."""
-    env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size={sleeper}@600"}
-    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "run", str(sweep), "--workdir",
-               str(workdir)]
+    """`videosweep run` (one slot: trials in grid order) in its own process group, returned once the trial of
+    layer_1_size=sleeper is stuck."""
+    env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size={sleeper}@3600"}
+    command = [*CLI, "run", str(sweep), "--workdir", str(workdir), "--workers", "1"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while time.time() < deadline and not any(t["layer_1_size"] == sleeper for t in trainings(counter)):
-        time.sleep(0.5)
+    try:
+        wait_until(lambda: any(t["layer_1_size"] == sleeper for t in trainings(counter)), 600,
+                   f"the trial layer_1_size={sleeper} started", process)
+    except BaseException:
+        os.killpg(process.pid, signal.SIGKILL)
+        raise
     return process
 
 
@@ -100,14 +111,18 @@ def test_raising_and_segfaulting_trials_fail_with_reasons_are_retried_and_the_sw
 
 
 def test_trial_timeout_kills_the_trial(tmp_path, cache_dir):
+    """The timeout is per sweep, so it is generous (a healthy trial on a machine 6x slower fits in it) and the
+    hanging trial hangs far longer; two slots run them side by side, so the test costs about one timeout."""
     sweep = write_sweep(tmp_path, grid((0, 8)))
     workdir = tmp_path / "work"
-    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0", "--trial-timeout", "4",
-                     env={"VIDEOSWEEP_FAULT": "sleep:layer_1_size=8@600"})
+    started = time.time()
+    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0", "--trial-timeout", "60",
+                     "--workers", "2", env={"VIDEOSWEEP_FAULT": "sleep:layer_1_size=8@3600"})
     assert result.returncode == 1, result.stderr  # a trial failed for good
     states = {t.user_attrs["params"]["layer_1_size"]: t for t in load_study(workdir).trials}
     assert states[0].state.name == "COMPLETE"
-    assert states[8].state.name == "FAIL" and "timed out after 4 s" in states[8].user_attrs["failure"]
+    assert states[8].state.name == "FAIL" and "timed out after 60 s" in states[8].user_attrs["failure"]
+    assert time.time() - started < 600  # killed, not slept out
 
 
 def test_fake_gpus_pin_each_worker_to_its_device(tmp_path, cache_dir):
@@ -118,11 +133,17 @@ def test_fake_gpus_pin_each_worker_to_its_device(tmp_path, cache_dir):
     assert result.returncode == 0, result.stderr
     trials = load_study(workdir).trials
     assert all(t.state.name == "COMPLETE" for t in trials) and len(trials) == 6
+    pids_per_slot: dict[str, set] = {}
     for trial in trials:
-        assert trial.user_attrs["cuda_visible_devices"] == trial.user_attrs["gpu"]
-        assert trial.user_attrs["slot"] in {"gpu0.0", "gpu0.1", "gpu1.0", "gpu1.1"}
-        assert trial.user_attrs["slot"].startswith(f"gpu{trial.user_attrs['gpu']}.")
-    assert len({t.user_attrs["pid"] for t in trials}) >= 2
+        slot = trial.user_attrs["slot"]
+        assert slot in {"gpu0.0", "gpu0.1", "gpu1.0", "gpu1.1"}
+        device = slot[len("gpu"):].split(".")[0]  # what the scheduler assigned, read off the slot's name
+        # ...and what the worker process saw in its environment
+        assert trial.user_attrs["cuda_visible_devices"] == device == trial.user_attrs["gpu"]
+        pids_per_slot.setdefault(slot, set()).add(trial.user_attrs["pid"])
+    # one worker process per slot (no recycling in 6 trials), and never one process for two slots
+    assert all(len(pids) == 1 for pids in pids_per_slot.values()), pids_per_slot
+    assert len(set.union(*pids_per_slot.values())) == len(pids_per_slot)
     missing = run_cli("run", str(sweep), "--workdir", str(workdir), "--gpus", "3", env={"VIDEOSWEEP_FAKE_GPUS": "2"})
     assert missing.returncode == 2 and "GPU 3 which is not there (GPUs found: 0, 1)" in missing.stderr
 
@@ -138,8 +159,25 @@ def test_kill_9_mid_sweep_then_resume_reruns_no_finished_trial(tmp_path, cache_d
     finished_before = {t.user_attrs["trial_key"] for t in before.trials if t.state.name == "COMPLETE"}
     assert any(t.state.name == "RUNNING" for t in before.trials)  # left behind by the killed worker
     trained_before = len(trainings(counter))
-    result = run_cli("resume", str(sweep), "--workdir", str(workdir), env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name("t").experiment_id
+    [orphan] = client.search_runs([experiment], "attributes.status = 'RUNNING' and tags.`videosweep.role` = 'trial'")
+    assert orphan.data.params["layer_1_size"] == "12"  # the killed process's run, left RUNNING
+    # Resume without retries first: the killed trial fails for good and its run is closed as KILLED ...
+    first = run_cli("resume", str(sweep), "--workdir", str(workdir), "--max-retries", "0",
+                    env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
+    assert first.returncode == 0, first.stderr
+    closed = client.get_run(orphan.info.run_id)
+    assert closed.info.status == "KILLED" and closed.data.tags["videosweep.state"] == "killed"
+    assert [t.state.name for t in load_study(workdir).trials
+            if t.user_attrs["params"]["layer_1_size"] == 12] == ["FAIL"]
+    # ... then a resume that retries it finishes the sweep, reusing that run.
+    result = run_cli("resume", str(sweep), "--workdir", str(workdir), "--retry-failed",
+                     env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
     assert result.returncode == 0, result.stderr
+    assert client.get_run(orphan.info.run_id).info.status == "FINISHED"
     after = load_study(workdir)
     complete = [t for t in after.trials if t.state.name == "COMPLETE"]
     keys = [t.user_attrs["trial_key"] for t in complete]
@@ -150,10 +188,7 @@ def test_kill_9_mid_sweep_then_resume_reruns_no_finished_trial(tmp_path, cache_d
                        if t.user_attrs["trial_key"] in finished_before}
     assert not finished_params & set(retrained)  # zero finished trials re-run
     assert len(retrained) == 5 - len(finished_before)
-    from mlflow import MlflowClient
-
-    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
-    runs = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    runs = client.search_runs([experiment])
     children = [r for r in runs if r.data.tags.get("videosweep.role") == "trial"]
     assert sorted(r.data.tags["videosweep.trial_key"] for r in children) == sorted(keys)  # one run per key
     assert all(r.info.status == "FINISHED" for r in runs)  # no orphan RUNNING run
@@ -181,8 +216,11 @@ def test_ctrl_c_stops_handing_out_trials_then_stops_running_ones_and_the_sweep_r
     workdir, counter = tmp_path / "work", tmp_path / "count.txt"
     process = start_run_until_sleeping(sweep, workdir, counter, 4)
     os.killpg(process.pid, signal.SIGINT)  # a terminal's Ctrl-C reaches the whole process group
-    time.sleep(4)
+    wait_until(lambda: (workdir / ".stop").exists(), 120, "the scheduler took the first Ctrl-C", process)
+    time.sleep(1)  # time for a wrong reaction to the signal; the trial sleeps for an hour
     assert process.poll() is None  # the running trial is allowed to finish
+    running = [t for t in load_study(workdir).trials if t.state.name == "RUNNING"]
+    assert [t.user_attrs["params"]["layer_1_size"] for t in running] == [4]
     os.killpg(process.pid, signal.SIGINT)  # the second Ctrl-C stops it
     assert process.wait(60) == 130
     trials = {t.user_attrs["params"]["layer_1_size"]: t for t in load_study(workdir).trials}
@@ -197,7 +235,7 @@ def test_ctrl_c_stops_handing_out_trials_then_stops_running_ones_and_the_sweep_r
     assert [t["layer_1_size"] for t in trainings(counter)].count(0) == 1  # the finished trial never reran
 
 
-@pytest.mark.parametrize("oracle", ["hyperband", "random"])
+@pytest.mark.parametrize("oracle", ["hyperband", "random", "bayesian"])
 def test_keras_tuner_oracles_drive_the_search(tmp_path, cache_dir, oracle):
     space = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8, 16, 32], "dropout": [0.0, 0.2]}]
     sweep = write_sweep(tmp_path, space, search={"strategy": "keras_tuner", "oracle": oracle, "trials": 4})
@@ -208,12 +246,13 @@ def test_keras_tuner_oracles_drive_the_search(tmp_path, cache_dir, oracle):
     result = run_cli("run", str(sweep), "--workdir", str(workdir))
     assert result.returncode == 0, result.stderr
     trials = [t for t in load_study(workdir).trials if t.state.name == "COMPLETE"]
-    assert 1 <= len(trials) <= 4
+    # The budget is spent exactly: Hyperband's two brackets for 3 epochs at factor 3 are 3 trials + 1, the
+    # others draw 4 distinct points of the 8; every oracle trial is one finished study trial.
+    assert len(trials) == 4 and len({t.user_attrs["trial_key"] for t in trials}) == 4
     assert all(t.user_attrs.get("keras_tuner_trial") is not None for t in trials)
     oracle_files = list((workdir / "keras_tuner" / "t").glob("trial_*/trial.json"))
-    assert len(oracle_files) >= len(trials)
     statuses = [json.loads(p.read_text())["status"] for p in oracle_files]
-    assert statuses.count("COMPLETED") == len({t.user_attrs["keras_tuner_trial"] for t in trials})
+    assert statuses.count("COMPLETED") == len({t.user_attrs["keras_tuner_trial"] for t in trials}) == 4
     if oracle == "hyperband":  # Hyperband sets each trial's epoch budget
         assert {t.user_attrs["params"]["epochs"] for t in trials} <= {1, 2, 3}
     finished = len(trials)

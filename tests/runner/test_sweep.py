@@ -132,8 +132,10 @@ def test_constraint_language_refuses_code(expression):
 
 
 def test_example_sweeps_validate():
-    from pathlib import Path
+    from tests.conftest import ROOT
 
-    for path in sorted(Path("sweeps").glob("*.yaml")):
+    paths = sorted((ROOT / "sweeps").glob("*.yaml"))
+    assert paths, "no example sweep found under sweeps/"
+    for path in paths:
         sweep_ = load_sweep(path)
         assert sweep_.name and yaml.safe_load(sweep_.to_yaml())["name"] == sweep_.name

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pandas as pd
@@ -47,12 +48,32 @@ def test_every_architecture_trains_on_real_frames(architecture, datasets, tmp_pa
     assert {p.name for p in out.iterdir()} == ARTEFACTS
     saved = json.loads((out / "results.json").read_text())
     assert saved["architecture"] == architecture
-    for key in ("data_total_rows_train", "data_total_rows_valid", "data_total_rows_test", "fit_best_round",
-                "fit_dt_train_start", "fit_dt_train_end", "fit_dt_train_duration_seconds", "fit_dt_test_start",
-                "fit_num_epochs", "fit_stopped_epoch1", "fit_stopped_epoch2", "fit_train_acc", "fit_train_loss",
-                "fit_val_acc", "fit_val_loss", "fit_test_acc", "fit_test_loss", "model_param_count"):
-        assert key in saved, key
     history = pd.read_csv(out / "fit_history.csv")
+    splits = dataset.labels.split.value_counts()
+    for split in ("train", "valid", "test"):  # one row per window: at most one per frame, at least one per video
+        rows = saved[f"data_total_rows_{split}"]
+        videos = dataset.labels[dataset.labels.split == split].video.nunique()
+        assert videos <= rows <= splits[split], (split, rows)
+        if params.get("sequence_length", 1) == 1 and architecture.startswith("image"):
+            assert rows == splits[split]
+    assert saved["data_total_rows_test"] == len(pd.read_csv(out / "test_windows.csv"))
+    assert saved["fit_best_round"] == int(history.loc[history.val_accuracy.idxmax(), "round"])
+    assert saved["fit_val_acc"] == pytest.approx(history.val_accuracy.max())
+    best = history[history["round"] == saved["fit_best_round"]]
+    assert saved["fit_train_acc"] == pytest.approx(best.loc[best.val_accuracy.idxmax(), "accuracy"])
+    for round_ in (1, 2):
+        assert saved[f"fit_stopped_epoch{round_}"] == (history["round"] == round_).sum()
+    for key in ("fit_train_acc", "fit_val_acc", "fit_test_acc"):
+        assert 0 <= saved[key] <= 1, key
+    for key in ("fit_train_loss", "fit_val_loss", "fit_test_loss"):
+        assert 0 < saved[key] < 100, key
+    started, ended = (pd.Timestamp(saved[f"fit_dt_train_{x}"]) for x in ("start", "end"))
+    assert started <= ended <= pd.Timestamp(saved["fit_dt_test_start"])
+    assert 0 < saved["fit_dt_train_duration_seconds"] <= (ended - started).total_seconds() + 1
+    summary = (out / "model_summary.txt").read_text()  # Keras's own count; "Total" there adds optimizer state
+    counts = [int(m.replace(",", "")) for m in re.findall(r"(?m)^ ?(?:Trainable|Non-trainable) params: ([\d,]+)",
+                                                            summary)]
+    assert len(counts) == 2 and saved["model_param_count"] == sum(counts) > 0, summary[-400:]
     assert list(history["round"].unique()) == [1, 2]
     assert list(history.step) == list(range(len(history))) and len(history) == saved["fit_num_epochs"]
     predictions = np.load(out / "test_predictions.npy")
@@ -110,13 +131,20 @@ def test_local_weights_file(datasets, tmp_path, cache_dir):
     import keras
 
     weights = tmp_path / "mobilenet.weights.h5"
-    keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3),
-                                   pooling="avg").save_weights(weights)
+    backbone = keras.applications.MobileNetV2(include_top=False, weights=None, input_shape=(32, 32, 3),
+                                              pooling="avg")
+    # All-zero weights give all-zero features, which no other weights (random `none` ones included) give.
+    backbone.set_weights([np.zeros_like(w) for w in backbone.get_weights()])
+    backbone.save_weights(weights)
     spec = TrialSpec.from_flat({"architecture": "image_mlp_frozen", **FAST, "epochs": 1, "backbone": "mobilenet_v2",
                                 "frame_size": 32, "weights": str(weights)})
     results = run_trial(spec, datasets["seals"], tmp_path / "t", cache_dir=cache_dir)
     assert results["weights"] == str(weights)
-    assert any("file-" in p.name for p in (cache_dir / "features").rglob("*.npy"))
+    features, hit = cache.load_features(datasets["seals"], spec.model, cache_dir)
+    assert hit and features.shape == (725, 1280)
+    assert not np.any(features), "the features were not computed with the weights file"
+    entries = [p for p in (cache_dir / "features").rglob("*.npy") if "file-" in p.name]
+    assert len(entries) == 1 and not np.any(np.load(entries[0]))
 
 
 def test_trial_keys_are_stable_and_canonical():

@@ -3,18 +3,19 @@
 from __future__ import annotations
 
 import os
+import queue
 import re
 import signal
 import socket
 import subprocess
-import sys
+import threading
 import time
 import urllib.request
 
 import pytest
 
 from tests.browser import ARTIFACTS, chromium, needs_chromium
-from tests.conftest import ROOT, run_cli
+from tests.conftest import CLI, ROOT, run_cli
 from tests.runner.test_run import FEATURES, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -24,6 +25,16 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def read_line(stream, seconds: float) -> str:
+    """The next line of a subprocess's output, or a failure after `seconds` (a bare readline can block forever)."""
+    lines: queue.Queue[str] = queue.Queue()
+    threading.Thread(target=lambda: lines.put(stream.readline()), daemon=True).start()
+    try:
+        return lines.get(timeout=seconds)
+    except queue.Empty:
+        raise AssertionError(f"no output within {seconds} s") from None
 
 
 def wait_for(url: str, seconds: float) -> None:
@@ -44,12 +55,12 @@ def test_ui_shows_the_sweeps_runs_in_a_real_browser(tmp_path, cache_dir):
     workdir = tmp_path / "work"
     assert run_cli("run", str(sweep), "--workdir", str(workdir)).returncode == 0
     port = free_port()
-    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "ui", str(sweep), "--workdir",
+    command = [*CLI, "ui", str(sweep), "--workdir",
                str(workdir), "--port", str(port)]
     server = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                               start_new_session=True)
     try:
-        first_line = server.stdout.readline()
+        first_line = read_line(server.stdout, 180)
         assert f"http://127.0.0.1:{port}/#/experiments/" in first_line
         url = first_line.split("UI for t: ")[1].split()[0]
         wait_for(f"http://127.0.0.1:{port}/health", 90)

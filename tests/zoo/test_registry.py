@@ -47,11 +47,18 @@ def test_unknown_names_list_the_choices():
         ModelSpec.model_validate({"architecture": "c3d", "layers": 3})
 
 
-@pytest.mark.parametrize("bad", [{"frame_size": "0x96"}, {"frame_size": "-3x4"}, {"layer_1_size": -1},
-                                 {"sequence_length": 0}, {"dropout": 1.5}, {"frame_size": "big"}])
-def test_negative_or_zero_sizes_are_refused(bad):
-    with pytest.raises(ValidationError):
+@pytest.mark.parametrize("bad, message", [
+    ({"frame_size": "0x96"}, r"frame_size\n.*frame_size '0x96' must be positive"),
+    ({"frame_size": "-3x4"}, r"frame_size\n.*frame_size '-3x4' must look like 96x96"),
+    ({"layer_1_size": -1}, r"layer_1_size\n.*greater than or equal to 0"),
+    ({"sequence_length": 0}, r"sequence_length\n.*greater than or equal to 1"),
+    ({"dropout": 1.5}, r"dropout\n.*less than 1"),
+    ({"frame_size": "big"}, r"frame_size\n.*frame_size 'big' must look like 96x96"),
+])
+def test_negative_or_zero_sizes_are_refused(bad, message):
+    with pytest.raises(ValidationError, match=message) as caught:
         ModelSpec.model_validate({"architecture": "video_lrcnn_frozen", **bad})
+    assert caught.value.error_count() == 1  # only the bad field is blamed
 
 
 def test_canonicalisation_resets_ignored_parameters_and_fills_defaults():
