@@ -139,6 +139,11 @@ CASES = [
     Case("export of a sweep never run", lambda f: ["export", str(sweep(f)), "--workdir", str(f / "work"), "--out",
                                                    str(f / "e")], "not been run"),
 ]
+# Issue #19, credentials: a password in the tracking URI is masked in the error line.
+CASES += [
+    Case("tracking URI with a password, unreachable", lambda f: run(f, "--tracking-uri", "http://me:hunter2@127.0.0.1:9"),
+         "http://me:***@127.0.0.1:9"),
+]
 
 
 def _file(folder: Path) -> Path:

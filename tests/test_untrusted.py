@@ -317,3 +317,66 @@ def test_a_tracking_password_is_kept_out_of_output_study_mlflow_and_reports(pick
         assert SECRET not in (tmp_path / "report" / name).read_text()
     links = pd.read_csv(tmp_path / "report" / "leaderboard.csv").get("run_link")
     assert links is None or all("me:***@" in link for link in links)
+
+
+def test_ui_keeps_a_database_password_off_every_command_line(tmp_path):
+    import psutil
+
+    from tests.runner.test_scale_out import _postgres_available, database_url, drop_database, new_database
+    from tests.runner.test_ui import wait_for
+
+    if not _postgres_available():
+        pytest.skip("no PostgreSQL")
+    name = new_database()
+    uri = database_url(name).replace("://postgres@", f"://postgres:{SECRET}@")  # trust auth ignores it
+    sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0]}])
+    port = _free_port()
+    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "ui", str(sweep), "--workdir",
+               str(tmp_path / "w"), "--port", str(port)]
+    ui = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                          start_new_session=True, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
+    try:
+        wait_for(f"http://127.0.0.1:{port}/health", 180)
+        family = [psutil.Process(ui.pid), *psutil.Process(ui.pid).children(recursive=True)]
+        assert len(family) > 1, "the MLflow UI runs in a child process"
+        for process in family:
+            assert SECRET not in " ".join(process.cmdline()), process.cmdline()
+    finally:
+        os.killpg(ui.pid, 15)
+        output = ui.communicate(timeout=30)[0]
+        drop_database(name)
+    assert SECRET not in output
+
+
+def test_two_runs_of_a_new_sweep_started_a_second_apart_both_finish_it(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8, 16]}],
+                        name="twice")
+    workdir = tmp_path / "work"
+    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "run", str(sweep), "--workdir",
+               str(workdir), "--workers", "1"]
+    first = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    time.sleep(1)
+    second = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    results = [process.communicate(timeout=900) for process in (first, second)]
+    for process, (out, err) in zip((first, second), results):
+        assert process.returncode == 0, err[-2000:]
+    study = load_study(workdir, "twice")
+    complete = [t.user_attrs["trial_key"] for t in study.trials if t.state.name == "COMPLETE"]
+    assert len(complete) == len(set(complete)) == 3 and len(study.trials) == 3
+
+
+def test_each_scheduler_has_its_own_stop_file(tmp_path):
+    """A second `run` of the sweep on this machine stops its own workers on Ctrl-C, never the first run's."""
+    probe = ("import sys; from runner.scheduler import Scheduler, SchedulerOptions; from runner.worker import "
+             "WorkerConfig; t = WorkerConfig('', '', sys.argv[1], 'sqlite://'); "
+             "print(Scheduler(t, [], SchedulerOptions(), None, None, None).template.stop_file)")
+    files = [subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
+                            check=True).stdout.strip() for _ in range(2)]
+    assert files[0] != files[1] and all(Path(f).parent == tmp_path for f in files)
+    from runner.worker import WorkerConfig, _stopping
+
+    Path(files[1]).touch()  # the other run was interrupted
+    first = WorkerConfig("", "", str(tmp_path), "sqlite://", stop_file=files[0])
+    assert not _stopping(first)
+    Path(files[0]).touch()
+    assert _stopping(first)
