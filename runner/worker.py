@@ -240,7 +240,7 @@ def worker_main(config: WorkerConfig) -> None:
     try:
         work(config)
     except UserError as err:  # e.g. the database stayed unreachable: one line, not a traceback
-        print(f"error: {one_line(str(err))}", file=sys.stderr)
+        print(f"error: {mask_text(one_line(str(err)))}", file=sys.stderr)
         code = STORAGE_LOST_EXIT
     except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
         traceback.print_exc()

@@ -151,7 +151,8 @@ def test_resume_removes_staging_folders_whose_process_is_gone(copied):
 def test_a_full_disk_while_writing_a_trial_is_the_same_one_line_as_for_the_cache(tmp_path, cache_dir):
     full = tmp_path / "full"
     full.mkdir()
-    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True)
+    mounted = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(full)], capture_output=True,
+                             check=False)
     if mounted.returncode != 0:
         pytest.skip(f"cannot mount a small tmpfs here: {mounted.stderr.decode().strip()}")
     try:
@@ -231,7 +232,7 @@ def test_predict_never_runs_code_planted_beside_a_registered_model(copied, tmp_p
 def test_mlflow_never_unpickles_in_our_processes():
     probe = "import runner.tracking, os; print(os.environ['MLFLOW_ALLOW_PICKLE_DESERIALIZATION'])"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
-                            env={**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"})
+                            env={**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}, check=True)
     assert result.stdout.strip() == "false"
 
 
