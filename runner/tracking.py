@@ -54,10 +54,12 @@ def check_tracking_reachable(uri: str, workdir: Path) -> None:
     import requests
 
     base, auth = _api_base(uri)
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
 
     def search() -> None:
         response = requests.post(f"{base}/api/2.0/mlflow/experiments/search", json={"max_results": 1},
-                                 auth=auth, timeout=5)
+                                 auth=auth, headers=headers, timeout=5)
         if response.status_code in (401, 403):
             detail = one_line(response.text)[:120]
             raise UserError(f"the MLflow tracking server {mask_url(uri)} refused us (HTTP {response.status_code}"
