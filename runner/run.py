@@ -104,7 +104,8 @@ def worker_context(sweep_file: Path | None, storage_url: str | None, study_name:
     if sweep is not None and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri):
         found = storage.existing_study(sweep.name, storage.open_storage(storage_url))
         tracking_uri = found.user_attrs.get("tracking_uri") if found is not None else None
-    if sweep is not None and MASK in (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri or ""):
+    chosen = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (sweep.tracking.uri if sweep else None)
+    if sweep is not None and MASK in (chosen or ""):  # the study keeps URIs masked: the password is not there
         raise UserError(f"study {study_name!r} keeps its tracking URI without the password; give it with "
                         "--tracking-uri or $MLFLOW_TRACKING_URI (or $MLFLOW_TRACKING_USERNAME/PASSWORD)")
     return load_context(sweep_file or Path(f"<study {study_name}>"), workdir, storage_url, create_workdir=False,

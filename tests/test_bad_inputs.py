@@ -141,8 +141,8 @@ CASES = [
 ]
 # Issue #19, credentials: a password in the tracking URI is masked in the error line.
 CASES += [
-    Case("tracking URI with a password, unreachable", lambda f: run(f, "--tracking-uri", "http://me:hunter2@127.0.0.1:9"),
-         "http://me:***@127.0.0.1:9"),
+    Case("tracking URI with a password, unreachable",
+         lambda f: run(f, "--tracking-uri", "http://me:hunter2@127.0.0.1:9"), "http://me:***@127.0.0.1:9"),
 ]
 
 

@@ -381,3 +381,24 @@ def test_each_scheduler_has_its_own_stop_file(tmp_path):
     assert not _stopping(first)
     Path(files[0]).touch()
     assert _stopping(first)
+
+
+def test_a_worker_joining_by_name_is_told_the_study_keeps_no_tracking_password(tmp_path):
+    from tests.runner.test_scale_out import _postgres_available, database_url, drop_database, new_database
+
+    if not _postgres_available():
+        pytest.skip("no PostgreSQL")
+    name = new_database()
+    try:
+        sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0]}],
+                            name="joined", tracking={"uri": "http://me:***@mlflow:5000"})
+        study = optuna.create_study(study_name="joined", storage=database_url(name))
+        study.set_user_attr("sweep_yaml", sweep.read_text())  # as `run` stores it: masked
+        env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+        result = subprocess.run([sys.executable, "-c", "from videosweep.cli import main; main()", "worker", "--study",
+                                 "joined", "--storage", database_url(name), "--workdir", str(tmp_path / "w")],
+                                capture_output=True, text=True, cwd=ROOT, env=env, timeout=300, check=False)
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert "keeps its tracking URI without the password" in result.stderr.splitlines()[-1]
+    finally:
+        drop_database(name)
