@@ -20,7 +20,8 @@ import zoo
 from reports.records import SweepRuns
 from runner.spec import TRAINING_FIELDS, TrialSpec
 from zoo import atomic
-from zoo.errors import UserError
+from zoo.errors import UserError, one_line
+from zoo.secrets import mask_text, mask_url
 from zoo.spec import used_parameters
 from zoo.stdio import quiet_stderr
 
@@ -55,15 +56,31 @@ def find_trial(runs: SweepRuns, key: str) -> pd.Series:
     return row
 
 
+TRIAL_FILES = ("params.json", "results.json", "model_best.keras", "confusion_matrix.csv")
+OPTIONAL_FILES = ("confusion_matrix.csv",)
+
+
 def download_trial(runs: SweepRuns, row: pd.Series, folder: Path) -> TrialArtifacts:
+    """A trial's artefacts from MLflow. Missing ones are named as missing; the store failing us (auth,
+    network, a server error) is named as that, never taken for a missing artefact."""
     client = runs.tracker.client
+    where = f"the artefact store of {mask_url(runs.tracker.uri)}"
+    try:
+        present = {Path(item.path).name for item in client.list_artifacts(row.run_id, "trial")}
+    except Exception as err:  # noqa: BLE001 - MLflow raises several kinds; all mean the store failed us
+        raise UserError(f"cannot list trial {row.trial_key}'s artefacts in {where}: "
+                        f"{mask_text(one_line(str(err)))[:200]}") from None
     fetched: dict[str, Path] = {}
-    for name in ("params.json", "results.json", "model_best.keras", "confusion_matrix.csv"):
+    for name in TRIAL_FILES:
+        if name not in present:
+            if name in OPTIONAL_FILES:
+                continue
+            raise UserError(f"trial {row.trial_key}'s run {row.run_id} has no artefact trial/{name}")
         try:
             fetched[name] = Path(client.download_artifacts(row.run_id, f"trial/{name}", str(folder)))
-        except Exception:  # noqa: BLE001 - MLflow raises several kinds for a missing artefact
-            if name != "confusion_matrix.csv":
-                raise UserError(f"trial {row.trial_key}'s run {row.run_id} has no artefact trial/{name}") from None
+        except Exception as err:  # noqa: BLE001 - listed, so the store failed us while downloading it
+            raise UserError(f"cannot download trial/{name} of trial {row.trial_key} from {where}: "
+                            f"{mask_text(one_line(str(err)))[:200]}") from None
     params = json.loads(fetched["params.json"].read_text())
     params.pop("data_root", None)
     confusion = pd.read_csv(fetched["confusion_matrix.csv"], index_col=0) if "confusion_matrix.csv" in fetched else None
@@ -181,7 +198,7 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], regis
     sweep = runs.tracker.experiment_name
     with tempfile.TemporaryDirectory() as download:
         trial = download_trial(runs, row, Path(download))
-        model = deployable_model(trial.spec, keras.models.load_model(trial.model_path))
+        model = deployable_model(trial.spec, keras.models.load_model(trial.model_path, safe_mode=True))
     classes = list(trial.results.get("classes") or [])
     contract = input_contract(trial.spec, model)
     meta = {"format_version": EXPORT_VERSION, "sweep": sweep, "trial_key": key, "run_id": trial.run_id,

@@ -18,7 +18,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from zoo.errors import DataError, UserError
+from zoo.errors import DataError, UserError, one_line
+from zoo.secrets import mask_text
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
@@ -83,7 +84,7 @@ def _load_folder(folder: Path) -> Predictor:
         contract = meta["input"]
     except (ValueError, KeyError) as err:
         raise UserError(f"{folder}: unreadable export metadata ({err})") from None
-    model = keras.models.load_model(model_path)
+    model = keras.models.load_model(model_path, safe_mode=True)
     takes = tuple(model.input_shape[-3:-1])
     if takes != (contract.get("height"), contract.get("width")):
         raise UserError(f"{folder}: export.json says {contract.get('frame_size')} frames but model.keras takes "
@@ -95,23 +96,45 @@ def _load_folder(folder: Path) -> Predictor:
 
 
 def _load_registered(uri: str, tracking_uri: str | None) -> Predictor:
+    """A registered (or run) model, loaded as the plain .keras file it holds, never through MLflow's loader:
+    the artefact store is shared, and MLflow would unpickle custom objects planted beside the model."""
     import mlflow
 
     if tracking_uri is None:
         raise UserError(f"{uri} names a registered model: give --tracking-uri, or --sweep to use that sweep's store")
     mlflow.set_tracking_uri(tracking_uri)
     mlflow.set_registry_uri(tracking_uri)
-    try:
-        info = mlflow.models.get_model_info(uri)
-        meta = json.loads((info.metadata or {})["videosweep_export"])
-        model = mlflow.tensorflow.load_model(uri)
-    except KeyError:
-        raise UserError(f"{uri} was not registered by `videosweep export` (no input contract)") from None
-    except Exception as err:  # noqa: BLE001 - MLflow raises many kinds for a missing model or alias
-        from zoo.errors import one_line
-
-        raise UserError(f"cannot load {uri}: {one_line(str(err))[:200]}") from None
+    with tempfile.TemporaryDirectory(prefix="videosweep-model-") as download:
+        try:
+            info = mlflow.models.get_model_info(uri)
+            meta = json.loads((info.metadata or {})["videosweep_export"])
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download))
+        except KeyError:
+            raise UserError(f"{uri} was not registered by `videosweep export` (no input contract)") from None
+        except Exception as err:  # noqa: BLE001 - MLflow raises many kinds for a missing model or alias
+            raise UserError(f"cannot load {uri}: {mask_text(one_line(str(err)))[:200]}") from None
+        model = _plain_keras_model(uri, folder)
     return Predictor(model, [str(c) for c in meta["classes"]], meta["input"], uri)
+
+
+FOREIGN_CODE = ("*.cloudpickle", "*.pkl", "*.pickle", "code/*", "*.py")  # what `videosweep export` never logs
+
+
+def _plain_keras_model(uri: str, folder: Path) -> keras.Model:
+    """The model's data/model.keras, loaded in Keras' safe mode; a model carrying code is refused."""
+    import keras
+
+    foreign = sorted(str(p.relative_to(folder)) for pattern in FOREIGN_CODE for p in folder.rglob(pattern))
+    if foreign:
+        raise UserError(f"{uri} carries code or pickled objects ({', '.join(foreign[:3])}); videosweep loads only "
+                        "plain Keras models it exported: refusing to load it")
+    path = folder / "data" / "model.keras"
+    if not path.is_file():
+        raise UserError(f"{uri} holds no data/model.keras (not a Keras model exported by videosweep)")
+    try:
+        return keras.models.load_model(path, safe_mode=True)
+    except Exception as err:  # noqa: BLE001 - Keras refuses unsafe or foreign content with several kinds
+        raise UserError(f"cannot load {uri}: {one_line(str(err))[:200]}") from None
 
 
 def load_predictor(reference: str, export_trial: Callable[[str, Path], None] | None = None,

@@ -16,6 +16,7 @@ import pandas as pd
 from runner.metrics import FINAL_METRICS, objective
 from runner.tracking import KEY_TAG, ROLE, STATE, Tracker
 from zoo.errors import UserError
+from zoo.secrets import mask_url
 
 MODEL_PARAMS = ("architecture", "backbone", "weights", "pooling", "frame_size", "sequence_length",
                 "sequence_model", "sequence_model_layers", "convolution_kernel_size", "layer_1_size",
@@ -53,7 +54,8 @@ class SweepRuns:
                 if name in finished and finished[name].astype(object).map(str).nunique() > 1]
 
     def run_link(self, run_id: str) -> str:
-        base = self.tracker.uri.rstrip("/") if self.tracker.uri.startswith("http") else "http://127.0.0.1:5000"
+        uri = mask_url(self.tracker.uri)  # links land in shared reports: never with a password
+        base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
         return f"{base}/#/experiments/{self.tracker.experiment_id}/runs/{run_id}"
 
 
@@ -123,5 +125,5 @@ def open_sweep_runs(tracking_uri: str, workdir: Path, sweep_name: str) -> SweepR
     tracker = Tracker(tracking_uri, workdir, sweep_name, create=False)
     runs = read_sweep_runs(tracker)
     if runs.trials.empty:
-        raise UserError(f"MLflow holds no trial of sweep {sweep_name} at {tracking_uri}")
+        raise UserError(f"MLflow holds no trial of sweep {sweep_name} at {mask_url(tracking_uri)}")
     return runs

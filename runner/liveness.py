@@ -10,6 +10,7 @@ import datetime as dt
 import os
 import socket
 import threading
+import time
 from typing import Any
 
 import optuna
@@ -32,22 +33,44 @@ def heartbeat_seconds() -> float:
     return grace_seconds() / 4
 
 
+class HeartbeatLost(RuntimeError):
+    """The trial's heartbeat could not be recorded: other processes will judge its worker dead."""
+
+
 class Heartbeat:
-    """Records a claimed trial's heartbeat in the study until stopped (lets others detect a dead worker)."""
+    """Records a claimed trial's heartbeat in the study until stopped (lets others detect a dead worker).
+
+    A database that is briefly unreachable is retried at the next beat; an error that is not transient, or
+    one that outlasts the database retry budget, is kept as `failure` and raised by `check()`: the trial
+    stops with the reason instead of silently running on while another machine re-runs it.
+    """
 
     def __init__(self, study: optuna.Study, claimed_id: int, interval: float | None = None) -> None:
         self._stop = threading.Event()
+        self.failure: str | None = None
         self._thread = threading.Thread(target=self._beat, daemon=True, args=(
             internals.storage(study), claimed_id, heartbeat_seconds() if interval is None else interval))
 
     def _beat(self, storage: Any, claimed_id: int, interval: float) -> None:
+        from runner.retry import database_budget
+        from runner.storage import unreachable
+
+        last_beat = time.monotonic()
         while True:  # the first beat at once: the claim's own beat may already be seconds old
             try:
                 storage.record_heartbeat(claimed_id)
-            except Exception:  # a busy database must not kill the trial; the next beat retries
-                pass
+                last_beat = time.monotonic()
+            except Exception as err:  # noqa: BLE001 - transient ones are retried at the next beat
+                if not unreachable(err) or time.monotonic() - last_beat > database_budget():
+                    self.failure = f"heartbeat could not be recorded: {type(err).__name__}: {err}"
+                    return
             if self._stop.wait(interval):
                 return
+
+    def check(self) -> None:
+        """Raise HeartbeatLost if heartbeats stopped for good (called between epochs and before the result)."""
+        if self.failure is not None:
+            raise HeartbeatLost(self.failure)
 
     def __enter__(self) -> Heartbeat:
         self._thread.start()

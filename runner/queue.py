@@ -8,6 +8,7 @@ per key under the lock; a WAITING trial is claimed by one conditional UPDATE, so
 from __future__ import annotations
 
 import hashlib
+import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -17,14 +18,17 @@ from typing import Any
 
 import optuna
 from filelock import FileLock
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from runner import optuna_internals as internals
-from runner.liveness import INTERRUPTED
-from runner.spec import TrialSpec
+from runner.liveness import INTERRUPTED, fail_trial
+from runner.spec import TrialSpec, is_trial_key
 from runner.storage import retrying, unreachable
+from zoo.errors import UserError, one_line
 
 KEY_ATTR = "trial_key"  # the Optuna user attribute naming a trial's key (its MLflow tag is tracking.KEY_TAG)
+REFUSED_ATTR = "refused"  # a trial failed unrun because its key or parameters cannot be trusted
 LOCK_WAIT_SECONDS = 120
 
 
@@ -91,13 +95,45 @@ def trials_by_key(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
     grouped: dict[str, list[FrozenTrial]] = defaultdict(list)
     for trial in study.get_trials(deepcopy=False):
         key = trial.user_attrs.get(KEY_ATTR)
-        if key:
+        if key and not trial.user_attrs.get(REFUSED_ATTR):  # a refused trial does not stand for its key
             grouped[key].append(trial)
     return grouped
 
 
-def enqueue(study: optuna.Study, key: str, spec: TrialSpec, attempt: int = 0, **attrs: Any) -> None:
-    study.enqueue_trial(params={}, user_attrs={KEY_ATTR: key, "params": spec.flat(), "attempt": attempt, **attrs})
+def optuna_params(spec: TrialSpec) -> dict[str, Any]:
+    """A spec's flat parameters as Optuna stores parameters (lists as JSON text)."""
+    return {name: json.dumps(value) if isinstance(value, list) else value for name, value in spec.flat().items()}
+
+
+def grid_distributions(specs: list[TrialSpec]) -> dict[str, CategoricalDistribution]:
+    """One categorical distribution per parameter over every value the grid gives it, the same in every process
+    (Optuna refuses a parameter whose choices differ between the trials of a study)."""
+    values: dict[str, set[Any]] = defaultdict(set)
+    for spec in specs:
+        for name, value in optuna_params(spec).items():
+            values[name].add(value)
+    return {name: CategoricalDistribution(sorted(found, key=lambda v: (type(v).__name__, str(v))))
+            for name, found in values.items()}
+
+
+def _add_waiting(study: optuna.Study, user_attrs: dict[str, Any], params: dict[str, Any],
+                 distributions: dict[str, BaseDistribution]) -> None:
+    """A WAITING trial that also carries its parameters as Optuna parameters (dashboards, trials_dataframe)."""
+    if params:
+        try:
+            study.add_trial(optuna.trial.create_trial(state=TrialState.WAITING, params=params,
+                                                      distributions=distributions, user_attrs=user_attrs))
+            return
+        except ValueError:  # the study recorded other choices for a parameter (the grid was edited): the user
+            pass  # attribute still carries the parameters; only the dashboards' columns go without them
+    study.enqueue_trial(params={}, user_attrs=user_attrs)
+
+
+def enqueue(study: optuna.Study, key: str, spec: TrialSpec, attempt: int = 0,
+            distributions: dict[str, CategoricalDistribution] | None = None, **attrs: Any) -> None:
+    user_attrs = {KEY_ATTR: key, "params": spec.flat(), "attempt": attempt, **attrs}
+    params = optuna_params(spec) if distributions else {}
+    _add_waiting(study, user_attrs, params, {name: (distributions or {})[name] for name in params})
 
 
 def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | None = None) -> int:
@@ -111,9 +147,9 @@ def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | Non
             continue
         failed = [t for t in trials if t.state == TrialState.FAIL]
         failures = sum(t.user_attrs.get("failure") != INTERRUPTED for t in failed)
-        if failed and failures <= max_retries:
-            last = max(trials, key=lambda t: t.number)
-            study.enqueue_trial(params={}, user_attrs={**last.user_attrs, "attempt": failures})
+        if failed and failures <= max_retries and is_trial_key(key):
+            last = max(failed, key=lambda t: t.number)
+            _add_waiting(study, {**last.user_attrs, "attempt": failures}, last.params, last.distributions)
             count += 1
     return count
 
@@ -122,8 +158,9 @@ def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec]
     """Enqueue grid points that have no trial yet (never twice, whoever calls first). Call under the lock."""
     known = trials_by_key(study)
     missing = [(key, spec) for key, spec in zip(keys, specs) if key not in known]
+    distributions = grid_distributions(specs)
     for key, spec in missing:
-        enqueue(study, key, spec)
+        enqueue(study, key, spec, distributions=distributions)
     return len(missing)
 
 
@@ -158,15 +195,44 @@ def claim_waiting(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None
     return None
 
 
-def claim_from_queue(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None = None) -> Claim | None:
-    """The next queued trial as a Claim (its key, spec and attempt read back once it is ours)."""
-    trial = claim_waiting(study, rank)
-    if trial is None:
-        return None
-    claimed_id = internals.trial_id(trial)
-    attrs = retrying(lambda: internals.storage(study).get_trial(claimed_id).user_attrs,
-                     f"reading trial {claimed_id}")  # claimed: wait, never claim another
-    return Claim(trial, attrs[KEY_ATTR], TrialSpec.from_flat(attrs["params"]), int(attrs.get("attempt", 0)))
+def claim_from_queue(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None = None,
+                     fingerprint: str | None = None) -> Claim | None:
+    """The next queued trial as a Claim (its key, spec and attempt read back once it is ours).
+
+    Anyone who can write the shared study can enqueue a trial, and its key names folders: a trial whose key is
+    not exactly the one its own parameters make (on `fingerprint`'s data) is failed with the reason, unrun.
+    """
+    while (trial := claim_waiting(study, rank)) is not None:
+        claimed_id = internals.trial_id(trial)
+        attrs = retrying(lambda: internals.storage(study).get_trial(claimed_id).user_attrs,  # noqa: B023
+                         f"reading trial {claimed_id}")  # claimed: wait, never claim another
+        try:
+            return _checked_claim(trial, attrs, fingerprint)
+        except UserError as err:
+            reason = str(err)
+        retrying(lambda: _refuse(study, claimed_id, reason), f"refusing trial {claimed_id}")  # noqa: B023
+    return None
+
+
+def _checked_claim(trial: optuna.Trial, attrs: dict[str, Any], fingerprint: str | None) -> Claim:
+    """The claim, or a UserError saying why the trial's key or parameters cannot be trusted."""
+    key = attrs.get(KEY_ATTR)
+    if not is_trial_key(key):
+        raise UserError(f"refused: {str(key)[:40]!r} is not a trial key (12 hex digits)")
+    try:
+        spec = TrialSpec.from_flat(dict(attrs["params"]))
+        attempt = int(attrs.get("attempt", 0))
+    except (UserError, KeyError, TypeError, ValueError) as err:
+        raise UserError(f"refused: trial {key} has unusable parameters ({one_line(str(err))[:200]})") from None
+    if fingerprint is not None and spec.key(fingerprint) != key:
+        raise UserError(f"refused: {key} is not the trial key of the trial's parameters")
+    return Claim(trial, key, spec, attempt)
+
+
+def _refuse(study: optuna.Study, claimed_id: int, reason: str) -> None:
+    """Fail a claimed trial that must not run, for good: it is never re-queued."""
+    internals.storage(study).set_trial_user_attr(claimed_id, REFUSED_ATTR, True)
+    fail_trial(study, claimed_id, reason)
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:

@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from filelock import FileLock
 from optuna.trial import TrialState
 
 from runner import liveness, notify, provenance, queue, reuse, stop, storage
@@ -25,12 +26,13 @@ from runner.expand import expand_grid
 from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
 from runner.search import make_pruner, make_sampler, make_search
 from runner.sweep import ResourcesConfig, Sweep, load_sweep, merged_resources
-from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri
 from runner.metrics import objective
+from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri, tracking_errors
 from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec
 from zoo.data import Dataset
 from zoo.errors import UserError, one_line
+from zoo.secrets import MASK, mask_text, mask_url
 
 
 @dataclass
@@ -54,10 +56,10 @@ class SweepContext:
             return storage.existing_study(self.sweep.name, opened)
         study = storage.open_study(self.sweep.name, opened, self.sweep.search.direction,
                                    make_sampler(self.sweep), make_pruner(self.sweep))
-        if "sweep_yaml" not in study.user_attrs:  # the sweep travels with its study
-            study.set_user_attr("sweep_yaml", self.sweep.to_yaml())
-            if self.tracking_uri.startswith(("http://", "https://")) and "@" not in self.tracking_uri:
-                study.set_user_attr("tracking_uri", self.tracking_uri)  # workers joining by name find it
+        if "sweep_yaml" not in study.user_attrs:  # the sweep travels with its study (shared: no credentials)
+            study.set_user_attr("sweep_yaml", mask_text(self.sweep.to_yaml()))
+            if self.tracking_uri.startswith(("http://", "https://")):
+                study.set_user_attr("tracking_uri", mask_url(self.tracking_uri))  # workers joining by name find it
             study.set_user_attr("data_fingerprint", self.dataset.fingerprint)
         return study
 
@@ -104,6 +106,10 @@ def worker_context(sweep_file: Path | None, storage_url: str | None, study_name:
     if sweep is not None and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri):
         found = storage.existing_study(sweep.name, storage.open_storage(storage_url))
         tracking_uri = found.user_attrs.get("tracking_uri") if found is not None else None
+    chosen = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (sweep.tracking.uri if sweep else None)
+    if sweep is not None and MASK in (chosen or ""):  # the study keeps URIs masked: the password is not there
+        raise UserError(f"study {study_name!r} keeps its tracking URI without the password; give it with "
+                        "--tracking-uri or $MLFLOW_TRACKING_URI (or $MLFLOW_TRACKING_USERNAME/PASSWORD)")
     return load_context(sweep_file or Path(f"<study {study_name}>"), workdir, storage_url, create_workdir=False,
                         tracking_uri=tracking_uri, sweep=sweep, data_root=data_root)
 
@@ -228,13 +234,15 @@ class SweepTracking:
 
     def start(self) -> None:
         ctx = self.ctx
-        self.tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name)
-        with queue.study_lock(self.study, ctx.workdir):  # one parent run, whichever machine starts first
-            self.parent = self.tracker.sweep_run(ctx.sweep, ctx.sweep.to_yaml(), storage.mask_url(ctx.storage_url),
-                                                 ctx.dataset)
-            self.tracker.close_dead_runs(self._settled_keys)
-        provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source)
-        self.tracker.client.set_tag(self.parent, SLOTS_TAG, str(self.slots))
+        with tracking_errors(ctx.tracking_uri):  # MLflow's errors are MLflow's, even inside the study's block
+            with stores_lock(ctx.workdir):  # a second `run` starting now must not set up MLflow's schema too
+                self.tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name)
+            with queue.study_lock(self.study, ctx.workdir):  # one parent run, whichever machine starts first
+                self.parent = self.tracker.sweep_run(ctx.sweep, ctx.sweep.to_yaml(),
+                                                     storage.mask_url(ctx.storage_url), ctx.dataset)
+                self.tracker.close_dead_runs(self._settled_keys)
+            provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source)
+            self.tracker.client.set_tag(self.parent, SLOTS_TAG, str(self.slots))
         atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": self.parent})
 
     def _settled_keys(self) -> set[str]:
@@ -293,8 +301,10 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
     preflight(ctx, options)
     atomic.writable_dir(ctx.workdir, "workdir")  # only now, when nothing else can refuse the sweep
     notifier = notify.Notifier(options.notify_url or ctx.sweep.notify.url, ctx.sweep.notify.on, display.message)
+    atomic.remove_abandoned_staging(ctx.workdir / "trials")  # left by a trial killed while writing (kill -9)
     with storage.storage_errors(ctx.storage_url):
-        study = _checked_study(ctx)
+        with stores_lock(ctx.workdir):  # two `run`s of a new sweep must not both create its tables
+            study = _checked_study(ctx)
         if options.ignore_stop:
             stop.clear(study)
         elif stop.stop_reason(study):
@@ -355,6 +365,12 @@ def _failed_for_good(study: Any, key: str, max_retries: int) -> bool:
     failures = sum(t.state == TrialState.FAIL and t.user_attrs.get("failure") != liveness.INTERRUPTED
                    for t in trials)
     return failures > max_retries and not any(t.state != TrialState.FAIL for t in trials)
+
+
+def stores_lock(workdir: Path) -> FileLock:
+    """This machine's lock on creating the sweep's stores (study and MLflow): SQLite files and schema
+    migrations made by two processes at once fail (another machine's are retried by the storage layer)."""
+    return FileLock(str(workdir / ".stores.lock"), timeout=queue.LOCK_WAIT_SECONDS)
 
 
 def _checked_study(ctx: SweepContext) -> Any:

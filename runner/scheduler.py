@@ -101,7 +101,9 @@ class Scheduler:
         self.on_event, self.on_worker_death, self.refill = on_event, on_worker_death, refill
         self.context = mp.get_context("spawn")
         self.interrupts = 0
-        self.stop_file = Path(template.workdir) / ".stop"
+        # Its own stop file: a second `run` of the sweep on this machine must not stop this one's workers.
+        self.stop_file = Path(template.workdir) / f".stop.{os.getpid()}"
+        self.template = replace(template, stop_file=str(self.stop_file))
 
     def _spawn(self, state: SlotState) -> None:
         reader, writer = self.context.Pipe(duplex=False)

@@ -86,7 +86,7 @@ class GridSearch:
             return added + queue.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
 
     def next_trial(self) -> Claim | None:
-        return claim_from_queue(self.study, self.rank)
+        return claim_from_queue(self.study, self.rank, self.fingerprint)
 
     def finish(self, claim: Claim, state: str, value: float | None) -> None:
         """Nothing to learn: the grid is fixed."""
@@ -110,7 +110,7 @@ class OptunaSearch:
         return len(keys)
 
     def next_trial(self) -> Claim | None:
-        claim = claim_from_queue(self.study)  # retries of failed trials first
+        claim = claim_from_queue(self.study, fingerprint=self.fingerprint)  # retries of failed trials first
         if claim is not None:
             return claim
         for _ in range(MAX_INVALID_DRAWS):

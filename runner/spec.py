@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 from pathlib import Path
 from typing import Any
 
@@ -112,7 +113,16 @@ class TrialSpec(BaseModel):
     def key(self, dataset_fingerprint: str) -> str:
         """A stable hash of the canonical parameters, training settings and data: the trial's identity."""
         payload = json.dumps({"params": self.flat(), "data": dataset_fingerprint}, sort_keys=True)
-        return hashlib.sha256(payload.encode()).hexdigest()[:12]
+        return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
+
+
+KEY_LENGTH = 12
+KEY_FORMAT = re.compile(rf"[0-9a-f]{{{KEY_LENGTH}}}")  # what `TrialSpec.key` makes: safe as a file name
+
+
+def is_trial_key(value: object) -> bool:
+    """Whether `value` has exactly the form of a trial key (it names folders: nothing else may)."""
+    return isinstance(value, str) and KEY_FORMAT.fullmatch(value) is not None
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:

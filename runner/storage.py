@@ -14,13 +14,14 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import optuna
 
 from runner import liveness
 from runner.retry import database_budget, retry
 from zoo.errors import UserError, one_line
+from zoo.secrets import mask_text, mask_url  # storage.mask_url is also used by callers
 
 T = TypeVar("T")
 SUPPORTED_SCHEMES = ("sqlite", "postgresql", "postgresql+psycopg2", "mysql", "mysql+pymysql")
@@ -32,15 +33,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 def default_storage(workdir: Path) -> str:
     return f"sqlite:///{(workdir / 'optuna.db').resolve()}"
-
-
-def mask_url(url: str) -> str:
-    """The URL with any password replaced by ***, for printing and logging."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
-    return urlunsplit(parts._replace(netloc=netloc))
 
 
 def _busy_timeout_seconds() -> float:
@@ -99,7 +91,7 @@ def unreachable(err: BaseException) -> bool:
 def _short(err: BaseException, limit: int) -> str:
     """A database error's own message, without SQLAlchemy's appended SQL."""
     original = getattr(err, "orig", None) or getattr(err, "__cause__", None) or err
-    return one_line(str(original)).split(" [SQL")[0][:limit]
+    return mask_text(one_line(str(original)).split(" [SQL")[0])[:limit]
 
 
 def retrying(call: Callable[[], T], what: str) -> T:
@@ -142,7 +134,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
         raise
     except Exception as err:  # ImportError of a driver, a malformed URL, ...
         reason = str(err).strip().splitlines()[0] if str(err).strip() else type(err).__name__
-        raise UserError(f"cannot open study storage {mask_url(url)}: {reason}") from None
+        raise UserError(f"cannot open study storage {mask_url(url)}: {mask_text(reason)}") from None
 
 
 @contextmanager

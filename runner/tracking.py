@@ -13,19 +13,25 @@ import logging
 import os
 import socket
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from runner.metrics import EPOCH_METRICS, final_metrics
 from runner.retry import retry, tracking_budget
 from zoo.errors import UserError, one_line
+from zoo.secrets import mask_text, mask_url
 
 ROLE = "videosweep.role"
 KEY_TAG = "videosweep.trial_key"  # a trial run's key (in the study it is the attribute queue.KEY_ATTR)
 STATE = "videosweep.state"
 SWEEP = "videosweep.sweep"
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
+# The artefact store is shared, not trusted: MLflow must never unpickle what it holds (inherited by every
+# process we start), and its "View run at <uri>" lines would print a tracking URI's password.
+os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars between our own lines
 logging.getLogger("mlflow").setLevel(logging.ERROR)
 logging.getLogger("alembic").setLevel(logging.ERROR)
@@ -36,24 +42,73 @@ def default_tracking_uri(workdir: Path) -> str:
 
 
 def check_tracking_reachable(uri: str, workdir: Path) -> None:
-    """Fail fast, before anything is written, when the tracking store cannot be reached."""
+    """Fail fast, before anything is written, when the tracking store cannot be reached or refuses us.
+
+    A server's `/health` answers whatever the Host header (MLflow exempts it from --allowed-hosts), so the
+    check calls the API the workers will call: a 401 or 403 is one clear line, not a failure in every trial.
+    """
     if uri.startswith("sqlite:"):
         return  # the workdir (or the file's folder) is checked when it is created
     if not uri.startswith(("http://", "https://")):
         return  # other stores (a database URL, databricks) are checked when the client connects
     import requests
 
-    def health() -> None:
-        response = requests.get(uri.rstrip("/") + "/health", timeout=5)
+    base, auth = _api_base(uri)
+    token = os.environ.get("MLFLOW_TRACKING_TOKEN")
+    headers = {"Authorization": f"Bearer {token}"} if token else {}
+
+    def search() -> None:
+        response = requests.post(f"{base}/api/2.0/mlflow/experiments/search", json={"max_results": 1},
+                                 auth=auth, headers=headers, timeout=5)
+        if response.status_code in (401, 403):
+            detail = one_line(response.text)[:120]
+            raise UserError(f"the MLflow tracking server {mask_url(uri)} refused us (HTTP {response.status_code}"
+                            f"{': ' + detail if detail else ''}); check its --allowed-hosts and credentials")
         if response.status_code >= 500:
             raise requests.HTTPError(f"HTTP {response.status_code}")
+        if response.status_code >= 400:
+            raise UserError(f"the MLflow tracking server {mask_url(uri)} answered HTTP {response.status_code}")
 
     def give_up(err: BaseException) -> UserError:
         reason = str(err) if isinstance(err, requests.HTTPError) else type(err).__name__
-        return UserError(f"cannot reach the MLflow tracking store {uri}: {reason}")
+        return UserError(f"cannot reach the MLflow tracking store {mask_url(uri)}: {reason}")
 
-    retry(health, transient=lambda err: isinstance(err, requests.RequestException),
+    retry(search, transient=lambda err: isinstance(err, requests.RequestException),
           budget_seconds=tracking_budget(), give_up=give_up)
+
+
+def _api_base(uri: str) -> tuple[str, tuple[str, str] | None]:
+    """The server's base URL without userinfo, and the basic-auth pair (from the URL or MLflow's variables)."""
+    from urllib.parse import unquote, urlsplit, urlunsplit
+
+    parts = urlsplit(uri)
+    host = parts.netloc.rpartition("@")[2]
+    base = urlunsplit(parts._replace(netloc=host, query="", fragment="")).rstrip("/")
+    user = unquote(parts.username) if parts.username else os.environ.get("MLFLOW_TRACKING_USERNAME")
+    password = unquote(parts.password) if parts.password else os.environ.get("MLFLOW_TRACKING_PASSWORD")
+    return base, (user, password or "") if user else None
+
+
+@contextmanager
+def tracking_errors(uri: str) -> Iterator[None]:
+    """MLflow store trouble (its schema set-up, a database or server error) as one line naming the tracking
+    store, never taken for the study's storage."""
+    from mlflow.exceptions import MlflowException
+    from sqlalchemy.exc import SQLAlchemyError
+
+    try:
+        yield
+    except (MlflowException, SQLAlchemyError) as err:
+        raise UserError(f"MLflow tracking store {mask_url(uri)}: {mask_text(one_line(str(err)))[:200]}") from None
+
+
+def _quoted(value: str) -> str:
+    """A string literal for an MLflow filter: MLflow has no escapes, so the quote the value lacks is used."""
+    if "'" not in value:
+        return f"'{value}'"
+    if '"' not in value:
+        return f'"{value}"'
+    raise UserError(f"{value[:40]!r} cannot be searched for in MLflow (it holds both kinds of quote)")
 
 
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
@@ -95,8 +150,8 @@ class Tracker:
         """The sweep's experiment id, created on first use; connection trouble is retried (runner/retry.py)."""
         return retry(lambda: self._find_or_create_experiment(create),
                      transient=lambda err: not isinstance(err, UserError), budget_seconds=tracking_budget(),
-                     give_up=lambda err: UserError(f"cannot reach the MLflow tracking store {self.uri}: "
-                                                   f"{one_line(str(err))[:200] or type(err).__name__}"))
+                     give_up=lambda err: UserError(f"cannot reach the MLflow tracking store {mask_url(self.uri)}: "
+                                                   f"{mask_text(one_line(str(err)))[:200] or type(err).__name__}"))
 
     def _find_or_create_experiment(self, create: bool) -> str:
         from mlflow.exceptions import MlflowException
@@ -105,7 +160,7 @@ class Tracker:
         if found is not None:
             return found.experiment_id
         if not create:
-            raise UserError(f"the MLflow store {self.uri} has no experiment {self.experiment_name!r} "
+            raise UserError(f"the MLflow store {mask_url(self.uri)} has no experiment {self.experiment_name!r} "
                             "(has the sweep been run?)")
         location = (self.workdir / "mlartifacts").resolve().as_uri() if self.uri.startswith("sqlite:") else None
         try:
@@ -138,10 +193,12 @@ class Tracker:
                                      tags={ROLE: "sweep", SWEEP: sweep.name, "strategy": sweep.search.strategy,
                                            "storage": storage, "host": socket.gethostname()})
         run_id = run.info.run_id
-        params = [Param(k, v) for k, v in flatten(sweep.model_dump(mode="json", exclude_none=True)).items()]
+        # The tracking server is shared: no credential of the sweep file (a URI's password) goes into it.
+        params = [Param(k, mask_text(v)) for k, v in
+                  flatten(sweep.model_dump(mode="json", exclude_none=True)).items()]
         for chunk in _chunks(params, 90):
             self.client.log_batch(run_id, params=chunk)
-        self.client.log_text(run_id, sweep_yaml, "sweep.yaml")
+        self.client.log_text(run_id, mask_text(sweep_yaml), "sweep.yaml")
         self._log_dataset(run_id, dataset)
         self.client.log_batch(run_id, tags=[RunTag("dataset.fingerprint", dataset.fingerprint)])
         return run_id
@@ -177,7 +234,7 @@ class Tracker:
         """The trial key's child run: reused if it exists (retry, resume), else created under the parent."""
         from mlflow.entities import Param, RunTag
 
-        existing = self._find(f"tags.`{KEY_TAG}` = '{key}'")
+        existing = self._find(f"tags.`{KEY_TAG}` = {_quoted(key)}")
         all_tags = {STATE: "running", **{k: str(v) for k, v in tags.items()}}
         if existing is not None:
             run_id = existing.info.run_id
@@ -190,6 +247,18 @@ class Tracker:
         params = [Param(k, str(v)) for k, v in spec_flat.items()]
         self.client.log_batch(run.info.run_id, params=params)
         return run.info.run_id
+
+    def finished_trial(self, key: str) -> tuple[str, dict[str, Any]] | None:
+        """(run id, results) of the key's run if it already FINISHED with its model, else None."""
+        existing = self._find(f"tags.`{KEY_TAG}` = {_quoted(key)}")
+        if existing is None or existing.info.status != "FINISHED" or existing.data.tags.get(STATE) != "finished":
+            return None
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            path = self.client.download_artifacts(existing.info.run_id, "trial/results.json", folder)
+            results = json.loads(Path(path).read_text())  # JSON only: nothing from the store is unpickled
+        return existing.info.run_id, results
 
     def log_epoch(self, run_id: str, row: dict[str, Any]) -> None:
         from mlflow.entities import Metric

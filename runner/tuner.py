@@ -116,7 +116,8 @@ class KerasTunerSearch:
 
     def next_trial(self) -> Claim | None:
         while True:
-            claim = claim_from_queue(self.study)  # a retry, or a trial another worker asked for
+            # a retry, or a trial another worker asked for
+            claim = claim_from_queue(self.study, fingerprint=self.fingerprint)
             if claim is not None:
                 return claim
             with queue.study_lock(self.study, self.workdir):

@@ -27,6 +27,7 @@ from runner.metrics import objective
 from runner.queue import Claim
 from runner.storage import retrying
 from zoo.errors import UserError, one_line
+from zoo.secrets import mask_text
 
 # Results a finished trial also keeps as study attributes (the study alone then tells how each trial did).
 STUDY_RESULT_ATTRS = ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
@@ -50,6 +51,7 @@ class WorkerConfig:
     tracking_uri: str | None = None
     parent_run_id: str | None = None
     memory_limit_mb: float | None = None
+    stop_file: str | None = None  # its scheduler's own: another `run` of the sweep on this machine has another
     events: Any = field(default=None, repr=False)  # this worker's end of its event pipe to the scheduler, or None
     reuse: bool = True  # answer keys that finished in another sweep of the tracking store from their run
     ignore_stop: bool = False  # stop rules off (`--ignore-stop`); the time budget still applies
@@ -98,19 +100,22 @@ def run_claim(claim: Claim, config: WorkerConfig, sweep: Any, dataset: Any,
     The heartbeat covers the whole claim, not only training: creating the MLflow run and logging the model
     can take longer than the grace period on a loaded tracking server, and a silent trial is re-queued.
     """
-    with Heartbeat(claim.trial.study, internals.trial_id(claim.trial)):
-        return ClaimRun(claim, config, sweep, dataset, tracker).run()
+    with Heartbeat(claim.trial.study, internals.trial_id(claim.trial)) as heartbeat:
+        return ClaimRun(claim, config, sweep, dataset, tracker, heartbeat).run()
 
 
 class ClaimRun:
     """One claimed trial, from its start to the study's record of how it ended."""
 
-    def __init__(self, claim: Claim, config: WorkerConfig, sweep: Any, dataset: Any, tracker: Any) -> None:
+    def __init__(self, claim: Claim, config: WorkerConfig, sweep: Any, dataset: Any, tracker: Any,
+                 heartbeat: Heartbeat | None = None) -> None:
         self.claim, self.config, self.sweep, self.dataset, self.tracker = claim, config, sweep, dataset, tracker
+        self.heartbeat = heartbeat
         self.trial, self.study = claim.trial, claim.trial.study
         self.objective = objective(sweep.search.metric)
         self.out = Path(config.workdir) / "trials" / claim.key
         self.run_id: str | None = None
+        self.logged = False  # the key's MLflow run already finished with its model (resume after a lost study)
 
     def run(self) -> tuple[str, float | None]:
         import optuna
@@ -154,11 +159,16 @@ class ClaimRun:
         _emit(config, TrialStarted(config.slot, trial=self.trial.number, key=self.claim.key,
                                    architecture=self.claim.spec.model.architecture))
 
+    def _check_heartbeat(self) -> None:
+        if self.heartbeat is not None:
+            self.heartbeat.check()
+
     def _on_epoch(self, step: int, row: dict[str, Any]) -> None:
         import optuna
 
         _emit(self.config, EpochEnded(self.config.slot, trial=self.trial.number, step=step,
                                       val_accuracy=row["val_accuracy"]))
+        self._check_heartbeat()
         if self.tracker is not None:
             self.tracker.log_epoch(self.run_id, row)
         key = self.claim.key
@@ -199,6 +209,12 @@ class ClaimRun:
 
         config, claim = self.config, self.claim
         if self.tracker is not None:
+            finished = self.tracker.finished_trial(claim.key)
+            if finished is not None:  # trained and logged before the study lost its record: never log it again
+                self.run_id, results = finished
+                self.logged = True
+                self._set_attrs(mlflow_run_id=self.run_id)
+                return results, None
             from runner.provenance import trial_tags
 
             self.run_id = self.tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), {
@@ -218,12 +234,13 @@ class ClaimRun:
     def _complete(self, results: dict[str, Any], model: Any) -> tuple[str, float | None]:
         self._set_attrs(**{name: results.get(name) for name in STUDY_RESULT_ATTRS})
         value = self.objective.value(results)
-        if self.tracker is not None:
+        if self.tracker is not None and not self.logged:
             if model is None:
                 import keras
 
-                model = keras.models.load_model(self.out / "model_best.keras")
+                model = keras.models.load_model(self.out / "model_best.keras", safe_mode=True)
             self.tracker.finish_trial(self.run_id, results, self.out, model)
+        self._check_heartbeat()
         self._tell(values=value)
         return self._finished("complete", value)
 
@@ -239,14 +256,15 @@ class ClaimRun:
     def _failed(self, err: Exception) -> tuple[str, float | None]:
         import optuna
 
-        reason = one_line(f"{type(err).__name__}: {err}")[:500]
+        reason = mask_text(one_line(f"{type(err).__name__}: {err}"))[:500]
         path = _save_traceback(Path(self.config.workdir), self.claim.key, self.trial.number, traceback.format_exc())
-        self._set_attrs(failure=reason, traceback_path=str(path))
         if self.tracker is not None and self.run_id is not None:
             try:
                 self.tracker.fail_trial(self.run_id, reason, path)
-            except Exception:  # the tracking store may be what failed; the study still records the failure
-                pass
+            except Exception as tracking_err:  # noqa: BLE001 - the tracking store may be what failed: say so
+                reason += mask_text(one_line(f"; MLflow did not record this failure: {type(tracking_err).__name__}: "
+                                             f"{tracking_err}"))[:300]
+        self._set_attrs(failure=reason, traceback_path=str(path))
         self._tell(state=optuna.trial.TrialState.FAIL)
         return self._finished("failed", reason=reason)
 
@@ -258,7 +276,7 @@ def worker_main(config: WorkerConfig) -> None:
     try:
         work(config)
     except UserError as err:  # e.g. the database stayed unreachable: one line, not a traceback
-        print(f"error: {one_line(str(err))}", file=sys.stderr)
+        print(f"error: {mask_text(one_line(str(err)))}", file=sys.stderr)
         code = STORAGE_LOST_EXIT
     except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
         traceback.print_exc()
@@ -306,12 +324,12 @@ def feature_rank(dataset: Any, cache_dir: str | None) -> Any:
         params = trial.user_attrs.get("params")
         if not params:
             return 1
-        spec = TrialSpec.from_flat(params).model
-        if get_architecture(spec.architecture).inputs != "features":
-            return 0
         try:
+            spec = TrialSpec.from_flat(dict(params)).model
+            if get_architecture(spec.architecture).inputs != "features":
+                return 0
             path = features_path(dataset, spec, root)
-        except Exception:  # e.g. weights not cached: the trial will fail with the reason; no preference
+        except Exception:  # e.g. weights not cached, or parameters the claim will refuse: no preference
             return 1
         key = str(path)
         if key not in memo or memo[key] != 0:
@@ -328,8 +346,8 @@ def _resident_mb() -> float:
 
 
 def _stopping(config: WorkerConfig) -> bool:
-    """The scheduler asks workers to stop taking trials by creating this file (first Ctrl-C)."""
-    return (Path(config.workdir) / ".stop").exists()
+    """The scheduler asks its workers to stop taking trials by creating its stop file (first Ctrl-C)."""
+    return config.stop_file is not None and Path(config.stop_file).exists()
 
 
 def work(config: WorkerConfig) -> int:

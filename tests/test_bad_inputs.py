@@ -206,6 +206,11 @@ CASES = [
          "no sweep 'nosuch-sweep'"),
     Case("reuse source whose artefacts are gone", lambda f: _gone_reuse_source(f), "artefacts are gone"),
 ]
+# Issue #19, credentials: a password in the tracking URI is masked in the error line.
+CASES += [
+    Case("tracking URI with a password, unreachable",
+         lambda f: run(f, "--tracking-uri", "http://me:hunter2@127.0.0.1:9"), "http://me:***@127.0.0.1:9"),
+]
 
 
 def _video_escapes(labels: pd.DataFrame, data: Path) -> pd.DataFrame:

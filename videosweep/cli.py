@@ -19,6 +19,7 @@ from rich.table import Table
 import runner  # noqa: F401 - its import sets the offline defaults (MLflow telemetry off) for every process
 from videosweep.data import data_app
 from zoo.errors import UserError, one_line
+from zoo.secrets import mask_text, mask_url
 
 app = typer.Typer(
     name="videosweep",
@@ -335,7 +336,7 @@ def ui(
 
     ctx = load_context(sweep_file, workdir, None, create_workdir=False, tracking_uri=tracking_uri)
     if ctx.tracking_uri.startswith(("http://", "https://")):
-        console.print(f"{ctx.sweep.name} is tracked on a server: open {ctx.tracking_uri}")
+        console.print(f"{ctx.sweep.name} is tracked on a server: open {mask_url(ctx.tracking_uri)}")
         return
     if not (ctx.workdir / "mlflow.db").exists() and ctx.tracking_uri.startswith("sqlite"):
         raise UserError(f"sweep {ctx.sweep.name} has not been run yet (no MLflow store in {ctx.workdir})")
@@ -344,12 +345,13 @@ def ui(
         err_console.print(f"[yellow]warning:[/] binding to {host} lets anyone who can reach it read your runs")
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/#/experiments/{experiment}/runs"
     console.print(f"MLflow UI for {ctx.sweep.name}: {url}  (Ctrl-C stops it)")
-    command = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", ctx.tracking_uri,
-               "--host", host, "--port", str(port)]
+    command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
     if ctx.tracking_uri.startswith("sqlite"):
         command += ["--default-artifact-root", (ctx.workdir / "mlartifacts").resolve().as_uri()]
+    # The store's URL may hold a database password: the environment, unlike a command line, is not world-readable.
+    env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": ctx.tracking_uri}
     try:
-        subprocess.run(command, check=False)
+        subprocess.run(command, check=False, env=env)
     except KeyboardInterrupt:
         pass
 
@@ -495,7 +497,7 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         if debug:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/] {one_line(str(err))}", highlight=False, soft_wrap=True)
+        err_console.print(f"[red]error:[/] {mask_text(one_line(str(err)))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
@@ -514,7 +516,8 @@ def main(argv: list[str] | None = None) -> None:
             sys.exit(INTERRUPTED_EXIT)
         if debug:
             raise
-        err_console.print(f"[red]internal error:[/] {one_line(f'{type(err).__name__}: {err}')} (rerun with --debug)",
+        reason = mask_text(one_line(f"{type(err).__name__}: {err}"))
+        err_console.print(f"[red]internal error:[/] {reason} (rerun with --debug)",
                           highlight=False, soft_wrap=True)
         sys.exit(1)
     if isinstance(code, int) and code:

@@ -5,7 +5,9 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -28,6 +30,11 @@ def describe_write_error(err: OSError, folder: Path) -> str:
         free_text = "" if free is None else f", {free // 1024} KiB free"
         return f"no space left on device ({detail}{free_text})"
     return detail
+
+
+def write_error(what: str, path: Path, err: OSError) -> UserError:
+    """The one line for a failed write (a full disk reads the same for a cache entry and a trial folder)."""
+    return UserError(f"cannot write {what} {path}: {describe_write_error(err, Path(path).parent)}")
 
 
 def _umask() -> int:
@@ -105,6 +112,34 @@ def writable_dir(folder: Path, what: str) -> Path:
     return folder
 
 
+_HOST = re.sub(r"[^A-Za-z0-9-]", "_", socket.gethostname())
+# `.<name>.<pid>-<host>.<random>.partial`: the owner in the name says when a staging folder is abandoned.
+_STAGING = re.compile(r"\.(?P<name>.+)\.(?P<pid>\d+)-(?P<host>[A-Za-z0-9_-]+)\.[A-Za-z0-9_]+\.partial")
+_FULL_DISK = (errno.ENOSPC, errno.EDQUOT)
+
+
+def remove_abandoned_staging(folder: Path) -> list[str]:
+    """Remove staging folders in `folder` left by a process of this host that is gone (killed mid-write);
+    the names of those removed. Other hosts' folders (a shared workdir) are left to them."""
+    import psutil
+
+    removed = []
+    for path in Path(folder).glob(".*.partial") if Path(folder).is_dir() else []:
+        owner = _STAGING.fullmatch(path.name)
+        if owner is None or owner["host"] != _HOST or not path.is_dir():
+            continue
+        try:
+            alive = psutil.Process(int(owner["pid"])).status() != psutil.STATUS_ZOMBIE
+        except psutil.NoSuchProcess:
+            alive = False
+        except psutil.Error:
+            alive = True  # cannot tell: leave it
+        if not alive:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path.name)
+    return removed
+
+
 def check_replaceable(target: Path, overwrite: bool, marker: str | None, what: str = "output folder") -> None:
     """Refuse to replace a user's folder: a non-empty `target` needs `overwrite`, and then (when `marker` is
     given) must carry the marker file that the same command leaves in every folder it writes."""
@@ -149,11 +184,13 @@ def atomic_dir(target: Path, overwrite: bool = False, marker: str | None = None,
     """Build a folder in a temporary sibling and rename it to `target` only when the block succeeds.
 
     An existing non-empty `target` is replaced only with `overwrite` and, when `marker` is given, only if it
-    carries that marker file; the new folder gets the marker (unless the block wrote it)."""
+    carries that marker file; the new folder gets the marker (unless the block wrote it). A full disk while the
+    block writes is one line (UserError), as for a cache entry."""
     target = Path(target).expanduser()
     writable_dir(target.parent, what)
     check_replaceable(target, overwrite, marker, what)
-    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".partial", dir=target.parent))
+    staging = Path(tempfile.mkdtemp(prefix=f".{target.name}.{os.getpid()}-{_HOST}.", suffix=".partial",
+                                    dir=target.parent))
     os.chmod(staging, 0o777 & ~UMASK)
     try:
         yield staging
@@ -167,6 +204,11 @@ def atomic_dir(target: Path, overwrite: bool = False, marker: str | None = None,
         else:
             os.replace(staging, target)
         _fsync_dir(target.parent)
+    except OSError as err:
+        shutil.rmtree(staging, ignore_errors=True)
+        if err.errno in _FULL_DISK:
+            raise write_error("folder", target, err) from None
+        raise
     except BaseException:
         shutil.rmtree(staging, ignore_errors=True)
         raise

@@ -63,8 +63,7 @@ def cached_array(path: Path, compute: Callable[[], np.ndarray], mmap: bool = Tru
         try:
             atomic.save_npy(path, compute())
         except OSError as err:
-            raise UserError(f"cannot write cache entry {path}: {atomic.describe_write_error(err, path.parent)}"
-                            ) from None
+            raise atomic.write_error("cache entry", path, err) from None
         return np.load(path, mmap_mode=mode), False
     finally:
         lock.release()

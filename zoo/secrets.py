@@ -1,0 +1,40 @@
+"""Masking credentials: the one function every URL (or text holding URLs) goes through before it is printed,
+logged or stored (a userinfo password and password-like query parameters become ***)."""
+
+from __future__ import annotations
+
+import re
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+MASK = "***"
+# Query parameters that carry a secret (libpq's password/sslpassword, tokens, keys of object stores, ...).
+SECRET_PARAMETER = re.compile(r"pass|secret|token|key|credential|auth|signature", re.IGNORECASE)
+_URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+
+
+def mask_url(url: str) -> str:
+    """The URL with its userinfo password and secret query parameters replaced by ***."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # not parseable as a URL (e.g. a bad port): mask anything between ':' and '@'
+        return re.sub(r"(//[^/:@]*:)[^@/]*@", rf"\1{MASK}@", url)
+    netloc = parts.netloc
+    if password is not None:
+        userinfo, _, host = netloc.rpartition("@")
+        user = userinfo.split(":", 1)[0]
+        netloc = f"{user}:{MASK}@{host}"
+    query = parts.query
+    if query:
+        pairs = parse_qsl(query, keep_blank_values=True)
+        if any(SECRET_PARAMETER.search(name) for name, _ in pairs):
+            query = urlencode([(name, MASK if SECRET_PARAMETER.search(name) else value) for name, value in pairs],
+                              safe="*")
+    if netloc == parts.netloc and query == parts.query:
+        return url
+    return urlunsplit(parts._replace(netloc=netloc, query=query))
+
+
+def mask_text(text: str) -> str:
+    """Every URL inside `text` masked (error messages, a sweep file's YAML, log lines)."""
+    return _URL.sub(lambda match: mask_url(match.group(0)), text)
