@@ -11,7 +11,7 @@ import hashlib
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +25,7 @@ from runner.spec import TrialSpec
 from runner.storage import retrying, unreachable
 
 KEY_ATTR = "trial_key"  # the Optuna user attribute naming a trial's key (its MLflow tag is tracking.KEY_TAG)
+RUNG_ATTR = "rung"  # the successive-halving rung a study trial trains to (absent/0 without a schedule)
 LOCK_WAIT_SECONDS = 120
 
 
@@ -36,6 +37,12 @@ class Claim:
     key: str
     spec: TrialSpec
     attempt: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)  # its user attributes when claimed (rung, budget, ...)
+
+    @property
+    def epoch_budget(self) -> int | None:
+        budget = self.attrs.get("epoch_budget")
+        return int(budget) if budget is not None else None
 
 
 def _advisory_key(study: optuna.Study) -> int:
@@ -100,12 +107,19 @@ def enqueue(study: optuna.Study, key: str, spec: TrialSpec, attempt: int = 0, **
     study.enqueue_trial(params={}, user_attrs={KEY_ATTR: key, "params": spec.flat(), "attempt": attempt, **attrs})
 
 
+def current_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """A key's trials at its highest successive-halving rung (without a schedule: all of them)."""
+    top = max(int(t.user_attrs.get(RUNG_ATTR, 0)) for t in trials)
+    return [t for t in trials if int(t.user_attrs.get(RUNG_ATTR, 0)) == top]
+
+
 def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | None = None) -> int:
     """Enqueue again every key whose last attempt failed, up to `max_retries` retries. Call under the lock."""
     count = 0
     for key, trials in trials_by_key(study).items():
         if wanted is not None and key not in wanted:
             continue
+        trials = current_trials(trials)  # a promoted key's earlier rungs are history
         states = {t.state for t in trials}
         if states & {TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING}:
             continue
@@ -118,12 +132,13 @@ def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | Non
     return count
 
 
-def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec]) -> int:
+def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec],
+                    attrs: Callable[[TrialSpec], dict[str, Any]] | None = None) -> int:
     """Enqueue grid points that have no trial yet (never twice, whoever calls first). Call under the lock."""
     known = trials_by_key(study)
     missing = [(key, spec) for key, spec in zip(keys, specs) if key not in known]
     for key, spec in missing:
-        enqueue(study, key, spec)
+        enqueue(study, key, spec, **(attrs(spec) if attrs else {}))
     return len(missing)
 
 
@@ -166,7 +181,8 @@ def claim_from_queue(study: optuna.Study, rank: Callable[[FrozenTrial], int] | N
     claimed_id = internals.trial_id(trial)
     attrs = retrying(lambda: internals.storage(study).get_trial(claimed_id).user_attrs,
                      f"reading trial {claimed_id}")  # claimed: wait, never claim another
-    return Claim(trial, attrs[KEY_ATTR], TrialSpec.from_flat(attrs["params"]), int(attrs.get("attempt", 0)))
+    return Claim(trial, attrs[KEY_ATTR], TrialSpec.from_flat(attrs["params"]), int(attrs.get("attempt", 0)),
+                 dict(attrs))
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:

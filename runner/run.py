@@ -19,7 +19,7 @@ from optuna.trial import TrialState
 
 from runner import liveness, queue, storage
 from runner import optuna_internals as internals
-from runner.events import Event, TrialFinished
+from runner.events import Event, TrialFinished, TrialNote
 from runner.expand import expand_grid
 from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
 from runner.search import make_pruner, make_sampler, make_search
@@ -298,6 +298,9 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
         return storage.retrying(once, "re-queueing trials")
 
     def on_event(event: Event, states: dict[str, SlotState]) -> None:
+        if isinstance(event, TrialNote):
+            display.message(f"trial #{event.trial} ({event.key}) {event.text}")
+            return
         display.event(event, states)
         if isinstance(event, TrialFinished):
             tracking.update(throttled=True)
