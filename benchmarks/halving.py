@@ -31,7 +31,7 @@ SCHEDULE = {"kind": "successive_halving", "min_epochs": 1, "reduction_factor": 3
 
 
 def cli(*args: str) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=ROOT,
+    result = subprocess.run([*CLI, *args], capture_output=True, text=True, cwd=ROOT, check=False,
                             env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONPATH": str(ROOT)})
     if result.returncode != 0:
         raise SystemExit(f"videosweep {' '.join(args)} failed:\n{result.stderr[-3000:]}")

@@ -84,7 +84,7 @@ def shuffle_state(sequence: Any) -> tuple[dict[str, Any], dict[str, np.ndarray]]
     import random
 
     state = sequence._rng.bit_generator.state
-    version, python_state, _ = random.getstate()
+    _, python_state, _ = random.getstate()
     _, keys, position, has_gauss, gauss = np.random.get_state()
     arrays = {"order": np.asarray(sequence._order), "python_random": np.asarray(python_state, dtype=np.int64),
               "numpy_keys": np.asarray(keys), "numpy_rest": np.asarray([position, has_gauss, gauss], dtype=np.float64)}
