@@ -147,3 +147,23 @@ def test_successive_halving_promotes_the_best_which_continue_from_their_checkpoi
     assert report.returncode == 0, report.stderr
     board = pd.read_csv(tmp_path / "report" / "leaderboard.csv")
     assert sorted(board.rung) == [0, 0, 1, 2]
+
+
+def test_a_checkpoint_for_other_parameters_or_code_is_refused_never_mixed(tmp_path):
+    import keras
+    import numpy as np
+
+    from runner.checkpoints import CheckpointError, Checkpointer, identity
+    from zoo.windows import WindowSequence
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5), keras.layers.Dense(2)])
+    sequence = WindowSequence(np.zeros((8, 4), "float32"), np.arange(8), np.zeros(8, int), 2, 1, False, 4,
+                              shuffle=True, seed=0)
+    mine = identity({"layer_1_size": 8}, "data-a")
+    Checkpointer(tmp_path, mine).write(model, {"round": 1}, best=None, round_best=None, optimizer=None,
+                                       sequence=sequence)
+    assert Checkpointer(tmp_path, mine).read(model).state["round"] == 1
+    for other, named in ((identity({"layer_1_size": 16}, "data-a"), "params"), (identity({"layer_1_size": 8},
+                         "data-b"), "data"), ({**mine, "code": "videosweep 0.0.1, keras 3.0.0"}, "code")):
+        with pytest.raises(CheckpointError, match=f"written for other {named}"):
+            Checkpointer(tmp_path, other).read(model)
