@@ -153,7 +153,7 @@ def test_a_checkpoint_for_other_parameters_or_code_is_refused_never_mixed(tmp_pa
     import keras
     import numpy as np
 
-    from runner.checkpoints import CheckpointError, Checkpointer, identity
+    from runner.checkpoints import Checkpointer, CheckpointError, identity
     from zoo.windows import WindowSequence
 
     model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5), keras.layers.Dense(2)])
