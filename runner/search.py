@@ -7,19 +7,21 @@ flow through the Optuna trial the claim carries, whatever chose its parameters.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
 
-from runner import queue, schedule, subspace
+from runner import liveness, queue, schedule, subspace
 from runner.expand import Expansion, expand_grid, judge
 from runner.queue import Claim, claim_from_queue
 from runner.sweep import Range, Sweep
 from zoo.errors import UserError
 
 MAX_INVALID_DRAWS = 200
+RUNG_WAIT_SECONDS = 1.0  # a successive-halving worker waits this long between looks at the rung's end
 
 
 class Search(Protocol):
@@ -85,7 +87,27 @@ class GridSearch:
             return added
 
     def next_trial(self) -> Claim | None:
-        return claim_from_queue(self.study, self.rank)
+        while True:
+            claim = claim_from_queue(self.study, self.rank)
+            if claim is not None or self.sweep.search.schedule is None:
+                return claim
+            # Successive halving: once the rung's last trials end, promote here (no worker leaves and restarts)
+            with queue.study_lock(self.study, self.workdir):
+                liveness.fail_dead_trials(self.study)
+                if self.prepare_locked():
+                    continue
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running or (self.workdir / ".stop").exists():
+                return None
+            time.sleep(RUNG_WAIT_SECONDS)
+
+    def prepare_locked(self) -> int:
+        """Re-queue failures and promote a completed rung (the caller holds the study lock)."""
+        added = queue.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
+        if not added:
+            added = schedule.promote(self.study, self.sweep.search.schedule, self.sweep.search.direction,
+                                     synchronous=True, wanted=set(self.expansion.keys), workdir=self.workdir)
+        return added
 
     def finish(self, claim: Claim, state: str, value: float | None) -> None:
         """Nothing to learn: the grid is fixed."""
