@@ -110,7 +110,6 @@ class ClaimRun:
         self.run_id: str | None = None
         self.logged = -1  # the last epoch step MLflow holds for this trial's run
         self.started_over = ""
-        self.checkpointed = False
 
     def run(self) -> tuple[str, float | None]:
         import optuna
@@ -185,6 +184,8 @@ class ClaimRun:
         _emit(self.config, TrialNote(self.config.slot, trial=self.trial.number, key=self.claim.key,
                                      text=f"starts over: {reason}"))
         self._fresh_run(reason)
+        if self.tracker is not None and self.run_id is not None:
+            self.tracker.client.set_tag(self.run_id, "videosweep.started_over", reason[:5000])
 
     def _fresh_run(self, reason: str) -> None:
         if self.tracker is None or self.logged < 0:
@@ -202,7 +203,7 @@ class ClaimRun:
             self.tracker.log_epochs(self.run_id, new)
         if new:
             self.logged = int(new[-1]["step"])
-        if self.checkpointed and history:
+        if history:
             self._set_attrs(checkpoint={"host": socket.gethostname(), "epochs": len(history)})
 
     def _train(self) -> tuple[dict[str, Any], Any]:
@@ -211,7 +212,7 @@ class ClaimRun:
         from runner.trial import run_trial
 
         config, claim = self.config, self.claim
-        self.logged, self.started_over, self.checkpointed = -1, "", True
+        self.logged, self.started_over = -1, ""
         if self.tracker is not None:
             self.run_id = self.tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), self._tags())
             self._set_attrs(mlflow_run_id=self.run_id)
