@@ -96,6 +96,23 @@ def claims() -> list[Figure]:
     return figures
 
 
+def halving() -> list[Figure]:
+    out = run("halving.py")
+    full_s, full_e, full_acc = (number(r"every trial fully\s+([\d.]+) s", out),
+                                number(r"every trial fully\s+[\d.]+ s\s+(\d+) epochs", out),
+                                number(r"every trial fully.*best val_accuracy ([\d.]+)", out))
+    sh_s, sh_e, sh_acc = (number(r"successive halving\s+([\d.]+) s", out),
+                          number(r"successive halving\s+[\d.]+ s\s+(\d+) epochs", out),
+                          number(r"successive halving.*best val_accuracy ([\d.]+)", out))
+    without = number(r"epoch budget without schedule (\d+)", out)
+    with_ = number(r"epoch budget with schedule\s+(\d+)", out)
+    return [Figure("successive halving, 27-trial grid of tiny models (9 epochs, factor 3)",
+                   f"{sh_s:.0f} s, {sh_e:.0f} epochs, best val_accuracy {sh_acc:.4f}", "measured (no target)",
+                   f"every trial fully: {full_s:.0f} s, {full_e:.0f} epochs, best val_accuracy {full_acc:.4f}", None),
+            Figure("research grid epoch budget with successive halving (factor 3)", f"{with_:.0f} epochs",
+                   "measured (arithmetic from the plan)", f"{without:.0f} epochs without the schedule", None)]
+
+
 def machine() -> str:
     import psutil
 
@@ -115,7 +132,7 @@ def write(figures: list[Figure], profile: str) -> None:
 
 
 def main() -> None:
-    figures = extraction(224) + extraction(96) + sweeps() + claims()
+    figures = extraction(224) + extraction(96) + sweeps() + claims() + halving()
     write(figures, run("profile_trial.py"))
 
 

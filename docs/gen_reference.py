@@ -38,6 +38,10 @@ def _rows(model: type[BaseModel], prefix: str) -> list[str]:
             continue
         description = (field.description or "").replace("|", "\\|").replace("\n", " ")
         rows.append(f"| `{prefix}{name}` | {_type(field.annotation)} | {_default(field)} | {description} |")
+        nested = [a for a in getattr(field.annotation, "__args__", ()) if isinstance(a, type) and
+                  issubclass(a, BaseModel)]
+        for inner in nested:  # an optional section (e.g. search.schedule): its keys too
+            rows += _rows(inner, f"{prefix}{name}.")
     return rows
 
 

@@ -10,11 +10,11 @@ import pandas as pd
 from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
 
 COLUMNS = ("rank", "trial_key", *MODEL_PARAMS, "val_accuracy_best", "val_loss_best", "test_accuracy", "test_loss",
-           "best_round", "epochs", "duration_seconds", "param_count", "gpu", "run_id", "run_link")
+           "best_round", "epochs", "rung", "duration_seconds", "param_count", "gpu", "run_id", "run_link")
 RENAMED = {"val_accuracy_best": "val_accuracy", "val_loss_best": "val_loss"}
 MARKDOWN_COLUMNS = ("rank", "trial_key", "architecture", "backbone", "pooling", "frame_size", "sequence_length",
                     "sequence_model", "layer_1_size", "layer_2_size", "val_accuracy", "test_accuracy", "val_loss",
-                    "best_round", "epochs", "duration_seconds", "param_count")
+                    "best_round", "epochs", "rung", "duration_seconds", "param_count")
 
 
 def leaderboard(runs: SweepRuns, metric: str) -> pd.DataFrame:

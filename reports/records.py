@@ -66,6 +66,7 @@ def _trial_row(run: Any) -> dict[str, Any]:
         "state": tags.get(STATE, info.status.lower()), "reason": tags.get("failure") or tags.get("pruned") or "",
         "gpu": tags.get("gpu", ""), "host": tags.get("host", ""), "optuna_trial": _typed(tags.get("optuna_trial")),
         "duration_seconds": (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None,
+        "rung": _typed(tags.get("videosweep.rung")),  # successive halving: the highest rung it reached
     }
     row.update({name: _typed(value) for name, value in run.data.params.items()})
     row.update({name: run.data.metrics.get(name, math.nan) for name in FINAL_METRICS})
@@ -94,7 +95,7 @@ def read_sweep_runs(tracker: Tracker) -> SweepRuns:
                                       max_results=50000)
     parents = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{ROLE}` = 'sweep'",
                                          max_results=1)
-    columns = ["trial_key", "run_id", "status", "state", "reason", *MODEL_PARAMS, *FINAL_METRICS]
+    columns = ["trial_key", "run_id", "status", "state", "reason", "rung", *MODEL_PARAMS, *FINAL_METRICS]
     trials = pd.DataFrame([_trial_row(run) for run in runs])
     trials = blank_unused_parameters(trials.reindex(columns=list(dict.fromkeys([*columns, *trials.columns]))))
     # Whole-number parameters stay whole even where a missing value (unused by an architecture) made them float.

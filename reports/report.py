@@ -89,6 +89,8 @@ def learning_curves_figure(runs: SweepRuns, top: pd.DataFrame) -> Figure | None:
     figure, (acc_axes, loss_axes) = plt.subplots(1, 2, figsize=(11, 3.8))
     for _, row in top.iterrows():
         label = f"#{row['rank']} {row['architecture']} {row['trial_key']}"
+        if pd.notna(row.get("rung")):  # successive halving: continued from rung to rung on one curve
+            label += f" (rung {int(row['rung'])})"
         for axes, name in ((acc_axes, "val_accuracy"), (loss_axes, "val_loss")):
             history = runs.tracker.client.get_metric_history(row["run_id"], name)
             points = sorted((m.step, m.value) for m in history)

@@ -46,9 +46,18 @@ class TrialFinished(WorkerEvent):
 
 
 @dataclass(frozen=True)
+class TrialNote(WorkerEvent):
+    """Something people should know about a running trial (e.g. it starts over without its checkpoint)."""
+
+    trial: int
+    key: str
+    text: str
+
+
+@dataclass(frozen=True)
 class WorkerExited(WorkerEvent):
     ran: int
     reason: str  # empty (nothing left) | stop (asked to) | recycle | failed | memory
 
 
-Event = Union[WorkerReady, TrialStarted, EpochEnded, TrialFinished, WorkerExited]
+Event = Union[WorkerReady, TrialStarted, EpochEnded, TrialFinished, TrialNote, WorkerExited]

@@ -12,7 +12,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.spec import TrialSpec
+from runner.spec import TRAINING_FIELDS, TrialSpec
 from runner.sweep import Range, Sweep
 from zoo.errors import UserError
 from zoo.spec import invalid_reason
@@ -38,7 +38,7 @@ class Expansion:
 
 def base_params(sweep: Sweep) -> dict[str, Any]:
     """Training settings every trial starts from (a sub-space may override them)."""
-    return sweep.training.model_dump()
+    return sweep.training.model_dump(include=set(TRAINING_FIELDS))
 
 
 def judge(sweep: Sweep, params: dict[str, Any], where: str) -> tuple[TrialSpec | None, str | None]:

@@ -2,7 +2,8 @@
 
 `VIDEOSWEEP_FAULT` holds `kind:match` pairs separated by commas; a trial whose canonical parameters contain
 `match` (as `key=value`) suffers `kind`: raise, oom, segfault, sleep (seconds after `@`), count (appends the
-trial's parameters to the file after `@`, to count trainings), or stall (seconds after `@`, between the claim and
+trial's parameters to the file after `@`, to count trainings), kill (SIGKILL after the epoch
+after `@`, unless continued past it), or stall (seconds after `@`, between the claim and
 the trial's MLflow run). Unset in normal use: then nothing happens.
 """
 
@@ -55,3 +56,11 @@ def before_trial(spec: Any) -> None:
         if kind == "count":
             with open(Path(argument), "a") as handle:
                 handle.write(json.dumps(spec.flat(), sort_keys=True) + "\n")
+
+
+def after_epoch(spec: Any, epochs: int, resumed_from: int) -> None:
+    """After an epoch's checkpoint: `kill` (epochs after `@`) plays a `kill -9` of the worker there, once: a
+    trial continued from a checkpoint past that epoch is spared."""
+    for kind, match, argument in _faults(spec):
+        if kind == "kill" and epochs == int(argument or 1) and resumed_from < epochs:
+            os.kill(os.getpid(), signal.SIGKILL)

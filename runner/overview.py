@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner import queue, storage
+from runner import queue, schedule, storage
 from runner.expand import cache_sizes, expand_grid, shared_extractions
 from runner.run import SweepContext
 from zoo.errors import UserError
@@ -14,10 +14,13 @@ STATES = ("finished", "failed", "pending", "running")
 
 
 def key_state(trials: list[Any]) -> str:
-    """One trial key's state across its attempts: finished if any attempt completed, failed only if all did."""
+    """One trial key's state across its attempts: finished if any attempt completed, failed only if all did;
+    with successive halving, as its highest rung says (paused: stopped at a rung, may be promoted)."""
+    trials = queue.current_trials(trials) if trials else trials
     names = {t.state.name for t in trials}
     if "COMPLETE" in names:
-        return "finished"
+        done = [t for t in trials if t.state.name == "COMPLETE"]
+        return "paused" if all(t.user_attrs.get("paused") for t in done) else "finished"
     if "RUNNING" in names:
         return "running"
     return "failed" if names and names <= {"FAIL"} else "pending"
@@ -26,7 +29,7 @@ def key_state(trials: list[Any]) -> str:
 def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
     """The sweep's plan: for a grid, every trial it expands to and every combination dropped (by reason)."""
     expansion = expand_grid(ctx.sweep, ctx.dataset.fingerprint) if ctx.sweep.search.strategy == "grid" else None
-    states = dict.fromkeys(STATES, 0)
+    states = dict.fromkeys(STATES + (("paused",) if ctx.sweep.search.schedule is not None else ()), 0)
     study = ctx.open_study(create=False) if ctx.has_study() else None
     if study is not None:
         by_key = queue.trials_by_key(study)
@@ -38,10 +41,17 @@ def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
         "sweep": ctx.sweep.name, "strategy": ctx.sweep.search.strategy, "storage": storage.mask_url(ctx.storage_url),
         "data": ctx.dataset.summary(), "states": states,
     }
+    schedule_ = ctx.sweep.search.schedule
+    if schedule_ is not None:
+        report["schedule"] = schedule_.model_dump()
     if expansion is None:
         report.update(trials=ctx.sweep.search.trials, per_subspace=None)
+        maxima = [schedule.full_epochs(ctx.sweep.training)] * int(ctx.sweep.search.trials or 0)
+        report["epoch_budget"] = schedule.planned_epochs(schedule_, maxima)
         report.update(_estimate(ctx, None, study, max(0, (ctx.sweep.search.trials or 0) - states["finished"])))
         return report
+    report["epoch_budget"] = schedule.planned_epochs(
+        schedule_, [schedule.full_epochs(spec.training) for spec in expansion.trials])
     report.update(
         trials=len(expansion.trials), per_subspace=expansion.per_subspace, combinations=expansion.combinations,
         duplicates=expansion.duplicates, dropped=dict(expansion.dropped),
@@ -107,6 +117,10 @@ def _estimate(ctx: SweepContext, expansion: Any, study: Any, remaining: int) -> 
 def status_rows(study: Any) -> list[dict[str, Any]]:
     """One row per valid trial of the study: number, key, architecture, state, value, seconds and a note."""
     rows = []
+    top_rung: dict[str, int] = {}
+    for trial in study.get_trials(deepcopy=False):
+        key = str(trial.user_attrs.get(queue.KEY_ATTR, ""))
+        top_rung[key] = max(top_rung.get(key, 0), int(trial.user_attrs.get(queue.RUNG_ATTR, 0)))
     for trial in study.get_trials(deepcopy=False):
         if trial.user_attrs.get("invalid_reason"):
             continue
@@ -115,6 +129,11 @@ def status_rows(study: Any) -> list[dict[str, Any]]:
             "architecture": str(trial.user_attrs.get("params", {}).get("architecture", "")),
             "state": trial.state.name.lower(), "value": trial.value,
             "seconds": trial.duration.total_seconds() if trial.duration else None,
-            "note": trial.user_attrs.get("failure") or trial.user_attrs.get("pruned") or "",
+            "note": trial.user_attrs.get("failure") or trial.user_attrs.get("pruned")
+            or trial.user_attrs.get("started_over") or "",
+            "rung": trial.user_attrs.get(queue.RUNG_ATTR), "paused": bool(trial.user_attrs.get("paused")),
+            "promoted": int(trial.user_attrs.get(queue.RUNG_ATTR, 0)) < top_rung.get(
+                str(trial.user_attrs.get(queue.KEY_ATTR, "")), 0),
+            "epochs": trial.user_attrs.get("epochs_trained"),
         })
     return rows

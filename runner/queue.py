@@ -12,7 +12,7 @@ import json
 from collections import defaultdict
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +29,7 @@ from zoo.errors import UserError, one_line
 
 KEY_ATTR = "trial_key"  # the Optuna user attribute naming a trial's key (its MLflow tag is tracking.KEY_TAG)
 REFUSED_ATTR = "refused"  # a trial failed unrun because its key or parameters cannot be trusted
+RUNG_ATTR = "rung"  # the successive-halving rung a study trial trains to (absent/0 without a schedule)
 LOCK_WAIT_SECONDS = 120
 
 
@@ -40,6 +41,12 @@ class Claim:
     key: str
     spec: TrialSpec
     attempt: int = 0
+    attrs: dict[str, Any] = field(default_factory=dict)  # its user attributes when claimed (rung, budget, ...)
+
+    @property
+    def epoch_budget(self) -> int | None:
+        budget = self.attrs.get("epoch_budget")
+        return int(budget) if budget is not None else None
 
 
 def _advisory_key(study: optuna.Study) -> int:
@@ -136,12 +143,19 @@ def enqueue(study: optuna.Study, key: str, spec: TrialSpec, attempt: int = 0,
     _add_waiting(study, user_attrs, params, {name: (distributions or {})[name] for name in params})
 
 
+def current_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
+    """A key's trials at its highest successive-halving rung (without a schedule: all of them)."""
+    top = max(int(t.user_attrs.get(RUNG_ATTR, 0)) for t in trials)
+    return [t for t in trials if int(t.user_attrs.get(RUNG_ATTR, 0)) == top]
+
+
 def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | None = None) -> int:
     """Enqueue again every key whose last attempt failed, up to `max_retries` retries. Call under the lock."""
     count = 0
     for key, trials in trials_by_key(study).items():
         if wanted is not None and key not in wanted:
             continue
+        trials = current_trials(trials)  # a promoted key's earlier rungs are history
         states = {t.state for t in trials}
         if states & {TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING}:
             continue
@@ -154,13 +168,14 @@ def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | Non
     return count
 
 
-def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec]) -> int:
+def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec],
+                    attrs: Callable[[TrialSpec], dict[str, Any]] | None = None) -> int:
     """Enqueue grid points that have no trial yet (never twice, whoever calls first). Call under the lock."""
     known = trials_by_key(study)
     missing = [(key, spec) for key, spec in zip(keys, specs) if key not in known]
     distributions = grid_distributions(specs)
     for key, spec in missing:
-        enqueue(study, key, spec, distributions=distributions)
+        enqueue(study, key, spec, distributions=distributions, **(attrs(spec) if attrs else {}))
     return len(missing)
 
 
@@ -226,7 +241,7 @@ def _checked_claim(trial: optuna.Trial, attrs: dict[str, Any], fingerprint: str 
         raise UserError(f"refused: trial {key} has unusable parameters ({one_line(str(err))[:200]})") from None
     if fingerprint is not None and spec.key(fingerprint) != key:
         raise UserError(f"refused: {key} is not the trial key of the trial's parameters")
-    return Claim(trial, key, spec, attempt)
+    return Claim(trial, key, spec, attempt, dict(attrs))
 
 
 def _refuse(study: optuna.Study, claimed_id: int, reason: str) -> None:

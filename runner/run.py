@@ -21,7 +21,7 @@ from optuna.trial import TrialState
 from runner import liveness, notify, provenance, queue, reuse, stop, storage
 from runner import optuna_internals as internals
 from runner.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
-from runner.events import Event, TrialFinished
+from runner.events import Event, TrialFinished, TrialNote
 from runner.expand import expand_grid
 from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
 from runner.search import make_pruner, make_sampler, make_search
@@ -449,6 +449,9 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
         return storage.retrying(once, "re-queueing trials")
 
     def on_event(event: Event, states: dict[str, SlotState]) -> None:
+        if isinstance(event, TrialNote):
+            display.message(f"trial #{event.trial} ({event.key}) {event.text}")
+            return
         display.event(event, states)
         if isinstance(event, TrialFinished):
             tracking.update(throttled=True)

@@ -7,19 +7,21 @@ flow through the Optuna trial the claim carries, whatever chose its parameters.
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 from typing import Any, Protocol
 
 import optuna
 from optuna.trial import TrialState
 
-from runner import queue, subspace
+from runner import liveness, queue, schedule, subspace
 from runner.expand import Expansion, expand_grid, judge
 from runner.queue import Claim, claim_from_queue
 from runner.sweep import Range, Sweep
 from zoo.errors import UserError
 
 MAX_INVALID_DRAWS = 200
+RUNG_WAIT_SECONDS = 1.0  # a successive-halving worker waits this long between looks at the rung's end
 
 
 class Search(Protocol):
@@ -82,11 +84,37 @@ class GridSearch:
 
     def prepare(self) -> int:
         with queue.study_lock(self.study, self.workdir):
-            added = queue.enqueue_missing(self.study, self.expansion.keys, self.expansion.trials)
-            return added + queue.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
+            added = queue.enqueue_missing(self.study, self.expansion.keys, self.expansion.trials,
+                                          lambda spec: schedule.first_budget(self.sweep, spec.flat()))
+            added += queue.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
+            if self.sweep.search.schedule is not None and not added:  # a rung is complete: promote its best
+                added += schedule.promote(self.study, self.sweep.search.schedule, self.sweep.search.direction,
+                                          synchronous=True, wanted=set(self.expansion.keys),
+                                          workdir=self.workdir)
+            return added
 
     def next_trial(self) -> Claim | None:
-        return claim_from_queue(self.study, self.rank, self.fingerprint)
+        while True:
+            claim = claim_from_queue(self.study, self.rank, self.fingerprint)
+            if claim is not None or self.sweep.search.schedule is None:
+                return claim
+            # Successive halving: once the rung's last trials end, promote here (no worker leaves and restarts)
+            with queue.study_lock(self.study, self.workdir):
+                liveness.fail_dead_trials(self.study)
+                if self.prepare_locked():
+                    continue
+            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+            if not running or (self.workdir / ".stop").exists():
+                return None
+            time.sleep(RUNG_WAIT_SECONDS)
+
+    def prepare_locked(self) -> int:
+        """Re-queue failures and promote a completed rung (the caller holds the study lock)."""
+        added = queue.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
+        if not added:
+            added = schedule.promote(self.study, self.sweep.search.schedule, self.sweep.search.direction,
+                                     synchronous=True, wanted=set(self.expansion.keys), workdir=self.workdir)
+        return added
 
     def finish(self, claim: Claim, state: str, value: float | None) -> None:
         """Nothing to learn: the grid is fixed."""
@@ -101,7 +129,14 @@ class OptunaSearch:
 
     def prepare(self) -> int:
         with queue.study_lock(self.study, self.workdir):
-            return queue.requeue_failed(self.study, self.max_retries)
+            return queue.requeue_failed(self.study, self.max_retries) + self._promote()
+
+    def _promote(self) -> int:
+        """ASHA: paused trials in the top of their rung so far go on (call under the lock)."""
+        if self.sweep.search.schedule is None:
+            return 0
+        return schedule.promote(self.study, self.sweep.search.schedule, self.sweep.search.direction,
+                                synchronous=False)
 
     def used_budget(self) -> int:
         counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
@@ -113,6 +148,13 @@ class OptunaSearch:
         claim = claim_from_queue(self.study, fingerprint=self.fingerprint)  # retries of failed trials first
         if claim is not None:
             return claim
+        if self.sweep.search.schedule is not None:
+            with queue.study_lock(self.study, self.workdir):
+                promoted = self._promote()
+            if promoted:
+                claim = claim_from_queue(self.study)
+                if claim is not None:
+                    return claim
         for _ in range(MAX_INVALID_DRAWS):
             if self.used_budget() >= (self.sweep.search.trials or 0):
                 return None
@@ -127,11 +169,14 @@ class OptunaSearch:
             done = [t for t in queue.trials_by_key(self.study).get(key, []) if t.state == TrialState.COMPLETE]
             trial.set_user_attr(queue.KEY_ATTR, key)
             trial.set_user_attr("params", spec.flat())
+            first = schedule.first_budget(self.sweep, spec.flat())
             if done:  # the sampler proposed a finished point again: answer from the study, train nothing
                 trial.set_user_attr("duplicate_of", done[0].number)
                 self.study.tell(trial, done[0].value)
                 continue
-            return Claim(trial, key, spec)
+            for name, value in first.items():
+                trial.set_user_attr(name, value)
+            return Claim(trial, key, spec, attrs=first)
         raise UserError(f"the sampler drew {MAX_INVALID_DRAWS} invalid or repeated points in a row; "
                         "check the space and constraints with `videosweep plan`")
 

@@ -78,6 +78,19 @@ class StopConfig(BaseModel):
                                                  "records: val_accuracy, val_loss or test_accuracy.")
 
 
+class ScheduleConfig(BaseModel):
+    """Successive halving: every trial trains to the first rung, the best 1/reduction_factor go on."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    kind: Literal["successive_halving", "asha"] = Field(
+        description="successive_halving (grid: a rung completes before promotion) | asha (random/optuna: "
+                    "asynchronous promotion)")
+    min_epochs: int = Field(1, ge=1, description="Epochs of the first rung (at most training.epochs).")
+    reduction_factor: int = Field(3, ge=2, description="Each rung keeps the best 1/reduction_factor and "
+                                                       "multiplies the epochs by it.")
+
+
 class SearchConfig(BaseModel):
     """What to try next."""
 
@@ -97,6 +110,9 @@ class SearchConfig(BaseModel):
     stop: StopConfig = Field(default_factory=StopConfig, description="Stop rules: target value, patience in trials.")
     warm_start: list[str] = Field(default_factory=list, description="optuna/random: other sweeps (same tracking "
                                   "store) whose finished trials inform the sampler from the start.")
+    schedule: ScheduleConfig | None = Field(
+        None, description="Successive halving over epochs (rungs count epochs of all learning-rate rounds "
+                          "together; the last rung is the whole training).")
 
 
 class ResourcesConfig(BaseModel):
@@ -129,6 +145,14 @@ class NotifyConfig(BaseModel):
                                         "good) | stalled (a worker stopped responding).")
 
 
+class SweepTraining(TrainingConfig):
+    """The sweep's training settings: a trial's (part of its key) plus how often it is checkpointed (not)."""
+
+    checkpoint_seconds: float = Field(
+        30.0, ge=0, description="A trial is checkpointed after an epoch at most this often, and at every "
+                                "round's end (not part of the trial key).")
+
+
 class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
@@ -153,7 +177,7 @@ class Sweep(BaseModel):
 
     name: str = Field(description="Sweep name: the Optuna study and MLflow experiment name.")
     data: DataConfig
-    training: TrainingConfig = Field(default_factory=TrainingConfig)
+    training: SweepTraining = Field(default_factory=SweepTraining)
     search: SearchConfig = Field(default_factory=SearchConfig)
     space: list[dict[str, SpaceValue]] = Field(min_length=1, description="Sub-spaces, each expanded on its own.")
     constraints: list[str] = Field(default_factory=list, description="Rules every trial must satisfy.")
@@ -210,6 +234,24 @@ class Sweep(BaseModel):
         if self.search.warm_start and self.search.strategy not in ("optuna", "random"):
             raise ValueError("search.warm_start: only the optuna and random strategies learn from earlier sweeps "
                              "(a grid reuses finished trial keys by itself)")
+        schedule = self.search.schedule
+        if schedule is not None:
+            fits = {"successive_halving": ("grid",), "asha": ("random", "optuna")}[schedule.kind]
+            if self.search.strategy not in fits:
+                other = "asha" if schedule.kind == "successive_halving" else "successive_halving"
+                hint = ("keras_tuner's hyperband oracle has its own schedule" if self.search.strategy == "keras_tuner"
+                        else f"use kind {other}")
+                raise ValueError(f"search.schedule: {schedule.kind} cannot be used by the {self.search.strategy} "
+                                 f"strategy ({hint})")
+            if self.search.pruner != "none":
+                raise ValueError("search.schedule: a schedule and search.pruner both stop trials early; "
+                                 "choose one")
+            swept = [v for sub in self.space for v in (sub.get("epochs") if isinstance(sub.get("epochs"), list)
+                                                       else [])]
+            smallest = min([self.training.epochs, *[v for v in swept if isinstance(v, int)]])
+            if schedule.min_epochs > smallest:
+                raise ValueError(f"search.schedule.min_epochs: {schedule.min_epochs} is above training.epochs "
+                                 f"({smallest})")
         return self
 
     def grid_size(self) -> int:

@@ -261,19 +261,50 @@ class Tracker:
         return existing.info.run_id, results
 
     def log_epoch(self, run_id: str, row: dict[str, Any]) -> None:
+        self.log_epochs(run_id, [row])
+
+    def log_epochs(self, run_id: str, rows: list[dict[str, Any]]) -> None:
+        """Per-epoch metrics at their steps (MLflow takes at most 1000 values a batch)."""
         from mlflow.entities import Metric
 
         now = int(time.time() * 1000)
-        metrics = [Metric(name, float(row[name]), now, int(row["step"])) for name in EPOCH_METRICS if name in row]
-        self.client.log_batch(run_id, metrics=metrics)
+        metrics = [Metric(name, float(row[name]), now, int(row["step"])) for row in rows for name in EPOCH_METRICS
+                   if name in row]
+        for chunk in _chunks(metrics, 900):
+            self.client.log_batch(run_id, metrics=chunk)
 
-    def finish_trial(self, run_id: str, results: dict[str, Any], trial_dir: Path, model: Any | None) -> None:
+    def last_step(self, run_id: str) -> int:
+        """The last epoch step the run holds (-1: none), where a continued trial's epochs carry on."""
+        history = self.client.get_metric_history(run_id, "val_accuracy")
+        return max((int(m.step) for m in history), default=-1)
+
+    def restart_trial_run(self, run_id: str | None, parent_id: str, key: str, spec_flat: dict[str, Any],
+                          tags: dict[str, Any]) -> str:
+        """A trial that starts over gets a fresh run: the old one (its epochs from the earlier attempt) is
+        deleted, so the key still has one run and each step is logged once."""
+        if run_id is not None:
+            self.client.set_tag(run_id, STATE, "started over")
+            self.client.set_terminated(run_id, "KILLED")
+            self.client.delete_run(run_id)
+        return self.trial_run(parent_id, key, spec_flat, tags)
+
+    def finish_trial(self, run_id: str, results: dict[str, Any], trial_dir: Path, model: Any | None,
+                     state: str = "finished") -> None:
         from mlflow.entities import Metric, RunTag
 
         now = int(time.time() * 1000)
         metrics = [Metric(name, value, now, 0) for name, value in final_metrics(results).items()]
-        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(STATE, "finished")])
-        self.client.log_artifacts(run_id, str(trial_dir), artifact_path="trial")
+        tags = [RunTag(STATE, state)]
+        if results.get("rung") is not None:
+            tags.append(RunTag("videosweep.rung", str(results["rung"])))
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
+        for entry in sorted(Path(trial_dir).iterdir()):
+            if entry.name == "checkpoint":  # a paused trial's checkpoint stays where it runs
+                continue
+            if entry.is_dir():
+                self.client.log_artifacts(run_id, str(entry), artifact_path=f"trial/{entry.name}")
+            else:
+                self.client.log_artifact(run_id, str(entry), artifact_path="trial")
         if model is not None:
             self.log_model(run_id, model)
         self.client.set_terminated(run_id, "FINISHED")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as dt
 import io
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -71,51 +72,220 @@ def _sequences(spec: TrialSpec, dataset: Dataset, source: np.ndarray) -> dict[st
     return sequences
 
 
-def _fit_round(model: Any, sequences: dict[str, Any], spec: TrialSpec, round_index: int, rate: float,
-               history: list[dict[str, Any]], on_epoch: EpochHook | None) -> RoundResult:
-    import keras
+@dataclass
+class TrainingOutcome:
+    """How the rounds ended: the completed rounds (with a partial one when paused), the best, the history."""
 
-    best: dict[str, Any] = {"val_accuracy": -1.0, "epoch": 0, "logs": {}, "weights": model.get_weights()}
+    rounds: list[RoundResult]
+    best: RoundResult
+    history: pd.DataFrame
+    paused: bool = False  # stopped at the epoch budget with training left: continues from its checkpoint
+    resumed_from: int = 0  # epochs restored from a checkpoint (0: trained from scratch)
 
-    class Recorder(keras.callbacks.Callback):
-        def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-            self.started = time.perf_counter()
 
-        def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
-            logs = {k: float(v) for k, v in (logs or {}).items()}
-            row = {"round": round_index, "epoch": epoch + 1, "step": len(history), "learning_rate": rate,
-                   **{k: logs.get(k, float("nan")) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
-                   "seconds": time.perf_counter() - self.started}
-            history.append(row)
-            if logs.get("val_accuracy", -1.0) > best["val_accuracy"]:
-                best.update(val_accuracy=logs["val_accuracy"], epoch=epoch + 1, logs=logs,
-                            weights=self.model.get_weights())
-            if on_epoch is not None:
-                on_epoch(row["step"], row)
+class _Training:
+    """The rounds of one trial as a resumable state machine: round and epoch in progress, completed rounds,
+    the best weights so far and the early-stopping state, checkpointed after epochs and at every round's end."""
 
-    model.compile(optimizer=keras.optimizers.Adam(learning_rate=rate), loss="categorical_crossentropy",
-                  metrics=["accuracy"])
-    stopper = keras.callbacks.EarlyStopping(monitor="val_accuracy", mode="max", patience=spec.training.patience)
-    before = len(history)
-    model.fit(sequences["train"], validation_data=sequences["valid"], epochs=spec.training.epochs,
-              callbacks=[stopper, Recorder()], verbose=0)
-    return RoundResult(round_index, rate, len(history) - before, best["epoch"], best["logs"], best["weights"])
+    def __init__(self, model: Any, sequences: dict[str, Any], spec: TrialSpec, on_epoch: EpochHook | None,
+                 checkpoints: Any = None, budget: int | None = None,
+                 on_rows: Callable[[list[dict[str, Any]]], None] | None = None) -> None:
+        self.model, self.sequences, self.spec, self.on_epoch = model, sequences, spec, on_epoch
+        self.checkpoints, self.budget, self.on_rows = checkpoints, budget, on_rows
+        self.history: list[dict[str, Any]] = []
+        self.rounds: list[RoundResult] = []
+        self.best_index: int | None = None  # index of the best completed round in self.rounds
+        self.best_version = 0
+        self.round, self.epoch = 1, 0  # the round in progress (1-based) and epochs done in it
+        self.round_best: dict[str, Any] | None = None
+        self.round_best_version = 0
+        self.stopper_state: dict[str, Any] | None = None
+        self.shuffle_later: tuple[dict[str, Any], Any] | None = None  # restored at train begin (mid-round)
+        self.optimizer_values: list[np.ndarray] | None = None
+        self.resumed_from = 0
+        self.paused = False
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def _state(self, stopper: Any = None) -> dict[str, Any]:
+        if stopper is not None:
+            best = stopper.best
+            stopper_state = {"wait": int(stopper.wait), "stopped_epoch": int(stopper.stopped_epoch),
+                             "best": None if best is None else float(best), "best_epoch": int(stopper.best_epoch)}
+        else:
+            stopper_state = None
+        rounds = [{"round": r.round, "learning_rate": r.learning_rate, "epochs_run": r.epochs_run,
+                   "best_epoch": r.best_epoch, "best_logs": r.best_logs} for r in self.rounds]
+        round_best = None if self.round_best is None else {k: v for k, v in self.round_best.items() if k != "weights"}
+        return {"round": self.round, "epoch": self.epoch, "step": len(self.history), "history": self.history,
+                "rounds": rounds, "best_index": self.best_index, "round_best": round_best, "stopper": stopper_state}
+
+    def checkpoint(self, stopper: Any = None, force: bool = False) -> None:
+        if self.checkpoints is None:
+            if self.on_rows is not None:
+                self.on_rows(self.history)
+            return
+        if not (force or self.checkpoints.due()):
+            return
+        best = (self.best_version, self.rounds[self.best_index].best_weights) if self.best_index is not None else None
+        round_best = (self.round_best_version, self.round_best["weights"]) if self.round_best is not None else None
+        optimizer = self.model.optimizer if stopper is not None else None
+        self.checkpoints.write(self.model, self._state(stopper), best=best, round_best=round_best,
+                               optimizer=optimizer, sequence=self.sequences["train"])
+        if self.on_rows is not None:
+            self.on_rows(self.history)  # MLflow gets each epoch once it is durable: never twice, never lost
+
+    def restore(self, snapshot: Any) -> None:
+        """Continue from a checkpoint (see runner/checkpoints.py): weights, seeds, rounds, history, state."""
+        from runner.checkpoints import restore_shuffle, seed_variables
+
+        state = snapshot.state
+        self.history = [dict(row) for row in state["history"]]
+        self.round, self.epoch = int(state["round"]), int(state["epoch"])
+        self.best_index = state["best_index"]
+        for index, r in enumerate(state["rounds"]):
+            weights = snapshot.best_weights if index == self.best_index else []
+            self.rounds.append(RoundResult(int(r["round"]), float(r["learning_rate"]), int(r["epochs_run"]),
+                                           int(r["best_epoch"]), dict(r["best_logs"]), weights))
+        if state["round_best"] is not None:
+            self.round_best = {**state["round_best"], "weights": snapshot.round_best_weights}
+        self.stopper_state = state["stopper"]
+        self.optimizer_values = snapshot.optimizer
+        self.model.set_weights(snapshot.weights)
+        for variable, value in zip(seed_variables(self.model), snapshot.seeds):
+            variable.assign(value)
+        shuffle = (state["shuffle"], snapshot.shuffle)
+        # fit() draws from these generators before training begins (its build reads batches, its start reshuffles):
+        # at a round's start that happened in the uninterrupted run too, so the state goes back before fit;
+        # mid-round it did not, so the state goes back again once training begins.
+        restore_shuffle(self.sequences["train"], *shuffle)
+        if self.epoch > 0:
+            self.shuffle_later = shuffle
+        self.resumed_from = len(self.history)
+        if self.on_rows is not None:
+            self.on_rows(self.history)  # epochs a killed attempt had checkpointed but not yet logged
+
+    # ------------------------------------------------------------------ training
+
+    def _budget_left(self) -> bool:
+        return self.budget is None or len(self.history) < self.budget
+
+    def _fit_round(self, rate: float) -> RoundResult | None:
+        """Train the round in progress to its end (a RoundResult) or to the epoch budget (None: paused)."""
+        import keras
+
+        from runner import hooks
+        from runner.checkpoints import restore_optimizer, restore_shuffle
+
+        training, spec = self, self.spec
+        if self.round_best is None:
+            self.round_best = {"val_accuracy": -1.0, "epoch": 0, "logs": {}, "weights": self.model.get_weights()}
+            self.round_best_version += 1
+        restored_stopper, restored_shuffle = self.stopper_state, self.shuffle_later
+        self.stopper_state = self.shuffle_later = None
+
+        class Stopper(keras.callbacks.EarlyStopping):
+            def on_train_begin(self, logs: dict | None = None) -> None:
+                super().on_train_begin(logs)
+                if restored_stopper is not None:  # continuing mid-round: the round's early-stopping state
+                    self.wait, self.stopped_epoch = restored_stopper["wait"], restored_stopper["stopped_epoch"]
+                    self.best, self.best_epoch = restored_stopper["best"], restored_stopper["best_epoch"]
+
+        class Recorder(keras.callbacks.Callback):
+            def on_train_begin(self, logs: dict | None = None) -> None:
+                if restored_shuffle is not None:  # after Keras's own reshuffle at fit's start
+                    restore_shuffle(training.sequences["train"], *restored_shuffle)
+
+            def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+                self.started = time.perf_counter()
+
+            def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                logs = {k: float(v) for k, v in (logs or {}).items()}
+                history = training.history
+                row = {"round": training.round, "epoch": epoch + 1, "step": len(history), "learning_rate": rate,
+                       **{k: logs.get(k, float("nan")) for k in ("loss", "accuracy", "val_loss", "val_accuracy")},
+                       "seconds": time.perf_counter() - self.started}
+                history.append(row)
+                training.epoch = epoch + 1
+                best = training.round_best
+                if logs.get("val_accuracy", -1.0) > best["val_accuracy"]:
+                    best.update(val_accuracy=logs["val_accuracy"], epoch=epoch + 1, logs=logs,
+                                weights=self.model.get_weights())
+                    training.round_best_version += 1
+                round_ends = self.model.stop_training or epoch + 1 >= spec.training.epochs
+                if not round_ends:
+                    pause = not training._budget_left()
+                    if pause:
+                        self.model.stop_training = training.paused = True
+                    training.checkpoint(stopper, force=pause)  # a round's end is checkpointed after it
+                hooks.after_epoch(spec, len(history), training.resumed_from)
+                if training.on_epoch is not None:
+                    training.on_epoch(row["step"], row)
+
+        model = self.model
+        model.compile(optimizer=keras.optimizers.Adam(learning_rate=rate), loss="categorical_crossentropy",
+                      metrics=["accuracy"])
+        if self.optimizer_values is not None:
+            restore_optimizer(model.optimizer, model, self.optimizer_values)
+            self.optimizer_values = None
+        stopper = Stopper(monitor="val_accuracy", mode="max", patience=spec.training.patience)
+        before = len(self.history) - self.epoch
+        model.fit(self.sequences["train"], validation_data=self.sequences["valid"], epochs=spec.training.epochs,
+                  initial_epoch=self.epoch, callbacks=[stopper, Recorder()], verbose=0)
+        if self.paused:
+            return None
+        best = self.round_best
+        return RoundResult(self.round, rate, len(self.history) - before, best["epoch"], best["logs"], best["weights"])
+
+    def _best(self, extra: RoundResult | None = None) -> RoundResult:
+        candidates = list(self.rounds) + ([extra] if extra is not None else [])
+        best = None
+        for result in candidates:  # the first round wins ties, as the rounds ran
+            if best is None or result.best_logs.get("val_accuracy", -1) > best.best_logs.get("val_accuracy", -1):
+                best = result
+        assert best is not None
+        return best
+
+    def run(self) -> TrainingOutcome:
+        rates = self.spec.training.learning_rates
+        while self.round <= len(rates) and not self.paused:
+            if not self._budget_left():  # paused at a round's start: that round's checkpoint is written
+                self.paused = True
+                break
+            rate = rates[self.round - 1]
+            result = self._fit_round(rate)
+            if result is None:
+                break
+            self.rounds.append(result)
+            best = self._best()
+            if best is result:
+                self.best_index, self.best_version = len(self.rounds) - 1, self.best_version + 1
+            for index, r in enumerate(self.rounds):  # only the best round's weights are kept
+                if index != self.best_index:
+                    r.best_weights = []
+            self.model.set_weights(self.rounds[self.best_index].best_weights)
+            self.round, self.epoch, self.round_best = self.round + 1, 0, None
+            if self.round <= len(rates):
+                self.checkpoint(force=True)
+        if not self.paused and self.on_rows is not None:
+            self.on_rows(self.history)  # the last round's end: the trial's results follow at once
+        rounds = list(self.rounds)
+        partial = None
+        if self.paused and self.round_best is not None and self.epoch > 0:
+            partial = RoundResult(self.round, rates[self.round - 1], self.epoch, self.round_best["epoch"],
+                                  self.round_best["logs"], self.round_best["weights"])
+            rounds.append(partial)
+        best = self._best(partial)
+        self.model.set_weights(best.best_weights)
+        return TrainingOutcome(rounds, best, pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), self.paused,
+                               self.resumed_from)
 
 
 def train_rounds(model: Any, sequences: dict[str, Any], spec: TrialSpec,
                  on_epoch: EpochHook | None = None) -> tuple[list[RoundResult], RoundResult, pd.DataFrame]:
     """Run every learning-rate round from the best weights so far; the model ends on the best weights."""
-    history: list[dict[str, Any]] = []
-    rounds: list[RoundResult] = []
-    best: RoundResult | None = None
-    for index, rate in enumerate(spec.training.learning_rates, start=1):
-        result = _fit_round(model, sequences, spec, index, rate, history, on_epoch)
-        rounds.append(result)
-        if best is None or result.best_logs.get("val_accuracy", -1) > best.best_logs.get("val_accuracy", -1):
-            best = result
-        model.set_weights(best.best_weights)
-    assert best is not None
-    return rounds, best, pd.DataFrame(history, columns=list(HISTORY_COLUMNS))
+    outcome = _Training(model, sequences, spec, on_epoch).run()
+    return outcome.rounds, outcome.best, outcome.history
 
 
 def _predict(model: Any, sequence: Any, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
@@ -138,10 +308,18 @@ def _model_summary(model: Any) -> str:
 def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path | None = None,
               on_epoch: EpochHook | None = None, overwrite: bool = False,
               extra_results: dict[str, Any] | None = None,
-              on_model: Callable[[Any], None] | None = None) -> dict[str, Any]:
+              on_model: Callable[[Any], None] | None = None, checkpoints: bool = False,
+              checkpoint_seconds: float = 30.0, epoch_budget: int | None = None,
+              on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
+              on_start_over: Callable[[str], None] | None = None) -> dict[str, Any]:
     """Train `spec` on `dataset`, write the artefacts into `out`, return results.json's content.
 
     `on_model` receives the trained Keras model once the folder is in place (e.g. to log it elsewhere).
+    With `checkpoints`, training is checkpointed into `out/checkpoint/` (runner/checkpoints.py) and continues
+    from there if a checkpoint is present; one that cannot be used is reported to `on_start_over(reason)` and
+    training starts over. `epoch_budget` caps the epochs trained in all (successive halving): a trial stopped
+    by it with training left is *paused* (results say so; its checkpoint stays in `out` to continue from).
+    `on_rows(history)` receives the history whenever its epochs are durable (checkpointed, or at the end).
     """
     import keras
     import tensorflow as tf
@@ -166,8 +344,31 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
                        num_features=int(source.shape[-1]) if source.ndim == 2 else None,
                        cache_hit=cache_hit, fit_dt_train_start=_now())
         started = time.perf_counter()
-        rounds, best, history = train_rounds(model, sequences, spec, on_epoch)
-        results.update(fit_dt_train_end=_now(), fit_dt_train_duration_seconds=time.perf_counter() - started)
+        store = None
+        if checkpoints:
+            from runner.checkpoints import FOLDER, Checkpointer, identity
+
+            store = Checkpointer(Path(out) / FOLDER, identity(spec.flat(), dataset.fingerprint), checkpoint_seconds)
+        training = _Training(model, sequences, spec, on_epoch, store, epoch_budget, on_rows)
+        if store is not None and store.exists():
+            from runner.checkpoints import CheckpointError
+
+            try:
+                training.restore(store.read(model))
+            except (CheckpointError, KeyError, TypeError, ValueError) as err:  # never a silently mixed model
+                store.remove()
+                sequences = _sequences(spec, dataset, source)
+                keras.utils.set_random_seed(spec.training.seed)
+                keras.backend.clear_session(free_memory=False)
+                model = zoo.create_model(model_spec, dataset.num_classes)
+                training = _Training(model, sequences, spec, on_epoch, store, epoch_budget, on_rows)
+                reason = str(err) if isinstance(err, CheckpointError) else f"the checkpoint is corrupt ({err!r})"
+                if on_start_over is not None:
+                    on_start_over(f"training starts over: {reason}")
+        outcome = training.run()
+        rounds, best, history = outcome.rounds, outcome.best, outcome.history
+        results.update(fit_dt_train_end=_now(), fit_dt_train_duration_seconds=time.perf_counter() - started,
+                       paused=outcome.paused, epoch_budget=epoch_budget, resumed_from_epoch=outcome.resumed_from)
 
         results["fit_dt_test_start"] = _now()
         started = time.perf_counter()
@@ -195,6 +396,8 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
         matrix = confusion_matrix(truth, probabilities.argmax(axis=1), dataset.num_classes)
         write_confusion_matrices(matrix, dataset.classes, staging)
         model.save(staging / "model_best.keras")
+        if store is not None and outcome.paused:  # kept with the paused trial's folder, to continue from
+            os.replace(store.folder, staging / store.folder.name)
     if on_model is not None:
         on_model(model)
     return results

@@ -21,7 +21,7 @@ from typing import Any
 
 from runner import hooks
 from runner import optuna_internals as internals
-from runner.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerReady
+from runner.events import EpochEnded, Event, TrialFinished, TrialNote, TrialStarted, WorkerExited, WorkerReady
 from runner.liveness import Heartbeat
 from runner.metrics import objective
 from runner.queue import Claim
@@ -115,7 +115,9 @@ class ClaimRun:
         self.objective = objective(sweep.search.metric)
         self.out = Path(config.workdir) / "trials" / claim.key
         self.run_id: str | None = None
-        self.logged = False  # the key's MLflow run already finished with its model (resume after a lost study)
+        self.model_logged = False  # the key's run already finished with its model (resume after a lost study)
+        self.logged = -1  # the last epoch step MLflow holds for this trial's run
+        self.started_over = ""
 
     def run(self) -> tuple[str, float | None]:
         import optuna
@@ -169,8 +171,6 @@ class ClaimRun:
         _emit(self.config, EpochEnded(self.config.slot, trial=self.trial.number, step=step,
                                       val_accuracy=row["val_accuracy"]))
         self._check_heartbeat()
-        if self.tracker is not None:
-            self.tracker.log_epoch(self.run_id, row)
         key = self.claim.key
         retrying(lambda: self.trial.report(float(row[self.objective.per_epoch]), step), f"reporting trial {key}")
         if retrying(self.trial.should_prune, f"asking the pruner about trial {key}"):
@@ -203,43 +203,105 @@ class ClaimRun:
                                          reason=f"reused run {reuse.origin(source)[0]}"))
         return "complete", value
 
+    def _tags(self) -> dict[str, Any]:
+        config, claim = self.config, self.claim
+        from runner.provenance import trial_tags
+
+        tags = {"optuna_trial": self.trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
+                "host": socket.gethostname(), "retry": claim.attempt, **trial_tags(config.sweep_source, config.gpu)}
+        if claim.epoch_budget is not None:
+            tags.update({"videosweep.rung": claim.attrs.get("rung", 0), "epoch_budget": claim.epoch_budget})
+        return tags
+
+    def _finished_results(self) -> dict[str, Any] | None:
+        """results.json of this claim's budget, if the trial finished it before a crash but was never told."""
+        path = self.out / "results.json"
+        if not path.is_file():
+            return None
+        results = json.loads(path.read_text())
+        return results if results.get("epoch_budget") == self.claim.epoch_budget else None
+
+    def _start_over(self, reason: str) -> None:
+        """Training starts from epoch 0 although an earlier attempt had checkpointed: the study, MLflow (a fresh
+        run: the old one's epochs would be mixed with the new ones) and the sweep's output say why."""
+        self.started_over = reason
+        self._set_attrs(started_over=reason)
+        _emit(self.config, TrialNote(self.config.slot, trial=self.trial.number, key=self.claim.key,
+                                     text=f"starts over: {reason}"))
+        self._fresh_run(reason)
+        if self.tracker is not None and self.run_id is not None:
+            self.tracker.client.set_tag(self.run_id, "videosweep.started_over", reason[:5000])
+
+    def _fresh_run(self, reason: str) -> None:
+        if self.tracker is None or self.logged < 0:
+            return
+        self.run_id = self.tracker.restart_trial_run(self.run_id, self.config.parent_run_id, self.claim.key,
+                                                     self.claim.spec.flat(), {**self._tags(),
+                                                                              "videosweep.started_over": reason})
+        self._set_attrs(mlflow_run_id=self.run_id)
+        self.logged = -1
+
+    def _on_rows(self, history: list[dict[str, Any]]) -> None:
+        """Epochs now durable (checkpointed): to MLflow once each, and the checkpoint's place to the study."""
+        new = [row for row in history if int(row["step"]) > self.logged]
+        if self.tracker is not None and new:
+            self.tracker.log_epochs(self.run_id, new)
+        if new:
+            self.logged = int(new[-1]["step"])
+        if history:
+            self._set_attrs(checkpoint={"host": socket.gethostname(), "epochs": len(history)})
+
     def _train(self) -> tuple[dict[str, Any], Any]:
         """The trial's results and its trained model (None when results.json was already there)."""
+        from runner.checkpoints import FOLDER, LATEST
         from runner.trial import run_trial
 
         config, claim = self.config, self.claim
+        self.logged, self.started_over = -1, ""
         if self.tracker is not None:
             finished = self.tracker.finished_trial(claim.key)
             if finished is not None:  # trained and logged before the study lost its record: never log it again
                 self.run_id, results = finished
-                self.logged = True
+                self.model_logged = True
                 self._set_attrs(mlflow_run_id=self.run_id)
                 return results, None
-            from runner.provenance import trial_tags
-
-            self.run_id = self.tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), {
-                "optuna_trial": self.trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
-                "host": socket.gethostname(), "retry": claim.attempt,
-                **trial_tags(config.sweep_source, config.gpu)})
+            self.run_id = self.tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), self._tags())
             self._set_attrs(mlflow_run_id=self.run_id)
-        if (self.out / "results.json").is_file():  # finished before a crash, but never told: do not retrain
-            return json.loads((self.out / "results.json").read_text()), None
+            self.logged = self.tracker.last_step(self.run_id)
+        finished = self._finished_results()
+        if finished is not None:  # finished before a crash, but never told: do not retrain
+            return finished, None
         hooks.before_trial(claim.spec)
+        earlier = claim.attrs.get("checkpoint")
+        if not (self.out / FOLDER / LATEST).is_file():
+            if isinstance(earlier, dict):  # re-queued onto a machine without the earlier attempt's checkpoint
+                self._start_over(f"the checkpoint of {earlier.get('epochs')} epoch(s) on host "
+                                 f"{earlier.get('host')} is not on {socket.gethostname()}")
+            else:
+                self._fresh_run("no checkpoint")
         trained: list[Any] = []
         results = run_trial(claim.spec, self.dataset, self.out, cache_dir=config.cache_dir, on_epoch=self._on_epoch,
-                            overwrite=True, extra_results={"trial_key": claim.key, "optuna_trial": self.trial.number},
-                            on_model=trained.append)
+                            overwrite=True, extra_results={"trial_key": claim.key, "optuna_trial": self.trial.number,
+                                                           "rung": claim.attrs.get("rung"),
+                                                           "started_over": self.started_over or None},
+                            on_model=trained.append, checkpoints=True,
+                            checkpoint_seconds=self.sweep.training.checkpoint_seconds,
+                            epoch_budget=claim.epoch_budget, on_rows=self._on_rows, on_start_over=self._start_over)
         return results, trained[0] if trained else None
 
     def _complete(self, results: dict[str, Any], model: Any) -> tuple[str, float | None]:
-        self._set_attrs(**{name: results.get(name) for name in STUDY_RESULT_ATTRS})
+        paused = bool(results.get("paused"))
+        self._set_attrs(**{name: results.get(name) for name in STUDY_RESULT_ATTRS}, paused=paused,
+                        epochs_trained=results.get("fit_num_epochs"))
         value = self.objective.value(results)
-        if self.tracker is not None and not self.logged:
-            if model is None:
+        if self.tracker is not None and not self.model_logged:
+            if paused:  # its model is logged when it finishes (a paused trial's folder keeps its checkpoint)
+                model = None
+            elif model is None:
                 import keras
 
                 model = keras.models.load_model(self.out / "model_best.keras", safe_mode=True)
-            self.tracker.finish_trial(self.run_id, results, self.out, model)
+            self.tracker.finish_trial(self.run_id, results, self.out, model, state="paused" if paused else "finished")
         self._check_heartbeat()
         self._tell(values=value)
         return self._finished("complete", value)
@@ -248,6 +310,7 @@ class ClaimRun:
         import optuna
 
         self._set_attrs(pruned=reason)
+        _remove_checkpoint(self.out)
         if self.tracker is not None:
             self.tracker.prune_trial(self.run_id, reason)
         self._tell(state=optuna.trial.TrialState.PRUNED)
@@ -267,6 +330,19 @@ class ClaimRun:
         self._set_attrs(failure=reason, traceback_path=str(path))
         self._tell(state=optuna.trial.TrialState.FAIL)
         return self._finished("failed", reason=reason)
+
+
+def _remove_checkpoint(out: Path) -> None:
+    """A pruned trial never continues: its checkpoint goes, and its folder if nothing else is in it."""
+    import shutil
+
+    from runner.checkpoints import FOLDER
+
+    shutil.rmtree(out / FOLDER, ignore_errors=True)
+    try:
+        out.rmdir()
+    except OSError:
+        pass
 
 
 def worker_main(config: WorkerConfig) -> None:

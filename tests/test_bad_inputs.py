@@ -205,6 +205,21 @@ CASES = [
                                                                        "warm_start": ["nosuch-sweep"]}),
          "no sweep 'nosuch-sweep'"),
     Case("reuse source whose artefacts are gone", lambda f: _gone_reuse_source(f), "artefacts are gone"),
+    # successive halving (issue #17)
+    Case("reduction factor below 2", lambda f: plan(f, search={"strategy": "grid", "schedule": {
+        "kind": "successive_halving", "reduction_factor": 1}}), "reduction_factor"),
+    Case("min_epochs above training.epochs", lambda f: run(f, search={"strategy": "grid", "schedule": {
+        "kind": "successive_halving", "min_epochs": 5}}), "min_epochs"),
+    Case("synchronous halving with a sampler", lambda f: plan(f, search={"strategy": "random", "trials": 2,
+         "schedule": {"kind": "successive_halving"}}), "cannot be used by the random strategy"),
+    Case("asha with a grid", lambda f: plan(f, search={"strategy": "grid", "schedule": {"kind": "asha"}}),
+         "cannot be used by the grid strategy"),
+    Case("a schedule with keras tuner", lambda f: plan(f, search={"strategy": "keras_tuner", "trials": 2,
+         "schedule": {"kind": "asha"}}), "keras_tuner"),
+    Case("a schedule and a pruner", lambda f: plan(f, search={"strategy": "optuna", "trials": 2, "pruner": "median",
+         "schedule": {"kind": "asha"}}), "choose one"),
+    Case("negative checkpoint interval", lambda f: plan(f, training={"epochs": 1, "checkpoint_seconds": -1}),
+         "checkpoint_seconds"),
 ]
 # Issue #19, credentials: a password in the tracking URI is masked in the error line.
 CASES += [

@@ -169,6 +169,15 @@ def plan(
             console.print(f"feature extraction {extraction}: shared by {users} trial(s)")
         for entry, size in sorted(report["cache_bytes"].items()):
             console.print(f"cache {entry}: {size / 2**20:,.1f} MiB")
+    budget = report["epoch_budget"]
+    if "schedule" in report:
+        rungs = ", ".join(f"rung {r['rung']}: {r['trials']} trial(s) to {r['epochs']} epoch(s)"
+                          for r in budget["rungs"])
+        console.print(f"epoch budget: {budget['with_schedule']} with {report['schedule']['kind']} ({rungs}), "
+                      f"{budget['without_schedule']} without (at most; early stopping can only shorten it)")
+    else:
+        console.print(f"epoch budget: at most {budget['without_schedule']} epochs (early stopping can only "
+                      "shorten it)")
     console.print("study: " + ", ".join(f"{v} {k}" for k, v in report["states"].items()))
     from runner.estimate import describe
 
@@ -305,10 +314,16 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
     if study is None:
         raise UserError(f"sweep {ctx.sweep.name} has not been run yet (no study in {ctx.workdir})")
     table = Table(title=f"{ctx.sweep.name}")
-    for column in ("#", "key", "architecture", "state", ctx.sweep.search.metric, "seconds", "note"):
+    halving = ctx.sweep.search.schedule is not None
+    for column in ("#", "key", "architecture", "state", *(("rung", "epochs") if halving else ()),
+                   ctx.sweep.search.metric, "seconds", "note"):
         table.add_column(column)
     for row in status_rows(study):
-        table.add_row(str(row["number"]), row["key"], row["architecture"], row["state"],
+        state = row["state"]
+        if row["paused"] and state == "complete":  # stopped at its rung: promoted on, or stopped there
+            state = "promoted" if row["promoted"] else "paused"
+        rung = (str(row["rung"]) if row["rung"] is not None else "", str(row["epochs"] or "")) if halving else ()
+        table.add_row(str(row["number"]), row["key"], row["architecture"], state, *rung,
                       "" if row["value"] is None else f"{row['value']:.4f}",
                       "" if row["seconds"] is None else f"{row['seconds']:.1f}", row["note"][:80])
     console.print(table)

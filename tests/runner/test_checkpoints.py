@@ -1,0 +1,169 @@
+"""Long trials: epoch checkpoints, continuation after an interruption, successive halving that promotes."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pandas as pd
+import pytest
+import yaml
+
+from runner.schedule import planned_epochs, rung_budgets
+from runner.spec import TrialSpec
+from runner.sweep import ScheduleConfig
+from runner.trial import run_trial
+from tests.conftest import ROOT, run_cli
+from tests.runner.test_run import FEATURES, load_study
+from zoo import load_dataset
+
+# Dropout (seed states), two rounds (optimizer rebuilt, best weights carried), a GRU on shuffled windows.
+LRCNN = {"architecture": "video_lrcnn_frozen", "backbone": "mobilenet_v2", "weights": "none", "frame_size": "32x32",
+         "sequence_length": 3, "sequence_model": "GRU", "layer_1_size": 16, "dropout": 0.3, "epochs": 3,
+         "patience": 3, "learning_rates": [1e-2, 1e-3], "batch_size": 64}
+COMPARED = ["round", "epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy"]
+
+
+def test_rungs_count_epochs_of_all_rounds_and_the_plan_arithmetic():
+    schedule = ScheduleConfig(kind="successive_halving", min_epochs=1, reduction_factor=3)
+    assert rung_budgets(schedule, 9) == [1, 3, 9]
+    assert rung_budgets(schedule, 20 * 3) == [1, 3, 9, 27, 60]  # 20 epochs x 3 learning rates
+    budget = planned_epochs(schedule, [9] * 9)  # the issue's example: 6 stop at 1, 2 at 3, 1 at 9
+    assert (budget["with_schedule"], budget["without_schedule"]) == (21, 81)
+    assert [r["trials"] for r in budget["rungs"]] == [9, 3, 1]
+
+
+@pytest.mark.slow
+def test_a_paused_trial_continues_to_the_same_history_and_a_corrupt_checkpoint_starts_over(tmp_path, seals,
+                                                                                              cache_dir):
+    dataset = load_dataset(seals)
+    spec = TrialSpec.from_flat(LRCNN)
+    whole = run_trial(spec, dataset, tmp_path / "whole", cache_dir=cache_dir)
+    out, rows, notes = tmp_path / "halved", [], []
+    for budget in (2, 4, None):  # mid-round, then at the second round's first epoch, then to the end
+        results = run_trial(spec, dataset, out, cache_dir=cache_dir, checkpoints=True, checkpoint_seconds=0,
+                            epoch_budget=budget, overwrite=True, on_rows=lambda h: rows.append(len(h)),
+                            on_start_over=notes.append)
+        assert results["paused"] is (budget is not None)
+        assert (out / "checkpoint").is_dir() is (budget is not None)  # removed once the trial completes
+    assert notes == [] and results["resumed_from_epoch"] == 4
+    expected = pd.read_csv(tmp_path / "whole" / "fit_history.csv")[COMPARED]
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fit_history.csv")[COMPARED], expected)
+    assert results["fit_val_acc"] == whole["fit_val_acc"] and results["fit_test_acc"] == whole["fit_test_acc"]
+
+    run_trial(spec, dataset, out, cache_dir=cache_dir, checkpoints=True, epoch_budget=2, overwrite=True)
+    latest = json.loads((out / "checkpoint" / "latest.json").read_text())["dir"]
+    (out / "checkpoint" / latest / "model.weights.h5").write_bytes(b"not hdf5")
+    results = run_trial(spec, dataset, out, cache_dir=cache_dir, checkpoints=True, overwrite=True,
+                        on_start_over=notes.append)
+    assert len(notes) == 1 and "corrupt" in notes[0] and results["resumed_from_epoch"] == 0
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fit_history.csv")[COMPARED], expected)
+
+
+def _sweep(folder: Path, name: str, space: list, training: dict, **search) -> Path:
+    data = {"name": name, "data": {"root": str(ROOT / "examples" / "seals")},
+            "training": {"batch_size": 64, "checkpoint_seconds": 0, **training}, "space": space,
+            "search": search or {"strategy": "grid"}, "resources": {"workers": 1}}
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(data))
+    return path
+
+
+def _steps(workdir: Path, name: str) -> dict[str, list[int]]:
+    """Each trial run's val_accuracy steps in MLflow, by trial key (deleted runs left out)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    experiment = client.get_experiment_by_name(name).experiment_id
+    runs = client.search_runs([experiment], "tags.`videosweep.role` = 'trial'")
+    return {run.data.tags["videosweep.trial_key"]: sorted(m.step for m in client.get_metric_history(
+        run.info.run_id, "val_accuracy")) for run in runs}
+
+
+@pytest.mark.slow
+def test_a_killed_trial_continues_from_its_checkpoint_and_mlflow_has_each_epoch_once(tmp_path, cache_dir):
+    space = [{k: [v] for k, v in LRCNN.items() if k not in ("epochs", "patience", "learning_rates", "batch_size")}]
+    training = {"epochs": 3, "patience": 3, "learning_rates": [1e-2, 1e-3]}
+    whole = _sweep(tmp_path, "whole", space, training)
+    assert run_cli("run", str(whole), "--workdir", str(tmp_path / "a")).returncode == 0
+    killed = _sweep(tmp_path, "killed", space, training)
+    result = run_cli("run", str(killed), "--workdir", str(tmp_path / "b"), "--max-retries", "1",
+                     env={"VIDEOSWEEP_FAULT": "kill:layer_1_size=16@2"})  # kill -9 after epoch 2's checkpoint
+    assert result.returncode == 0, result.stderr
+    trials = load_study(tmp_path / "b", "killed").trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE"] and "SIGKILL" in trials[0].user_attrs["failure"]
+    key = trials[1].user_attrs["trial_key"]
+    results = json.loads((tmp_path / "b" / "trials" / key / "results.json").read_text())
+    assert results["resumed_from_epoch"] == 2 and not (tmp_path / "b" / "trials" / key / "checkpoint").exists()
+    [expected_key] = [t.user_attrs["trial_key"] for t in load_study(tmp_path / "a", "whole").trials]
+    expected = pd.read_csv(tmp_path / "a" / "trials" / expected_key / "fit_history.csv")[COMPARED]
+    pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "trials" / key / "fit_history.csv")[COMPARED],
+                                  expected)
+    assert _steps(tmp_path / "b", "killed") == {key: list(range(len(expected)))}  # once each, continuous
+
+    # Re-queued onto a machine without the checkpoint (here: it is gone): starts over, and says so.
+    again = run_cli("run", str(killed), "--workdir", str(tmp_path / "c"), "--max-retries", "0",
+                    env={"VIDEOSWEEP_FAULT": "kill:layer_1_size=16@2"})
+    assert again.returncode == 0 and load_study(tmp_path / "c", "killed").trials[0].state.name == "FAIL"
+    import shutil
+
+    shutil.rmtree(tmp_path / "c" / "trials" / key / "checkpoint")
+    resumed = run_cli("resume", str(killed), "--workdir", str(tmp_path / "c"), "--retry-failed")
+    assert resumed.returncode == 0 and "starts over" in resumed.stdout, resumed.stdout + resumed.stderr
+    last = load_study(tmp_path / "c", "killed").trials[-1]
+    assert last.state.name == "COMPLETE" and "is not on" in last.user_attrs["started_over"]
+    assert _steps(tmp_path / "c", "killed") == {key: list(range(len(expected)))}
+
+
+@pytest.mark.slow
+def test_successive_halving_promotes_the_best_which_continue_from_their_checkpoints(tmp_path, cache_dir):
+    space = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8, 16, 32]}]
+    sweep = _sweep(tmp_path, "sh", space, {"epochs": 4, "patience": 4, "learning_rates": [1e-3]}, strategy="grid",
+                   schedule={"kind": "successive_halving", "min_epochs": 1, "reduction_factor": 2})
+    workdir = tmp_path / "work"
+    plan = json.loads(run_cli("plan", str(sweep), "--workdir", str(workdir), "--json").stdout)
+    assert plan["epoch_budget"]["with_schedule"] == 1 * 4 + 1 * 2 + 2 * 1 and \
+        plan["epoch_budget"]["without_schedule"] == 16
+    result = run_cli("run", str(sweep), "--workdir", str(workdir))
+    assert result.returncode == 0, result.stderr
+    trials = load_study(workdir, "sh").trials
+    by_rung = {rung: [t for t in trials if t.user_attrs["rung"] == rung] for rung in (0, 1, 2)}
+    assert [len(by_rung[r]) for r in (0, 1, 2)] == [4, 2, 1] and all(t.state.name == "COMPLETE" for t in trials)
+    assert [t.user_attrs["epochs_trained"] for t in trials] == [1, 1, 1, 1, 2, 2, 4]
+    assert all(t.user_attrs["paused"] for t in by_rung[0] + by_rung[1]) and not by_rung[2][0].user_attrs["paused"]
+    values = {t.user_attrs["trial_key"]: (t.value, t.number) for t in by_rung[0]}
+    promoted = sorted(values, key=lambda k: (-values[k][0], values[k][1]))[:2]  # best, ties by grid order
+    assert sorted(t.user_attrs["trial_key"] for t in by_rung[1]) == sorted(promoted)
+    winner = by_rung[2][0].user_attrs["trial_key"]
+    steps = _steps(workdir, "sh")
+    assert steps[winner] == [0, 1, 2, 3] and sorted(len(s) for s in steps.values()) == [1, 1, 2, 4]
+    history = pd.read_csv(workdir / "trials" / winner / "fit_history.csv")
+    assert list(history.step) == [0, 1, 2, 3]
+    checkpoints = sorted(p.parent.name for p in (workdir / "trials").glob("*/checkpoint"))
+    assert checkpoints == [], "decided trials keep no checkpoint"
+    status = run_cli("status", str(sweep), "--workdir", str(workdir))
+    assert "promoted" in status.stdout and "paused" in status.stdout
+    report = run_cli("report", str(sweep), "--workdir", str(workdir), "--out", str(tmp_path / "report"))
+    assert report.returncode == 0, report.stderr
+    board = pd.read_csv(tmp_path / "report" / "leaderboard.csv")
+    assert sorted(board.rung) == [0, 0, 1, 2]
+
+
+def test_a_checkpoint_for_other_parameters_or_code_is_refused_never_mixed(tmp_path):
+    import keras
+    import numpy as np
+
+    from runner.checkpoints import Checkpointer, CheckpointError, identity
+    from zoo.windows import WindowSequence
+
+    model = keras.Sequential([keras.Input((4,)), keras.layers.Dropout(0.5), keras.layers.Dense(2)])
+    sequence = WindowSequence(np.zeros((8, 4), "float32"), np.arange(8), np.zeros(8, int), 2, 1, False, 4,
+                              shuffle=True, seed=0)
+    mine = identity({"layer_1_size": 8}, "data-a")
+    Checkpointer(tmp_path, mine).write(model, {"round": 1}, best=None, round_best=None, optimizer=None,
+                                       sequence=sequence)
+    assert Checkpointer(tmp_path, mine).read(model).state["round"] == 1
+    for other, named in ((identity({"layer_1_size": 16}, "data-a"), "params"), (identity({"layer_1_size": 8},
+                         "data-b"), "data"), ({**mine, "code": "videosweep 0.0.1, keras 3.0.0"}, "code")):
+        with pytest.raises(CheckpointError, match=f"written for other {named}"):
+            Checkpointer(tmp_path, other).read(model)
