@@ -14,25 +14,13 @@ from typing import Any
 import pandas as pd
 
 from runner.metrics import FINAL_METRICS, objective
-from runner.tracking import KEY_TAG, ROLE, STATE, Tracker
+from runner.tracking import KEY_TAG, ROLE, STATE, Tracker, typed_param
 from zoo.errors import UserError
 from zoo.secrets import mask_url
 
 MODEL_PARAMS = ("architecture", "backbone", "weights", "pooling", "frame_size", "sequence_length",
                 "sequence_model", "sequence_model_layers", "convolution_kernel_size", "layer_1_size",
                 "layer_2_size", "layer_3_size", "dropout")
-
-
-def _typed(value: str | None) -> Any:
-    """MLflow params are text; numbers become numbers again so that tables sort and plots place them."""
-    if value is None or value == "None":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            continue
-    return value
 
 
 @dataclass
@@ -64,11 +52,11 @@ def _trial_row(run: Any) -> dict[str, Any]:
     row: dict[str, Any] = {
         "trial_key": tags.get(KEY_TAG, ""), "run_id": info.run_id, "status": info.status,
         "state": tags.get(STATE, info.status.lower()), "reason": tags.get("failure") or tags.get("pruned") or "",
-        "gpu": tags.get("gpu", ""), "host": tags.get("host", ""), "optuna_trial": _typed(tags.get("optuna_trial")),
+        "gpu": tags.get("gpu", ""), "host": tags.get("host", ""), "optuna_trial": typed_param(tags.get("optuna_trial")),
         "duration_seconds": (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None,
-        "rung": _typed(tags.get("videosweep.rung")),  # successive halving: the highest rung it reached
+        "rung": typed_param(tags.get("videosweep.rung")),  # successive halving: the highest rung it reached
     }
-    row.update({name: _typed(value) for name, value in run.data.params.items()})
+    row.update({name: typed_param(value) for name, value in run.data.params.items()})
     row.update({name: run.data.metrics.get(name, math.nan) for name in FINAL_METRICS})
     return row
 

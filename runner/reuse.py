@@ -16,7 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from runner.metrics import EPOCH_METRICS, FINAL_METRICS
-from runner.tracking import KEY_TAG, ROLE, STATE, SWEEP
+from runner.tracking import KEY_TAG, ROLE, STATE, SWEEP, typed_param
 from zoo.errors import UserError
 
 REUSED_TAG = "videosweep.reused_from"
@@ -159,17 +159,6 @@ def check_sources(tracking_uri: str, sweep_name: str, keys: list[str], metric_fi
 # ---------------------------------------------------------------- warm start (optuna, random)
 
 
-def _typed(value: str | None) -> Any:
-    if value is None or value == "None":
-        return None
-    for kind in (int, float):
-        try:
-            return kind(value)
-        except ValueError:
-            continue
-    return value
-
-
 def _as_trial(sweep: Any, run: Any, metric_final: str, source: str) -> Any | None:
     """The run as a finished Optuna trial in this sweep's parameter space, None when it lies outside it."""
     import optuna
@@ -179,7 +168,7 @@ def _as_trial(sweep: Any, run: Any, metric_final: str, source: str) -> Any | Non
     from runner.expand import judge
     from runner.sweep import Range
 
-    params = {name: _typed(value) for name, value in run.data.params.items()}
+    params = {name: typed_param(value) for name, value in run.data.params.items()}
     for index, sub in enumerate(sweep.space):
         chosen: dict[str, Any] = {}
         dists: dict[str, Any] = {}

@@ -111,6 +111,18 @@ def _quoted(value: str) -> str:
     raise UserError(f"{value[:40]!r} cannot be searched for in MLflow (it holds both kinds of quote)")
 
 
+def typed_param(value: str | None) -> Any:
+    """MLflow params are text; numbers become numbers again so that tables sort and plots place them."""
+    if value is None or value == "None":
+        return None
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            continue
+    return value
+
+
 def flatten(data: Any, prefix: str = "") -> dict[str, str]:
     """Nested mappings as dotted keys, values as text (MLflow params are strings of at most 6000 chars)."""
     flat: dict[str, str] = {}

@@ -297,7 +297,8 @@ def worker(
     from runner.run import worker_context
 
     ctx = worker_context(sweep_file, storage, study, workdir, tracking_uri, data)
-    _run(ctx, cache_dir, False, notify_url=notify_url, ignore_stop=ignore_stop, reuse=not no_reuse, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
+    _run(ctx, cache_dir, False, notify_url=notify_url, ignore_stop=ignore_stop, reuse=not no_reuse,
+         gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
          max_retries=max_retries, trial_timeout=trial_timeout, trials_per_process=trials_per_process,
          memory_limit_mb=memory_limit)
 
