@@ -104,7 +104,7 @@ def _load_registered(uri: str, tracking_uri: str | None) -> Predictor:
     try:
         info = mlflow.models.get_model_info(uri)
         meta = json.loads((info.metadata or {})["videosweep_export"])
-        model = mlflow.tensorflow.load_model(uri)
+        model = (mlflow.keras if "keras" in (info.flavors or {}) else mlflow.tensorflow).load_model(uri)
     except KeyError:
         raise UserError(f"{uri} was not registered by `videosweep export` (no input contract)") from None
     except Exception as err:  # noqa: BLE001 - MLflow raises many kinds for a missing model or alias

@@ -211,7 +211,8 @@ class Tracker:
 
     def log_model(self, run_id: str, model: Any, name: str = "model", registered_name: str | None = None,
                   metadata: dict[str, Any] | None = None) -> Any:
-        """Log a Keras model in MLflow's TensorFlow flavour with an input signature (optionally registered)."""
+        """Log a Keras model with an input signature (optionally registered): MLflow's backend-neutral Keras
+        flavour where this MLflow has it, else the TensorFlow flavour (or, off TensorFlow, the .keras file)."""
         import mlflow
         import numpy as np
         from mlflow.models import ModelSignature
@@ -224,9 +225,28 @@ class Tracker:
         output = tuple(-1 if d is None else d for d in model.output_shape)
         signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), shape)]),
                                    outputs=Schema([TensorSpec(np.dtype("float32"), output)]))
-        return mlflow.tensorflow.log_model(model, name=name, run_id=run_id, signature=signature,
-                                           pip_requirements=["tensorflow", "keras"], metadata=metadata,
-                                           registered_model_name=registered_name)
+        from runner import backends
+
+        backend = backends.active()
+        requirements = ["keras", backend]
+        try:
+            import mlflow.keras as flavour  # backend-neutral Keras 3 flavour (MLflow >= 2.11)
+        except ImportError:
+            flavour = None
+        if flavour is None or not hasattr(flavour, "log_model"):
+            if backend != "tensorflow":  # no flavour that loads without TensorFlow: the .keras file as an artefact
+                return self._log_keras_file(run_id, model, name)
+            flavour, requirements = mlflow.tensorflow, ["tensorflow", "keras"]
+        return flavour.log_model(model, name=name, run_id=run_id, signature=signature,
+                                 pip_requirements=requirements, metadata=metadata,
+                                 registered_model_name=registered_name)
+
+    def _log_keras_file(self, run_id: str, model: Any, name: str) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            model.save(Path(folder) / "model.keras")
+            self.client.log_artifact(run_id, str(Path(folder) / "model.keras"), artifact_path=name)
 
     def fail_trial(self, run_id: str, reason: str, traceback_path: Path | None) -> None:
         from mlflow.entities import RunTag
