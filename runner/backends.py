@@ -19,8 +19,9 @@ from zoo.errors import UserError
 
 BACKENDS = ("tensorflow", "jax", "torch")
 DEFAULT = "tensorflow"
-# The pyproject extra that installs each backend.
-EXTRAS = {"tensorflow": "cpu] or [gpu", "jax": "jax] or [jax-cuda", "torch": "torch"}
+# How to install each backend (the pyproject extras).
+INSTALL = {"tensorflow": "pip install 'videosweep[cpu]' (or [gpu] with CUDA)",
+           "jax": "pip install 'videosweep[jax]' (or [jax-cuda] with CUDA)", "torch": "pip install torch"}
 # Distributions whose version is the backend's version (tensorflow-cpu is the [cpu] extra's wheel).
 _DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax",), "torch": ("torch",)}
 
@@ -45,8 +46,7 @@ def problem(name: str) -> str | None:
     if name not in BACKENDS:
         return f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (installed: {found})"
     if not installed(name):
-        return (f"backend {name} is not installed (installed: {found}); "
-                f"install it with pip install 'videosweep[{EXTRAS[name]}]'")
+        return f"backend {name} is not installed (installed: {found}); {INSTALL[name]}"
     return None
 
 

@@ -72,6 +72,10 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
+BACKEND_TAGS = {"backend": "backend", "backend_version": "backend_version", "keras_version": "keras_version",
+                "backend_device": "device"}
+
+
 class Tracker:
     """MLflow access for one sweep: its experiment, parent run and trial runs."""
 
@@ -203,7 +207,10 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric(name, value, now, 0) for name, value in final_metrics(results).items()]
-        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(STATE, "finished")])
+        # Where it ran, as the trial saw it (backend, its version, the device it computed on).
+        ran = {tag: results.get(key) for tag, key in BACKEND_TAGS.items() if results.get(key) is not None}
+        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(STATE, "finished"),
+                                                             *(RunTag(k, str(v)) for k, v in ran.items())])
         self.client.log_artifacts(run_id, str(trial_dir), artifact_path="trial")
         if model is not None:
             self.log_model(run_id, model)
@@ -237,9 +244,15 @@ class Tracker:
             if backend != "tensorflow":  # no flavour that loads without TensorFlow: the .keras file as an artefact
                 return self._log_keras_file(run_id, model, name)
             flavour, requirements = mlflow.tensorflow, ["tensorflow", "keras"]
-        return flavour.log_model(model, name=name, run_id=run_id, signature=signature,
-                                 pip_requirements=requirements, metadata=metadata,
-                                 registered_model_name=registered_name)
+        if flavour is mlflow.tensorflow:
+            return flavour.log_model(model, name=name, run_id=run_id, signature=signature,
+                                     pip_requirements=requirements, metadata=metadata,
+                                     registered_model_name=registered_name)
+        from mlflow.models import Model  # mlflow.keras.log_model takes no run_id: log as it does, into this run
+
+        return Model.log(artifact_path=None, name=name, flavor=flavour, model=model, run_id=run_id,
+                         signature=signature, pip_requirements=requirements, metadata=metadata,
+                         registered_model_name=registered_name)
 
     def _log_keras_file(self, run_id: str, model: Any, name: str) -> None:
         import tempfile

@@ -76,6 +76,12 @@ def configure_process(config: WorkerConfig) -> None:
     backends.configure(config.backend, config.cpu_threads, config.cache_dir)
 
 
+def _backend_tags(backend: str) -> dict[str, str]:
+    from runner import backends
+
+    return {"backend": backend, "backend_version": backends.version(backend) or "unknown"}
+
+
 def _save_traceback(workdir: Path, key: str, number: int, text: str) -> Path:
     from zoo import atomic
 
@@ -196,7 +202,7 @@ class ClaimRun:
 
             self.run_id = self.tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), {
                 "optuna_trial": self.trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
-                "host": socket.gethostname(), "retry": claim.attempt,
+                "host": socket.gethostname(), "retry": claim.attempt, **_backend_tags(config.backend),
                 **trial_tags(config.sweep_source, config.gpu)})
             self._set_attrs(mlflow_run_id=self.run_id)
         if (self.out / "results.json").is_file():  # finished before a crash, but never told: do not retrain

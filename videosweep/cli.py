@@ -507,7 +507,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         if debug:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/] {one_line(str(err))}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # messages name extras such as videosweep[jax]: not markup
+
+        err_console.print(f"[red]error:[/] {escape(one_line(str(err)))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")
