@@ -109,7 +109,7 @@ def slot_environment(backend: str, gpu: str | None, trials_per_gpu: int = 1,
             env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
             env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.95 / trials_per_gpu:.3f}"
     if cpu_threads:
-        env["OMP_NUM_THREADS"] = str(cpu_threads)
+        env["OMP_NUM_THREADS"] = env["VIDEOSWEEP_CPU_THREADS"] = str(cpu_threads)  # the latter: frame decoding
         if backend == "tensorflow":
             env["TF_NUM_INTEROP_THREADS"] = "1"
             env["TF_NUM_INTRAOP_THREADS"] = str(cpu_threads)

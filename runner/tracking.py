@@ -218,8 +218,9 @@ class Tracker:
 
     def log_model(self, run_id: str, model: Any, name: str = "model", registered_name: str | None = None,
                   metadata: dict[str, Any] | None = None) -> Any:
-        """Log a Keras model with an input signature (optionally registered): MLflow's backend-neutral Keras
-        flavour where this MLflow has it, else the TensorFlow flavour (or, off TensorFlow, the .keras file)."""
+        """Log a Keras model with an input signature (optionally registered): on TensorFlow in MLflow's TensorFlow
+        flavour, on other backends in its backend-neutral Keras flavour (an MLflow without one: the .keras file
+        as an artefact, which `export` and `predict` read from the trial folder anyway)."""
         import mlflow
         import numpy as np
         from mlflow.models import ModelSignature
@@ -235,15 +236,15 @@ class Tracker:
         from runner import backends
 
         backend = backends.active()
-        requirements = ["keras", backend]
-        try:
-            import mlflow.keras as flavour  # backend-neutral Keras 3 flavour (MLflow >= 2.11)
-        except ImportError:
-            flavour = None
-        if flavour is None or not hasattr(flavour, "log_model"):
-            if backend != "tensorflow":  # no flavour that loads without TensorFlow: the .keras file as an artefact
-                return self._log_keras_file(run_id, model, name)
+        flavour: Any = None
+        if backend == "tensorflow":  # as before: models logged by earlier versions load the same way
             flavour, requirements = mlflow.tensorflow, ["tensorflow", "keras"]
+        else:
+            requirements = ["keras", backend]
+            try:
+                import mlflow.keras as flavour  # backend-neutral Keras 3 flavour (MLflow >= 2.11)
+            except ImportError:
+                return self._log_keras_file(run_id, model, name)  # no flavour loads without TensorFlow
         if flavour is mlflow.tensorflow:
             return flavour.log_model(model, name=name, run_id=run_id, signature=signature,
                                      pip_requirements=requirements, metadata=metadata,
