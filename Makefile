@@ -2,7 +2,8 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-EXTRAS ?= cpu,test
+# jax: the tests run the jax backend end to end on CPU too (a small sweep, report, export, predict)
+EXTRAS ?= cpu,jax,test
 export VIDEOSWEEP_CACHE ?= $(CURDIR)/.cache/videosweep
 
 .PHONY: install demo test test-fast bench clean

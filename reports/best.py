@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pandas as pd
+
 import zoo
 from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
 from runner.metrics import objective
@@ -18,7 +20,7 @@ def best_trial(runs: SweepRuns, metric: str, sweep_name: str) -> dict[str, Any]:
         raise UserError(f"sweep {sweep_name} has no finished trial yet")
     row = ranked.iloc[0]
     uses = zoo.get_architecture(str(row.architecture)).uses
-    params = {k: row[k] for k in MODEL_PARAMS if k in uses and row[k] is not None and row[k] == row[k]}
+    params = {k: row[k] for k in MODEL_PARAMS if k in uses and not pd.isna(row[k])}  # None, NaN and pd.NA
     return {"trial_key": row.trial_key, "run_id": row.run_id, "metric": metric,
             "value": float(row[objective(metric).final]), "test_accuracy": float(row.test_accuracy),
             "params": params}

@@ -29,6 +29,7 @@ if TYPE_CHECKING:  # pragma: no cover
     import keras
 
 FORMATS = ("keras", "savedmodel", "tflite")
+TENSORFLOW_FORMATS = ("savedmodel", "tflite")  # need TensorFlow whatever the Keras backend
 EXPORT_VERSION = 1
 CHAMPION = "champion"
 
@@ -185,6 +186,12 @@ def parse_formats(text: str) -> list[str]:
     unknown = [f for f in formats if f not in FORMATS]
     if unknown or not formats:
         raise UserError(f"unknown export format(s) {', '.join(unknown) or '(none)'}; choose from {', '.join(FORMATS)}")
+    from runner import backends
+
+    needs_tf = [f for f in formats if f in TENSORFLOW_FORMATS]
+    if needs_tf and not backends.installed("tensorflow"):
+        raise UserError(f"--format {', '.join(needs_tf)} needs TensorFlow, which is not installed here: "
+                        "pip install 'videosweep[cpu]' (or [gpu]), or export --format keras")
     return formats
 
 

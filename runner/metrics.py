@@ -18,6 +18,7 @@ FINAL_METRICS: dict[str, str] = {
     "train_accuracy": "fit_train_acc", "train_loss": "fit_train_loss",
     "best_round": "fit_best_round", "epochs": "fit_num_epochs", "param_count": "model_param_count",
     "train_seconds": "fit_dt_train_duration_seconds", "test_seconds": "fit_dt_test_duration_seconds",
+    "compile_seconds": "compile_seconds",
 }
 
 

@@ -27,6 +27,10 @@ WARM_DONE_ATTR = "warm_started"
 _FINISHED = f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'"
 
 
+# Parameters added later: runs from before them carry the default.
+_DEFAULTS = {"precision": "float32"}
+
+
 def store_exists(tracking_uri: str) -> bool:
     """Whether the tracking store may hold runs (a local SQLite file is never created just to look)."""
     if tracking_uri.startswith("sqlite:///"):
@@ -200,7 +204,7 @@ def _as_trial(sweep: Any, run: Any, metric_final: str, source: str) -> Any | Non
             spec, _ = judge(sweep, subspace.decode(sweep, index, chosen), "")
         except UserError:
             spec = None
-        if spec is None or any(str(params.get(k)) != str(v) for k, v in spec.flat().items()):
+        if spec is None or any(str(params.get(k, _DEFAULTS.get(k))) != str(v) for k, v in spec.flat().items()):
             continue
         return optuna.trial.create_trial(params=chosen, distributions=dists,
                                          value=float(run.data.metrics[metric_final]),

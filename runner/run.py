@@ -25,6 +25,7 @@ from runner.events import Event, TrialFinished, TrialNote
 from runner.expand import expand_grid
 from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
 from runner.search import make_pruner, make_sampler, make_search
+from runner import backends
 from runner.sweep import ResourcesConfig, Sweep, load_sweep, merged_resources
 from runner.metrics import objective
 from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri, tracking_errors
@@ -297,6 +298,8 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
     """Run (or resume) the sweep on this machine's slots until nothing is left for them, a stop rule stops it
     or the user does."""
     started = time.time()
+    backends.activate(backends.chosen(options.resources.backend),
+                      "KERAS_BACKEND" if options.resources.backend is None else "backend")
     slots = plan_slots(options.resources.gpus, options.resources.trials_per_gpu, options.resources.workers)
     preflight(ctx, options)
     atomic.writable_dir(ctx.workdir, "workdir")  # only now, when nothing else can refuse the sweep
@@ -404,7 +407,8 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
                             storage_url=ctx.storage_url, cache_dir=options.cache_dir,
                             max_retries=resources.max_retries, tracking_uri=ctx.tracking_uri,
                             reuse=options.reuse, ignore_stop=options.ignore_stop,
-                            deadline=tracking.started + timeout if timeout else None)
+                            deadline=tracking.started + timeout if timeout else None,
+                            backend=backends.chosen(resources.backend), trials_per_gpu=resources.trials_per_gpu)
 
     def tell(event: str, key: str, detail: str) -> None:
         if notifier.wants(event):

@@ -62,9 +62,10 @@ def plan_slots(gpus: str, trials_per_gpu: int, workers: int | None) -> list[Slot
         if missing:
             found = ", ".join(available) if available else "none"
             raise UserError(f"--gpus names GPU {', '.join(missing)} which is not there (GPUs found: {found})")
-    if chosen:
-        return [Slot(f"gpu{g}.{i}", g) for g in chosen for i in range(trials_per_gpu)]
     cores = os.cpu_count() or 1
+    if chosen:  # each GPU slot gets its share of the cores too (input pipeline, decoding, host-side ops)
+        share = max(1, cores // (len(chosen) * trials_per_gpu))
+        return [Slot(f"gpu{g}.{i}", g, share) for g in chosen for i in range(trials_per_gpu)]
     count = workers or max(1, cores // 2)
     return [Slot(f"cpu{i}", None, max(1, cores // count)) for i in range(count)]
 

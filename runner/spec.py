@@ -10,7 +10,7 @@ import hashlib
 import json
 import re
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
@@ -32,6 +32,9 @@ class TrainingConfig(BaseModel):
     )
     batch_size: int = Field(32, ge=1, description="Windows per batch.")
     seed: int = Field(0, ge=0, description="Seeds weight init, shuffling and dropout.")
+    precision: Literal["float32", "mixed_float16", "mixed_bfloat16"] = Field(
+        "float32", description="Keras dtype policy: float32 | mixed_float16 | mixed_bfloat16 (mixed: GPUs with "
+        "tensor cores; part of the trial key only when not float32).")
 
     @field_validator("learning_rates", mode="before")
     @classmethod
@@ -112,7 +115,10 @@ class TrialSpec(BaseModel):
 
     def key(self, dataset_fingerprint: str) -> str:
         """A stable hash of the canonical parameters, training settings and data: the trial's identity."""
-        payload = json.dumps({"params": self.flat(), "data": dataset_fingerprint}, sort_keys=True)
+        params = self.flat()
+        if params.get("precision") == "float32":  # the default leaves keys from before precision existed alone
+            del params["precision"]
+        payload = json.dumps({"params": params, "data": dataset_fingerprint}, sort_keys=True)
         return hashlib.sha256(payload.encode()).hexdigest()[:KEY_LENGTH]
 
 

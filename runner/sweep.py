@@ -130,6 +130,21 @@ class ResourcesConfig(BaseModel):
         50, ge=1, description="A worker process is recycled after this many trials (a new one costs ~6 s).")
     memory_limit_mb: float | None = Field(
         None, gt=0, description="A worker whose resident memory passes this is recycled between trials.")
+    backend: str | None = Field(
+        None, description="Keras backend: tensorflow | jax | torch (default: $KERAS_BACKEND, else tensorflow).")
+
+    @field_validator("backend")
+    @classmethod
+    def _backend(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        from runner import backends
+
+        name = value.strip().lower()
+        reason = backends.problem(name)
+        if reason is not None:
+            raise ValueError(reason)
+        return name
 
 
 NotifyEvent = Literal["end", "failure", "stalled"]

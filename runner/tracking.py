@@ -139,6 +139,10 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
+BACKEND_TAGS = {"backend": "backend", "backend_version": "backend_version", "keras_version": "keras_version",
+                "backend_device": "device"}
+
+
 class Tracker:
     """MLflow access for one sweep: its experiment, parent run and trial runs."""
 
@@ -306,7 +310,9 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric(name, value, now, 0) for name, value in final_metrics(results).items()]
-        tags = [RunTag(STATE, state)]
+        # Where it ran, as the trial saw it (backend, its version, the device it computed on).
+        ran = {tag: results.get(key) for tag, key in BACKEND_TAGS.items() if results.get(key) is not None}
+        tags = [RunTag(STATE, state), *(RunTag(k, str(v)) for k, v in ran.items())]
         if results.get("rung") is not None:
             tags.append(RunTag("videosweep.rung", str(results["rung"])))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
@@ -323,7 +329,9 @@ class Tracker:
 
     def log_model(self, run_id: str, model: Any, name: str = "model", registered_name: str | None = None,
                   metadata: dict[str, Any] | None = None) -> Any:
-        """Log a Keras model in MLflow's TensorFlow flavour with an input signature (optionally registered)."""
+        """Log a Keras model with an input signature (optionally registered): on TensorFlow in MLflow's TensorFlow
+        flavour, on other backends in its backend-neutral Keras flavour (an MLflow without one: the .keras file
+        as an artefact, which `export` and `predict` read from the trial folder anyway)."""
         import mlflow
         import numpy as np
         from mlflow.models import ModelSignature
@@ -336,9 +344,34 @@ class Tracker:
         output = tuple(-1 if d is None else d for d in model.output_shape)
         signature = ModelSignature(inputs=Schema([TensorSpec(np.dtype("float32"), shape)]),
                                    outputs=Schema([TensorSpec(np.dtype("float32"), output)]))
-        return mlflow.tensorflow.log_model(model, name=name, run_id=run_id, signature=signature,
-                                           pip_requirements=["tensorflow", "keras"], metadata=metadata,
-                                           registered_model_name=registered_name)
+        from runner import backends
+
+        backend = backends.active()
+        flavour: Any = None
+        if backend == "tensorflow":  # as before: models logged by earlier versions load the same way
+            flavour, requirements = mlflow.tensorflow, ["tensorflow", "keras"]
+        else:
+            requirements = ["keras", backend]
+            try:
+                import mlflow.keras as flavour  # backend-neutral Keras 3 flavour (MLflow >= 2.11)
+            except ImportError:
+                return self._log_keras_file(run_id, model, name)  # no flavour loads without TensorFlow
+        if flavour is mlflow.tensorflow:
+            return flavour.log_model(model, name=name, run_id=run_id, signature=signature,
+                                     pip_requirements=requirements, metadata=metadata,
+                                     registered_model_name=registered_name)
+        from mlflow.models import Model  # mlflow.keras.log_model takes no run_id: log as it does, into this run
+
+        return Model.log(artifact_path=None, name=name, flavor=flavour, model=model, run_id=run_id,
+                         signature=signature, pip_requirements=requirements, metadata=metadata,
+                         registered_model_name=registered_name)
+
+    def _log_keras_file(self, run_id: str, model: Any, name: str) -> None:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as folder:
+            model.save(Path(folder) / "model.keras")
+            self.client.log_artifact(run_id, str(Path(folder) / "model.keras"), artifact_path=name)
 
     def fail_trial(self, run_id: str, reason: str, traceback_path: Path | None) -> None:
         from mlflow.entities import RunTag

@@ -288,6 +288,15 @@ def train_rounds(model: Any, sequences: dict[str, Any], spec: TrialSpec,
     return outcome.rounds, outcome.best, outcome.history
 
 
+def compile_seconds(history: pd.DataFrame) -> float | None:
+    """Tracing/compilation time, as measured from outside: the first epoch's extra time over the median of the
+    first round's later epochs (None when the first round ran a single epoch)."""
+    first = history[history["round"] == history["round"].min()]["seconds"].tolist()
+    if len(first) < 2:
+        return None
+    return max(0.0, float(first[0] - np.median(first[1:])))
+
+
 def _predict(model: Any, sequence: Any, dataset: Dataset) -> tuple[np.ndarray, np.ndarray]:
     """Class probabilities of every window of an unshuffled sequence, in order, and the true labels."""
     return np.asarray(model.predict(sequence, verbose=0)), dataset.label_indices[sequence.ends]
@@ -322,8 +331,8 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
     `on_rows(history)` receives the history whenever its epochs are durable (checkpointed, or at the end).
     """
     import keras
-    import tensorflow as tf
 
+    from runner import backends
     from runner.plots import confusion_matrix, write_confusion_matrices
 
     model_spec = zoo.validated_spec(spec.model)
@@ -331,10 +340,12 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.TRIAL_MARKER) as staging:
         source, cache_hit = prepare_source(spec, dataset, cache_dir)
         sequences = _sequences(spec, dataset, source)
+        backend = backends.active()
         keras.utils.set_random_seed(spec.training.seed)
-        tf.config.experimental.enable_op_determinism()
+        backends.deterministic(backend)
         # A full gc.collect() here costs ~0.4 s a trial; workers are recycled to bound memory instead.
         keras.backend.clear_session(free_memory=False)
+        keras.mixed_precision.set_global_policy(spec.training.precision)  # every trial sets its own
         model = zoo.create_model(model_spec, dataset.num_classes)
 
         results: dict[str, Any] = {**spec.flat(), **(extra_results or {})}
@@ -342,7 +353,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
         results.update(num_classes=dataset.num_classes, classes=dataset.classes, data_root=str(dataset.root),
                        data_fingerprint=dataset.fingerprint, model_param_count=int(model.count_params()),
                        num_features=int(source.shape[-1]) if source.ndim == 2 else None,
-                       cache_hit=cache_hit, fit_dt_train_start=_now())
+                       cache_hit=cache_hit, **backends.describe(backend), fit_dt_train_start=_now())
         started = time.perf_counter()
         store = None
         if checkpoints:
@@ -368,7 +379,8 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
         outcome = training.run()
         rounds, best, history = outcome.rounds, outcome.best, outcome.history
         results.update(fit_dt_train_end=_now(), fit_dt_train_duration_seconds=time.perf_counter() - started,
-                       paused=outcome.paused, epoch_budget=epoch_budget, resumed_from_epoch=outcome.resumed_from)
+                       paused=outcome.paused, epoch_budget=epoch_budget, resumed_from_epoch=outcome.resumed_from,
+                       compile_seconds=compile_seconds(history))
 
         results["fit_dt_test_start"] = _now()
         started = time.perf_counter()

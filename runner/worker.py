@@ -56,6 +56,8 @@ class WorkerConfig:
     reuse: bool = True  # answer keys that finished in another sweep of the tracking store from their run
     ignore_stop: bool = False  # stop rules off (`--ignore-stop`); the time budget still applies
     deadline: float | None = None  # epoch seconds after which no trial is handed out (search.timeout)
+    backend: str = "tensorflow"  # Keras backend (runner.backends), set before Keras is imported
+    trials_per_gpu: int = 1  # trials sharing this slot's GPU: each gets its share of the GPU's memory
 
 
 def _emit(config: WorkerConfig, event: Event) -> None:
@@ -67,22 +69,19 @@ def _emit(config: WorkerConfig, event: Event) -> None:
 
 
 def configure_process(config: WorkerConfig) -> None:
-    """Pin the process to its GPU (or none) and its CPU share before TensorFlow is imported."""
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler decides
-    os.environ["CUDA_VISIBLE_DEVICES"] = config.gpu if config.gpu is not None else ""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    if config.cpu_threads:
-        os.environ["OMP_NUM_THREADS"] = str(config.cpu_threads)
-        os.environ["TF_NUM_INTEROP_THREADS"] = "1"
-        os.environ["TF_NUM_INTRAOP_THREADS"] = str(config.cpu_threads)
-    from zoo.stdio import import_tensorflow
+    """Pin the process to its GPU (or none), its CPU share and its Keras backend before the backend is imported."""
+    from runner import backends
 
-    tf: Any = import_tensorflow()  # its logger is set to ERROR: every trial retraces, warnings would be noise
-    if config.cpu_threads:
-        tf.config.threading.set_intra_op_parallelism_threads(config.cpu_threads)
-        tf.config.threading.set_inter_op_parallelism_threads(1)
-    for device in tf.config.list_physical_devices("GPU"):
-        tf.config.experimental.set_memory_growth(device, True)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler decides
+    os.environ.update(backends.slot_environment(config.backend, config.gpu, config.trials_per_gpu,
+                                                config.cpu_threads))
+    backends.configure(config.backend, config.cpu_threads, config.cache_dir)
+
+
+def _backend_tags(backend: str) -> dict[str, str]:
+    from runner import backends
+
+    return {"backend": backend, "backend_version": backends.version(backend) or "unknown"}
 
 
 def _save_traceback(workdir: Path, key: str, number: int, text: str) -> Path:
@@ -204,11 +203,13 @@ class ClaimRun:
         return "complete", value
 
     def _tags(self) -> dict[str, Any]:
-        config, claim = self.config, self.claim
+        """The trial run's tags: where it runs (slot, host, backend, code version) and its rung."""
         from runner.provenance import trial_tags
 
+        config, claim = self.config, self.claim
         tags = {"optuna_trial": self.trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
-                "host": socket.gethostname(), "retry": claim.attempt, **trial_tags(config.sweep_source, config.gpu)}
+                "host": socket.gethostname(), "retry": claim.attempt, **_backend_tags(config.backend),
+                **trial_tags(config.sweep_source, config.gpu)}
         if claim.epoch_budget is not None:
             tags.update({"videosweep.rung": claim.attrs.get("rung", 0), "epoch_budget": claim.epoch_budget})
         return tags

@@ -225,6 +225,17 @@ CASES = [
 CASES += [
     Case("tracking URI with a password, unreachable",
          lambda f: run(f, "--tracking-uri", "http://me:hunter2@127.0.0.1:9"), "http://me:***@127.0.0.1:9"),
+    # backends (#16)
+    Case("unknown --backend", lambda f: run(f, "--backend", "theano"), "--backend: unknown backend 'theano'"),
+    Case("unknown resources.backend", lambda f: run(f, resources={"backend": "mxnet"}),
+         "resources.backend: unknown backend 'mxnet'"),
+    Case("--backend not installed", lambda f: run(f, "--backend", "torch"), "backend torch is not installed"),
+    Case("train --backend not installed", lambda f: ["train", "--data", str(SEALS), "--out", str(f / "out"),
+                                                     "--set", "architecture=image_mlp_frozen", "--backend", "torch"],
+         "backend torch is not installed (installed: tensorflow"),
+    Case("KERAS_BACKEND unknown", lambda f: ["env-KERAS_BACKEND=cntk", *run(f)], "KERAS_BACKEND: unknown backend"),
+    Case("--gpus naming a GPU that is not there (none found)", lambda f: run(f, "--gpus", "99", "--backend", "jax"),
+         "(GPUs found: none)"),
 ]
 
 
@@ -290,8 +301,10 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, cache_d
     folder = tmp_path / "case"
     folder.mkdir()
     args = case.make(folder)
+    env = dict(arg.removeprefix("env-").split("=", 1) for arg in args if arg.startswith("env-"))
+    args = [arg for arg in args if not arg.startswith("env-")]
     before = snapshot(folder)
-    result = run_cli(*args, timeout=180)
+    result = run_cli(*args, timeout=180, env=env)
     lines = [line for line in result.stderr.splitlines() if line.strip() and not line.startswith(("[", "WARNING"))]
     assert result.returncode == 2, (result.returncode, result.stdout[-500:], result.stderr[-1500:])
     assert "Traceback" not in result.stderr

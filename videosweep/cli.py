@@ -39,14 +39,15 @@ def _global(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks
     """(--debug is read by `main` before the app runs.)"""
 
 
-def quiet_tensorflow(load: bool = False) -> None:
-    """TensorFlow's C++ start-up chatter hides the lines users need; keep warnings and errors."""
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-    if load:
-        from zoo.stdio import import_tensorflow
+def quiet_tensorflow(load: bool = False, backend: str | None = None, cache_dir: Path | None = None) -> None:
+    """Choose the Keras backend before Keras is imported (`backend`, else $KERAS_BACKEND, else tensorflow);
+    with `load`, import and configure it (TensorFlow's C++ start-up chatter, which hides the lines users need,
+    kept to warnings and errors; JAX's compilation cache in the cache folder)."""
+    from runner import backends
 
-        import_tensorflow()
+    name = backends.activate(backends.chosen(backend), "--backend" if backend else "KERAS_BACKEND")
+    if load:
+        backends.configure(name, cache_dir=cache_dir)
 
 
 @app.command("zoo")
@@ -80,6 +81,8 @@ def train(
     labels: Annotated[Optional[Path], typer.Option(help="labels.csv if not inside --data.")] = None,
     cache_dir: Annotated[Optional[Path], typer.Option(help="Frame/feature cache (default ~/.cache/videosweep).")] = None,
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
+    backend: Annotated[Optional[str], typer.Option(
+        help="Keras backend: tensorflow | jax | torch (default: $KERAS_BACKEND, else tensorflow).")] = None,
 ) -> None:
     """Train one model on a dataset and write params, results, history, confusion matrices and the model."""
     from runner.spec import TrialSpec, parse_assignments, read_yaml_mapping
@@ -87,12 +90,13 @@ def train(
 
     params: dict[str, Any] = read_yaml_mapping(config, "config file") if config else {}
     params.update(parse_assignments(set_ or []))
+    quiet_tensorflow(backend=backend)  # a bad or missing backend is refused before anything is read
     spec = TrialSpec.from_flat(params)
     validated_spec(spec.model)  # invalid combinations and missing weights fail before any data is read
     dataset = load_dataset(data, labels, cache_dir)
     atomic.check_replaceable(out, overwrite, atomic.TRIAL_MARKER)
 
-    quiet_tensorflow(load=True)
+    quiet_tensorflow(load=True, backend=backend, cache_dir=cache_dir)
     from runner.trial import run_trial
 
     def show_epoch(step: int, row: dict[str, Any]) -> None:
@@ -197,6 +201,9 @@ MaxRetriesOpt = Annotated[Optional[int], typer.Option(help="Retries of a failed 
 TrialTimeoutOpt = Annotated[Optional[float], typer.Option(help="Kill a trial after this many seconds.")]
 TrialsPerProcessOpt = Annotated[Optional[int], typer.Option(help="Recycle a worker after this many trials.")]
 MemoryLimitOpt = Annotated[Optional[float], typer.Option(help="Recycle a worker past this many MiB.")]
+BackendOpt = Annotated[Optional[str], typer.Option(
+    help="Keras backend: tensorflow | jax | torch (default: the sweep's resources.backend, $KERAS_BACKEND, "
+    "tensorflow).")]
 CacheDirOpt = Annotated[Optional[Path], typer.Option(help="Frame/feature cache (per machine).")]
 TrackingOpt = Annotated[Optional[str], typer.Option(
     help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI, the sweep's tracking.uri, sqlite in the workdir).")]
@@ -250,6 +257,7 @@ def run(
     trials_per_process: TrialsPerProcessOpt = None,
     cache_dir: CacheDirOpt = None,
     memory_limit: MemoryLimitOpt = None,
+    backend: BackendOpt = None,
     retry_failed: Annotated[bool, typer.Option(help="Run failed trials again even if their retries are used up.")
                             ] = False,
     tracking_uri: TrackingOpt = None,
@@ -264,7 +272,7 @@ def run(
     _run(ctx, cache_dir, retry_failed, notify_url=notify_url, ignore_stop=ignore_stop, reuse=not no_reuse,
          gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
          max_retries=max_retries, trial_timeout=trial_timeout, trials_per_process=trials_per_process,
-         memory_limit_mb=memory_limit)
+         memory_limit_mb=memory_limit, backend=backend)
 
 
 app.command("resume", help="Finish an interrupted sweep: abandoned trials run again, finished ones never do.")(run)
@@ -288,6 +296,7 @@ def worker(
     trials_per_process: TrialsPerProcessOpt = None,
     cache_dir: CacheDirOpt = None,
     memory_limit: MemoryLimitOpt = None,
+    backend: BackendOpt = None,
     tracking_uri: TrackingOpt = None,
     notify_url: NotifyOpt = None,
     ignore_stop: IgnoreStopOpt = False,
@@ -300,7 +309,7 @@ def worker(
     _run(ctx, cache_dir, False, notify_url=notify_url, ignore_stop=ignore_stop, reuse=not no_reuse,
          gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
          max_retries=max_retries, trial_timeout=trial_timeout, trials_per_process=trials_per_process,
-         memory_limit_mb=memory_limit)
+         memory_limit_mb=memory_limit, backend=backend)
 
 
 @app.command()
@@ -505,7 +514,10 @@ def predict(
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: run the app; user errors -> one line on stderr, exit 2 (traceback only with --debug)."""
-    quiet_tensorflow()
+    from runner import backends
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    os.environ.setdefault("KERAS_BACKEND", backends.chosen())  # whatever imports Keras gets the same backend
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("VIDEOSWEEP_DEBUG") == "1"
     try:
@@ -513,7 +525,9 @@ def main(argv: list[str] | None = None) -> None:
     except UserError as err:
         if debug:
             traceback.print_exc()
-        err_console.print(f"[red]error:[/] {mask_text(one_line(str(err)))}", highlight=False, soft_wrap=True)
+        from rich.markup import escape  # messages name extras such as videosweep[jax]: not markup
+
+        err_console.print(f"[red]error:[/] {escape(mask_text(one_line(str(err))))}", highlight=False, soft_wrap=True)
         sys.exit(err.exit_code)
     except KeyboardInterrupt:
         err_console.print("interrupted")

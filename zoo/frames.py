@@ -24,7 +24,10 @@ _JPEG = (".jpg", ".jpeg")
 
 
 def decode_threads() -> int:
-    return max(2, min(8, os.cpu_count() or 2))
+    """Decoding threads: the process's CPU share (a worker slot's VIDEOSWEEP_CPU_THREADS) or the machine's
+    cores, 2 to 8, so that slots side by side do not oversubscribe the cores."""
+    share = os.environ.get("VIDEOSWEEP_CPU_THREADS", "")
+    return max(2, min(8, int(share) if share.isdigit() else os.cpu_count() or 2))
 
 
 def resize_rgb(image_bgr: np.ndarray, frame_size: tuple[int, int]) -> np.ndarray:

@@ -1,0 +1,194 @@
+"""Keras backends: which one a process uses, whether it is installed, and how a slot's worker sets it up.
+
+The backend is chosen by `--backend` (run, resume, worker, train), the sweep's `resources.backend`, or
+`KERAS_BACKEND`, in that order; default tensorflow. It must be in `os.environ["KERAS_BACKEND"]` before Keras is
+first imported, so `activate` refuses to switch a process whose Keras already runs another backend. Nothing
+here imports a backend at module level: the scheduler and the CLI stay free of TensorFlow/JAX/PyTorch.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import sys
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+from zoo.errors import UserError
+
+BACKENDS = ("tensorflow", "jax", "torch")
+DEFAULT = "tensorflow"
+# How to install each backend (the pyproject extras).
+INSTALL = {"tensorflow": "pip install 'videosweep[cpu]' (or [gpu] with CUDA)",
+           "jax": "pip install 'videosweep[jax]' (or [jax-cuda] with CUDA)", "torch": "pip install torch"}
+# Distributions whose version is the backend's version (tensorflow-cpu is the [cpu] extra's wheel).
+_DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax",), "torch": ("torch",)}
+
+
+def installed(name: str) -> bool:
+    """Whether `name` can be imported here (a module blocked with sys.modules[name] = None is not)."""
+    if name in sys.modules:
+        return sys.modules[name] is not None
+    try:
+        return importlib.util.find_spec(name) is not None
+    except (ImportError, ValueError):
+        return False
+
+
+def installed_backends() -> list[str]:
+    return [name for name in BACKENDS if installed(name)]
+
+
+def problem(name: str) -> str | None:
+    """Why `name` cannot be used here (one line), or None when it can."""
+    found = ", ".join(installed_backends()) or "none"
+    if name not in BACKENDS:
+        return f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (installed: {found})"
+    if not installed(name):
+        return f"backend {name} is not installed (installed: {found}); {INSTALL[name]}"
+    return None
+
+
+def chosen(given: str | None = None) -> str:
+    """The backend for this process: `given` (command line or sweep file), else $KERAS_BACKEND, else tensorflow
+    (or, where TensorFlow is not installed, the first backend that is)."""
+    name = given or os.environ.get("KERAS_BACKEND")
+    if not name:  # tensorflow where it is installed, else the first backend that is
+        name = DEFAULT if installed(DEFAULT) else next(iter(installed_backends()), DEFAULT)
+    return name.strip().lower()
+
+
+def require(name: str, where: str = "--backend") -> str:
+    """`name` if it is known and installed, else a one-line UserError naming what is installed."""
+    reason = problem(name)
+    if reason is not None:
+        raise UserError(f"{where}: {reason}")
+    return name
+
+
+def activate(name: str, where: str = "--backend") -> str:
+    """Make `name` this process's Keras backend (before Keras is imported); refuse a process already on another."""
+    require(name, where)
+    keras = sys.modules.get("keras")
+    if keras is not None and getattr(keras, "backend", None) is not None and keras.backend.backend() != name:
+        raise UserError(f"{where}: Keras already runs on {keras.backend.backend()} in this process; "
+                        f"set KERAS_BACKEND={name} before starting it")
+    os.environ["KERAS_BACKEND"] = name
+    if name == "tensorflow":
+        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    return name
+
+
+def version(name: str) -> str | None:
+    for distribution in _DISTRIBUTIONS.get(name, (name,)):
+        try:
+            return metadata.version(distribution)
+        except metadata.PackageNotFoundError:
+            continue
+    return None
+
+
+def slot_environment(backend: str, gpu: str | None, trials_per_gpu: int = 1,
+                     cpu_threads: int | None = None) -> dict[str, str]:
+    """The environment a slot's worker sets before importing its backend (a pure function, tested on CPU).
+
+    GPU indices are nvidia-smi's (PCI bus order); several trials on one GPU each get 1/N of its memory on JAX
+    (which would otherwise preallocate 75%), memory growth on TensorFlow; PyTorch allocates on demand.
+    """
+    env = {"KERAS_BACKEND": backend, "CUDA_DEVICE_ORDER": "PCI_BUS_ID",
+           "CUDA_VISIBLE_DEVICES": gpu if gpu is not None else ""}
+    if backend == "tensorflow":
+        env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+        if gpu is not None:
+            env["TF_FORCE_GPU_ALLOW_GROWTH"] = "true"
+    elif backend == "jax":
+        if gpu is None:
+            env["JAX_PLATFORMS"] = "cpu"
+        elif trials_per_gpu > 1:
+            env["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
+            env["XLA_PYTHON_CLIENT_MEM_FRACTION"] = f"{0.95 / trials_per_gpu:.3f}"
+    if cpu_threads:
+        env["OMP_NUM_THREADS"] = env["VIDEOSWEEP_CPU_THREADS"] = str(cpu_threads)  # the latter: frame decoding
+        if backend == "tensorflow":
+            env["TF_NUM_INTEROP_THREADS"] = "1"
+            env["TF_NUM_INTRAOP_THREADS"] = str(cpu_threads)
+    return env
+
+
+def configure(backend: str, cpu_threads: int | None = None, cache_dir: str | Path | None = None) -> None:
+    """After the slot's environment is set: import the backend once and apply what environment variables cannot."""
+    if backend == "tensorflow":
+        from zoo.stdio import import_tensorflow
+
+        tf: Any = import_tensorflow()  # its logger is set to ERROR: every trial retraces, warnings would be noise
+        if cpu_threads:
+            tf.config.threading.set_intra_op_parallelism_threads(cpu_threads)
+            tf.config.threading.set_inter_op_parallelism_threads(1)
+        for device in tf.config.list_physical_devices("GPU"):
+            tf.config.experimental.set_memory_growth(device, True)
+    elif backend == "jax":
+        import jax
+
+        from zoo.cache import cache_root
+
+        # Compile once per machine: later trials, workers and sweeps load the executables from the cache folder.
+        jax.config.update("jax_compilation_cache_dir", str(cache_root(cache_dir) / "jax-compilation"))
+        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+    elif backend == "torch":
+        import torch
+
+        if cpu_threads:
+            torch.set_num_threads(cpu_threads)
+
+
+def deterministic(backend: str) -> None:
+    """Same seed, same history: TensorFlow needs op determinism; JAX on CPU is deterministic by construction."""
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        tf.config.experimental.enable_op_determinism()
+    elif backend == "torch":
+        import torch
+
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def device(backend: str) -> str:
+    """Where this process's backend computes: e.g. 'gpu:NVIDIA H100' or 'cpu'."""
+    try:
+        if backend == "jax":
+            import jax
+
+            first = jax.devices()[0]
+            kind = str(getattr(first, "device_kind", ""))
+            return first.platform if kind.lower() == first.platform else f"{first.platform}:{kind}"
+        if backend == "tensorflow":
+            import tensorflow as tf
+
+            gpus = tf.config.list_physical_devices("GPU")
+            if gpus:
+                details = tf.config.experimental.get_device_details(gpus[0])
+                return f"gpu:{details.get('device_name', gpus[0].name)}"
+            return "cpu"
+        if backend == "torch":
+            import torch
+
+            return f"gpu:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+    except Exception:  # noqa: BLE001 - a description only
+        return "unknown"
+    return "unknown"
+
+
+def active() -> str:
+    """The backend Keras runs on in this process (importing Keras)."""
+    import keras
+
+    return str(keras.backend.backend())
+
+
+def describe(backend: str | None = None) -> dict[str, Any]:
+    """What a trial records: backend, its version, Keras's version and the device."""
+    backend = backend or active()
+    return {"backend": backend, "backend_version": version(backend), "keras_version": version("keras"),
+            "device": device(backend)}
