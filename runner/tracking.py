@@ -25,6 +25,7 @@ ROLE = "videosweep.role"
 KEY_TAG = "videosweep.trial_key"  # a trial run's key (in the study it is the attribute queue.KEY_ATTR)
 STATE = "videosweep.state"
 SWEEP = "videosweep.sweep"
+LATENCY_DEVICE_TAG = "videosweep.latency_device"  # where a trial's latency_ms / throughput_fps were measured
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars between our own lines
 logging.getLogger("mlflow").setLevel(logging.ERROR)
@@ -203,7 +204,10 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric(name, value, now, 0) for name, value in final_metrics(results).items()]
-        self.client.log_batch(run_id, metrics=metrics, tags=[RunTag(STATE, "finished")])
+        tags = [RunTag(STATE, "finished")]
+        if results.get("model_latency_device"):  # latency_ms and throughput_fps were measured there
+            tags.append(RunTag(LATENCY_DEVICE_TAG, str(results["model_latency_device"])))
+        self.client.log_batch(run_id, metrics=metrics, tags=tags)
         self.client.log_artifacts(run_id, str(trial_dir), artifact_path="trial")
         if model is not None:
             self.log_model(run_id, model)
