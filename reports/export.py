@@ -16,7 +16,6 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-import zoo
 from reports.records import SweepRuns
 from runner.spec import TRAINING_FIELDS, TrialSpec
 from zoo import atomic, deploy
@@ -155,7 +154,7 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], register: bool = True,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, selection: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the export folder atomically; register the model with alias `champion` when asked."""
     import keras
 
@@ -169,7 +168,8 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], regis
     contract = input_contract(trial.spec, model)
     meta = {"format_version": EXPORT_VERSION, "sweep": sweep, "trial_key": key, "run_id": trial.run_id,
             "architecture": trial.spec.model.architecture, "classes": classes, "input": contract,
-            "params": trial.spec.flat(), "data_fingerprint": trial.results.get("data_fingerprint")}
+            "params": trial.spec.flat(), "data_fingerprint": trial.results.get("data_fingerprint"),
+            **({"selection": selection} if selection else {})}
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.EXPORT_MARKER, what="export folder") as staging:
         meta["files"] = _save_formats(model, staging, formats)
         atomic.write_json(staging / "labels.json", classes)

@@ -35,6 +35,8 @@ def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
     if sweep.search.strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     try:
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
         if name == "random":
@@ -122,7 +124,7 @@ class OptunaSearch:
             trial.set_user_attr("params", spec.flat())
             if done:  # the sampler proposed a finished point again: answer from the study, train nothing
                 trial.set_user_attr("duplicate_of", done[0].number)
-                self.study.tell(trial, done[0].value)
+                self.study.tell(trial, done[0].values)
                 continue
             return Claim(trial, key, spec)
         raise UserError(f"the sampler drew {MAX_INVALID_DRAWS} invalid or repeated points in a row; "

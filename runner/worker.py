@@ -108,7 +108,8 @@ class ClaimRun:
     def __init__(self, claim: Claim, config: WorkerConfig, sweep: Any, dataset: Any, tracker: Any) -> None:
         self.claim, self.config, self.sweep, self.dataset, self.tracker = claim, config, sweep, dataset, tracker
         self.trial, self.study = claim.trial, claim.trial.study
-        self.objective = objective(sweep.search.metric)
+        self.objective = objective(sweep.search.metric)  # the first objective: progress, stop rules, pruner
+        self.objectives = [objective(name) for name, _ in sweep.search.goals()]
         self.out = Path(config.workdir) / "trials" / claim.key
         self.run_id: str | None = None
 
@@ -162,6 +163,8 @@ class ClaimRun:
         if self.tracker is not None:
             self.tracker.log_epoch(self.run_id, row)
         key = self.claim.key
+        if len(self.objectives) > 1:  # Optuna neither records nor prunes per-step values of several objectives
+            return
         retrying(lambda: self.trial.report(float(row[self.objective.per_epoch]), step), f"reporting trial {key}")
         if retrying(self.trial.should_prune, f"asking the pruner about trial {key}"):
             raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
@@ -185,9 +188,10 @@ class ClaimRun:
                                      source, {"optuna_trial": self.trial.number, "slot": self.config.slot,
                                               **provenance.trial_tags(self.config.sweep_source, self.config.gpu)})
         value = float(source.data.metrics[final])
+        values = [float(source.data.metrics.get(o.final, float("nan"))) for o in self.objectives]
         self._set_attrs(mlflow_run_id=self.run_id, **{reuse.REUSED_ATTR: reuse.origin(source)[0]},
                         **reuse.study_attrs(source))
-        self._tell(values=value)
+        self._tell(values=value if len(values) == 1 else values)
         _emit(self.config, TrialFinished(self.config.slot, trial=self.trial.number, key=self.claim.key,
                                          state="complete", value=value,
                                          reason=f"reused run {reuse.origin(source)[0]}"))
@@ -224,7 +228,8 @@ class ClaimRun:
 
                 model = keras.models.load_model(self.out / "model_best.keras")
             self.tracker.finish_trial(self.run_id, results, self.out, model)
-        self._tell(values=value)
+        values = [o.value(results) for o in self.objectives]  # several objectives: Optuna's front
+        self._tell(values=value if len(values) == 1 else values)
         return self._finished("complete", value)
 
     def _pruned(self, reason: str) -> tuple[str, float | None]:
@@ -346,7 +351,7 @@ def work(config: WorkerConfig) -> int:
     sweep = sweep_from_mapping(yaml.safe_load(config.sweep_yaml), config.sweep_source)
     dataset = load_dataset(sweep.data.root, sweep.data.labels, config.cache_dir)
     storage = open_storage(config.storage_url)
-    study = open_study(sweep.name, storage, sweep.search.direction, make_sampler(sweep), make_pruner(sweep))
+    study = open_study(sweep.name, storage, sweep.search.study_direction(), make_sampler(sweep), make_pruner(sweep))
     search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries,
                          rank=feature_rank(dataset, config.cache_dir))
     tracker = None
