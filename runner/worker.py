@@ -180,6 +180,8 @@ class ClaimRun:
                           f"looking for an earlier run of trial {self.claim.key}")
         if source is None:
             return None
+        if any(o.final not in source.data.metrics for o in self.objectives):
+            return None  # an earlier run without every objective (e.g. before latency was measured): train it
         if not reuse.artifacts_present(client, source):
             print(f"trial {self.claim.key}: the artefacts of its earlier run {reuse.origin(source)[0]} are gone "
                   f"({reuse.origin(source)[1]}); training it again", flush=True)
@@ -188,7 +190,7 @@ class ClaimRun:
                                      source, {"optuna_trial": self.trial.number, "slot": self.config.slot,
                                               **provenance.trial_tags(self.config.sweep_source, self.config.gpu)})
         value = float(source.data.metrics[final])
-        values = [float(source.data.metrics.get(o.final, float("nan"))) for o in self.objectives]
+        values = [float(source.data.metrics[o.final]) for o in self.objectives]
         self._set_attrs(mlflow_run_id=self.run_id, **{reuse.REUSED_ATTR: reuse.origin(source)[0]},
                         **reuse.study_attrs(source))
         self._tell(values=value if len(values) == 1 else values)
