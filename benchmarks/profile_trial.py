@@ -25,6 +25,7 @@ PHASES = {  # (file suffix, function) -> phase name
     ("zoo/__init__.py", "create_model"): "build the model",
     ("runner/trial.py", "train_rounds"): "training rounds (fit)",
     ("runner/trial.py", "_predict"): "test predictions",
+    ("runner/latency.py", "measure"): "latency/throughput of the end-to-end model (#20)",
     ("runner/plots.py", "write_confusion_matrices"): "confusion matrix plots",
     ("runner/trial.py", "_model_summary"): "model summary",
     ("keras/src/saving/saving_api.py", "save_model"): "save model_best.keras",

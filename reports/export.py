@@ -16,10 +16,9 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
-import zoo
 from reports.records import SweepRuns
 from runner.spec import TRAINING_FIELDS, TrialSpec
-from zoo import atomic
+from zoo import atomic, deploy
 from zoo.errors import UserError, one_line
 from zoo.secrets import mask_text, mask_url
 from zoo.spec import used_parameters
@@ -90,29 +89,12 @@ def download_trial(runs: SweepRuns, row: pd.Series, folder: Path) -> TrialArtifa
 
 
 def is_windowed(spec: TrialSpec) -> bool:
-    return "sequence_length" in zoo.get_architecture(spec.model.architecture).uses
+    return deploy.is_windowed(spec.model)
 
 
 def deployable_model(spec: TrialSpec, trained: keras.Model) -> keras.Model:
     """The trained model if it already takes frames; else backbone (+TimeDistributed) joined to the head."""
-    import keras
-
-    from zoo.backbones import build_backbone
-
-    arch = zoo.get_architecture(spec.model.architecture)
-    if arch.inputs == "frames":
-        return trained
-    model_spec = zoo.validated_spec(spec.model)
-    backbone = build_backbone(model_spec)  # the same weights (file or seeded init) the features came from
-    head = keras.Model(trained.inputs[0], trained.outputs[0], name="head")  # one tensor in, one out
-    height, width = model_spec.input_shape_hw
-    if is_windowed(spec):
-        inputs = keras.Input((model_spec.sequence_length, height, width, 3), name="frames")
-        features = keras.layers.TimeDistributed(backbone, name="frame_features")(inputs)
-    else:
-        inputs = keras.Input((height, width, 3), name="frames")
-        features = backbone(inputs)
-    return keras.Model(inputs, head(features), name=f"{arch.name}_on_frames")
+    return deploy.join_backbone(spec.model, trained)
 
 
 def input_contract(spec: TrialSpec, model: keras.Model) -> dict[str, Any]:
@@ -196,7 +178,7 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], register: bool = True,
-                 overwrite: bool = False) -> dict[str, Any]:
+                 overwrite: bool = False, selection: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write the export folder atomically; register the model with alias `champion` when asked."""
     import keras
 
@@ -210,7 +192,8 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], regis
     contract = input_contract(trial.spec, model)
     meta = {"format_version": EXPORT_VERSION, "sweep": sweep, "trial_key": key, "run_id": trial.run_id,
             "architecture": trial.spec.model.architecture, "classes": classes, "input": contract,
-            "params": trial.spec.flat(), "data_fingerprint": trial.results.get("data_fingerprint")}
+            "params": trial.spec.flat(), "data_fingerprint": trial.results.get("data_fingerprint"),
+            **({"selection": selection} if selection else {})}
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.EXPORT_MARKER, what="export folder") as staging:
         meta["files"] = _save_formats(model, staging, formats)
         atomic.write_json(staging / "labels.json", classes)

@@ -10,11 +10,12 @@ import pandas as pd
 from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
 
 COLUMNS = ("rank", "trial_key", *MODEL_PARAMS, "val_accuracy_best", "val_loss_best", "test_accuracy", "test_loss",
-           "best_round", "epochs", "rung", "duration_seconds", "param_count", "gpu", "run_id", "run_link")
+           "best_round", "epochs", "rung", "duration_seconds", "param_count", "latency_ms", "throughput_fps",
+           "deployed_param_count", "model_size_mb", "gpu", "run_id", "run_link")
 RENAMED = {"val_accuracy_best": "val_accuracy", "val_loss_best": "val_loss"}
 MARKDOWN_COLUMNS = ("rank", "trial_key", "architecture", "backbone", "pooling", "frame_size", "sequence_length",
                     "sequence_model", "layer_1_size", "layer_2_size", "val_accuracy", "test_accuracy", "val_loss",
-                    "best_round", "epochs", "rung", "duration_seconds", "param_count")
+                    "best_round", "epochs", "rung", "duration_seconds", "param_count", "latency_ms", "throughput_fps")
 
 
 def leaderboard(runs: SweepRuns, metric: str) -> pd.DataFrame:
@@ -22,7 +23,7 @@ def leaderboard(runs: SweepRuns, metric: str) -> pd.DataFrame:
     ranked = rank_trials(runs.trials, metric)
     ranked["run_link"] = [runs.run_link(run_id) for run_id in ranked.run_id]
     table = ranked.reindex(columns=list(COLUMNS)).rename(columns=RENAMED)
-    for name in ("best_round", "epochs", "param_count"):
+    for name in ("best_round", "epochs", "param_count", "deployed_param_count"):
         table[name] = table[name].astype("Int64")
     return table
 

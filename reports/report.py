@@ -159,12 +159,12 @@ def outcome_table(runs: SweepRuns) -> pd.DataFrame:
 
 
 def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
-                figures: list[Figure], notice: str = "") -> str:
+                figures: list[Figure], notice: str = "", interactive: str = "") -> str:
     first = ["rank", "trial_key", "architecture", "val_accuracy", "test_accuracy", "val_loss", "test_loss"]
     shown = board[first + [c for c in board.columns if c not in first]].dropna(axis=1, how="all")
     card_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>' for k, v in cards.items())
     body = ((f"<p><b>{html.escape(notice)}</b></p>" if notice else "") +
-            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown)}'
+            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown)}{interactive}'
             f"<h2>Plots</h2>{''.join(figure_html(f) for f in figures)}"
             f"<h2>Trials by outcome</h2>{table_html(outcomes)}")
     return page(title, f"generated {generated} from MLflow", body)
@@ -174,8 +174,14 @@ def render_html(title: str, generated: str, cards: dict[str, str], board: pd.Dat
 
 
 def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to_mlflow: bool = True,
-                 overwrite: bool = False) -> dict[str, Any]:
-    """Write leaderboard.csv, leaderboard.md and report.html into `out`; return a summary for the CLI."""
+                 overwrite: bool = False, goals: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """Write leaderboard.csv, leaderboard.md and report.html into `out`; return a summary for the CLI.
+
+    `goals` are the sweep's objectives (default: `metric`); the interactive Pareto front pairs a single one with
+    latency_ms."""
+    from reports.interactive import interactive_section
+    from reports.pareto import front_goals
+
     atomic.check_replaceable(out, overwrite, atomic.REPORT_MARKER, "report folder")  # before the slow part
     column, direction = objective(metric).final, objective(metric).direction
     name = runs.tracker.experiment_name
@@ -200,8 +206,9 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
              "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
     stopped = runs.parent.data.tags.get(STOP_TAG) if runs.parent is not None else None
     notice = f"The sweep stopped early: {stopped}" if stopped else ""
+    interactive = interactive_section(finished, params, front_goals(goals or [(metric, direction)]))
     page = render_html(f"Sweep {name}", generated, cards, board, outcomes, [f for f in figures if f is not None],
-                       notice)
+                       notice, interactive)
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.REPORT_MARKER, what="report folder") as staging:
         atomic.write_text(staging / "leaderboard.csv", board.to_csv(index=False))
         atomic.write_text(staging / "leaderboard.md", to_markdown(board, f"Leaderboard of sweep {name} by {metric}"))

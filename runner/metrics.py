@@ -19,6 +19,10 @@ FINAL_METRICS: dict[str, str] = {
     "best_round": "fit_best_round", "epochs": "fit_num_epochs", "param_count": "model_param_count",
     "train_seconds": "fit_dt_train_duration_seconds", "test_seconds": "fit_dt_test_duration_seconds",
     "compile_seconds": "compile_seconds",
+    # the end-to-end model on raw frames (backbone included), measured where the trial ran (runner/latency.py)
+    "latency_ms": "model_latency_ms", "throughput_fps": "model_throughput_fps",
+    "deployed_param_count": "model_e2e_param_count", "model_size_mb": "model_size_mb",
+    "latency_seconds": "model_latency_seconds",
 }
 
 
@@ -48,7 +52,14 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("test_accuracy", "test_accuracy", "maximize", "val_accuracy"),
     Objective("test_loss", "test_loss", "minimize", "val_loss"),
     Objective("train_accuracy", "train_accuracy", "maximize", "val_accuracy"),
+    # deployment figures: known only when a trial ends, so a pruner still watches validation accuracy
+    Objective("latency_ms", "latency_ms", "minimize", "val_accuracy"),
+    Objective("throughput_fps", "throughput_fps", "maximize", "val_accuracy"),
+    Objective("param_count", "deployed_param_count", "minimize", "val_accuracy"),
+    Objective("model_size_mb", "model_size_mb", "minimize", "val_accuracy"),
 )}
+# What a single-objective sweep's Pareto front pairs its metric with.
+DEFAULT_COST = "latency_ms"
 
 
 def objective(name: str) -> Objective:

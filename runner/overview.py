@@ -127,7 +127,7 @@ def status_rows(study: Any) -> list[dict[str, Any]]:
         rows.append({
             "number": trial.number, "key": str(trial.user_attrs.get(queue.KEY_ATTR, "")),
             "architecture": str(trial.user_attrs.get("params", {}).get("architecture", "")),
-            "state": trial.state.name.lower(), "value": trial.value,
+            "state": trial.state.name.lower(), "value": trial.values[0] if trial.values else None,
             "seconds": trial.duration.total_seconds() if trial.duration else None,
             "note": trial.user_attrs.get("failure") or trial.user_attrs.get("pruned")
             or trial.user_attrs.get("started_over") or "",

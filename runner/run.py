@@ -55,7 +55,7 @@ class SweepContext:
         opened = storage.open_storage(self.storage_url)
         if not create:
             return storage.existing_study(self.sweep.name, opened)
-        study = storage.open_study(self.sweep.name, opened, self.sweep.search.direction,
+        study = storage.open_study(self.sweep.name, opened, self.sweep.search.study_direction(),
                                    make_sampler(self.sweep), make_pruner(self.sweep))
         if "sweep_yaml" not in study.user_attrs:  # the sweep travels with its study (shared: no credentials)
             study.set_user_attr("sweep_yaml", mask_text(self.sweep.to_yaml()))
@@ -130,6 +130,14 @@ def load_tracking_only(path: Path, workdir: Path | None, tracking_uri: str | Non
 
 def best_trial(study: Any) -> tuple[str, float] | None:
     """(trial key, value) of the best finished trial, None before any finished."""
+    if len(study.directions) > 1:  # several objectives: the best by the first (the front is the report's)
+        sign = 1 if study.directions[0].name == "MAXIMIZE" else -1
+        done = [t for t in storage.retrying(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                                            "reading the best trial") if t.values]
+        if not done:
+            return None
+        best = max(done, key=lambda t: sign * t.values[0])
+        return best.user_attrs.get(queue.KEY_ATTR, str(best.number)), float(best.values[0])
     try:
         best = storage.retrying(lambda: study.best_trial, "reading the best trial")
     except ValueError:

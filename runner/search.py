@@ -37,6 +37,8 @@ def make_sampler(sweep: Sweep) -> optuna.samplers.BaseSampler:
     if sweep.search.strategy == "random":
         return optuna.samplers.RandomSampler(seed=seed)
     try:
+        if name == "nsga2":
+            return optuna.samplers.NSGAIISampler(seed=seed)
         if name == "tpe":
             return optuna.samplers.TPESampler(seed=seed, multivariate=True, group=True)
         if name == "random":
@@ -172,7 +174,7 @@ class OptunaSearch:
             first = schedule.first_budget(self.sweep, spec.flat())
             if done:  # the sampler proposed a finished point again: answer from the study, train nothing
                 trial.set_user_attr("duplicate_of", done[0].number)
-                self.study.tell(trial, done[0].value)
+                self.study.tell(trial, done[0].values)
                 continue
             for name, value in first.items():
                 trial.set_user_attr(name, value)

@@ -39,7 +39,7 @@ def has_rules(sweep: Any) -> bool:
 
 def _value(trial: FrozenTrial, sweep: Any, metric: Objective) -> float | None:
     if metric.name == sweep.search.metric:
-        return trial.value
+        return trial.values[0] if trial.values else None  # the first objective of a multi-objective study
     value = trial.user_attrs.get(RECORDED[metric.name])
     return float(value) if isinstance(value, (int, float)) else None
 

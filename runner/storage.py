@@ -151,12 +151,14 @@ def storage_errors(storage: Any) -> Iterator[None]:
         raise UserError(f"study storage {url}: {_short(cause, 200)}") from None
 
 
-def open_study(name: str, storage: optuna.storages.BaseStorage, direction: str,
+def open_study(name: str, storage: optuna.storages.BaseStorage, direction: str | list[str],
                sampler: optuna.samplers.BaseSampler | None = None,
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
+    """`direction` is one direction, or a list of them for a multi-objective study."""
+    ways = {"direction": direction} if isinstance(direction, str) else {"directions": list(direction)}
     with storage_errors(storage):
-        return optuna.create_study(study_name=name, storage=storage, direction=direction, sampler=sampler,
-                                   pruner=pruner, load_if_exists=True)
+        return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                   load_if_exists=True, **ways)
 
 
 def existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study | None:

@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runner.constraints import ConstraintError, Constraint, parse_constraint
+from runner.metrics import OBJECTIVES
 from runner.spec import (PARAMETER_ALIASES, PARAMETERS, TrainingConfig, canonical_parameter, read_yaml_mapping,
                          validation_message)
 from zoo.errors import UserError
@@ -78,6 +79,25 @@ class StopConfig(BaseModel):
                                                  "records: val_accuracy, val_loss or test_accuracy.")
 
 
+Direction = Literal["maximize", "minimize"]
+
+
+class ObjectiveConfig(BaseModel):
+    """One objective of a multi-objective search."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    metric: str = Field(description=f"A metric every trial records: {', '.join(OBJECTIVES)}.")
+    direction: Direction = Field(description="maximize | minimize")
+
+    @field_validator("metric")
+    @classmethod
+    def _recorded(cls, value: str) -> str:
+        if value not in OBJECTIVES:
+            raise ValueError(f"{value!r} is not a metric trials record; choose one of {', '.join(OBJECTIVES)}")
+        return value
+
+
 class ScheduleConfig(BaseModel):
     """Successive halving: every trial trains to the first rung, the best 1/reduction_factor go on."""
 
@@ -97,11 +117,15 @@ class SearchConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     strategy: Strategy = Field("grid", description="grid | random | optuna | keras_tuner")
-    metric: Literal["val_accuracy", "val_loss", "test_accuracy", "train_accuracy"] = Field(
-        "val_accuracy", description="Objective reported to the search (the best round's value).")
-    direction: Literal["maximize", "minimize"] = Field("maximize", description="Whether higher metric is better.")
+    metric: str = Field("val_accuracy", description="Objective reported to the search (the best round's value); "
+                        "with `objectives`, the first one's metric.")
+    direction: Direction = Field("maximize", description="Whether higher metric is better.")
+    objectives: list[ObjectiveConfig] = Field(
+        default_factory=list, description="Several objectives, e.g. [{metric: val_accuracy, direction: maximize}, "
+        "{metric: latency_ms, direction: minimize}]: Optuna searches their Pareto front (sampler nsga2 or tpe); "
+        "grid and random sweeps record them all and reports compute the front.")
     trials: int | None = Field(None, ge=1, description="Budget of trained trials for random/optuna/keras_tuner.")
-    sampler: Literal["tpe", "random", "cmaes", "gp", "qmc"] = Field("tpe", description="Optuna sampler.")
+    sampler: Literal["tpe", "nsga2", "random", "cmaes", "gp", "qmc"] = Field("tpe", description="Optuna sampler.")
     pruner: Literal["none", "median", "hyperband", "successive_halving"] = Field(
         "none", description="Stops bad trials early from their per-epoch validation metric.")
     oracle: Literal["hyperband", "bayesian", "random"] = Field("hyperband", description="Keras Tuner oracle.")
@@ -113,6 +137,57 @@ class SearchConfig(BaseModel):
     schedule: ScheduleConfig | None = Field(
         None, description="Successive halving over epochs (rungs count epochs of all learning-rate rounds "
                           "together; the last rung is the whole training).")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _primary_from_objectives(cls, data: Any) -> Any:
+        """With `objectives`, `metric`/`direction` default to the first objective's (progress, stop rules, best)."""
+        if isinstance(data, dict) and isinstance(data.get("objectives"), list) and data["objectives"]:
+            first = data["objectives"][0]
+            if isinstance(first, dict) and first.get("metric") in OBJECTIVES and \
+                    first.get("direction") in ("maximize", "minimize"):  # else the objective's own error says why
+                data = {"metric": first.get("metric"), "direction": first.get("direction"), **data}
+        return data
+
+    @field_validator("metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        if value not in OBJECTIVES:
+            raise ValueError(f"{value!r} is not a metric trials record; choose one of {', '.join(OBJECTIVES)}")
+        return value
+
+    @model_validator(mode="after")
+    def _objectives_fit(self) -> SearchConfig:
+        goals = self.objectives
+        if not goals:
+            return self
+        names = [g.metric for g in goals]
+        if len(set(names)) != len(names):
+            raise ValueError("objectives: each metric may appear once")
+        if (self.metric, self.direction) != (goals[0].metric, goals[0].direction):
+            raise ValueError("metric/direction: with objectives, they are the first objective's (leave them out)")
+        if len(goals) > 1:
+            if self.strategy == "keras_tuner":
+                raise ValueError("objectives: keras_tuner optimises one metric; use optuna (sampler nsga2 or tpe), "
+                                 "random or grid")
+            if self.strategy == "optuna" and self.sampler == "cmaes":
+                raise ValueError("objectives: the cmaes sampler optimises one metric; use nsga2 or tpe")
+            if self.pruner != "none":
+                raise ValueError("pruner: Optuna cannot prune a multi-objective search; use pruner none")
+            if self.warm_start:
+                raise ValueError("warm_start: not available with several objectives")
+        elif self.sampler == "nsga2" and self.strategy == "optuna":
+            raise ValueError("sampler: nsga2 is for several objectives")
+        return self
+
+    def goals(self) -> list[tuple[str, str]]:
+        """(metric, direction) of every objective; one pair for a single-metric sweep."""
+        return [(g.metric, g.direction) for g in self.objectives] or [(self.metric, self.direction)]
+
+    def study_direction(self) -> str | list[str]:
+        """What Optuna's study is created with: one direction, or a list for several objectives."""
+        goals = self.goals()
+        return goals[0][1] if len(goals) == 1 else [direction for _, direction in goals]
 
 
 class ResourcesConfig(BaseModel):

@@ -27,6 +27,7 @@ ROLE = "videosweep.role"
 KEY_TAG = "videosweep.trial_key"  # a trial run's key (in the study it is the attribute queue.KEY_ATTR)
 STATE = "videosweep.state"
 SWEEP = "videosweep.sweep"
+LATENCY_DEVICE_TAG = "videosweep.latency_device"  # where a trial's latency_ms / throughput_fps were measured
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 # The artefact store is shared, not trusted: MLflow must never unpickle what it holds (inherited by every
 # process we start), and its "View run at <uri>" lines would print a tracking URI's password.
@@ -313,6 +314,8 @@ class Tracker:
         # Where it ran, as the trial saw it (backend, its version, the device it computed on).
         ran = {tag: results.get(key) for tag, key in BACKEND_TAGS.items() if results.get(key) is not None}
         tags = [RunTag(STATE, state), *(RunTag(k, str(v)) for k, v in ran.items())]
+        if results.get("model_latency_device"):  # latency_ms and throughput_fps were measured there
+            tags.append(RunTag(LATENCY_DEVICE_TAG, str(results["model_latency_device"])))
         if results.get("rung") is not None:
             tags.append(RunTag("videosweep.rung", str(results["rung"])))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)

@@ -111,7 +111,8 @@ class ClaimRun:
         self.claim, self.config, self.sweep, self.dataset, self.tracker = claim, config, sweep, dataset, tracker
         self.heartbeat = heartbeat
         self.trial, self.study = claim.trial, claim.trial.study
-        self.objective = objective(sweep.search.metric)
+        self.objective = objective(sweep.search.metric)  # the first objective: progress, stop rules, pruner
+        self.objectives = [objective(name) for name, _ in sweep.search.goals()]
         self.out = Path(config.workdir) / "trials" / claim.key
         self.run_id: str | None = None
         self.model_logged = False  # the key's run already finished with its model (resume after a lost study)
@@ -171,6 +172,8 @@ class ClaimRun:
                                       val_accuracy=row["val_accuracy"]))
         self._check_heartbeat()
         key = self.claim.key
+        if len(self.objectives) > 1:  # Optuna neither records nor prunes per-step values of several objectives
+            return
         retrying(lambda: self.trial.report(float(row[self.objective.per_epoch]), step), f"reporting trial {key}")
         if retrying(self.trial.should_prune, f"asking the pruner about trial {key}"):
             raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
@@ -186,6 +189,8 @@ class ClaimRun:
                           f"looking for an earlier run of trial {self.claim.key}")
         if source is None:
             return None
+        if any(o.final not in source.data.metrics for o in self.objectives):
+            return None  # an earlier run without every objective (e.g. before latency was measured): train it
         if not reuse.artifacts_present(client, source):
             print(f"trial {self.claim.key}: the artefacts of its earlier run {reuse.origin(source)[0]} are gone "
                   f"({reuse.origin(source)[1]}); training it again", flush=True)
@@ -194,9 +199,10 @@ class ClaimRun:
                                      source, {"optuna_trial": self.trial.number, "slot": self.config.slot,
                                               **provenance.trial_tags(self.config.sweep_source, self.config.gpu)})
         value = float(source.data.metrics[final])
+        values = [float(source.data.metrics[o.final]) for o in self.objectives]
         self._set_attrs(mlflow_run_id=self.run_id, **{reuse.REUSED_ATTR: reuse.origin(source)[0]},
                         **reuse.study_attrs(source))
-        self._tell(values=value)
+        self._tell(values=value if len(values) == 1 else values)
         _emit(self.config, TrialFinished(self.config.slot, trial=self.trial.number, key=self.claim.key,
                                          state="complete", value=value,
                                          reason=f"reused run {reuse.origin(source)[0]}"))
@@ -304,7 +310,8 @@ class ClaimRun:
                 model = keras.models.load_model(self.out / "model_best.keras", safe_mode=True)
             self.tracker.finish_trial(self.run_id, results, self.out, model, state="paused" if paused else "finished")
         self._check_heartbeat()
-        self._tell(values=value)
+        values = [o.value(results) for o in self.objectives]  # several objectives: Optuna's front
+        self._tell(values=value if len(values) == 1 else values)
         return self._finished("complete", value)
 
     def _pruned(self, reason: str) -> tuple[str, float | None]:
@@ -441,7 +448,7 @@ def work(config: WorkerConfig) -> int:
     sweep = sweep_from_mapping(yaml.safe_load(config.sweep_yaml), config.sweep_source)
     dataset = load_dataset(sweep.data.root, sweep.data.labels, config.cache_dir)
     storage = open_storage(config.storage_url)
-    study = open_study(sweep.name, storage, sweep.search.direction, make_sampler(sweep), make_pruner(sweep))
+    study = open_study(sweep.name, storage, sweep.search.study_direction(), make_sampler(sweep), make_pruner(sweep))
     search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries,
                          rank=feature_rank(dataset, config.cache_dir))
     tracker = None

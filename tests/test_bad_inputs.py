@@ -236,6 +236,20 @@ CASES += [
     Case("KERAS_BACKEND unknown", lambda f: ["env-KERAS_BACKEND=cntk", *run(f)], "KERAS_BACKEND: unknown backend"),
     Case("--gpus naming a GPU that is not there (none found)", lambda f: run(f, "--gpus", "99", "--backend", "jax"),
          "(GPUs found: none)"),
+    # deployment-aware selection (#20): objectives, multi-objective search, budgets
+    Case("objective naming a metric trials never record",
+         lambda f: plan(f, search={"objectives": [{"metric": "f1_score", "direction": "maximize"}]}),
+         "'f1_score' is not a metric trials record"),
+    Case("objective direction other than maximize/minimize",
+         lambda f: plan(f, search={"objectives": [{"metric": "latency_ms", "direction": "lower"}]}),
+         "objectives.0.direction: input should be 'maximize' or 'minimize'"),
+    Case("pruner on a multi-objective search",
+         lambda f: plan(f, search={"strategy": "optuna", "trials": 2, "pruner": "median", "objectives": [
+             {"metric": "val_accuracy", "direction": "maximize"}, {"metric": "latency_ms", "direction": "minimize"}]}),
+         "cannot prune a multi-objective search"),
+    Case("negative latency budget for export",
+         lambda f: ["export", str(sweep(f)), "--workdir", str(f / "work"), "--out", str(f / "x"),
+                    "--max-latency-ms", "-5"], "--max-latency-ms must be a positive number"),
 ]
 
 

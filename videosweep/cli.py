@@ -408,7 +408,7 @@ def report(
     sweep, workdir, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
     # the default folder is the sweep's own, rebuilt each time; a folder the user names needs --overwrite
     summary = build_report(runs, out or workdir / "report", metric or sweep.search.metric, top_k=top,
-                           overwrite=overwrite or out is None)
+                           overwrite=overwrite or out is None, goals=None if metric else sweep.search.goals())
     best = summary["best"]
     console.print(f"{summary['finished']} finished of {summary['trials']} trials ranked; best: "
                   f"{best['trial_key'] if best else '-'}")
@@ -425,13 +425,31 @@ def best(
     workdir: WorkdirOpt = None,
     tracking_uri: TrackingOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable output.")] = False,
+    pareto: Annotated[bool, typer.Option("--pareto", help="Every non-dominated finished trial over the sweep's "
+                                         "objectives (one metric: it and latency_ms).")] = False,
 ) -> None:
-    """The best finished trial: key, MLflow run id, metric and parameters."""
+    """The best finished trial: key, MLflow run id, metric and parameters (or, with --pareto, the front)."""
     import json
 
     from reports.best import best_trial
 
     sweep, _, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
+    if pareto:
+        from reports.pareto import front_goals, front_records, pareto_front
+        from runner.metrics import objective
+
+        goals = front_goals([(metric, objective(metric).direction)] if metric else sweep.search.goals())
+        front = front_records(pareto_front(runs.trials, goals))
+        if as_json:
+            print(json.dumps({"objectives": [{"metric": m, "direction": d} for m, d in goals], "front": front},
+                             indent=2, default=str))
+            return
+        names = [m for m, _ in goals]
+        console.print(f"Pareto front over {', '.join(f'{m} ({d})' for m, d in goals)}: {len(front)} trial(s)")
+        for row in front:
+            console.print(f"[bold]{row['trial_key']}[/] " + " ".join(f"{m}={row[m]:.4g}" for m in names)
+                          + f"  MLflow run {row['run_id']}")
+        return
     metric = metric or sweep.search.metric
     result = best_trial(runs, metric, sweep.name)
     params = result["params"]
@@ -454,17 +472,37 @@ def export(
     overwrite: Annotated[bool, typer.Option(help="Replace a non-empty --out.")] = False,
     workdir: WorkdirOpt = None,
     tracking_uri: TrackingOpt = None,
+    max_latency_ms: Annotated[Optional[float], typer.Option(
+        help="Export the most accurate trial whose end-to-end latency (ms, measured per trial) is this or less.")
+    ] = None,
+    max_params: Annotated[Optional[float], typer.Option(
+        help="Export the most accurate trial whose end-to-end model has at most this many parameters.")] = None,
 ) -> None:
     """A self-contained model on raw frames with labels.json, export.json and model_card.md."""
     from reports.best import best_trial
     from reports.export import export_trial, parse_formats
+    from reports.pareto import check_budget, within_budget
+    from runner.metrics import objective
 
     formats = parse_formats(format_)
+    check_budget(max_latency_ms, max_params)
+    budgeted = max_latency_ms is not None or max_params is not None
+    if budgeted and trial is not None:
+        raise UserError("give either --trial or a budget (--max-latency-ms / --max-params), not both")
     quiet_tensorflow(load=True)
     sweep, _, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
-    if trial is None:
+    if budgeted:  # the most accurate trial within the budget
+        accuracy = metric or (sweep.search.metric if "accuracy" in sweep.search.metric else "val_accuracy")
+        chosen = within_budget(runs.trials, accuracy, max_latency_ms, max_params)
+        trial = str(chosen.trial_key)
+        selection = {"rule": f"highest {accuracy} within the budget", "max_latency_ms": max_latency_ms,
+                     "max_params": max_params, "latency_ms": float(chosen.latency_ms),
+                     "param_count": float(chosen.deployed_param_count),
+                     accuracy: float(chosen[objective(accuracy).final])}
+    elif trial is None:
         trial = str(best_trial(runs, metric or sweep.search.metric, sweep.name)["trial_key"])
-    meta = export_trial(runs, trial, out, formats, register=register, overwrite=overwrite)
+    meta = export_trial(runs, trial, out, formats, register=register, overwrite=overwrite,
+                        selection=selection if budgeted else None)
     console.print(f"exported {meta['architecture']} trial {trial} to {out} ({', '.join(meta['files'].values())}); "
                   f"input {meta['input']['shape']} RGB 0-255")
     if meta.get("registered"):

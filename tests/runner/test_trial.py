@@ -48,6 +48,15 @@ def test_every_architecture_trains_on_real_frames(architecture, datasets, tmp_pa
     assert {p.name for p in out.iterdir()} == ARTEFACTS
     saved = json.loads((out / "results.json").read_text())
     assert saved["architecture"] == architecture
+    for key in ("data_total_rows_train", "data_total_rows_valid", "data_total_rows_test", "fit_best_round",
+                "fit_dt_train_start", "fit_dt_train_end", "fit_dt_train_duration_seconds", "fit_dt_test_start",
+                "fit_num_epochs", "fit_stopped_epoch1", "fit_stopped_epoch2", "fit_train_acc", "fit_train_loss",
+                "fit_val_acc", "fit_val_loss", "fit_test_acc", "fit_test_loss", "model_param_count"):
+        assert key in saved, key
+    # deployment figures of the end-to-end model on raw frames (never a value: CI machines vary)
+    for key in ("model_latency_ms", "model_throughput_fps", "model_e2e_param_count", "model_size_mb"):
+        assert saved[key] > 0, key
+    assert saved["model_e2e_param_count"] >= saved["model_param_count"] and saved["model_latency_device"]
     history = pd.read_csv(out / "fit_history.csv")
     splits = dataset.labels.split.value_counts()
     for split in ("train", "valid", "test"):  # one row per window: at most one per frame, at least one per video
