@@ -54,4 +54,4 @@ def join_backbone(spec: ModelSpec, trained: keras.Model, front: keras.Model | No
     if arch.inputs == "frames":
         return trained
     front = front if front is not None else frames_to_features(spec)
-    return keras.Model(front.inputs, head_of(trained)(front.outputs[0]), name=f"{arch.name}_on_frames")
+    return keras.Model(front.inputs[0], head_of(trained)(front.outputs[0]), name=f"{arch.name}_on_frames")
