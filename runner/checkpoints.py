@@ -126,6 +126,9 @@ class Checkpointer:
         """A new generation: weights, optimizer, seeds, order and state; `best`/`round_best` are
         (version, weights) so an unchanged file is linked from the previous generation, not rewritten."""
         self.folder.mkdir(parents=True, exist_ok=True)
+        marker = self.folder.parent / atomic.TRIAL_MARKER  # the trial's folder is ours: a retry may replace it
+        if not marker.exists():
+            atomic.write_text(marker, "written by videosweep; --overwrite may replace this folder\n")
         previous = self._latest_dir()
         number = int(previous.name.split("-")[1]) + 1 if previous is not None else 1
         final = self.folder / f"ckpt-{number:06d}"

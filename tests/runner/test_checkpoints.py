@@ -104,7 +104,7 @@ def test_a_killed_trial_continues_from_its_checkpoint_and_mlflow_has_each_epoch_
     # Re-queued onto a machine without the checkpoint (here: it is gone): starts over, and says so.
     again = run_cli("run", str(killed), "--workdir", str(tmp_path / "c"), "--max-retries", "0",
                     env={"VIDEOSWEEP_FAULT": "kill:layer_1_size=16@2"})
-    assert again.returncode == 0 and load_study(tmp_path / "c", "killed").trials[0].state.name == "FAIL"
+    assert again.returncode == 1 and load_study(tmp_path / "c", "killed").trials[0].state.name == "FAIL"  # for good
     import shutil
 
     shutil.rmtree(tmp_path / "c" / "trials" / key / "checkpoint")
