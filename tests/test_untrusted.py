@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import ROOT, SEALS, copy_tree, run_cli
+from tests.conftest import CLI, ROOT, SEALS, copy_tree, run_cli
 from tests.runner.test_run import FEATURES, load_study, trainings, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -320,19 +320,17 @@ def test_a_tracking_password_is_kept_out_of_output_study_mlflow_and_reports(pick
     assert links is None or all("me:***@" in link for link in links)
 
 
-def test_ui_keeps_a_database_password_off_every_command_line(tmp_path):
+def test_ui_keeps_a_database_password_off_every_command_line(tmp_path, postgres_admin):
     import psutil
 
-    from tests.runner.test_scale_out import _postgres_available, database_url, drop_database, new_database
+    from tests.runner.test_scale_out import database_url, drop_database, new_database
     from tests.runner.test_ui import wait_for
 
-    if not _postgres_available():
-        pytest.skip("no PostgreSQL")
     name = new_database()
     uri = database_url(name).replace("://postgres@", f"://postgres:{SECRET}@")  # trust auth ignores it
     sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0]}])
     port = _free_port()
-    command = [sys.executable, "-c", "from videosweep.cli import main; main()", "ui", str(sweep), "--workdir",
+    command = [*CLI, "ui", str(sweep), "--workdir",
                str(tmp_path / "w"), "--port", str(port)]
     ui = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                           start_new_session=True, env={**os.environ, "MLFLOW_TRACKING_URI": uri})
@@ -383,11 +381,9 @@ def test_each_scheduler_has_its_own_stop_file(tmp_path):
     assert _stopping(first)
 
 
-def test_a_worker_joining_by_name_is_told_the_study_keeps_no_tracking_password(tmp_path):
-    from tests.runner.test_scale_out import _postgres_available, database_url, drop_database, new_database
+def test_a_worker_joining_by_name_is_told_the_study_keeps_no_tracking_password(tmp_path, postgres_admin):
+    from tests.runner.test_scale_out import database_url, drop_database, new_database
 
-    if not _postgres_available():
-        pytest.skip("no PostgreSQL")
     name = new_database()
     try:
         sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0]}],

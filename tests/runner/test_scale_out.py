@@ -100,7 +100,8 @@ def mlflow_server(tmp_path_factory, postgres_admin):
 def start_worker(sweep: Path, storage: str, tracking: str, workdir: Path, env: dict[str, str] | None = None
                  ) -> subprocess.Popen:
     command = [*CLI, "worker", str(sweep), "--storage",
-               storage, "--tracking-uri", tracking, "--workdir", str(workdir), "--workers", "1"]
+               storage, "--tracking-uri", tracking, "--workdir", str(workdir), "--workers", "1",
+               "--no-reuse"]  # the tracking server is shared by the tests: each sweep trains its own keys
     return subprocess.Popen(command, cwd=ROOT, env={**os.environ, **(env or {})}, start_new_session=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -169,7 +170,7 @@ def test_a_worker_joins_by_study_name_alone(postgres, mlflow_server, tmp_path, c
                         name="byname")
     assert run_cli("plan", str(sweep), "--storage", postgres).returncode == 0
     first = run_cli("run", str(sweep), "--storage", postgres, "--tracking-uri", mlflow_server, "--workdir",
-                    str(tmp_path / "a"))
+                    str(tmp_path / "a"), "--no-reuse")
     assert first.returncode == 0, first.stderr
     joined = run_cli("worker", "--storage", postgres, "--study", "byname", "--workdir", str(tmp_path / "b"))
     assert joined.returncode == 0, joined.stderr
@@ -197,7 +198,7 @@ def test_a_database_restart_mid_sweep_loses_nothing(postgres, tmp_path, cache_di
                         name=name)
     counter = tmp_path / "count.txt"
     command = [*CLI, "run", str(sweep), "--storage",
-               postgres, "--workdir", str(tmp_path / "w"), "--workers", "2"]
+               postgres, "--workdir", str(tmp_path / "w"), "--workers", "2", "--no-reuse"]
     process = subprocess.Popen(command, cwd=ROOT, env={**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter}"},
                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
     try:
