@@ -28,8 +28,21 @@ RESULT_KEYS = ("model_latency_ms", "model_throughput_fps", "model_e2e_param_coun
                "model_latency_device", "model_latency_seconds")
 
 
+def _tensorflow() -> bool:
+    import keras
+
+    return keras.backend.backend() == "tensorflow"
+
+
 def device_name() -> str:
     """Where the measurement ran: the GPU the worker sees, else the CPU (model and visible cores)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpu = f"CPU {platform.processor() or platform.machine()} ({cores} cores)"
+    if not _tensorflow():  # other backends name their accelerator themselves
+        from runner import backends
+
+        device = str(backends.describe(backends.active()).get("device", ""))
+        return device if device and not device.lower().startswith("cpu") else cpu
     import tensorflow as tf
 
     gpus = tf.config.list_logical_devices("GPU")
@@ -39,8 +52,7 @@ def device_name() -> str:
             return f"GPU {details.get('device_name', gpus[0].name)}"
         except Exception:  # noqa: BLE001 - details are best effort
             return f"GPU {gpus[0].name}"
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    return f"CPU {platform.processor() or platform.machine()} ({cores} cores)"
+    return cpu
 
 
 def _timed(call: Any, inputs: Any) -> float:
@@ -55,7 +67,10 @@ MAX_FRONTS = 4
 
 
 def _graph(model: Any) -> Any:
-    """The model as one traced graph for any batch size (traced once, on its first call)."""
+    """The model as one traced graph for any batch size (traced once, on its first call); other backends use
+    Keras's own compiled prediction step."""
+    if not _tensorflow():
+        return model.predict_on_batch
     import tensorflow as tf
 
     shape = [None if d is None else int(d) for d in model.input_shape]
@@ -79,13 +94,20 @@ def _front(spec: ModelSpec) -> tuple[Any, Any]:
     return _FRONTS[key]
 
 
+def _constant(values: np.ndarray) -> Any:
+    """An input already on the device (TensorFlow), or the array itself (other backends convert it)."""
+    if not _tensorflow():
+        return values
+    import tensorflow as tf
+
+    return tf.constant(values)
+
+
 def measure(spec: ModelSpec, trained: Any) -> dict[str, Any]:
     """The end-to-end model's latency, throughput, size and the device, as results.json entries.
 
     For frozen-feature architectures the timed call runs raw frames through the backbone (as `export` joins
     it, zoo/deploy.py) and then the trained head: the same computation as the exported model, as two graphs."""
-    import tensorflow as tf
-
     import zoo
     from zoo.deploy import head_of
 
@@ -106,8 +128,8 @@ def measure(spec: ModelSpec, trained: Any) -> dict[str, Any]:
 
     shape = tuple(1 if d is None else int(d) for d in shape)
     rng = np.random.default_rng(0)
-    one = tf.constant(rng.uniform(0, 255, shape).astype(np.float32))
-    batch = tf.constant(rng.uniform(0, 255, (THROUGHPUT_BATCH, *shape[1:])).astype(np.float32))
+    one = _constant(rng.uniform(0, 255, shape).astype(np.float32))
+    batch = _constant(rng.uniform(0, 255, (THROUGHPUT_BATCH, *shape[1:])).astype(np.float32))
     for _ in range(WARMUP_CALLS):
         _timed(call, one)
     _timed(call, batch)

@@ -270,7 +270,7 @@ def _free_port() -> int:
 def picky_server(tmp_path_factory):
     """A real `mlflow server` that answers only to the Host `localhost:PORT` (as docker-compose's answered only
     to its own name): http://127.0.0.1:PORT is refused with 403, http://localhost:PORT is served."""
-    from tests.runner.test_ui import wait_for
+    from tests.videosweep.test_ui import wait_for
 
     folder = tmp_path_factory.mktemp("server")
     port = _free_port()
@@ -324,7 +324,7 @@ def test_ui_keeps_a_database_password_off_every_command_line(tmp_path, postgres_
     import psutil
 
     from tests.runner.test_scale_out import database_url, drop_database, new_database
-    from tests.runner.test_ui import wait_for
+    from tests.videosweep.test_ui import wait_for
 
     name = new_database()
     uri = database_url(name).replace("://postgres@", f"://postgres:{SECRET}@")  # trust auth ignores it

@@ -18,7 +18,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import CLI, POSTGRES_URL, ROOT, run_cli
 from tests.runner.test_run import FEATURES, trainings, write_sweep
-from tests.runner.test_ui import free_port, wait_for
+from tests.videosweep.test_ui import free_port, wait_for
 
 pytestmark = pytest.mark.slow
 ADMIN_URL = POSTGRES_URL  # VIDEOSWEEP_TEST_POSTGRES points the tests at another server

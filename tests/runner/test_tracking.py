@@ -114,7 +114,7 @@ def test_mlflow_telemetry_is_off_unless_the_user_turns_it_on():
 
 def start_mlflow_server(backend: str, artifacts: Path) -> tuple[subprocess.Popen, str]:
     """A real `mlflow server` (its own process group) on a free port; returned once it answers."""
-    from tests.runner.test_ui import free_port, wait_for
+    from tests.videosweep.test_ui import free_port, wait_for
 
     port = free_port()
     server = subprocess.Popen([sys.executable, "-m", "mlflow", "server", "--backend-store-uri", backend, "--host",
