@@ -82,6 +82,13 @@ class StopConfig(BaseModel):
 Direction = Literal["maximize", "minimize"]
 
 
+def recorded_metric(value: str) -> str:
+    """A metric name every trial records (objectives, search.metric), or the error listing them."""
+    if value not in OBJECTIVES:
+        raise ValueError(f"{value!r} is not a metric trials record; choose one of {', '.join(OBJECTIVES)}")
+    return value
+
+
 class ObjectiveConfig(BaseModel):
     """One objective of a multi-objective search."""
 
@@ -93,9 +100,7 @@ class ObjectiveConfig(BaseModel):
     @field_validator("metric")
     @classmethod
     def _recorded(cls, value: str) -> str:
-        if value not in OBJECTIVES:
-            raise ValueError(f"{value!r} is not a metric trials record; choose one of {', '.join(OBJECTIVES)}")
-        return value
+        return recorded_metric(value)
 
 
 class ScheduleConfig(BaseModel):
@@ -152,9 +157,7 @@ class SearchConfig(BaseModel):
     @field_validator("metric")
     @classmethod
     def _known_metric(cls, value: str) -> str:
-        if value not in OBJECTIVES:
-            raise ValueError(f"{value!r} is not a metric trials record; choose one of {', '.join(OBJECTIVES)}")
-        return value
+        return recorded_metric(value)
 
     @model_validator(mode="after")
     def _objectives_fit(self) -> SearchConfig:
