@@ -60,4 +60,11 @@ class WorkerExited(WorkerEvent):
     reason: str  # empty (nothing left) | stop (asked to) | recycle | failed | memory
 
 
-Event = Union[WorkerReady, TrialStarted, EpochEnded, TrialFinished, TrialNote, WorkerExited]
+@dataclass(frozen=True)
+class WorkerGaveUp(WorkerEvent):
+    """A shared store (the study database, the tracking server) stayed unreachable: why, in one line."""
+
+    message: str
+
+
+Event = Union[WorkerReady, TrialStarted, EpochEnded, TrialFinished, TrialNote, WorkerExited, WorkerGaveUp]

@@ -20,9 +20,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable
 
-from runner.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited
+from runner.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerGaveUp
 from runner.liveness import INTERRUPTED
-from runner.worker import STORAGE_LOST_EXIT, WorkerConfig, worker_main
+from runner.worker import GAVE_UP_EXIT, WorkerConfig, worker_main
 from zoo.errors import UserError
 
 POLL_SECONDS = 0.2
@@ -82,6 +82,7 @@ class SlotState:
     finished: bool = False  # its worker found nothing left to do
     reader: Connection | None = None  # this worker's own event pipe: a dying worker cannot block the others
     architecture: str = ""
+    gave_up: str = ""  # why its worker stopped on an unreachable shared store (WorkerGaveUp)
 
 
 @dataclass
@@ -128,6 +129,8 @@ class Scheduler:
             state.trial, state.key, state.ran = None, None, state.ran + 1
         elif isinstance(event, WorkerExited):
             state.finished = event.reason in ("empty", "stop")
+        elif isinstance(event, WorkerGaveUp):
+            state.gave_up = event.message
         self.on_event(event, self.states)
 
     def _drain(self, timeout: float) -> None:
@@ -164,9 +167,9 @@ class Scheduler:
         process.join()
         self._drain(0)  # the worker's last events may still be queued
         code = process.exitcode
-        if code == STORAGE_LOST_EXIT:  # retrying the database did not help; respawning would not either
-            raise UserError("a worker could not reach the study storage (its reason is above); stopped cleanly: "
-                            "`videosweep resume` finishes the sweep")
+        if code == GAVE_UP_EXIT:  # retrying the store did not help; respawning would not either
+            reason = state.gave_up or "a worker could not reach a shared store (study database or tracking server)"
+            raise UserError(f"{reason}; stopped cleanly: `videosweep resume` finishes the sweep")
         if code:  # its last events may be lost with it: the study knows its trials by the worker's pid
             reason = f"worker died with signal {signal.Signals(-code).name}" if code < 0 else \
                 f"worker exited with code {code}"

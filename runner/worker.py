@@ -21,7 +21,8 @@ from typing import Any
 
 from runner import hooks
 from runner import optuna_internals as internals
-from runner.events import EpochEnded, Event, TrialFinished, TrialNote, TrialStarted, WorkerExited, WorkerReady
+from runner.events import (EpochEnded, Event, TrialFinished, TrialNote, TrialStarted, WorkerExited, WorkerGaveUp,
+                           WorkerReady)
 from runner.liveness import Heartbeat
 from runner.metrics import objective
 from runner.queue import Claim
@@ -359,9 +360,12 @@ def worker_main(config: WorkerConfig) -> None:
     code = 0
     try:
         work(config)
-    except UserError as err:  # e.g. the database stayed unreachable: one line, not a traceback
-        print(f"error: {mask_text(one_line(str(err)))}", file=sys.stderr)
-        code = STORAGE_LOST_EXIT
+    except UserError as err:  # e.g. the database stayed unreachable: the scheduler says why, in one line
+        message = mask_text(one_line(str(err)))
+        if config.events is None:
+            print(f"error: {message}", file=sys.stderr)
+        _emit(config, WorkerGaveUp(config.slot, message=message))
+        code = GAVE_UP_EXIT
     except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
         traceback.print_exc()
         code = 1
@@ -371,7 +375,7 @@ def worker_main(config: WorkerConfig) -> None:
         os._exit(code)
 
 
-STORAGE_LOST_EXIT = 3  # the worker gave up on an unreachable database: the scheduler stops rather than respawn
+GAVE_UP_EXIT = 3  # the worker gave up on an unreachable shared store: the scheduler stops rather than respawn
 TRACKING_READY = ".tracking.json"  # written by `run` once the sweep's MLflow parent run exists
 TRACKING_WAIT_SECONDS = 300
 
@@ -461,12 +465,12 @@ def work(config: WorkerConfig) -> int:
         if stop.evaluate(study, sweep, config.deadline, rules_on=not config.ignore_stop):
             reason = "stop"  # a stop rule or the time budget: running trials finish, no new one starts
             break
+        if tracker is None and config.tracking_uri is not None:
+            tracker = connect_tracker(config, sweep)  # before a claim: a store that is down leaves no trial RUNNING
         claim = retrying(search.next_trial, "claiming a trial")
         if claim is None:
             reason = "empty"
             break
-        if tracker is None and config.tracking_uri is not None:
-            tracker = connect_tracker(config, sweep)
         outcome, value = run_claim(claim, config, sweep, dataset, tracker)
         search.finish(claim, outcome, value)
         ran += 1

@@ -161,7 +161,8 @@ def test_the_tracking_server_going_away_mid_sweep_stops_the_sweep_clearly_and_lo
         stop(server)
     assert process.returncode == 2, (out[-2000:], err[-3000:])
     errors = [line for line in err.splitlines() if line.startswith("error:")]
-    assert len(errors) == 1 and f"lost the MLflow tracking store {uri} mid-sweep" in errors[0], err[-3000:]
+    # said by the scheduler ("lost ... mid-sweep") or by the worker that found it gone ("cannot reach ...")
+    assert len(errors) == 1 and f"the MLflow tracking store {uri}" in errors[0], err[-3000:]
     assert "videosweep resume" in errors[0] and "Traceback" not in err
     trials = load_study(workdir).trials
     by_size = {t.user_attrs["params"]["layer_1_size"]: t for t in trials}
