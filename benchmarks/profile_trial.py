@@ -23,7 +23,7 @@ sys.path.insert(0, str(ROOT))
 PHASES = {  # (file suffix, function) -> phase name
     ("runner/trial.py", "prepare_source"): "frames/features (cache or extraction)",
     ("zoo/__init__.py", "create_model"): "build the model",
-    ("runner/trial.py", "train_rounds"): "training rounds (fit)",
+    ("runner/trial.py", "run"): "training rounds (fit)",
     ("runner/trial.py", "_predict"): "test predictions",
     ("runner/latency.py", "measure"): "latency/throughput of the end-to-end model (#20)",
     ("runner/plots.py", "write_confusion_matrices"): "confusion matrix plots",
