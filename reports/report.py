@@ -20,6 +20,7 @@ import pandas as pd
 
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
 from reports.leaderboard import leaderboard, to_markdown
+from runner.metrics import CONTINUED_METRIC
 from runner.plots import confusion_figure
 from reports.records import SweepRuns
 from runner.metrics import objective
@@ -87,16 +88,25 @@ def learning_curves_figure(runs: SweepRuns, top: pd.DataFrame) -> Figure | None:
     if top.empty:
         return None
     figure, (acc_axes, loss_axes) = plt.subplots(1, 2, figsize=(11, 3.8))
+    any_continued = False
     for _, row in top.iterrows():
         label = f"#{row['rank']} {row['architecture']} {row['trial_key']}"
         if pd.notna(row.get("rung")):  # successive halving: continued from rung to rung on one curve
             label += f" (rung {int(row['rung'])})"
+        continued = {int(m.step) for m in runs.tracker.client.get_metric_history(row["run_id"], CONTINUED_METRIC)}
         for axes, name in ((acc_axes, "val_accuracy"), (loss_axes, "val_loss")):
             history = runs.tracker.client.get_metric_history(row["run_id"], name)
-            points = sorted((m.step, m.value) for m in history)
+            points = dict(sorted((int(m.step), m.value) for m in history))
             if points:
-                axes.plot(*zip(*points), marker=".", label=label)
+                (line,) = axes.plot(list(points), list(points.values()), marker=".", label=label)
+                marks = sorted(continued & points.keys())
+                any_continued = any_continued or bool(marks)
+                axes.plot(marks, [points[s] for s in marks], linestyle="none", marker="o", markersize=9,
+                          markerfacecolor="none", color=line.get_color())
             axes.set(xlabel="epoch (all rounds)", ylabel=name)
+    if any_continued:
+        acc_axes.plot([], [], linestyle="none", marker="o", markerfacecolor="none", color="grey",
+                      label="continued from a checkpoint at this epoch")
     acc_axes.legend(fontsize=7)
     return Figure(f"Learning curves of the top {len(top)}", png(figure))
 

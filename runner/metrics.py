@@ -10,6 +10,9 @@ from zoo.errors import UserError
 
 # Per-epoch values a trial's history holds and MLflow receives once per step.
 EPOCH_METRICS = ("loss", "accuracy", "val_loss", "val_accuracy", "learning_rate", "round")
+# Logged at step S (value S) when an attempt continued from a checkpoint (a resumed, retried or re-queued trial,
+# or one promoted to the next rung) and S is the first epoch step it trained: where a learning curve carries on.
+CONTINUED_METRIC = "continued_at_step"
 
 # MLflow's name of each final metric of a trial run -> its key in results.json (the research code's names).
 FINAL_METRICS: dict[str, str] = {

@@ -29,7 +29,7 @@ def key_state(trials: list[Any]) -> str:
 def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
     """The sweep's plan: for a grid, every trial it expands to and every combination dropped (by reason)."""
     expansion = expand_grid(ctx.sweep, ctx.dataset.fingerprint) if ctx.sweep.search.strategy == "grid" else None
-    states = dict.fromkeys(STATES + (("paused",) if ctx.sweep.search.schedule is not None else ()), 0)
+    states = dict.fromkeys(STATES + (("paused",) if ctx.sweep.search.stages_epochs else ()), 0)
     study = ctx.open_study(create=False) if ctx.has_study() else None
     if study is not None:
         by_key = queue.trials_by_key(study)

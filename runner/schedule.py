@@ -82,6 +82,15 @@ def is_paused(trial: FrozenTrial) -> bool:
     return trial.state == TrialState.COMPLETE and bool(trial.user_attrs.get(PAUSED_ATTR))
 
 
+def remove_stopped_checkpoints(study: optuna.Study, workdir: Path) -> None:
+    """Keys paused at a rung that nothing promotes any more (the search has ended) keep no checkpoint."""
+    for key, trials in queue.trials_by_key(study).items():
+        top = current_trials(trials)
+        if all(is_paused(t) for t in top) and not any(t.state in (TrialState.WAITING, TrialState.RUNNING)
+                                                       for t in trials):
+            shutil.rmtree(workdir / "trials" / key / "checkpoint", ignore_errors=True)
+
+
 def _rung_results(study: optuna.Study, wanted: set[str] | None) -> tuple[dict[int, list[tuple[Any, ...]]], dict]:
     """Per rung: (value, first-queued number, key, trial) of every key that finished training at that rung."""
     by_key = queue.trials_by_key(study)

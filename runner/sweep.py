@@ -183,6 +183,12 @@ class SearchConfig(BaseModel):
             raise ValueError("sampler: nsga2 is for several objectives")
         return self
 
+    @property
+    def stages_epochs(self) -> bool:
+        """Trials train in stages of epochs, pausing on a checkpoint between them (a schedule, or Keras Tuner's
+        Hyperband): status and plans show rungs and paused trials."""
+        return self.schedule is not None or (self.strategy == "keras_tuner" and self.oracle == "hyperband")
+
     def goals(self) -> list[tuple[str, str]]:
         """(metric, direction) of every objective; one pair for a single-metric sweep."""
         return [(g.metric, g.direction) for g in self.objectives] or [(self.metric, self.direction)]

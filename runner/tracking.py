@@ -18,7 +18,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from runner.metrics import EPOCH_METRICS, final_metrics
+from runner.metrics import CONTINUED_METRIC, EPOCH_METRICS, final_metrics
 from runner.retry import retry, tracking_budget
 from zoo.errors import UserError, one_line
 from zoo.secrets import mask_text, mask_url
@@ -289,6 +289,12 @@ class Tracker:
                    if name in row]
         for chunk in _chunks(metrics, 900):
             self.client.log_batch(run_id, metrics=chunk)
+
+    def mark_continued(self, run_id: str, step: int) -> None:
+        """Training carried on from a checkpoint with epoch step `step`: marked once per step."""
+        if any(int(m.step) == step for m in self.client.get_metric_history(run_id, CONTINUED_METRIC)):
+            return  # an earlier attempt continued from the same checkpoint and died before its next one
+        self.client.log_metric(run_id, CONTINUED_METRIC, float(step), step=step)
 
     def last_step(self, run_id: str) -> int:
         """The last epoch step the run holds (-1: none), where a continued trial's epochs carry on."""

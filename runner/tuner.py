@@ -3,8 +3,13 @@ what to try next; the Optuna study stays the queue and the record, like for ever
 
 Keras Tuner keeps an oracle in one chief process. Our workers are separate processes (and machines), so the
 oracle's state lives in its own files under `<workdir>/keras_tuner/` and every worker reloads it, asks or
-reports, and saves it again under the study lock. Hyperband's `tuner/epochs` becomes the trial's epoch budget
-(each trial trains from scratch: the trial key includes its epochs).
+reports, and saves it again under the study lock.
+
+Hyperband's `tuner/epochs` becomes the study trial's epoch budget, counted like successive-halving rungs
+(epochs of all learning-rate rounds together, `max_epochs` being the whole training): a trial below the
+whole training pauses on its checkpoint, and the trial Hyperband promotes (`tuner/trial_id`) is the same
+trial key continuing from that checkpoint, as Keras Tuner's own Hyperband tuner continues it, never retrained.
+`tuner/round` is the rung it reached.
 """
 
 from __future__ import annotations
@@ -22,7 +27,7 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from runner import liveness, queue, subspace
+from runner import liveness, queue, schedule, subspace
 from runner import optuna_internals as internals
 from runner.expand import judge
 from runner.queue import Claim, claim_from_queue
@@ -56,12 +61,17 @@ def build_hyperparameters(sweep: Sweep) -> Any:
 
 
 def params_from_values(sweep: Sweep, values: dict[str, Any]) -> dict[str, Any]:
-    """A Keras Tuner trial's values -> flat sweep parameters (Hyperband's `tuner/epochs` is the epoch budget)."""
+    """A Keras Tuner trial's values -> flat sweep parameters (Hyperband's `tuner/*` values are not parameters)."""
     index = int(values.get(subspace.SUBSPACE, 0)) if len(sweep.space) > 1 else 0
-    params = subspace.decode(sweep, index, values)
-    if "tuner/epochs" in values:
-        params["epochs"] = int(values["tuner/epochs"])
-    return params
+    return subspace.decode(sweep, index, values)
+
+
+def stage_attrs(values: dict[str, Any], whole: int) -> dict[str, Any]:
+    """A Hyperband trial's epoch budget (at most the trial's whole training) and rung, as study attributes."""
+    if "tuner/epochs" not in values:
+        return {}
+    return {schedule.BUDGET_ATTR: min(int(values["tuner/epochs"]), whole),
+            queue.RUNG_ATTR: int(values.get("tuner/round", 0))}
 
 
 class KerasTunerSearch:
@@ -82,7 +92,8 @@ class KerasTunerSearch:
         common = {"objective": objective, "hyperparameters": build_hyperparameters(self.sweep), "seed": search.seed,
                   "tune_new_entries": False, "allow_new_entries": False, "max_retries_per_trial": 0}
         if search.oracle == "hyperband":
-            oracle = kt.oracles.HyperbandOracle(max_epochs=self.sweep.training.epochs, factor=3, **common)
+            oracle = kt.oracles.HyperbandOracle(max_epochs=schedule.full_epochs(self.sweep.training), factor=3,
+                                                **common)
             oracle.max_trials = search.trials
         elif search.oracle == "bayesian":
             oracle = kt.oracles.BayesianOptimizationOracle(max_trials=search.trials, **common)
@@ -133,8 +144,20 @@ class KerasTunerSearch:
                         oracle.end_trial(kt_trial)
                         continue
                     key = spec.key(self.fingerprint)
-                    queue.enqueue(self.study, key, spec, **{KT_ATTR: kt_trial.trial_id})
+                    earlier = queue.trials_by_key(self.study).get(key)
+                    promoted = "tuner/trial_id" in kt_trial.hyperparameters.values
+                    if earlier and not promoted:  # a point drawn twice
+                        kt_trial.status, kt_trial.message = "FAILED", f"drawn before as trial key {key}"
+                        oracle.end_trial(kt_trial)
+                        continue
+                    stage = stage_attrs(kt_trial.hyperparameters.values, schedule.full_epochs(spec.training))
+                    if earlier and promoted:  # where its checkpoint is (a worker elsewhere starts over, saying so)
+                        last = max(earlier, key=lambda t: t.number)
+                        stage.update(promoted_from=last.number, checkpoint=last.user_attrs.get("checkpoint"))
+                    queue.enqueue(self.study, key, spec, **{KT_ATTR: kt_trial.trial_id}, **stage)
             if status == "STOPPED":
+                with queue.study_lock(self.study, self.workdir):
+                    schedule.remove_stopped_checkpoints(self.study, self.workdir)
                 return None
             if status == "IDLE":  # Hyperband waits for a bracket's running trials
                 if not self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):

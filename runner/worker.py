@@ -119,6 +119,7 @@ class ClaimRun:
         self.model_logged = False  # the key's run already finished with its model (resume after a lost study)
         self.logged = -1  # the last epoch step MLflow holds for this trial's run
         self.started_over = ""
+        self.epochs_seen = False  # this attempt has trained an epoch (the first one says if it continued)
 
     def run(self) -> tuple[str, float | None]:
         import optuna
@@ -171,6 +172,9 @@ class ClaimRun:
 
         _emit(self.config, EpochEnded(self.config.slot, trial=self.trial.number, step=step,
                                       val_accuracy=row["val_accuracy"]))
+        if not self.epochs_seen and step > 0 and self.tracker is not None:  # this attempt continued a checkpoint
+            self.tracker.mark_continued(self.run_id, step)
+        self.epochs_seen = True
         self._check_heartbeat()
         key = self.claim.key
         if len(self.objectives) > 1:  # Optuna neither records nor prunes per-step values of several objectives

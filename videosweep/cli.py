@@ -324,7 +324,7 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
     if study is None:
         raise UserError(f"sweep {ctx.sweep.name} has not been run yet (no study in {ctx.workdir})")
     table = Table(title=f"{ctx.sweep.name}")
-    halving = ctx.sweep.search.schedule is not None
+    halving = ctx.sweep.search.stages_epochs
     for column in ("#", "key", "architecture", "state", *(("rung", "epochs") if halving else ()),
                    ctx.sweep.search.metric, "seconds", "note"):
         table.add_column(column)

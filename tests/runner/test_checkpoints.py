@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import yaml
 
+from runner.metrics import CONTINUED_METRIC
 from runner.schedule import planned_epochs, rung_budgets
 from runner.spec import TrialSpec
 from runner.sweep import ScheduleConfig
@@ -69,15 +70,15 @@ def _sweep(folder: Path, name: str, space: list, training: dict, **search) -> Pa
     return path
 
 
-def _steps(workdir: Path, name: str) -> dict[str, list[int]]:
-    """Each trial run's val_accuracy steps in MLflow, by trial key (deleted runs left out)."""
+def _steps(workdir: Path, name: str, metric: str = "val_accuracy") -> dict[str, list[int]]:
+    """Each trial run's steps of `metric` in MLflow, by trial key (deleted runs left out)."""
     from mlflow import MlflowClient
 
     client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
     experiment = client.get_experiment_by_name(name).experiment_id
     runs = client.search_runs([experiment], "tags.`videosweep.role` = 'trial'")
     return {run.data.tags["videosweep.trial_key"]: sorted(m.step for m in client.get_metric_history(
-        run.info.run_id, "val_accuracy")) for run in runs}
+        run.info.run_id, metric)) for run in runs}
 
 
 @pytest.mark.slow
@@ -100,6 +101,7 @@ def test_a_killed_trial_continues_from_its_checkpoint_and_mlflow_has_each_epoch_
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "trials" / key / "fit_history.csv")[COMPARED],
                                   expected)
     assert _steps(tmp_path / "b", "killed") == {key: list(range(len(expected)))}  # once each, continuous
+    assert _steps(tmp_path / "b", "killed", CONTINUED_METRIC) == {key: [2]}  # the curve says where it carried on
 
     # Re-queued onto a machine without the checkpoint (here: it is gone): starts over, and says so.
     again = run_cli("run", str(killed), "--workdir", str(tmp_path / "c"), "--max-retries", "0",
@@ -137,6 +139,7 @@ def test_successive_halving_promotes_the_best_which_continue_from_their_checkpoi
     winner = by_rung[2][0].user_attrs["trial_key"]
     steps = _steps(workdir, "sh")
     assert steps[winner] == [0, 1, 2, 3] and sorted(len(s) for s in steps.values()) == [1, 1, 2, 4]
+    assert _steps(workdir, "sh", CONTINUED_METRIC)[winner] == [1, 2]  # promoted twice, each from its checkpoint
     history = pd.read_csv(workdir / "trials" / winner / "fit_history.csv")
     assert list(history.step) == [0, 1, 2, 3]
     checkpoints = sorted(p.parent.name for p in (workdir / "trials").glob("*/checkpoint"))

@@ -241,20 +241,29 @@ def test_keras_tuner_oracles_drive_the_search(tmp_path, cache_dir, oracle):
     sweep = write_sweep(tmp_path, space, search={"strategy": "keras_tuner", "oracle": oracle, "trials": 4})
     workdir = tmp_path / "work"
     data = yaml.safe_load(sweep.read_text())
-    data["training"]["epochs"] = 3
+    data["training"].update(epochs=3, patience=3)
     sweep.write_text(yaml.safe_dump(data))
     result = run_cli("run", str(sweep), "--workdir", str(workdir))
     assert result.returncode == 0, result.stderr
     trials = [t for t in load_study(workdir).trials if t.state.name == "COMPLETE"]
-    # The budget is spent exactly: Hyperband's two brackets for 3 epochs at factor 3 are 3 trials + 1, the
-    # others draw 4 distinct points of the 8; every oracle trial is one finished study trial.
-    assert len(trials) == 4 and len({t.user_attrs["trial_key"] for t in trials}) == 4
-    assert all(t.user_attrs.get("keras_tuner_trial") is not None for t in trials)
+    # The budget is spent exactly: every oracle trial is one finished study trial.
+    assert len(trials) == 4 and all(t.user_attrs.get("keras_tuner_trial") is not None for t in trials)
     oracle_files = list((workdir / "keras_tuner" / "t").glob("trial_*/trial.json"))
     statuses = [json.loads(p.read_text())["status"] for p in oracle_files]
     assert statuses.count("COMPLETED") == len({t.user_attrs["keras_tuner_trial"] for t in trials}) == 4
-    if oracle == "hyperband":  # Hyperband sets each trial's epoch budget
-        assert {t.user_attrs["params"]["epochs"] for t in trials} <= {1, 2, 3}
+    keys = {t.user_attrs["trial_key"] for t in trials}
+    if oracle == "hyperband":  # 3 for 1 epoch each; the best of them continues from its checkpoint to all 3
+        first = [t for t in trials if t.user_attrs["rung"] == 0]
+        [promoted] = [t for t in trials if t.user_attrs["rung"] == 1]
+        assert len(keys) == 3 and len(first) == 3 and all(t.user_attrs["paused"] for t in first)
+        assert promoted.user_attrs["trial_key"] == max(first, key=lambda t: (t.value, -t.number)).user_attrs[
+            "trial_key"]
+        assert promoted.user_attrs["epoch_budget"] == 3 and promoted.user_attrs["epochs_trained"] == 3
+        results = json.loads((workdir / "trials" / promoted.user_attrs["trial_key"] / "results.json").read_text())
+        assert results["resumed_from_epoch"] == 1 and not results["paused"]
+        assert not list((workdir / "trials").glob("*/checkpoint"))  # the search is over: none is kept
+    else:  # 4 distinct points of the 8
+        assert len(keys) == 4
     finished = len(trials)
     again = run_cli("run", str(sweep), "--workdir", str(workdir))
     assert again.returncode == 0
