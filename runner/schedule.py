@@ -100,8 +100,8 @@ def _rung_results(study: optuna.Study, wanted: set[str] | None) -> tuple[dict[in
             continue
         first = min(t.number for t in trials)
         for trial in trials:
-            if trial.state == TrialState.COMPLETE and trial.value is not None and not trial.user_attrs.get(
-                    "duplicate_of"):
+            if trial.state == TrialState.COMPLETE and trial.value is not None and \
+                    "duplicate_of" not in trial.user_attrs:  # a sampler's repeat (of trial 0, too) trains nothing
                 per_rung[int(trial.user_attrs.get(RUNG_ATTR, 0))].append((trial.value, first, key, trial))
     return per_rung, by_key
 

@@ -152,6 +152,30 @@ def test_successive_halving_promotes_the_best_which_continue_from_their_checkpoi
     assert sorted(board.rung) == [0, 0, 1, 2]
 
 
+@pytest.mark.slow
+def test_asha_promotes_as_trials_finish_and_the_promoted_continue(tmp_path, cache_dir):
+    space = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8, 16, 32]}]
+    sweep = _sweep(tmp_path, "asha", space, {"epochs": 2, "patience": 2, "learning_rates": [1e-3]},
+                   strategy="random", trials=3, seed=1,
+                   schedule={"kind": "asha", "min_epochs": 1, "reduction_factor": 2})
+    workdir = tmp_path / "work"
+    result = run_cli("run", str(sweep), "--workdir", str(workdir))
+    assert result.returncode == 0, result.stderr
+    trials = [t for t in load_study(workdir, "asha").trials if "duplicate_of" not in t.user_attrs]
+    first = [t for t in trials if t.user_attrs["rung"] == 0]
+    promoted = [t for t in trials if t.user_attrs["rung"] == 1]
+    assert len(first) == 3 and all(t.state.name == "COMPLETE" and t.user_attrs["paused"] for t in first)
+    assert promoted, "the better of the first two finished trials goes on at once"
+    for trial in promoted:  # in the top half of its rung among the trials finished when it was queued
+        key = trial.user_attrs["trial_key"]
+        earlier = sorted((t for t in first if t.number < trial.number), key=lambda t: (-t.value, t.number))
+        assert key in [t.user_attrs["trial_key"] for t in earlier[:len(earlier) // 2]]
+        assert trial.state.name == "COMPLETE" and trial.user_attrs["epochs_trained"] == 2
+        results = json.loads((workdir / "trials" / key / "results.json").read_text())
+        assert results["resumed_from_epoch"] == 1 and not results["paused"]
+        assert _steps(workdir, "asha", CONTINUED_METRIC)[key] == [1]
+
+
 def test_a_checkpoint_for_other_parameters_or_code_is_refused_never_mixed(tmp_path):
     import keras
     import numpy as np

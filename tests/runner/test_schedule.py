@@ -1,0 +1,85 @@
+"""The promotion rules of successive halving (synchronous) and ASHA (asynchronous), on a real in-memory Optuna
+study: which keys go on to the next rung, with which epoch budget, and whose checkpoints go."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import optuna
+from optuna.trial import TrialState
+
+from runner.queue import KEY_ATTR
+from runner.schedule import BUDGET_ATTR, PAUSED_ATTR, RUNG_ATTR, promote, remove_stopped_checkpoints
+from runner.sweep import ScheduleConfig
+
+ETA_2 = ScheduleConfig(kind="asha", min_epochs=1, reduction_factor=2)  # rungs of 4 epochs: 1, 2, 4
+PARAMS = {"epochs": 4, "learning_rates": [1e-3]}
+
+
+def new_study() -> optuna.Study:
+    return optuna.create_study(direction="maximize")
+
+
+def finish(study: optuna.Study, key: str, value: float, rung: int = 0, paused: bool = True) -> None:
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value, user_attrs={
+        KEY_ATTR: key, "params": PARAMS, RUNG_ATTR: rung, PAUSED_ATTR: paused, BUDGET_ATTR: 2 ** rung}))
+
+
+def queued(study: optuna.Study) -> list[tuple[str, int, int]]:
+    return [(t.user_attrs[KEY_ATTR], t.user_attrs[RUNG_ATTR], t.user_attrs[BUDGET_ATTR])
+            for t in study.get_trials(states=(TrialState.WAITING,))]
+
+
+def test_asha_promotes_a_key_as_soon_as_it_is_in_the_top_of_its_rung_so_far():
+    study = new_study()
+    finish(study, "a", 0.5)
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5, user_attrs={
+        KEY_ATTR: "a", "duplicate_of": 0}))  # the sampler drew it again: answered from it, counted once
+    assert promote(study, ETA_2, "maximize", synchronous=False) == 0  # 1 finished: the top 1 // 2 is nobody
+    finish(study, "b", 0.7)
+    assert promote(study, ETA_2, "maximize", synchronous=False) == 1
+    assert queued(study) == [("b", 1, 2)]  # the next rung's budget: 2 epochs
+    finish(study, "c", 0.6)
+    assert promote(study, ETA_2, "maximize", synchronous=False) == 0  # top 1 of 3 is b, already promoted
+    finish(study, "d", 0.9)
+    assert promote(study, ETA_2, "maximize", synchronous=False) == 1  # top 2 of 4: d joins b
+    assert queued(study) == [("b", 1, 2), ("d", 1, 2)]
+    assert promote(study, ETA_2, "maximize", synchronous=False) == 0  # never twice
+
+
+def test_a_key_that_stopped_early_is_not_promoted_and_ties_go_to_the_first_queued():
+    study = new_study()
+    finish(study, "early", 0.9, paused=False)  # early stopping ended its training before the rung's budget
+    finish(study, "first", 0.6)
+    finish(study, "second", 0.6)
+    finish(study, "last", 0.1)
+    assert promote(study, ETA_2, "maximize", synchronous=False) == 1
+    assert queued(study) == [("first", 1, 2)]
+
+
+def test_successive_halving_waits_for_the_rung_and_removes_the_checkpoints_of_the_rest(tmp_path: Path):
+    study = new_study()
+    for key, value in (("a", 0.5), ("b", 0.7), ("c", 0.6)):
+        finish(study, key, value)
+        (tmp_path / "trials" / key / "checkpoint").mkdir(parents=True)
+    running = study.ask()  # the rung's last trial, still training
+    halving = ScheduleConfig(kind="successive_halving", min_epochs=1, reduction_factor=2)
+    assert promote(study, halving, "maximize", synchronous=True, workdir=tmp_path) == 0
+    assert len(list(tmp_path.glob("trials/*/checkpoint"))) == 3
+    study.tell(running, state=TrialState.FAIL)
+    assert promote(study, halving, "maximize", synchronous=True, workdir=tmp_path) == 1
+    assert queued(study) == [("b", 1, 2)]  # max(1, 3 // 2) of the 3 that finished the rung
+    assert sorted(p.parent.name for p in tmp_path.glob("trials/*/checkpoint")) == ["b"]
+
+
+def test_when_the_search_is_over_paused_keys_keep_no_checkpoint(tmp_path: Path):
+    study = new_study()
+    finish(study, "paused", 0.5)
+    finish(study, "promoted", 0.7)
+    finish(study, "promoted", 0.8, rung=1, paused=False)
+    finish(study, "continuing", 0.6)
+    study.enqueue_trial(params={}, user_attrs={KEY_ATTR: "continuing", "params": PARAMS, RUNG_ATTR: 1})
+    for key in ("paused", "promoted", "continuing"):
+        (tmp_path / "trials" / key / "checkpoint").mkdir(parents=True)
+    remove_stopped_checkpoints(study, tmp_path)
+    assert sorted(p.parent.name for p in tmp_path.glob("trials/*/checkpoint")) == ["continuing", "promoted"]
