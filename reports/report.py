@@ -20,10 +20,9 @@ import pandas as pd
 
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
 from reports.leaderboard import leaderboard, to_markdown
-from runner.metrics import CONTINUED_METRIC
-from runner.plots import confusion_figure
 from reports.records import SweepRuns
-from runner.metrics import objective
+from runner.metrics import CONTINUED_METRIC, objective
+from runner.plots import confusion_figure
 from runner.stop import STOP_TAG
 from zoo import atomic
 
