@@ -3,7 +3,8 @@
 The JSON carries a top-level `text` (what Slack and Mattermost incoming webhooks show as is) and the details:
 sweep name, counts by state, the best trial and its metric, the report path and recent failures with their
 reasons. Sending happens on a background thread with a short timeout; a notification that fails is one logged
-line and never stops or slows the sweep. The URL is printed only masked (runner.storage.mask_url).
+line and never stops or slows the sweep. The URL is printed only masked (zoo.secrets.mask_webhook: a webhook's
+path is its secret).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from runner.storage import mask_url
+from zoo.secrets import mask_webhook
 from zoo.errors import UserError, one_line
 
 SEND_TIMEOUT_SECONDS = 5.0
@@ -27,15 +28,15 @@ def check_url(url: str) -> None:
     """Refuse, in one line, a URL that is not HTTP(S) or whose host does not accept connections."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise UserError(f"notify URL {mask_url(url)} is not an http:// or https:// URL")
+        raise UserError(f"notify URL {mask_webhook(url)} is not an http:// or https:// URL")
     try:
         port = parts.port or (443 if parts.scheme == "https" else 80)
     except ValueError:
-        raise UserError(f"notify URL {mask_url(url)} has an invalid port") from None
+        raise UserError(f"notify URL {mask_webhook(url)} has an invalid port") from None
     try:
         socket.create_connection((parts.hostname, port), timeout=CHECK_TIMEOUT_SECONDS).close()
     except OSError as err:
-        raise UserError(f"notify URL {mask_url(url)} is unreachable: {one_line(str(err)) or type(err).__name__}"
+        raise UserError(f"notify URL {mask_webhook(url)} is unreachable: {one_line(str(err)) or type(err).__name__}"
                         ) from None
 
 
@@ -70,7 +71,7 @@ class Notifier:
             reason = one_line(str(err))[:200] or type(err).__name__
             if isinstance(err, requests.RequestException):
                 reason = type(err).__name__
-            self.log(f"notification ({body['event']}) to {mask_url(str(self.url))} failed: {reason}")
+            self.log(f"notification ({body['event']}) to {mask_webhook(str(self.url))} failed: {reason}")
 
     def flush(self, timeout: float = SEND_TIMEOUT_SECONDS + 1) -> None:
         for thread in self._threads:

@@ -102,14 +102,14 @@ def trials_by_key(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
     grouped: dict[str, list[FrozenTrial]] = defaultdict(list)
     for trial in study.get_trials(deepcopy=False):
         key = trial.user_attrs.get(KEY_ATTR)
-        if key and not trial.user_attrs.get(REFUSED_ATTR):  # a refused trial does not stand for its key
+        if is_trial_key(key) and not trial.user_attrs.get(REFUSED_ATTR):  # a planted or refused trial stands for no key
             grouped[key].append(trial)
     return grouped
 
 
 def optuna_params(spec: TrialSpec) -> dict[str, Any]:
     """A spec's flat parameters as Optuna stores parameters (lists as JSON text)."""
-    return {name: json.dumps(value) if isinstance(value, list) else value for name, value in spec.flat().items()}
+    return {name: json.dumps(value) if isinstance(value, list) else value for name, value in spec.used_flat().items()}
 
 
 def grid_distributions(specs: list[TrialSpec]) -> dict[str, CategoricalDistribution]:

@@ -16,6 +16,7 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from runner.metrics import EPOCH_METRICS, FINAL_METRICS
+from runner.spec import with_unused
 from runner.tracking import KEY_TAG, ROLE, STATE, SWEEP, typed_param
 from zoo.errors import UserError
 
@@ -172,7 +173,7 @@ def _as_trial(sweep: Any, run: Any, metric_final: str, source: str) -> Any | Non
     from runner.expand import judge
     from runner.sweep import Range
 
-    params = {name: typed_param(value) for name, value in run.data.params.items()}
+    params = with_unused({name: typed_param(value) for name, value in run.data.params.items()})
     for index, sub in enumerate(sweep.space):
         chosen: dict[str, Any] = {}
         dists: dict[str, Any] = {}

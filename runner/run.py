@@ -33,7 +33,7 @@ from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec
 from zoo.data import Dataset
 from zoo.errors import UserError, one_line
-from zoo.secrets import MASK, mask_text, mask_url
+from zoo.secrets import MASK, mask_url
 
 
 @dataclass
@@ -58,7 +58,7 @@ class SweepContext:
         study = storage.open_study(self.sweep.name, opened, self.sweep.search.study_direction(),
                                    make_sampler(self.sweep), make_pruner(self.sweep))
         if "sweep_yaml" not in study.user_attrs:  # the sweep travels with its study (shared: no credentials)
-            study.set_user_attr("sweep_yaml", mask_text(self.sweep.to_yaml()))
+            study.set_user_attr("sweep_yaml", self.sweep.shareable_yaml())
             if self.tracking_uri.startswith(("http://", "https://")):
                 study.set_user_attr("tracking_uri", mask_url(self.tracking_uri))  # workers joining by name find it
             study.set_user_attr("data_fingerprint", self.dataset.fingerprint)
@@ -92,7 +92,7 @@ def sweep_from_study(storage_url: str, name: str) -> Sweep:
     text = study.user_attrs.get("sweep_yaml")
     if not text:
         raise UserError(f"study {name!r} was not created by videosweep (it holds no sweep file)")
-    return sweep_from_mapping(yaml.safe_load(text), None)
+    return sweep_from_mapping(yaml.safe_load(text), None).without_masked_urls()
 
 
 def worker_context(sweep_file: Path | None, storage_url: str | None, study_name: str | None,
@@ -247,7 +247,7 @@ class SweepTracking:
             with stores_lock(ctx.workdir):  # a second `run` starting now must not set up MLflow's schema too
                 self.tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name)
             with queue.study_lock(self.study, ctx.workdir):  # one parent run, whichever machine starts first
-                self.parent = self.tracker.sweep_run(ctx.sweep, ctx.sweep.to_yaml(),
+                self.parent = self.tracker.sweep_run(ctx.sweep, ctx.sweep.shareable_yaml(),
                                                      storage.mask_url(ctx.storage_url), ctx.dataset)
                 self.tracker.close_dead_runs(self._settled_keys)
             provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source)

@@ -17,7 +17,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from zoo import ModelSpec, canonical_spec
 from zoo.errors import UserError, one_line
-from zoo.spec import MODEL_FIELDS, format_frame_size
+from zoo.spec import MODEL_FIELDS, format_frame_size, used_parameters
 
 
 class TrainingConfig(BaseModel):
@@ -113,6 +113,12 @@ class TrialSpec(BaseModel):
         values["learning_rates"] = list(self.training.learning_rates)
         return values
 
+    def used_flat(self) -> dict[str, Any]:
+        """The flat parameters less the model parameters this model does not use (C3D has no backbone weights):
+        what MLflow and Optuna record, so a canonical default never looks chosen (`with_unused` restores them)."""
+        used = used_parameters(self.model.architecture, self.model.sequence_model)
+        return {name: value for name, value in self.flat().items() if name not in MODEL_FIELDS or name in used}
+
     def key(self, dataset_fingerprint: str) -> str:
         """A stable hash of the canonical parameters, training settings and data: the trial's identity."""
         params = self.flat()
@@ -162,3 +168,8 @@ def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     if not isinstance(data, dict):
         raise UserError(f"{path}: the top level must be a mapping of keys to values")
     return data
+
+
+def with_unused(params: dict[str, Any]) -> dict[str, Any]:
+    """Recorded parameters (`TrialSpec.used_flat`) with those left out as unused back at their canonical values."""
+    return {**{name: info.default for name, info in ModelSpec.model_fields.items()}, **params}

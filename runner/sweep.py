@@ -20,6 +20,7 @@ from runner.metrics import OBJECTIVES
 from runner.spec import (PARAMETER_ALIASES, PARAMETERS, TrainingConfig, canonical_parameter, read_yaml_mapping,
                          validation_message)
 from zoo.errors import UserError
+from zoo.secrets import MASK, mask_text, mask_webhook
 from zoo.spec import canonical_value
 
 Strategy = Literal["grid", "random", "optuna", "keras_tuner"]
@@ -363,6 +364,21 @@ class Sweep(BaseModel):
 
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
+
+    def shareable_yaml(self) -> str:
+        """The sweep file as the study and MLflow keep it: URLs masked, the webhook's secret path left out (a
+        worker joining by study name notifies only with its own --notify)."""
+        shared = self
+        if self.notify.url:
+            shared = self.model_copy(update={"notify": self.notify.model_copy(
+                update={"url": mask_webhook(self.notify.url)})})
+        return mask_text(shared.to_yaml())
+
+    def without_masked_urls(self) -> Sweep:
+        """A sweep read back from a study: a masked webhook is no webhook (its secret was never stored)."""
+        if self.notify.url and MASK in self.notify.url:
+            return self.model_copy(update={"notify": self.notify.model_copy(update={"url": None})})
+        return self
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:

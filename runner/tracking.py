@@ -29,9 +29,7 @@ STATE = "videosweep.state"
 SWEEP = "videosweep.sweep"
 LATENCY_DEVICE_TAG = "videosweep.latency_device"  # where a trial's latency_ms / throughput_fps were measured
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
-# The artefact store is shared, not trusted: MLflow must never unpickle what it holds (inherited by every
-# process we start), and its "View run at <uri>" lines would print a tracking URI's password.
-os.environ["MLFLOW_ALLOW_PICKLE_DESERIALIZATION"] = "false"
+# MLflow's "View run at <uri>" lines would print a tracking URI's password (unpickling is off: runner/__init__).
 os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
 os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # tqdm bars between our own lines
 logging.getLogger("mlflow").setLevel(logging.ERROR)

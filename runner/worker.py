@@ -200,9 +200,10 @@ class ClaimRun:
             print(f"trial {self.claim.key}: the artefacts of its earlier run {reuse.origin(source)[0]} are gone "
                   f"({reuse.origin(source)[1]}); training it again", flush=True)
             return None
-        self.run_id = reuse.copy_run(self.tracker, self.config.parent_run_id, self.claim.key, self.claim.spec.flat(),
-                                     source, {"optuna_trial": self.trial.number, "slot": self.config.slot,
-                                              **provenance.trial_tags(self.config.sweep_source, self.config.gpu)})
+        tags = {"optuna_trial": self.trial.number, "slot": self.config.slot,
+                **provenance.trial_tags(self.config.sweep_source, self.config.gpu)}
+        self.run_id = reuse.copy_run(self.tracker, self.config.parent_run_id, self.claim.key,
+                                     self.claim.spec.used_flat(), source, tags)
         value = float(source.data.metrics[final])
         values = [float(source.data.metrics[o.final]) for o in self.objectives]
         self._set_attrs(mlflow_run_id=self.run_id, **{reuse.REUSED_ATTR: reuse.origin(source)[0]},
@@ -248,7 +249,7 @@ class ClaimRun:
         if self.tracker is None or self.logged < 0:
             return
         self.run_id = self.tracker.restart_trial_run(self.run_id, self.config.parent_run_id, self.claim.key,
-                                                     self.claim.spec.flat(), {**self._tags(),
+                                                     self.claim.spec.used_flat(), {**self._tags(),
                                                                               "videosweep.started_over": reason})
         self._set_attrs(mlflow_run_id=self.run_id)
         self.logged = -1
@@ -277,7 +278,7 @@ class ClaimRun:
                 self.model_logged = True
                 self._set_attrs(mlflow_run_id=self.run_id)
                 return results, None
-            self.run_id = self.tracker.trial_run(config.parent_run_id, claim.key, claim.spec.flat(), self._tags())
+            self.run_id = self.tracker.trial_run(config.parent_run_id, claim.key, claim.spec.used_flat(), self._tags())
             self._set_attrs(mlflow_run_id=self.run_id)
             self.logged = self.tracker.last_step(self.run_id)
         finished = self._finished_results()

@@ -230,7 +230,9 @@ def test_predict_never_runs_code_planted_beside_a_registered_model(copied, tmp_p
 
 
 def test_mlflow_never_unpickles_in_our_processes():
-    probe = "import runner.tracking, os; print(os.environ['MLFLOW_ALLOW_PICKLE_DESERIALIZATION'])"
+    """Whatever the user's environment says, from the command line's first import on (`predict models:/...`
+    reads the registry without the tracking module)."""
+    probe = "import videosweep.cli, os; print(os.environ['MLFLOW_ALLOW_PICKLE_DESERIALIZATION'])"
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, cwd=ROOT,
                             env={**os.environ, "MLFLOW_ALLOW_PICKLE_DESERIALIZATION": "true"}, check=True)
     assert result.stdout.strip() == "false"

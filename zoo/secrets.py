@@ -1,5 +1,6 @@
 """Masking credentials: the one function every URL (or text holding URLs) goes through before it is printed,
-logged or stored (a userinfo password and password-like query parameters become ***)."""
+logged or stored (a userinfo password and password-like query parameters become ***); a webhook's URL keeps
+only its scheme and host (its path is the secret)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,18 @@ def mask_url(url: str) -> str:
 def mask_text(text: str) -> str:
     """Every URL inside `text` masked (error messages, a sweep file's YAML, log lines)."""
     return _URL.sub(lambda match: mask_url(match.group(0)), text)
+
+
+def mask_webhook(url: str) -> str:
+    """A webhook URL as printed or stored: Slack's /services/T/B/XXXX, Mattermost's /hooks/ID and Discord's
+    /api/webhooks/ID/TOKEN are secrets in the path, so only the scheme and host remain (`https://host/***`)."""
+    try:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return MASK
+    if not parts.scheme or not host:
+        return MASK
+    origin = f"{parts.scheme}://{host}{port}"
+    return f"{origin}/{MASK}" if parts.path.strip("/") or parts.query else origin

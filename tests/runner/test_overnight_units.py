@@ -11,6 +11,7 @@ from http.server import BaseHTTPRequestHandler, HTTPServer
 
 import optuna
 import pytest
+import yaml
 
 from runner import estimate, notify, provenance, stop
 from runner.spec import TrialSpec
@@ -117,7 +118,7 @@ def test_a_notification_is_json_with_a_chat_text_and_only_for_chosen_events(rece
 def test_a_failing_notification_is_one_masked_line_and_does_not_block(tmp_path):
     refusing = Receiver(status=500)
     logged: list[str] = []
-    url = refusing.url.replace("http://", "http://bot:s3cret@")
+    url = refusing.url.replace("http://", "http://bot:s3cret@") + "/services/T0/B0/w3bh00k"  # Slack's form
     notifier = notify.Notifier(url, ("end",), logged.append)
     began = time.time()
     notifier.send("end", {"text": "x"})
@@ -125,7 +126,8 @@ def test_a_failing_notification_is_one_masked_line_and_does_not_block(tmp_path):
     notifier.flush()
     refusing.close()
     assert sent_in < notify.SEND_TIMEOUT_SECONDS  # the caller never waits for the POST
-    assert len(logged) == 1 and "HTTP 500" in logged[0] and "s3cret" not in logged[0] and "***" in logged[0]
+    assert len(logged) == 1 and "HTTP 500" in logged[0] and "***" in logged[0]
+    assert "s3cret" not in logged[0] and "w3bh00k" not in logged[0]
 
 
 def test_the_preflight_refuses_a_non_http_or_unreachable_url(receiver):
@@ -133,8 +135,21 @@ def test_the_preflight_refuses_a_non_http_or_unreachable_url(receiver):
     with pytest.raises(UserError, match="not an http"):
         notify.check_url("ftp://example.org/hook")
     with pytest.raises(UserError, match="unreachable") as err:
-        notify.check_url("http://bot:s3cret@127.0.0.1:9/hook")
-    assert "s3cret" not in str(err.value)
+        notify.check_url("http://bot:s3cret@127.0.0.1:9/hooks/w3bh00k")
+    assert "s3cret" not in str(err.value) and "w3bh00k" not in str(err.value)
+
+
+def test_the_study_and_mlflow_keep_no_webhook_secret():
+    """A webhook's secret is its path: the sweep file as the study and MLflow keep it has only the host, and a
+    worker that joins by study name reads no webhook from it (it notifies with its own --notify)."""
+    from runner.sweep import sweep_from_mapping
+
+    data = {"name": "n", "data": {"root": "."}, "space": [{"architecture": ["c3dsmall"]}],
+            "notify": {"url": "https://hooks.slack.com/services/T0/B0/w3bh00k", "on": ["end"]}}
+    shared = sweep_from_mapping(data, None).shareable_yaml()
+    assert "w3bh00k" not in shared and "https://hooks.slack.com/***" in shared
+    joined = sweep_from_mapping(yaml.safe_load(shared), None).without_masked_urls()
+    assert joined.notify.url is None and joined.notify.on == ("end",)
 
 
 def test_git_provenance_of_a_dirty_repository_and_none_outside_one(tmp_path):
@@ -184,5 +199,5 @@ def test_run_resume_and_worker_all_refuse_a_bad_notify_url(tmp_path, command):
          "frame_size": ["32x32"]}]}))
     extra = ["--storage", f"sqlite:///{tmp_path / 'shared.db'}"] if command == "worker" else []
     result = run_cli(command, str(sweep), "--workdir", str(tmp_path / "work"), *extra, "--notify", "ftp://x/y")
-    assert result.returncode == 2 and "error: notify URL ftp://x/y is not an http" in result.stderr, result.stderr
+    assert result.returncode == 2 and "error: notify URL ftp://x/*** is not an http" in result.stderr, result.stderr
     assert not (tmp_path / "work").exists()

@@ -233,3 +233,16 @@ def test_the_motion_demo_tells_its_story(tmp_path, cache_dir):
     assert board.loc["c3dsmall", "test_accuracy"] >= 0.8, board.test_accuracy
     assert abs(board.loc["image_mlp_frozen", "test_accuracy"] - 0.5) <= 0.15, board.test_accuracy
     assert "Pareto front" in (tmp_path / "report" / "report.html").read_text()
+    # Parameters a model does not use are blank everywhere: MLflow's run parameters and Optuna's columns too.
+    import optuna
+    from mlflow import MlflowClient
+
+    client = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}")
+    runs = client.search_runs([client.get_experiment_by_name("motion-demo").experiment_id],
+                              "tags.`videosweep.role` = 'trial'")
+    params = {run.data.params["architecture"]: run.data.params for run in runs}
+    assert params["image_mlp_frozen"]["weights"] == "none" and params["image_mlp_frozen"]["layer_1_size"] == "32"
+    assert not {"weights", "backbone", "layer_1_size", "dropout"} & set(params["c3dsmall"])
+    study = optuna.load_study(study_name="motion-demo", storage=f"sqlite:///{workdir / 'optuna.db'}")
+    columns = {t.params["architecture"]: t.params for t in study.trials}
+    assert "weights" in columns["image_mlp_frozen"] and "weights" not in columns["c3dsmall"]
