@@ -14,9 +14,8 @@ from typing import Any
 
 import pandas as pd
 
+from reports.records import MIN_TRIALS_FOR_IMPORTANCE
 from runner.metrics import objective
-
-MIN_TRIALS_FOR_IMPORTANCE = 3
 
 
 def _text(value: Any) -> str:

@@ -18,6 +18,9 @@ from runner.tracking import KEY_TAG, ROLE, STATE, Tracker, typed_param
 from zoo.errors import UserError
 from zoo.secrets import mask_url
 
+# fANOVA importances (static and interactive report) need a few finished trials to say anything.
+MIN_TRIALS_FOR_IMPORTANCE = 6
+
 MODEL_PARAMS = ("architecture", "backbone", "weights", "pooling", "frame_size", "sequence_length",
                 "sequence_model", "sequence_model_layers", "convolution_kernel_size", "layer_1_size",
                 "layer_2_size", "layer_3_size", "dropout")

@@ -20,13 +20,12 @@ import pandas as pd
 
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
 from reports.leaderboard import leaderboard, to_markdown
-from reports.records import SweepRuns
+from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns
 from runner.metrics import CONTINUED_METRIC, objective
 from runner.plots import confusion_figure
 from runner.stop import STOP_TAG
 from zoo import atomic
 
-MIN_TRIALS_FOR_IMPORTANCE = 6
 REPORT_FILES = ("leaderboard.csv", "leaderboard.md", "report.html")
 
 

@@ -28,6 +28,10 @@ FINAL_METRICS: dict[str, str] = {
     "latency_seconds": "model_latency_seconds",
 }
 
+# Results a finished study trial also keeps as user attributes (the study alone then tells how each trial did).
+STUDY_RESULTS = ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
+                 "fit_dt_train_duration_seconds")
+
 
 @dataclass(frozen=True)
 class Objective:

@@ -7,7 +7,9 @@ The budgets, in one place:
 - study database: `VIDEOSWEEP_DB_RETRY_SECONDS` (default 120 s): long enough to ride out a PostgreSQL restart
   or failover; past it a worker stops cleanly and `videosweep resume` carries on later;
 - MLflow tracking store: `VIDEOSWEEP_TRACKING_RETRY_SECONDS` (default 10 s) for reaching it at all: a server
-  that is down when a sweep starts is refused before anything is written, not waited for all night.
+  that is down when a sweep starts is refused before anything is written, not waited for all night;
+- a new study database's tables: about 10 s (`storage.SCHEMA_CREATION_ATTEMPTS` x 2 s) while workers that
+  start together race to create them, inside the database budget above.
 """
 
 from __future__ import annotations

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote, urlsplit
 
-from runner.metrics import EPOCH_METRICS, FINAL_METRICS
+from runner.metrics import EPOCH_METRICS, FINAL_METRICS, STUDY_RESULTS
 from runner.spec import with_unused
 from runner.tracking import KEY_TAG, ROLE, STATE, SWEEP, typed_param
 from zoo.errors import UserError
@@ -133,12 +133,9 @@ def sweep_of(mlflow: Any, run: Any) -> str:
 
 
 def study_attrs(source: Any) -> dict[str, Any]:
-    """The results a finished study trial keeps (worker.STUDY_RESULT_ATTRS), from the source's metrics."""
+    """The results a finished study trial keeps (metrics.STUDY_RESULTS), from the source's metrics."""
     results = {FINAL_METRICS[name]: value for name, value in source.data.metrics.items() if name in FINAL_METRICS}
-    return {"fit_val_acc": results.get("fit_val_acc"), "fit_test_acc": results.get("fit_test_acc"),
-            "fit_val_loss": results.get("fit_val_loss"), "fit_best_round": results.get("fit_best_round"),
-            "model_param_count": results.get("model_param_count"),
-            "fit_dt_train_duration_seconds": results.get("fit_dt_train_duration_seconds")}
+    return {name: results.get(name) for name in STUDY_RESULTS}
 
 
 def reusable_keys(tracking_uri: str, sweep_name: str, keys: list[str], metric_final: str) -> dict[str, Any]:

@@ -28,6 +28,7 @@ import optuna
 from optuna.trial import FrozenTrial, TrialState
 
 from runner import queue
+from runner.metrics import STUDY_RESULTS
 from runner.queue import RUNG_ATTR, current_trials  # noqa: F401 - the rung a study trial trains to
 from runner.spec import TrainingConfig
 
@@ -136,7 +137,7 @@ def promote(study: optuna.Study, schedule: Any, direction: str, synchronous: boo
             if higher:
                 continue
             attrs = {k: v for k, v in trial.user_attrs.items() if k not in (
-                PAUSED_ATTR, "failure", "traceback_path", "started_over", *_RESULT_ATTRS)}
+                PAUSED_ATTR, "failure", "traceback_path", "started_over", *STUDY_RESULTS)}
             budget = budget_of(schedule, trial.user_attrs["params"], rung + 1)
             study.enqueue_trial(params={}, user_attrs={**attrs, RUNG_ATTR: rung + 1, BUDGET_ATTR: budget,
                                                        "attempt": 0, "promoted_from": trial.number})
@@ -144,8 +145,6 @@ def promote(study: optuna.Study, schedule: Any, direction: str, synchronous: boo
     return promoted
 
 
-_RESULT_ATTRS = ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
-                 "fit_dt_train_duration_seconds")
 
 
 def first_budget(sweep: Any, params: dict[str, Any]) -> dict[str, Any]:

@@ -13,14 +13,14 @@ from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
 
-from runner.metrics import OBJECTIVES, Objective
+from runner.metrics import OBJECTIVES, STUDY_RESULTS, Objective
 from runner.storage import retrying
 from zoo.errors import UserError
 
 STOP_ATTR = "stop_reason"
 STOP_TAG = "videosweep.stop_reason"  # on the sweep's parent run in MLflow
 # Metrics the study records for every finished trial (the sweep's own metric is also the trial's value).
-RECORDED = {"val_accuracy": "fit_val_acc", "test_accuracy": "fit_test_acc", "val_loss": "fit_val_loss"}
+RECORDED = {name: o.result_key for name, o in OBJECTIVES.items() if o.result_key in STUDY_RESULTS}
 
 
 def watched(sweep: Any) -> Objective:

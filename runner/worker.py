@@ -24,15 +24,12 @@ from runner import optuna_internals as internals
 from runner.events import (EpochEnded, Event, TrialFinished, TrialNote, TrialStarted, WorkerExited, WorkerGaveUp,
                            WorkerReady)
 from runner.liveness import Heartbeat
-from runner.metrics import objective
+from runner.metrics import STUDY_RESULTS, objective
 from runner.queue import Claim
 from runner.storage import retrying
 from zoo.errors import UserError, one_line
 from zoo.secrets import mask_text
 
-# Results a finished trial also keeps as study attributes (the study alone then tells how each trial did).
-STUDY_RESULT_ATTRS = ("fit_val_acc", "fit_test_acc", "fit_val_loss", "fit_best_round", "model_param_count",
-                      "fit_dt_train_duration_seconds")
 
 
 @dataclass
@@ -197,8 +194,9 @@ class ClaimRun:
         if any(o.final not in source.data.metrics for o in self.objectives):
             return None  # an earlier run without every objective (e.g. before latency was measured): train it
         if not reuse.artifacts_present(client, source):
-            print(f"trial {self.claim.key}: the artefacts of its earlier run {reuse.origin(source)[0]} are gone "
-                  f"({reuse.origin(source)[1]}); training it again", flush=True)
+            _emit(self.config, TrialNote(self.config.slot, trial=self.trial.number, key=self.claim.key,
+                                         text=f"is trained again: the artefacts of its earlier run "
+                                              f"{reuse.origin(source)[0]} are gone ({reuse.origin(source)[1]})"))
             return None
         tags = {"optuna_trial": self.trial.number, "slot": self.config.slot,
                 **provenance.trial_tags(self.config.sweep_source, self.config.gpu)}
@@ -304,7 +302,7 @@ class ClaimRun:
 
     def _complete(self, results: dict[str, Any], model: Any) -> tuple[str, float | None]:
         paused = bool(results.get("paused"))
-        self._set_attrs(**{name: results.get(name) for name in STUDY_RESULT_ATTRS}, paused=paused,
+        self._set_attrs(**{name: results.get(name) for name in STUDY_RESULTS}, paused=paused,
                         epochs_trained=results.get("fit_num_epochs"))
         value = self.objective.value(results)
         if self.tracker is not None and not self.model_logged:

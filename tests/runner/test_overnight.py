@@ -172,6 +172,17 @@ def test_no_reuse_trains_again_and_warm_start_informs_an_optuna_study(night, tmp
     keyed = [t for t in trials if t.user_attrs.get("trial_key")]
     assert len(keyed) == 1 and keyed[0].user_attrs.get("reused_from")  # every point finished: nothing trained
     assert len(trainings(counter)) == 1
+    # The random strategy takes a warm start too (its sampler draws regardless; the study and report have them).
+    from runner.metrics import objective
+    from runner.reuse import warm_start
+    from runner.sweep import load_sweep
+
+    r = load_sweep(write(folder, "night-r", [0, 8, 16, 24], tracking={"uri": night["store"]},
+                         search={"strategy": "random", "trials": 1, "warm_start": ["night-a"]}))
+    study = optuna.create_study(direction="maximize")
+    assert warm_start(study, r, night["store"], objective("val_accuracy").final) == 2
+    assert sorted(t.params["layer_1_size"] for t in study.trials) == [0, 8]
+    assert all(t.user_attrs["warm_start_from"] == "night-a" and t.state.name == "COMPLETE" for t in study.trials)
 
 
 def test_a_source_whose_artefacts_vanished_is_trained_again_and_said_so(night, tmp_path):

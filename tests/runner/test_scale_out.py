@@ -122,28 +122,28 @@ def assert_each_key_finished_once(storage: str, name: str, tracking: str, keys: 
 
 
 @requires_postgres
-@pytest.mark.parametrize("workers", [2, 3])
-def test_workers_on_one_postgres_study_finish_each_key_once(workers, postgres, mlflow_server, tmp_path, cache_dir):
-    name = f"pg{workers}"
+def test_workers_on_one_postgres_study_finish_each_key_once(postgres, mlflow_server, tmp_path, cache_dir):
+    """Three machines' workers on one study; one is killed with -9 mid-trial and the other two finish the grid
+    (racing claims on PostgreSQL, a dead worker's trial re-queued and finished elsewhere)."""
+    workers, name = 3, "pg3"
     sweep = write_sweep(tmp_path, GRID, name=name)
     counter, stuck = tmp_path / "count.txt", tmp_path / "victim.txt"
     env = {"VIDEOSWEEP_FAULT": f"count:@{counter}"}
     # The third worker (its own counter) gets stuck in the first trial it claims and is killed with -9 there.
     env_stuck = {"VIDEOSWEEP_FAULT": f"count:@{stuck},sleep:@3600"}
     processes = [start_worker(sweep, postgres, mlflow_server, tmp_path / f"machine{i}",
-                              env_stuck if workers == 3 and i == 2 else env) for i in range(workers)]
+                              env_stuck if i == 2 else env) for i in range(workers)]
     try:
-        if workers == 3:
-            victim = processes[2]
-            deadline = time.time() + 600
-            while not trainings(stuck):
-                assert victim.poll() is None, victim.communicate()[1][-3000:]
-                assert time.time() < deadline, "the victim never started a trial"
-                time.sleep(0.5)
-            os.killpg(victim.pid, signal.SIGKILL)
-            victim.wait(30)
-            processes = processes[:2]
-            [victims_trial] = trainings(stuck)
+        victim = processes[2]
+        deadline = time.time() + 600
+        while not trainings(stuck):
+            assert victim.poll() is None, victim.communicate()[1][-3000:]
+            assert time.time() < deadline, "the victim never started a trial"
+            time.sleep(0.5)
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait(30)
+        processes = processes[:2]
+        [victims_trial] = trainings(stuck)
         for process in processes:
             out, err = process.communicate(timeout=900)
             assert process.returncode == 0, err[-3000:]
@@ -155,13 +155,13 @@ def test_workers_on_one_postgres_study_finish_each_key_once(workers, postgres, m
     # Exactly once is about finishing (asserted above); a trial whose lease lapsed may have started twice.
     ran = Counter(t["layer_1_size"] for t in trainings(counter))
     assert set(ran) == set(range(40))
-    if workers == 3:  # the killed worker's trial was declared dead, then finished by a surviving worker
-        attempts = [t for t in optuna.load_study(study_name=name, storage=postgres).trials
-                    if t.user_attrs["params"]["layer_1_size"] == victims_trial["layer_1_size"]]
-        dead = [t for t in attempts if t.state.name == "FAIL"]
-        [done] = [t for t in attempts if t.state.name == "COMPLETE"]
-        assert dead and done.user_attrs["pid"] not in {t.user_attrs.get("pid") for t in dead}, \
-            [(t.state.name, t.user_attrs.get("failure")) for t in attempts]
+    # the killed worker's trial was declared dead, then finished by a surviving worker
+    attempts = [t for t in optuna.load_study(study_name=name, storage=postgres).trials
+                if t.user_attrs["params"]["layer_1_size"] == victims_trial["layer_1_size"]]
+    dead = [t for t in attempts if t.state.name == "FAIL"]
+    [done] = [t for t in attempts if t.state.name == "COMPLETE"]
+    assert dead and done.user_attrs["pid"] not in {t.user_attrs.get("pid") for t in dead}, \
+        [(t.state.name, t.user_attrs.get("failure")) for t in attempts]
 
 
 @requires_postgres
