@@ -16,17 +16,26 @@ ETA_2 = ScheduleConfig(kind="asha", min_epochs=1, reduction_factor=2)  # rungs o
 PARAMS = {"epochs": 4, "learning_rates": [1e-3]}
 
 
+NAMES = ("a", "b", "c", "d", "early", "first", "second", "last", "paused", "promoted", "continuing")
+KEYS = {name: f"{index:012x}" for index, name in enumerate(NAMES)}  # real trial keys (12 hex digits) by name
+NAME_OF = {key: name for name, key in KEYS.items()}
+
+
+def checkpoints(workdir: Path) -> list[str]:
+    return sorted(NAME_OF[p.parent.name] for p in workdir.glob("trials/*/checkpoint"))
+
+
 def new_study() -> optuna.Study:
     return optuna.create_study(direction="maximize")
 
 
 def finish(study: optuna.Study, key: str, value: float, rung: int = 0, paused: bool = True) -> None:
     study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=value, user_attrs={
-        KEY_ATTR: key, "params": PARAMS, RUNG_ATTR: rung, PAUSED_ATTR: paused, BUDGET_ATTR: 2 ** rung}))
+        KEY_ATTR: KEYS[key], "params": PARAMS, RUNG_ATTR: rung, PAUSED_ATTR: paused, BUDGET_ATTR: 2 ** rung}))
 
 
 def queued(study: optuna.Study) -> list[tuple[str, int, int]]:
-    return [(t.user_attrs[KEY_ATTR], t.user_attrs[RUNG_ATTR], t.user_attrs[BUDGET_ATTR])
+    return [(NAME_OF[t.user_attrs[KEY_ATTR]], t.user_attrs[RUNG_ATTR], t.user_attrs[BUDGET_ATTR])
             for t in study.get_trials(states=(TrialState.WAITING,))]
 
 
@@ -34,7 +43,7 @@ def test_asha_promotes_a_key_as_soon_as_it_is_in_the_top_of_its_rung_so_far():
     study = new_study()
     finish(study, "a", 0.5)
     study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5, user_attrs={
-        KEY_ATTR: "a", "duplicate_of": 0}))  # the sampler drew it again: answered from it, counted once
+        KEY_ATTR: KEYS["a"], "duplicate_of": 0}))  # the sampler drew it again: answered from it, counted once
     assert promote(study, ETA_2, "maximize", synchronous=False) == 0  # 1 finished: the top 1 // 2 is nobody
     finish(study, "b", 0.7)
     assert promote(study, ETA_2, "maximize", synchronous=False) == 1
@@ -61,7 +70,7 @@ def test_successive_halving_waits_for_the_rung_and_removes_the_checkpoints_of_th
     study = new_study()
     for key, value in (("a", 0.5), ("b", 0.7), ("c", 0.6)):
         finish(study, key, value)
-        (tmp_path / "trials" / key / "checkpoint").mkdir(parents=True)
+        (tmp_path / "trials" / KEYS[key] / "checkpoint").mkdir(parents=True)
     running = study.ask()  # the rung's last trial, still training
     halving = ScheduleConfig(kind="successive_halving", min_epochs=1, reduction_factor=2)
     assert promote(study, halving, "maximize", synchronous=True, workdir=tmp_path) == 0
@@ -69,7 +78,7 @@ def test_successive_halving_waits_for_the_rung_and_removes_the_checkpoints_of_th
     study.tell(running, state=TrialState.FAIL)
     assert promote(study, halving, "maximize", synchronous=True, workdir=tmp_path) == 1
     assert queued(study) == [("b", 1, 2)]  # max(1, 3 // 2) of the 3 that finished the rung
-    assert sorted(p.parent.name for p in tmp_path.glob("trials/*/checkpoint")) == ["b"]
+    assert checkpoints(tmp_path) == ["b"]
 
 
 def test_when_the_search_is_over_paused_keys_keep_no_checkpoint(tmp_path: Path):
@@ -78,8 +87,22 @@ def test_when_the_search_is_over_paused_keys_keep_no_checkpoint(tmp_path: Path):
     finish(study, "promoted", 0.7)
     finish(study, "promoted", 0.8, rung=1, paused=False)
     finish(study, "continuing", 0.6)
-    study.enqueue_trial(params={}, user_attrs={KEY_ATTR: "continuing", "params": PARAMS, RUNG_ATTR: 1})
+    study.enqueue_trial(params={}, user_attrs={KEY_ATTR: KEYS["continuing"], "params": PARAMS, RUNG_ATTR: 1})
     for key in ("paused", "promoted", "continuing"):
-        (tmp_path / "trials" / key / "checkpoint").mkdir(parents=True)
+        (tmp_path / "trials" / KEYS[key] / "checkpoint").mkdir(parents=True)
     remove_stopped_checkpoints(study, tmp_path)
-    assert sorted(p.parent.name for p in tmp_path.glob("trials/*/checkpoint")) == ["continuing", "promoted"]
+    assert checkpoints(tmp_path) == ["continuing", "promoted"]
+
+
+def test_a_planted_key_in_the_study_names_no_folder_to_remove(tmp_path: Path):
+    """The study is shared, not trusted: a paused trial whose key is a path never leads to a removal outside the
+    trials folder (only real trial keys stand for keys)."""
+    outside = tmp_path / "precious" / "checkpoint"
+    outside.mkdir(parents=True)
+    study = new_study()
+    study.add_trial(optuna.trial.create_trial(state=TrialState.COMPLETE, value=0.5, user_attrs={
+        KEY_ATTR: "../../../precious", "params": PARAMS, RUNG_ATTR: 0, PAUSED_ATTR: True, BUDGET_ATTR: 1}))
+    workdir = tmp_path / "a" / "work"
+    (workdir / "trials").mkdir(parents=True)
+    remove_stopped_checkpoints(study, workdir)
+    assert outside.is_dir()
