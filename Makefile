@@ -35,12 +35,16 @@ demo: demo-motion
 	@echo "Report: runs/seals-demo/report/report.html   Model: runs/seals-demo/export/"
 	@echo "Browse the runs: $(BIN)/videosweep ui sweeps/seals-demo.yaml   (http://127.0.0.1:5000)"
 
+# Two pytest processes by default: an end-to-end test spends about half its time waiting on processes it started
+# (workers importing TensorFlow, MLflow's store, polling), so two fill two cores. Files are the unit (--dist
+# loadfile): a file's tests share its module-scoped sweeps. TEST_JOBS=1 runs them one at a time.
+TEST_JOBS ?= 2
 test: install
 	bash .ci/ensure-chromium
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
 
 test-fast: install
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow"
 
 bench: install
 	$(BIN)/python benchmarks/run.py
