@@ -145,8 +145,6 @@ def promote(study: optuna.Study, schedule: Any, direction: str, synchronous: boo
     return promoted
 
 
-
-
 def first_budget(sweep: Any, params: dict[str, Any]) -> dict[str, Any]:
     """The schedule attributes of a trial queued for the first time."""
     if sweep.search.schedule is None:

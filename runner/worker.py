@@ -31,7 +31,6 @@ from zoo.errors import UserError, one_line
 from zoo.secrets import mask_text
 
 
-
 @dataclass
 class WorkerConfig:
     """Everything a worker process needs; plain data so it crosses a process boundary."""
@@ -247,8 +246,8 @@ class ClaimRun:
         if self.tracker is None or self.logged < 0:
             return
         self.run_id = self.tracker.restart_trial_run(self.run_id, self.config.parent_run_id, self.claim.key,
-                                                     self.claim.spec.used_flat(), {**self._tags(),
-                                                                              "videosweep.started_over": reason})
+                                                     self.claim.spec.used_flat(),
+                                                     {**self._tags(), "videosweep.started_over": reason})
         self._set_attrs(mlflow_run_id=self.run_id)
         self.logged = -1
 
