@@ -4,15 +4,24 @@
 `latency_ms` is the median of LATENCY_CALLS single-window calls after WARMUP_CALLS warm-up calls;
 `throughput_fps` is windows per second at batch THROUGHPUT_BATCH (median of THROUGHPUT_CALLS calls);
 `param_count` and `model_size_mb` (float32 weights) are of the whole end-to-end model.
+
+A frozen backbone runs the same computation in every trial of its setting, so its figures are measured once per
+machine, like a NAS latency table: kept in the process and in the cache folder (`latency/`), keyed by the setting,
+the host, the device, the CPU threads and the backend's versions. A trial then times only its own head.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
+import math
 import os
 import platform
+import socket
 import statistics
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -74,17 +83,15 @@ class Timings:
         return Timings(self.single + other.single, self.batch + other.batch)
 
 
-@dataclass
-class Front:
-    """A frozen backbone as frames -> features, with its timings once measured."""
+@dataclass(frozen=True)
+class FrontFigures:
+    """A frozen backbone's part of the end-to-end figures (frames -> features): its timings and parameters."""
 
-    model: Any
-    graph: Any
-    timings: Timings | None = None
+    timings: Timings
+    param_count: int
 
 
-_FRONTS: dict[tuple, Front] = {}  # per worker process: backbones built, traced and timed once
-MAX_FRONTS = 4
+_FRONTS: dict[str, FrontFigures] = {}  # this process's memo of the machine's table (runner/latency.py docstring)
 
 
 def _graph(model: Any) -> Any:
@@ -98,21 +105,65 @@ def _graph(model: Any) -> Any:
     return tf.function(lambda x: model(x, training=False), input_signature=[tf.TensorSpec(shape, tf.float32)])
 
 
-def _front(spec: ModelSpec) -> Front:
-    """The frames -> features stage of a frozen-feature trial, shared by the trials of a process that use the same
-    backbone setting, as the feature cache is: the backbone is built, traced and timed once, not per trial."""
+def front_key(spec: ModelSpec) -> dict[str, Any]:
+    """What a frozen backbone's figures depend on: its setting and where and how it runs."""
+    from runner import backends
+    from zoo.deploy import is_windowed
+
+    backend = backends.active()
+    return {"backbone": spec.backbone, "weights": spec.weights, "pooling": spec.pooling,
+            "frame_size": list(spec.frame_size or ()), "frames": spec.sequence_length if is_windowed(spec) else 1,
+            "weights_file": spec.model_weights_path, "host": socket.gethostname(), "device": device_name(),
+            "cpu_threads": os.environ.get("VIDEOSWEEP_CPU_THREADS", ""), "backend": backend,
+            "backend_version": backends.version(backend), "keras_version": backends.version("keras")}
+
+
+def _table_path(key: dict[str, Any], cache_dir: str | Path | None) -> Path:
+    from zoo.cache import cache_root
+
+    digest = hashlib.sha256(json.dumps(key, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_root(cache_dir) / "latency" / f"{digest}.json"
+
+
+def _read_table(path: Path, key: dict[str, Any]) -> FrontFigures | None:
+    """The stored figures, if the entry is for this key and holds sane numbers; the cache is not trusted further."""
+    try:
+        entry = json.loads(path.read_text())
+        single, batch, params = float(entry["single"]), float(entry["batch"]), entry["param_count"]
+    except (OSError, ValueError, TypeError, KeyError):
+        return None
+    sane = all(math.isfinite(v) and v > 0 for v in (single, batch)) and type(params) is int and params > 0
+    return FrontFigures(Timings(single, batch), params) if entry.get("key") == key and sane else None
+
+
+def _write_table(path: Path, key: dict[str, Any], figures: FrontFigures) -> None:
+    from zoo import atomic
+
+    entry = {"key": key, "single": figures.timings.single, "batch": figures.timings.batch,
+             "param_count": figures.param_count}
+    try:
+        atomic.write_json(path, entry)
+    except OSError:  # best effort (a full disk, a read-only cache): the next process measures again
+        pass
+
+
+def front_figures(spec: ModelSpec, cache_dir: str | Path | None = None) -> FrontFigures:
+    """The frames -> features stage of a frozen-feature trial (the backbone as `export` joins it), measured once
+    per machine and setting: from this process's memo, else the cache folder's table, else built and timed."""
     import zoo
-    from zoo.deploy import frames_to_features, is_windowed
+    from zoo.deploy import frames_to_features
 
     model_spec = zoo.validated_spec(spec)
-    key = (model_spec.backbone, model_spec.weights, model_spec.pooling, model_spec.frame_size,
-           model_spec.sequence_length if is_windowed(model_spec) else 1, model_spec.model_weights_path)
-    if key not in _FRONTS:
-        while len(_FRONTS) >= MAX_FRONTS:
-            _FRONTS.pop(next(iter(_FRONTS)))
-        model = frames_to_features(model_spec)
-        _FRONTS[key] = Front(model, _graph(model))
-    return _FRONTS[key]
+    key = front_key(model_spec)
+    path = _table_path(key, cache_dir)
+    if path.name not in _FRONTS:
+        figures = _read_table(path, key)
+        if figures is None:
+            model = frames_to_features(model_spec)
+            figures = FrontFigures(_time_stage(_graph(model), model.input_shape), int(model.count_params()))
+            _write_table(path, key, figures)
+        _FRONTS[path.name] = figures
+    return _FRONTS[path.name]
 
 
 def _constant(values: np.ndarray) -> Any:
@@ -138,13 +189,13 @@ def _time_stage(call: Any, input_shape: tuple) -> Timings:
                    statistics.median(_timed(call, batch) for _ in range(THROUGHPUT_CALLS)))
 
 
-def measure(spec: ModelSpec, trained: Any) -> dict[str, Any]:
+def measure(spec: ModelSpec, trained: Any, cache_dir: str | Path | None = None) -> dict[str, Any]:
     """The end-to-end model's latency, throughput, size and the device, as results.json entries.
 
     For frozen-feature architectures the end-to-end model is the backbone (as `export` joins it, zoo/deploy.py)
     followed by the trained head, two stages run one after the other: each is timed on its own and their medians
-    add up. The backbone's timings are measured once per worker process and setting (it is frozen: every trial
-    of that setting runs the same computation), so a trial pays only for timing its own small head."""
+    add up. The backbone's figures come from the machine's table (`front_figures`), so a trial pays only for
+    timing its own small head."""
     import zoo
     from zoo.deploy import head_of
 
@@ -153,11 +204,9 @@ def measure(spec: ModelSpec, trained: Any) -> dict[str, Any]:
         timings = _time_stage(_graph(trained), trained.input_shape)
         params = int(trained.count_params())
     else:
-        front, head = _front(spec), head_of(trained)
-        if front.timings is None:
-            front.timings = _time_stage(front.graph, front.model.input_shape)
+        front, head = front_figures(spec, cache_dir), head_of(trained)
         timings = front.timings + _time_stage(_graph(head), head.input_shape)
-        params = int(front.model.count_params()) + int(head.count_params())
+        params = front.param_count + int(head.count_params())
     return {
         "model_latency_ms": 1000.0 * timings.single,
         "model_throughput_fps": THROUGHPUT_BATCH / timings.batch,

@@ -388,7 +388,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
         probabilities, truth = _predict(model, sequences["test"], dataset)
         test_loss, test_accuracy = loss_and_accuracy(probabilities, truth)  # no second pass over the test set
         results.update(fit_dt_test_end=_now(), fit_dt_test_duration_seconds=time.perf_counter() - started)
-        results.update(latency.measure(model_spec, model))  # end-to-end on raw frames, on this machine
+        results.update(latency.measure(model_spec, model, cache_dir))  # end-to-end on raw frames, here
 
         results.update(
             fit_best_round=best.round, fit_num_epochs=int(len(history)),
