@@ -235,6 +235,7 @@ class SweepTracking:
 
     ctx: SweepContext
     study: Any
+    cache_dir: str | None = None  # where the embedded store's empty schema is kept (runner/embedded_store.py)
     tracker: Tracker | None = None
     parent: str | None = None
     last_update: float = field(default=0.0)
@@ -245,7 +246,7 @@ class SweepTracking:
         ctx = self.ctx
         with tracking_errors(ctx.tracking_uri):  # MLflow's errors are MLflow's, even inside the study's block
             with stores_lock(ctx.workdir):  # a second `run` starting now must not set up MLflow's schema too
-                self.tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name)
+                self.tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name, cache_dir=self.cache_dir)
             with queue.study_lock(self.study, ctx.workdir):  # one parent run, whichever machine starts first
                 self.parent = self.tracker.sweep_run(ctx.sweep, ctx.sweep.shareable_yaml(),
                                                      storage.mask_url(ctx.storage_url), ctx.dataset)
@@ -332,7 +333,7 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
                                                        else "") + (f", {warmed} warm-start trial(s) added from "
                                                                    f"{', '.join(ctx.sweep.search.warm_start)}"
                                                                    if warmed else ""))
-        tracking = SweepTracking(ctx, study, slots=len(slots), started=started)
+        tracking = SweepTracking(ctx, study, options.cache_dir, slots=len(slots), started=started)
         (ctx.workdir / TRACKING_READY).unlink(missing_ok=True)
         if ctx.sweep.search.strategy == "grid" and queue.state_counts(study)["waiting"] == 0:
             tracking.start()

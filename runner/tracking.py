@@ -145,13 +145,17 @@ BACKEND_TAGS = {"backend": "backend", "backend_version": "backend_version", "ker
 class Tracker:
     """MLflow access for one sweep: its experiment, parent run and trial runs."""
 
-    def __init__(self, uri: str, workdir: Path, experiment: str, create: bool = True):
+    def __init__(self, uri: str, workdir: Path, experiment: str, create: bool = True,
+                 cache_dir: str | Path | None = None):
         from mlflow import MlflowClient
 
         if uri.startswith("sqlite:"):
+            from runner import embedded_store
             from runner.storage import sqlite_wal_on_connect
 
             sqlite_wal_on_connect()
+            if create:
+                embedded_store.seed(uri, cache_dir)
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
         os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
