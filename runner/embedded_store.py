@@ -45,8 +45,9 @@ def _template(cache_dir: str | Path | None) -> Path | None:
     import mlflow
 
     template = cache_root(cache_dir) / "mlflow-schema" / f"mlflow-{mlflow.__version__}.db"
-    if not (template.is_file() and _is_empty_schema(template)):
-        _make_template(template)
+    if _is_empty_schema(template):
+        return template
+    _make_template(template)
     return template if _is_empty_schema(template) else None
 
 
