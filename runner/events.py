@@ -62,9 +62,11 @@ class WorkerExited(WorkerEvent):
 
 @dataclass(frozen=True)
 class WorkerGaveUp(WorkerEvent):
-    """A shared store (the study database, the tracking server) stayed unreachable: why, in one line."""
+    """A worker stopped on an error of its own making no trial's fault: a shared store (the study database, the
+    tracking server) that stayed unreachable (`temporary`), or bad input; why, in one line."""
 
     message: str
+    temporary: bool = True
 
 
 Event = Union[WorkerReady, TrialStarted, EpochEnded, TrialFinished, TrialNote, WorkerExited, WorkerGaveUp]

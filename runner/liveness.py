@@ -83,14 +83,16 @@ class Heartbeat:
 
 def fail_dead_trials(study: optuna.Study, reason: str = DEAD_WORKER) -> list[int]:
     """Fail RUNNING trials whose worker is gone: stale heartbeat, or none ever sent after the grace period."""
+    from runner.storage import retrying  # (the storage module builds on this one)
+
     stale = set(internals.stale_trial_ids(study))
     cutoff = dt.datetime.now() - dt.timedelta(seconds=grace_seconds())
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         claimed_id = internals.trial_id(trial)
         if _local_worker_gone(trial):
             stale.add(claimed_id)
-        elif trial.datetime_start and trial.datetime_start < cutoff and not internals.has_heartbeat(study,
-                                                                                                  claimed_id):
+        elif trial.datetime_start and trial.datetime_start < cutoff and not retrying(
+                lambda: internals.has_heartbeat(study, claimed_id), "reading heartbeats"):  # noqa: B023
             stale.add(claimed_id)
     return [claimed_id for claimed_id in stale if fail_trial(study, claimed_id, reason)]
 

@@ -11,7 +11,17 @@ import datetime as dt
 from typing import Any
 
 import optuna
+from optuna.storages._heartbeat import BaseHeartbeat
 from optuna.trial import FrozenTrial, TrialState
+
+# The interface Optuna checks with isinstance() before it uses heartbeats: a storage proxy must declare it too.
+HeartbeatStorage = BaseHeartbeat
+
+
+def cached(rdb: optuna.storages.RDBStorage) -> optuna.storages.BaseStorage:
+    """Optuna's caching wrapper around an RDB storage (what `optuna.create_study(storage=rdb)` would build): a
+    proxy handed to Optuna in its place is used as it is, so it must bring the cache along."""
+    return optuna.storages._CachedStorage(rdb)
 
 
 def storage(study: optuna.Study) -> optuna.storages.BaseStorage:
@@ -21,10 +31,10 @@ def storage(study: optuna.Study) -> optuna.storages.BaseStorage:
 
 
 def rdb_backend(study: optuna.Study) -> Any:
-    """The RDBStorage under Optuna's caching wrapper: its SQLAlchemy engine serves the claim's conditional
-    UPDATE and the PostgreSQL advisory lock."""
+    """The RDBStorage under our retrying proxy (`rdb`) or Optuna's caching wrapper: its SQLAlchemy engine serves
+    the claim's conditional UPDATE and the PostgreSQL advisory lock."""
     wrapped = study._storage
-    return getattr(wrapped, "_backend", wrapped)
+    return getattr(wrapped, "rdb", None) or getattr(wrapped, "_backend", wrapped)
 
 
 def study_id(study: optuna.Study) -> int:

@@ -205,8 +205,8 @@ def claim_waiting(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None
         claimed_id = internals.trial_id(trial)
         if not _take(study, claimed_id):
             continue  # another worker took it first
-        retrying(lambda: storage.record_heartbeat(claimed_id), f"recording the claim of trial {claimed_id}")
-        return retrying(lambda: internals.trial_handle(study, claimed_id), f"starting trial {claimed_id}")
+        storage.record_heartbeat(claimed_id)
+        return internals.trial_handle(study, claimed_id)
     return None
 
 
@@ -219,13 +219,13 @@ def claim_from_queue(study: optuna.Study, rank: Callable[[FrozenTrial], int] | N
     """
     while (trial := claim_waiting(study, rank)) is not None:
         claimed_id = internals.trial_id(trial)
-        attrs = retrying(lambda: internals.storage(study).get_trial(claimed_id).user_attrs,  # noqa: B023
-                         f"reading trial {claimed_id}")  # claimed: wait, never claim another
+        attrs = internals.storage(study).get_trial(claimed_id).user_attrs  # claimed: a lost connection is waited
+        # out by the storage, never answered by claiming another
         try:
             return _checked_claim(trial, attrs, fingerprint)
         except UserError as err:
             reason = str(err)
-        retrying(lambda: _refuse(study, claimed_id, reason), f"refusing trial {claimed_id}")  # noqa: B023
+        _refuse(study, claimed_id, reason)
     return None
 
 
@@ -251,11 +251,7 @@ def _refuse(study: optuna.Study, claimed_id: int, reason: str) -> None:
 
 
 def state_counts(study: optuna.Study) -> dict[str, int]:
-    """Trials by state (and `invalid`); a read, so a dropped connection is simply waited out."""
-    return retrying(lambda: _count_states(study), "counting trials")
-
-
-def _count_states(study: optuna.Study) -> dict[str, int]:
+    """Trials by state (and `invalid`)."""
     counts = {state.name.lower(): 0 for state in TrialState}
     for trial in study.get_trials(deepcopy=False):
         if trial.user_attrs.get("invalid_reason"):

@@ -32,7 +32,7 @@ from runner.tracking import Tracker, check_tracking_reachable, default_tracking_
 from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec
 from zoo.data import Dataset
-from zoo.errors import UserError, one_line
+from zoo.errors import StoreUnreachable, UserError, one_line
 from zoo.secrets import MASK, mask_url
 
 
@@ -132,14 +132,13 @@ def best_trial(study: Any) -> tuple[str, float] | None:
     """(trial key, value) of the best finished trial, None before any finished."""
     if len(study.directions) > 1:  # several objectives: the best by the first (the front is the report's)
         sign = 1 if study.directions[0].name == "MAXIMIZE" else -1
-        done = [t for t in storage.retrying(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                                            "reading the best trial") if t.values]
+        done = [t for t in study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)) if t.values]
         if not done:
             return None
         best = max(done, key=lambda t: sign * t.values[0])
         return best.user_attrs.get(queue.KEY_ATTR, str(best.number)), float(best.values[0])
     try:
-        best = storage.retrying(lambda: study.best_trial, "reading the best trial")
+        best = study.best_trial
     except ValueError:
         return None
     return best.user_attrs.get(queue.KEY_ATTR, str(best.number)), float(best.value)
@@ -267,9 +266,9 @@ class SweepTracking:
         except UserError:
             raise
         except Exception as err:  # connection refused, timeouts
-            raise UserError(f"lost the MLflow tracking store {storage.mask_url(self.ctx.tracking_uri)} mid-sweep "
-                            f"({one_line(f'{type(err).__name__}: {err}')[:200]}); every trial is kept in the study: "
-                            "`videosweep resume` finishes the sweep once the store answers again") from None
+            raise StoreUnreachable(f"lost the MLflow tracking store {storage.mask_url(self.ctx.tracking_uri)} mid-sweep "
+                                   f"({one_line(f'{type(err).__name__}: {err}')[:200]}); every trial is kept in the "
+                                   "study: `videosweep resume` finishes the sweep once the store answers again") from None
 
     def update(self, throttled: bool = False) -> None:
         """The parent run's trial counts and best metric (at most every SWEEP_UPDATE_SECONDS if throttled)."""
@@ -433,9 +432,7 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
                                          memory_limit_mb=resources.memory_limit_mb)
 
     def on_death(pid: int, trial_number: int | None, reason: str) -> None:
-        # Storage calls here and in refill are idempotent: a dropped connection is waited out, then redone.
-        failed = storage.retrying(lambda: _fail_worker_trials(study, pid, trial_number, reason),
-                                  "failing a dead worker's trial")
+        failed = _fail_worker_trials(study, pid, trial_number, reason)
         for number in failed:
             display.message(f"trial #{number} failed: {reason}")
             if reason in (liveness.INTERRUPTED, "scheduler stopped"):
@@ -459,6 +456,7 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
                 return 0  # stopped: nothing more is handed out
             return search.prepare()
 
+        # the lock and the liveness check reach the database around Optuna: the whole step is redone (idempotent)
         return storage.retrying(once, "re-queueing trials")
 
     def on_event(event: Event, states: dict[str, SlotState]) -> None:

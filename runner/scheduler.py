@@ -23,7 +23,7 @@ from typing import Any, Callable
 from runner.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerGaveUp
 from runner.liveness import INTERRUPTED
 from runner.worker import GAVE_UP_EXIT, WorkerConfig, worker_main
-from zoo.errors import UserError
+from zoo.errors import StoreUnreachable, UserError
 
 POLL_SECONDS = 0.2
 
@@ -82,7 +82,7 @@ class SlotState:
     finished: bool = False  # its worker found nothing left to do
     reader: Connection | None = None  # this worker's own event pipe: a dying worker cannot block the others
     architecture: str = ""
-    gave_up: str = ""  # why its worker stopped on an unreachable shared store (WorkerGaveUp)
+    gave_up: WorkerGaveUp | None = None  # why its worker stopped on an unreachable shared store
 
 
 @dataclass
@@ -130,7 +130,7 @@ class Scheduler:
         elif isinstance(event, WorkerExited):
             state.finished = event.reason in ("empty", "stop")
         elif isinstance(event, WorkerGaveUp):
-            state.gave_up = event.message
+            state.gave_up = event
         self.on_event(event, self.states)
 
     def _drain(self, timeout: float) -> None:
@@ -168,8 +168,10 @@ class Scheduler:
         self._drain(0)  # the worker's last events may still be queued
         code = process.exitcode
         if code == GAVE_UP_EXIT:  # retrying the store did not help; respawning would not either
-            reason = state.gave_up or "a worker could not reach a shared store (study database or tracking server)"
-            raise UserError(f"{reason}; stopped cleanly: `videosweep resume` finishes the sweep")
+            gave_up = state.gave_up or WorkerGaveUp(
+                state.slot.name, "a worker could not reach a shared store (study database or tracking server)")
+            error = StoreUnreachable if gave_up.temporary else UserError
+            raise error(f"{gave_up.message}; stopped cleanly: `videosweep resume` finishes the sweep")
         if code:  # its last events may be lost with it: the study knows its trials by the worker's pid
             reason = f"worker died with signal {signal.Signals(-code).name}" if code < 0 else \
                 f"worker exited with code {code}"

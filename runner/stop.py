@@ -14,7 +14,6 @@ from typing import Any
 from optuna.trial import FrozenTrial, TrialState
 
 from runner.metrics import OBJECTIVES, STUDY_RESULTS, Objective
-from runner.storage import retrying
 from zoo.errors import UserError
 
 STOP_ATTR = "stop_reason"
@@ -80,7 +79,7 @@ def decide(sweep: Any, trials: list[FrozenTrial], deadline: float | None = None,
 
 def stop_reason(study: Any) -> str | None:
     """The recorded stop decision ('' after `--ignore-stop` cleared it), None while the sweep may go on."""
-    reason = retrying(lambda: study.user_attrs.get(STOP_ATTR), "reading the stop decision")
+    reason = study.user_attrs.get(STOP_ATTR)
     return reason or None
 
 
@@ -92,15 +91,14 @@ def evaluate(study: Any, sweep: Any, deadline: float | None = None, rules_on: bo
         return reason
     if deadline is None and not (rules_on and has_rules(sweep)):
         return None
-    trials = retrying(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                      "reading finished trials")
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
     reason = decide(sweep, trials, deadline, rules_on=rules_on)
     if reason:
-        retrying(lambda: study.set_user_attr(STOP_ATTR, reason), "recording the stop decision")
+        study.set_user_attr(STOP_ATTR, reason)
     return reason
 
 
 def clear(study: Any) -> None:
     """`--ignore-stop`: forget the recorded decision (Optuna cannot delete an attribute; '' means none)."""
     if stop_reason(study):
-        retrying(lambda: study.set_user_attr(STOP_ATTR, ""), "clearing the stop decision")
+        study.set_user_attr(STOP_ATTR, "")

@@ -1,5 +1,5 @@
-"""The study's storage: URLs (checked and masked), opening an Optuna RDB storage (SQLite pragmas, pools),
-database errors as one line, and the database retry policy.
+"""The study's storage: URLs (checked and masked), opening an Optuna RDB storage (SQLite pragmas, pools) behind
+a proxy that rides out a dropped database on every call, and database errors as one line.
 
 The study is the sweep's queue and source of truth: SQLite in the workdir by default (embedded, no server),
 or any Optuna RDB URL (PostgreSQL for several machines).
@@ -7,20 +7,27 @@ or any Optuna RDB URL (PostgreSQL for several machines).
 
 from __future__ import annotations
 
+import abc
+import copy
 import logging
+import math
 import os
+import uuid
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from datetime import datetime
 from pathlib import Path
 from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import optuna
+from optuna.trial import FrozenTrial, TrialState
 
 from runner import liveness
+from runner import optuna_internals as internals
 from runner.retry import database_budget, retry
-from zoo.errors import UserError, one_line
+from zoo.errors import StoreUnreachable, UserError, one_line
 from zoo.secrets import mask_text, mask_url  # storage.mask_url is also used by callers
 
 T = TypeVar("T")
@@ -75,17 +82,29 @@ def check_storage_url(url: str) -> str:
     return scheme
 
 
+# Connection-time mistakes that no wait mends (a wrong password, database, role or host; a full disk): one line at
+# once. psycopg reports them without an SQLSTATE, so their messages are all there is to go by.
+_PERMANENT = ("does not exist", "authentication failed", "no password supplied", "pg_hba.conf",
+              "failed to resolve host", "could not translate host name", "name or service not known",
+              "nodename nor servname", "access denied", "unknown database", "unable to open database file",
+              "disk is full", "locked")  # SQLite's busy timeout already waited for a lock: more waiting will not help
+
+
 def unreachable(err: BaseException) -> bool:
-    """Connection trouble worth waiting out (server down, restarting, network), not a wrong query."""
-    from sqlalchemy.exc import DBAPIError, OperationalError, PendingRollbackError
+    """Connection trouble worth waiting out (server down, restarting, failing over, a dropped connection), not a
+    wrong query or a configuration mistake."""
+    from sqlalchemy.exc import DBAPIError, InterfaceError, OperationalError, PendingRollbackError
 
     if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
         err = err.__cause__
     if isinstance(err, PendingRollbackError):  # a session whose connection dropped; Optuna rolled it back
         return True
-    if isinstance(err, OperationalError):
-        return "locked" not in str(err)  # SQLite's busy timeout already waited; more waiting will not help
-    return isinstance(err, DBAPIError) and bool(getattr(err, "connection_invalidated", False))
+    if not isinstance(err, DBAPIError):
+        return False
+    message = str(getattr(err, "orig", None) or err).lower()
+    if any(marker in message for marker in _PERMANENT):
+        return False
+    return isinstance(err, (OperationalError, InterfaceError)) or bool(err.connection_invalidated)
 
 
 def _short(err: BaseException, limit: int) -> str:
@@ -96,11 +115,132 @@ def _short(err: BaseException, limit: int) -> str:
 
 def retrying(call: Callable[[], T], what: str) -> T:
     """`call()` retried while the database is unreachable (the budget is in runner/retry.py); then one clear
-    error: nothing is lost, `videosweep resume` carries on once the database is back."""
+    error: nothing is lost, `videosweep resume` carries on once the database is back.
+
+    Every call into the study goes through `RetryingStorage`; this is for the few that reach the database
+    around Optuna (the claim's conditional UPDATE, the advisory lock) and for steps made of several calls."""
     budget = database_budget()
-    return retry(call, transient=unreachable, budget_seconds=budget, give_up=lambda err: UserError(
+    return retry(call, transient=unreachable, budget_seconds=budget, give_up=lambda err: StoreUnreachable(
         f"study storage unreachable for {budget:.0f} s while {what}: {_short(err, 160)}; stopped cleanly, "
         "`videosweep resume` finishes the sweep when it is back"))
+
+
+_CALLS = {"get_all_trials": "reading the trials", "get_trial": "reading a trial", "record_heartbeat":
+          "recording a heartbeat", "set_trial_state_values": "recording a trial's state",
+          "create_new_trial": "adding a trial", "set_trial_user_attr": "recording a trial attribute"}
+
+
+class RetryingStorage(optuna.storages.BaseStorage, internals.HeartbeatStorage):
+    """The study storage every process uses: each call, ours or one Optuna makes on our behalf (`study.trials`,
+    `tell`, a sampler reading the history), waits out a dropped or restarting database under the database
+    budget, so no call site has to remember to.
+
+    Reads and upserts are simply called again. The two writes that are not idempotent check first whether a
+    lost answer hid a success: a trial is created with a nonce in its system attributes and found by it; a
+    state change already made (the same finished state and values) is not made twice.
+    """
+
+    def __init__(self, rdb: optuna.storages.RDBStorage) -> None:
+        self.rdb = rdb  # for the few statements Optuna has no method for (runner/optuna_internals.py)
+        self._inner = internals.cached(rdb)
+
+    def __getattr__(self, name: str) -> Any:  # anything else Optuna may look up (its private helpers)
+        if name == "_inner":  # not set yet (copy, unpickling): no recursion
+            raise AttributeError(name)
+        return getattr(self._inner, name)
+
+    def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
+        method = getattr(self._inner, name)
+        return retrying(lambda: method(*args, **kwargs), _CALLS.get(name, name.replace("_", " ")))
+
+    def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        nonce = uuid.uuid4().hex
+        template = _with_nonce(template_trial, nonce)
+        tries = 0
+
+        def once() -> int:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and (found := self._created(study_id, nonce)) is not None:
+                return found  # the first attempt's commit went through; only its answer was lost
+            return self._inner.create_new_trial(study_id, template)
+
+        return retrying(once, _CALLS["create_new_trial"])
+
+    def _created(self, study_id: int, nonce: str) -> int | None:
+        for trial in self._inner.get_all_trials(study_id, deepcopy=False):  # also caches it, as a create would
+            if trial.system_attrs.get(NONCE_ATTR) == nonce:
+                return internals.trial_id(trial)
+        return None
+
+    def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
+                               ) -> bool:
+        tries = 0
+
+        def once() -> bool:
+            nonlocal tries
+            tries += 1
+            if tries > 1 and state.is_finished() and _already(self._inner.get_trial(trial_id), state, values):
+                return True  # made by the attempt whose answer was lost
+            return self._inner.set_trial_state_values(trial_id, state, values)
+
+        # WAITING -> RUNNING retried after a lost answer reads False (taken): if it was ours after all, the trial
+        # has no heartbeat and the dead-trial reaper fails it after the grace period (runner/liveness.py).
+        return retrying(once, _CALLS["set_trial_state_values"])
+
+    def get_heartbeat_interval(self) -> int | None:
+        return self._inner.get_heartbeat_interval()
+
+    def get_heartbeat_stale_trial_callback(self) -> Any:
+        return self._inner.get_heartbeat_stale_trial_callback()
+
+    def remove_session(self) -> None:
+        self._inner.remove_session()
+
+
+def _retried(name: str) -> Callable[..., Any]:
+    def method(self: RetryingStorage, *args: Any, **kwargs: Any) -> Any:
+        return self._call(name, *args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+# Reads, and writes that are upserts (attributes, parameters, intermediate values, heartbeats): calling one again
+# after a lost answer leaves the study as one call would. `create_new_study` again after a lost answer raises
+# DuplicatedStudyError, which `optuna.create_study(load_if_exists=True)` answers by loading it.
+_IDEMPOTENT = ("create_new_study", "delete_study", "set_study_user_attr", "set_study_system_attr",
+               "get_study_id_from_name", "get_study_name_from_id", "get_study_directions", "get_study_user_attrs",
+               "get_study_system_attrs", "get_all_studies", "set_trial_param", "get_trial_id_from_study_id_trial_number",
+               "get_trial_number_from_id", "get_trial_param", "set_trial_intermediate_value", "set_trial_user_attr",
+               "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial",
+               "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs", "record_heartbeat",
+               "_get_stale_trial_ids")
+for _name in _IDEMPOTENT:
+    setattr(RetryingStorage, _name, _retried(_name))
+abc.update_abstractmethods(RetryingStorage)
+NONCE_ATTR = "videosweep:created"  # a trial's creation nonce (system attribute): finds it after a lost answer
+
+
+def _with_nonce(template: FrozenTrial | None, nonce: str) -> FrozenTrial:
+    """The trial to create, marked with `nonce`; without a template, the RUNNING trial Optuna would make."""
+    if template is None:
+        template = FrozenTrial(number=0, state=TrialState.RUNNING, value=None, datetime_start=datetime.now(),
+                               datetime_complete=None, params={}, distributions={}, user_attrs={}, system_attrs={},
+                               intermediate_values={}, trial_id=0)
+    marked = copy.deepcopy(template)
+    marked.system_attrs[NONCE_ATTR] = nonce
+    return marked
+
+
+def _already(trial: FrozenTrial, state: TrialState, values: Sequence[float] | None) -> bool:
+    """Whether `trial` is already in `state` with `values`."""
+    if trial.state != state:
+        return False
+    if values is None:
+        return True
+    return trial.values is not None and len(trial.values) == len(values) and all(
+        math.isclose(a, b, rel_tol=1e-12) or a == b for a, b in zip(trial.values, values))
 
 
 def _schema_race(err: BaseException) -> bool:
@@ -109,8 +249,9 @@ def _schema_race(err: BaseException) -> bool:
     return isinstance(err, (IntegrityError, ProgrammingError))
 
 
-def open_storage(url: str) -> optuna.storages.RDBStorage:
-    """An RDB storage with heartbeats and, on SQLite, a busy timeout; one-line errors for bad URLs."""
+def open_storage(url: str) -> RetryingStorage:
+    """An RDB storage with heartbeats and, on SQLite, a busy timeout, behind the retrying proxy; one-line errors
+    for bad URLs."""
     scheme = check_storage_url(url)
     engine_kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
@@ -129,7 +270,7 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
                      give_up=lambda err: err)
 
     try:
-        return retrying(connect_past_schema_races, f"opening {mask_url(url)}")
+        return RetryingStorage(retrying(connect_past_schema_races, f"opening {mask_url(url)}"))
     except UserError:
         raise
     except Exception as err:  # ImportError of a driver, a malformed URL, ...
@@ -139,15 +280,20 @@ def open_storage(url: str) -> optuna.storages.RDBStorage:
 
 @contextmanager
 def storage_errors(storage: Any) -> Iterator[None]:
-    """Database trouble (locked past the busy timeout, gone, full) as one line instead of a traceback."""
+    """Database trouble that waiting does not mend (locked past the busy timeout, a wrong database, full) as one
+    line instead of a traceback. Connection trouble was already waited out by `RetryingStorage`; any that still
+    gets here is never called bad input."""
     from sqlalchemy.exc import SQLAlchemyError
 
     try:
         yield
     except (SQLAlchemyError, optuna.exceptions.StorageInternalError) as err:
         cause = err.__cause__ if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ else err
-        label = storage if isinstance(storage, str) else getattr(getattr(storage, "engine", None), "url", "")
-        url = mask_url(str(label or "the study storage"))
+        engine = getattr(getattr(storage, "rdb", storage), "engine", None)
+        url = mask_url(str(storage if isinstance(storage, str) else getattr(engine, "url", "") or "the study storage"))
+        if unreachable(err):
+            raise StoreUnreachable(f"study storage {url} unreachable: {_short(cause, 200)}; stopped cleanly, "
+                                   "`videosweep resume` finishes the sweep when it is back") from None
         raise UserError(f"study storage {url}: {_short(cause, 200)}") from None
 
 

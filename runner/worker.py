@@ -27,7 +27,7 @@ from runner.liveness import Heartbeat
 from runner.metrics import STUDY_RESULTS, objective
 from runner.queue import Claim
 from runner.storage import retrying
-from zoo.errors import UserError, one_line
+from zoo.errors import StoreUnreachable, UserError, one_line
 from zoo.secrets import mask_text
 
 
@@ -133,19 +133,14 @@ class ClaimRun:
             return self._failed(err)
 
     def _set_attrs(self, **attrs: Any) -> None:
-        """Trial attributes, written again if the database drops the connection (each write is idempotent)."""
-
-        def write() -> None:
-            for name, value in attrs.items():
-                self.trial.set_user_attr(name, value)
-
-        retrying(write, f"recording trial #{self.trial.number}")
+        """Trial attributes (the storage writes each again if the database drops the connection)."""
+        for name, value in attrs.items():
+            self.trial.set_user_attr(name, value)
 
     def _tell(self, **outcome: Any) -> None:
         # skip_if_finished: had this worker been declared dead meanwhile, its trial is already FAIL and
         # re-queued; the copy then reuses results.json on this machine instead of crashing this worker
-        retrying(lambda: self.study.tell(self.trial, skip_if_finished=True, **outcome),
-                 f"recording trial {self.claim.key}")
+        self.study.tell(self.trial, skip_if_finished=True, **outcome)
 
     def _finished(self, state: str, value: float | None = None, reason: str = "") -> tuple[str, float | None]:
         _emit(self.config, TrialFinished(self.config.slot, trial=self.trial.number, key=self.claim.key,
@@ -172,11 +167,10 @@ class ClaimRun:
             self.tracker.mark_continued(self.run_id, step)
         self.epochs_seen = True
         self._check_heartbeat()
-        key = self.claim.key
         if len(self.objectives) > 1:  # Optuna neither records nor prunes per-step values of several objectives
             return
-        retrying(lambda: self.trial.report(float(row[self.objective.per_epoch]), step), f"reporting trial {key}")
-        if retrying(self.trial.should_prune, f"asking the pruner about trial {key}"):
+        self.trial.report(float(row[self.objective.per_epoch]), step)
+        if self.trial.should_prune():
             raise optuna.TrialPruned(f"pruned at epoch {step + 1}")
 
     def _reuse(self) -> tuple[str, float | None] | None:
@@ -366,7 +360,7 @@ def worker_main(config: WorkerConfig) -> None:
         message = mask_text(one_line(str(err)))
         if config.events is None:
             print(f"error: {message}", file=sys.stderr)
-        _emit(config, WorkerGaveUp(config.slot, message=message))
+        _emit(config, WorkerGaveUp(config.slot, message=message, temporary=isinstance(err, StoreUnreachable)))
         code = GAVE_UP_EXIT
     except BaseException:  # noqa: BLE001 - reported through the exit code and stderr
         traceback.print_exc()

@@ -2,11 +2,23 @@
 
 from __future__ import annotations
 
+# EX_TEMPFAIL of sysexits.h, "a temporary failure; the user is invited to retry": what schedulers and shell loops
+# that retry a job on their own (SLURM's --requeue wrappers, systemd's Restart=, `until ...; do`) look for.
+TEMPORARY_FAILURE_EXIT = 75
+
 
 class UserError(Exception):
-    """Bad input from the user (a file, a parameter, a path). The CLI prints its message and exits 2."""
+    """An error the user acts on, printed by the CLI as one line: bad input (a file, a parameter, a path) exits 2;
+    subclasses that are not bad input carry their own exit code."""
 
     exit_code = 2
+
+
+class StoreUnreachable(UserError):
+    """A shared store (the study database, the tracking server) stayed unreachable past its retry budget. Not
+    bad input: nothing was lost and `videosweep resume` carries on once it answers again (exit 75)."""
+
+    exit_code = TEMPORARY_FAILURE_EXIT
 
 
 class InvalidSpec(UserError):
