@@ -44,7 +44,7 @@ def main() -> None:
         for index in range(args.rounds):
             # the first round cuts from the start (every phase); later ones from a random point of the sweep, as
             # long as the first round took
-            offset = 0.0 if index == 0 else chance.uniform(0, 0.9 * seconds[0])
+            offset = 0.0 if index == 0 else chance.uniform(0, 0.7 * seconds[0])
             database = new_database()
             try:
                 result = sweep_through_cuts(Path(scratch) / f"round{index}", database_url(database), cut_after=offset,

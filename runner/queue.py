@@ -222,7 +222,9 @@ def claim_from_queue(study: optuna.Study, rank: Callable[[FrozenTrial], int] | N
         attrs = internals.storage(study).get_trial(claimed_id).user_attrs  # claimed: a lost connection is waited
         # out by the storage, never answered by claiming another
         try:
-            return _checked_claim(trial, attrs, fingerprint)
+            claim = _checked_claim(trial, attrs, fingerprint)
+            _refuse_a_twin(study, claim)
+            return claim
         except UserError as err:
             reason = str(err)
         _refuse(study, claimed_id, reason)
@@ -242,6 +244,30 @@ def _checked_claim(trial: optuna.Trial, attrs: dict[str, Any], fingerprint: str 
     if fingerprint is not None and spec.key(fingerprint) != key:
         raise UserError(f"refused: {key} is not the trial key of the trial's parameters")
     return Claim(trial, key, spec, attempt, dict(attrs))
+
+
+_STANDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)
+
+
+def _refuse_a_twin(study: optuna.Study, claim: Claim) -> None:
+    """A UserError if an earlier trial already stands for the claim's key at its rung (waiting, running or done).
+
+    Queue upkeep runs under the study lock, but a PostgreSQL advisory lock goes with its connection: a database
+    restart mid-upkeep lets a second process in, and both may enqueue the same point or promotion. Whoever claims
+    the later twin refuses it, so each key trains once per rung however the twins arose.
+    """
+    rung = _rung(claim.attrs)
+    for other in study.get_trials(deepcopy=False, states=_STANDING):
+        if (other.number < claim.trial.number and other.user_attrs.get(KEY_ATTR) == claim.key
+                and _rung(other.user_attrs) == rung and not other.user_attrs.get(REFUSED_ATTR)):
+            raise UserError(f"refused: trial #{other.number} already stands for {claim.key} at rung {rung}")
+
+
+def _rung(attrs: dict[str, Any]) -> int | None:
+    try:
+        return int(attrs.get(RUNG_ATTR, 0) or 0)
+    except (TypeError, ValueError):  # a forged attribute stands for no rung
+        return None
 
 
 def _refuse(study: optuna.Study, claimed_id: int, reason: str) -> None:

@@ -69,3 +69,29 @@ def test_a_claim_records_its_start_time_in_any_time_zone(tmp_path):
     assert int(offset) == new_york.total_seconds() < 0, "the claiming process did not run in New York time"
     started = existing_study("tz", open_storage(url)).trials[0].datetime_start  # naive local time, read here
     assert abs((dt.datetime.now() - started).total_seconds()) < 60, started
+
+
+def test_twins_enqueued_by_two_processes_train_once_per_rung(tmp_path):
+    """A study lock lost with a dropped connection lets two processes enqueue the same point (or promotion): the
+    later twin is refused by whoever claims it, whatever the order of the claims, and never re-queued."""
+    from optuna.trial import TrialState
+
+    from runner.queue import REFUSED_ATTR, RUNG_ATTR, claim_from_queue, enqueue, requeue_failed
+    from runner.spec import TrialSpec
+
+    spec = TrialSpec.from_flat({"architecture": "image_mlp_frozen", "backbone": "mobilenet_v2", "weights": "none"})
+    other = TrialSpec.from_flat({"architecture": "image_mlp_frozen", "backbone": "vgg16", "weights": "none"})
+    study = open_study("twins", open_storage(f"sqlite:///{tmp_path / 'twins.db'}"), "maximize")
+    for rung in (0, 0, 1, 1):
+        enqueue(study, spec.key("data"), spec, **{RUNG_ATTR: rung})
+    enqueue(study, other.key("data"), other)
+    claimed = []
+    while (claim := claim_from_queue(study, rank=lambda t: -t.number)) is not None:  # later twins first
+        claimed.append(claim.trial.number)
+        study.tell(claim.trial, 0.5)
+    assert sorted(claimed) == [0, 2, 4], "each key once at each rung"
+    refused = {t.number: t.user_attrs["failure"] for t in study.get_trials() if t.user_attrs.get(REFUSED_ATTR)}
+    assert refused == {1: f"refused: trial #0 already stands for {spec.key('data')} at rung 0",
+                       3: f"refused: trial #2 already stands for {spec.key('data')} at rung 1"}
+    assert all(t.state == TrialState.FAIL for t in study.get_trials() if t.number in refused)
+    assert requeue_failed(study, max_retries=3) == 0
