@@ -106,25 +106,30 @@ def test_a_copy_names_its_source_as_the_store_has_it_not_as_its_tags_say(tmp_pat
     assert tags["reused_sweep"] == "planted-tags"
 
 
-def _donor_sweep(folder: Path, donor: str):
-    """An optuna sweep warm-started from `donor`, and the parameters of its only point (as a trial run logs them)."""
+def keyed_sweep(folder: Path, sizes: list[int], name: str, **extra) -> tuple[Path, dict[int, tuple[str, dict]]]:
+    """A sweep file over `layer_1_size` in `sizes`, and each size's trial key and parameters (as a trial run logs
+    them)."""
     from runner.expand import expand_grid
     from runner.sweep import load_sweep
     from tests.conftest import SEALS
     from tests.runner.test_run import FEATURES, write_sweep
     from zoo import load_dataset
 
-    space = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0]}]
-    grid = expand_grid(load_sweep(write_sweep(folder, space, name="grid")), load_dataset(SEALS).fingerprint)
-    sweep = load_sweep(write_sweep(folder, space, name="warm", search={"strategy": "optuna", "trials": 1,
-                                                                       "warm_start": [donor]}))
-    return sweep, grid.keys[0], {k: str(v) for k, v in grid.trials[0].used_flat().items()}
+    space = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": sizes}]
+    grid = expand_grid(load_sweep(write_sweep(folder, space, name=f"{name}-grid")), load_dataset(SEALS).fingerprint)
+    points = {spec.used_flat()["layer_1_size"]: (key, {k: str(v) for k, v in spec.used_flat().items()})
+              for key, spec in zip(grid.keys, grid.trials)}
+    return write_sweep(folder, space, name=name, **extra), points
 
 
 def test_warm_start_skips_non_finite_values_and_counts_them(tmp_path, store):
     folder, uri, client = store
     experiment = new_experiment(client, folder, "donor-nan")
-    sweep, key, params = _donor_sweep(tmp_path, "donor-nan")
+    from runner.sweep import load_sweep
+
+    path, points = keyed_sweep(tmp_path, [0], "warm", search={"strategy": "optuna", "trials": 1,
+                                                              "warm_start": ["donor-nan"]})
+    sweep, (key, params) = load_sweep(path), points[0]
     plant(client, experiment, key, {"val_accuracy_best": math.nan}, params=params)
     plant(client, experiment, key, {"val_accuracy_best": math.inf}, params=params)
     plant(client, experiment, key, {"val_accuracy_best": 0.75}, params=params)
