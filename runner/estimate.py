@@ -47,7 +47,7 @@ def history(mlflow: Any) -> tuple[list[tuple[dict[str, Any], float]], list[float
     from runner.reuse import REUSED_TAG, finished_runs
 
     trials = []
-    for run in finished_runs(mlflow):
+    for run in finished_runs(mlflow).runs:
         if REUSED_TAG in run.data.tags or not run.info.end_time or not run.info.start_time:
             continue
         trials.append((dict(run.data.params), (run.info.end_time - run.info.start_time) / 1000))

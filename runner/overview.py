@@ -100,18 +100,18 @@ def _estimate(ctx: SweepContext, expansion: Any, study: Any, remaining: int) -> 
         if expansion is not None else [(None, spec) for spec in _sample_specs(ctx.sweep, remaining)]
     try:
         reuse.warm_start_runs(ctx.tracking_uri, list(ctx.sweep.search.warm_start), final)
-        reusable = reuse.reusable_keys(ctx.tracking_uri, ctx.sweep.name, [k for k, _ in pending if k], final)
+        reusable, capped = reuse.reusable_keys(ctx.tracking_uri, ctx.sweep.name, [k for k, _ in pending if k], final)
         to_train = [spec for key, spec in pending if key not in reusable]
         mlflow = reuse.client(ctx.tracking_uri) if reuse.store_exists(ctx.tracking_uri) else None
         guess = estimate.estimate(to_train, slots, mlflow)
     except UserError:
         raise
     except Exception as err:  # noqa: BLE001 - a plan still shows, with the reason its estimate is rough
-        reusable, to_train = {}, [spec for _, spec in pending]
+        reusable, capped, to_train = {}, [], [spec for _, spec in pending]
         guess = estimate.estimate(to_train, slots, None)
         guess["basis"] = f"{estimate.ROUGH_MODEL} (the tracking store could not be read: {type(err).__name__})"
     return {"reused": len(reusable), "to_train": len(to_train), "estimate_seconds": round(guess["seconds"], 1),
-            "estimate_basis": guess["basis"], "slots": slots}
+            "estimate_basis": guess["basis"], "slots": slots, "reuse_notes": capped}
 
 
 def status_rows(study: Any) -> list[dict[str, Any]]:

@@ -6,21 +6,27 @@ parameters and metrics (final and per epoch), links the original artefacts (thei
 copied) and carries `videosweep.reused_from` = the original run id; the study records the trial as complete
 with the reused value. `search.warm_start` adds other sweeps' finished trials to an optuna/random study
 (Optuna's public `add_trial`) so its sampler starts informed.
+
+The tracking store is shared and not trusted: a source is an original run (never a reused copy, whose tags
+anyone could have written) found by its key, its artefacts are looked up by its run id, a run with a
+non-finite metric is neither reused nor a warm start, and what is read is capped (MAX_SWEEPS, MAX_RUNS,
+MAX_RUNS_PER_KEY), with a line saying so when a cap cut the reading short.
 """
 
 from __future__ import annotations
 
+import math
+import sys
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import unquote, urlsplit
 
 from runner.metrics import EPOCH_METRICS, FINAL_METRICS, STUDY_RESULTS
 from runner.spec import with_unused
-from runner.tracking import KEY_TAG, ROLE, STATE, SWEEP, typed_param
+from runner.tracking import KEY_TAG, REUSED_TAG, ROLE, STATE, typed_param
 from zoo.errors import UserError
 
-REUSED_TAG = "videosweep.reused_from"
 ARTIFACT_TAG = "videosweep.reused_artifact_uri"
 REUSED_ATTR = "reused_from"  # a study trial answered from another sweep's run (its MLflow run id)
 WARM_ATTR = "warm_start_from"  # a study trial added from another sweep (not trained, not in the budget)
@@ -30,6 +36,19 @@ _FINISHED = f"tags.`{ROLE}` = 'trial' and attributes.status = 'FINISHED'"
 
 # Parameters added later: runs from before them carry the default.
 _DEFAULTS = {"precision": "float32"}
+
+# What one look at the (shared, untrusted) store reads at most: anyone can plant runs and sweeps there.
+MAX_SWEEPS = 500  # sweeps looked in, the most recently updated first
+MAX_RUNS = 5000  # finished trial runs read for a whole sweep's keys, or from one warm-start sweep
+MAX_RUNS_PER_KEY = 20  # earlier runs of one key looked at when a worker claims it
+
+
+@dataclass
+class Found:
+    """Runs read from the tracking store, and what was left unread (one phrase per cap hit; empty: none)."""
+
+    runs: list[Any] = field(default_factory=list)
+    capped: list[str] = field(default_factory=list)
 
 
 def store_exists(tracking_uri: str) -> bool:
@@ -54,51 +73,70 @@ def client(tracking_uri: str) -> Any:
     return MlflowClient(tracking_uri=tracking_uri)
 
 
-def _experiment_ids(mlflow: Any, exclude: str | None) -> list[str]:
-    return [e.experiment_id for e in mlflow.search_experiments(max_results=50000) if e.name != exclude]
+def _experiment_ids(mlflow: Any, exclude: str | None) -> tuple[list[str], list[str]]:
+    """Ids of the store's sweeps (but `exclude`), at most MAX_SWEEPS; and a phrase when there were more."""
+    found = mlflow.search_experiments(max_results=MAX_SWEEPS + 1, order_by=["last_update_time DESC"])
+    capped = [f"only the {MAX_SWEEPS} most recently updated sweeps of the tracking store were looked in"] \
+        if len(found) > MAX_SWEEPS else []
+    return [e.experiment_id for e in found[:MAX_SWEEPS] if e.name != exclude], capped
 
 
-def finished_runs(mlflow: Any, exclude_sweep: str | None = None, key: str | None = None) -> list[Any]:
-    """Finished trial runs of every sweep in the store (but `exclude_sweep`), of one key if given."""
-    ids = _experiment_ids(mlflow, exclude_sweep)
+def finished_runs(mlflow: Any, exclude_sweep: str | None = None, key: str | None = None) -> Found:
+    """Finished trial runs of the store's sweeps (but `exclude_sweep`), of one key if given: at most MAX_RUNS
+    (MAX_RUNS_PER_KEY for one key), the oldest first within each batch of 50 sweeps."""
+    ids, capped = _experiment_ids(mlflow, exclude_sweep)
     query = _FINISHED + (f" and tags.`{KEY_TAG}` = '{key}'" if key else "")
+    limit = MAX_RUNS_PER_KEY if key else MAX_RUNS
     runs: list[Any] = []
     for start in range(0, len(ids), 50):
-        runs += mlflow.search_runs(ids[start:start + 50], filter_string=query, max_results=50000,
+        runs += mlflow.search_runs(ids[start:start + 50], filter_string=query, max_results=limit + 1 - len(runs),
                                    order_by=["attributes.start_time ASC"])
-    return runs
+        if len(runs) > limit:
+            capped.append(f"only {limit} finished run(s) " + (f"of trial {key}" if key else "of other sweeps")
+                          + " were read")
+            break
+    return Found(runs[:limit], capped)
+
+
+def finite_value(value: float) -> bool:
+    """Not NaN and not infinite (MLflow's SQL stores keep an infinity as the largest float)."""
+    return math.isfinite(value) and abs(value) < sys.float_info.max
+
+
+def finite(run: Any) -> bool:
+    """Whether every metric the run holds is a finite number (NaN or infinity: planted or broken, never reused)."""
+    return all(finite_value(value) for value in run.data.metrics.values())
+
+
+def usable(run: Any, finals: list[str]) -> bool:
+    """Whether a run can stand for its key: an original (not a reused copy), holding every metric in `finals`,
+    all of its metrics finite."""
+    return REUSED_TAG not in run.data.tags and all(name in run.data.metrics for name in finals) and finite(run)
 
 
 def sources(runs: list[Any], metric_final: str) -> dict[str, Any]:
-    """The first finished run of each key that holds the sweep's metric (copies point at their original)."""
+    """The first usable run of each key (originals only: a copy's tags would name another run)."""
     found: dict[str, Any] = {}
     for run in runs:
         key = run.data.tags.get(KEY_TAG)
-        if key and key not in found and metric_final in run.data.metrics:
+        if key and key not in found and usable(run, [metric_final]):
             found[key] = run
     return found
 
 
-def origin(run: Any) -> tuple[str, str]:
-    """(original run id, original artifact URI) of a finished run, following a reused copy to its source."""
-    tags = run.data.tags
-    return tags.get(REUSED_TAG, run.info.run_id), tags.get(ARTIFACT_TAG, run.info.artifact_uri)
-
-
 def artifacts_present(mlflow: Any, run: Any) -> bool:
-    """Whether the original trial's artefacts are still there (a local folder, or listed by the server)."""
-    run_id, uri = origin(run)
-    if uri.startswith("file:") or "://" not in uri:
-        folder = Path(unquote(urlsplit(uri).path)) if uri.startswith("file:") else Path(uri)
-        return (folder / "trial").is_dir() and any((folder / "trial").iterdir())
+    """Whether the original trial's artefacts are still there, asked of the store by the run's id."""
     try:
-        return bool(mlflow.list_artifacts(run_id))
+        return bool(mlflow.list_artifacts(run.info.run_id, "trial"))
     except Exception:  # noqa: BLE001 - unreachable or gone: train it
         return False
 
 
-def find_source(mlflow: Any, sweep_name: str, key: str, metric_final: str) -> Any | None:
-    return sources(finished_runs(mlflow, sweep_name, key), metric_final).get(key)
+def find_source(mlflow: Any, sweep_name: str, key: str, finals: list[str]) -> tuple[Any | None, list[str]]:
+    """The first usable earlier run of `key` in another sweep (holding every metric in `finals`), and what was
+    left unread."""
+    found = finished_runs(mlflow, sweep_name, key)
+    return next((run for run in found.runs if usable(run, finals)), None), found.capped
 
 
 def copy_run(tracker: Any, parent_id: str, key: str, spec_flat: dict[str, Any], source: Any,
@@ -107,9 +145,10 @@ def copy_run(tracker: Any, parent_id: str, key: str, spec_flat: dict[str, Any], 
     the original artefacts and `videosweep.reused_from`; FINISHED."""
     from mlflow.entities import Metric, RunTag
 
-    original, uri = origin(source)
     client = tracker.client
-    run_id = tracker.trial_run(parent_id, key, spec_flat, {**tags, REUSED_TAG: original, ARTIFACT_TAG: uri,
+    # Only what the store says of the source run itself (its id, artefact URI and sweep), never its tags.
+    run_id = tracker.trial_run(parent_id, key, spec_flat, {**tags, REUSED_TAG: source.info.run_id,
+                                                           ARTIFACT_TAG: source.info.artifact_uri,
                                                            "reused_sweep": sweep_of(client, source)})
     now = int(time.time() * 1000)
     metrics = [Metric(name, value, now, 0) for name, value in source.data.metrics.items()
@@ -129,7 +168,7 @@ def sweep_of(mlflow: Any, run: Any) -> str:
     try:
         return str(mlflow.get_experiment(run.info.experiment_id).name)
     except Exception:  # noqa: BLE001 - only a label
-        return run.data.tags.get(SWEEP, "?")
+        return "?"
 
 
 def study_attrs(source: Any) -> dict[str, Any]:
@@ -138,24 +177,27 @@ def study_attrs(source: Any) -> dict[str, Any]:
     return {name: results.get(name) for name in STUDY_RESULTS}
 
 
-def reusable_keys(tracking_uri: str, sweep_name: str, keys: list[str], metric_final: str) -> dict[str, Any]:
-    """Of `keys`, those that finished in another sweep of the store (key -> source run); {} with no store."""
+def reusable_keys(tracking_uri: str, sweep_name: str, keys: list[str],
+                  metric_final: str) -> tuple[dict[str, Any], list[str]]:
+    """Of `keys`, those that finished in another sweep of the store (key -> source run; {} without a store),
+    and lines saying what was left unread."""
     if not keys or not store_exists(tracking_uri):
-        return {}
-    found = sources(finished_runs(client(tracking_uri), sweep_name), metric_final)
-    return {key: found[key] for key in keys if key in found}
+        return {}, []
+    read = finished_runs(client(tracking_uri), sweep_name)
+    found = sources(read.runs, metric_final)
+    return {key: found[key] for key in keys if key in found}, [f"reuse: {phrase}" for phrase in read.capped]
 
 
-def check_sources(tracking_uri: str, sweep_name: str, keys: list[str], metric_final: str) -> int:
-    """Preflight: the number of keys that will be reused; exit 2 when a source's artefacts are gone."""
-    found = reusable_keys(tracking_uri, sweep_name, keys, metric_final)
+def check_sources(tracking_uri: str, sweep_name: str, keys: list[str], metric_final: str) -> list[str]:
+    """Preflight: exit 2 when a source's artefacts are gone; else lines saying what was left unread."""
+    found, capped = reusable_keys(tracking_uri, sweep_name, keys, metric_final)
     mlflow = client(tracking_uri) if found else None
     for key, run in found.items():
         if not artifacts_present(mlflow, run):
-            raise UserError(f"trial {key} would reuse run {origin(run)[0]} of sweep "
-                            f"{sweep_of(mlflow, run)}, whose artefacts are gone ({origin(run)[1]}); "
-                            "run with --no-reuse to train it again")
-    return len(found)
+            raise UserError(f"trial {key} would reuse run {run.info.run_id} of sweep {sweep_of(mlflow, run)}, "
+                            f"whose artefacts are gone ({run.info.artifact_uri}); run with --no-reuse to train "
+                            "it again")
+    return capped
 
 
 # ---------------------------------------------------------------- warm start (optuna, random)
@@ -212,34 +254,60 @@ def _as_trial(sweep: Any, run: Any, metric_final: str, source: str) -> Any | Non
     return None
 
 
-def warm_start_runs(tracking_uri: str, names: list[str], metric_final: str) -> dict[str, list[Any]]:
-    """Each named sweep's finished trial runs; one line (exit 2) for a sweep the store does not hold."""
+def warm_start_runs(tracking_uri: str, names: list[str], metric_final: str) -> dict[str, Found]:
+    """Each named sweep's finished trial runs holding the metric (at most MAX_RUNS, the most recent); one line
+    (exit 2) for a sweep the store does not hold."""
     if not names:
         return {}
     mlflow = client(tracking_uri) if store_exists(tracking_uri) else None
-    found: dict[str, list[Any]] = {}
+    found: dict[str, Found] = {}
     for name in names:
         experiment = mlflow.get_experiment_by_name(name) if mlflow is not None else None
         if experiment is None:
             raise UserError(f"search.warm_start: the tracking store holds no sweep {name!r} (set tracking.uri or "
                             "--tracking-uri to the store it ran in)")
-        runs = mlflow.search_runs([experiment.experiment_id], filter_string=_FINISHED, max_results=50000)
-        found[name] = [run for run in runs if metric_final in run.data.metrics]
+        runs = mlflow.search_runs([experiment.experiment_id], filter_string=_FINISHED, max_results=MAX_RUNS + 1,
+                                  order_by=["attributes.start_time DESC"])
+        capped = [f"only the {MAX_RUNS} most recent finished runs of {name} were read"] if len(runs) > MAX_RUNS \
+            else []
+        found[name] = Found([run for run in runs[:MAX_RUNS] if metric_final in run.data.metrics], capped)
     return found
 
 
-def warm_start(study: Any, sweep: Any, tracking_uri: str, metric_final: str) -> int:
-    """Add the warm-start sweeps' finished trials to a new optuna/random study (once). Returns how many."""
+@dataclass
+class WarmStart:
+    """What a warm start added to the study, what it skipped and what it left unread."""
+
+    metric: str
+    sources: list[str] = field(default_factory=list)
+    added: int = 0
+    not_finite: int = 0  # runs whose value is NaN or infinite: Optuna takes none (planted or broken)
+    capped: list[str] = field(default_factory=list)
+
+    def describe(self) -> str:
+        """A phrase for the sweep's opening line; empty when there is nothing to say."""
+        parts = [f"{self.added} warm-start trial(s) added from {', '.join(self.sources)}"] if self.added else []
+        if self.not_finite:
+            parts.append(f"{self.not_finite} warm-start run(s) skipped: {self.metric} is not a finite number")
+        return ", ".join(parts + [f"warm start: {phrase}" for phrase in self.capped])
+
+
+def warm_start(study: Any, sweep: Any, tracking_uri: str, metric_final: str) -> WarmStart:
+    """Add the warm-start sweeps' finished trials to a new optuna/random study (once)."""
     from runner.storage import retrying
 
+    done = WarmStart(metric_final, list(sweep.search.warm_start))
     if not sweep.search.warm_start or study.user_attrs.get(WARM_DONE_ATTR):
-        return 0
-    added = 0
-    for name, runs in warm_start_runs(tracking_uri, list(sweep.search.warm_start), metric_final).items():
-        for run in runs:
+        return done
+    for name, found in warm_start_runs(tracking_uri, done.sources, metric_final).items():
+        done.capped += found.capped
+        for run in found.runs:
+            if not finite_value(run.data.metrics[metric_final]):
+                done.not_finite += 1
+                continue
             trial = _as_trial(sweep, run, metric_final, name)
             if trial is not None:
                 retrying(lambda: study.add_trial(trial), "adding a warm-start trial")
-                added += 1
-    study.set_user_attr(WARM_DONE_ATTR, added)
-    return added
+                done.added += 1
+    study.set_user_attr(WARM_DONE_ATTR, done.added)
+    return done

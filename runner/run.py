@@ -144,10 +144,11 @@ def best_trial(study: Any) -> tuple[str, float] | None:
     return best.user_attrs.get(queue.KEY_ATTR, str(best.number)), float(best.value)
 
 
-def preflight(ctx: SweepContext, options: RunOptions | None = None) -> None:
+def preflight(ctx: SweepContext, options: RunOptions | None = None) -> list[str]:
     """Everything that can be refused before a single file is written: the storage URL, an empty grid,
     missing or uncached weights, an unreachable tracking server or notify URL, a stop rule on a metric the
-    study does not record, a warm start from an unknown sweep, a reuse source whose artefacts are gone."""
+    study does not record, a warm start from an unknown sweep, a reuse source whose artefacts are gone.
+    Returns lines to show (what the look for reuse sources left unread)."""
     storage.check_storage_url(ctx.storage_url)
     stop.watched(ctx.sweep)
     notify_url = (options.notify_url if options else None) or ctx.sweep.notify.url
@@ -172,7 +173,9 @@ def preflight(ctx: SweepContext, options: RunOptions | None = None) -> None:
             study = ctx.open_study(create=False) if ctx.has_study() else None
             done = {key for key, trials in queue.trials_by_key(study).items()
                     if any(t.state == TrialState.COMPLETE for t in trials)} if study is not None else set()
-        reuse.check_sources(ctx.tracking_uri, ctx.sweep.name, [k for k in expansion.keys if k not in done], final)
+        return reuse.check_sources(ctx.tracking_uri, ctx.sweep.name, [k for k in expansion.keys if k not in done],
+                                   final)
+    return []
 
 
 @dataclass(frozen=True)
@@ -309,7 +312,7 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
     backends.activate(backends.chosen(options.resources.backend),
                       "KERAS_BACKEND" if options.resources.backend is None else "backend")
     slots = plan_slots(options.resources.gpus, options.resources.trials_per_gpu, options.resources.workers)
-    preflight(ctx, options)
+    notes = preflight(ctx, options)
     atomic.writable_dir(ctx.workdir, "workdir")  # only now, when nothing else can refuse the sweep
     notifier = notify.Notifier(options.notify_url or ctx.sweep.notify.url, ctx.sweep.notify.on, display.message)
     atomic.remove_abandoned_staging(ctx.workdir / "trials")  # left by a trial killed while writing (kill -9)
@@ -329,9 +332,10 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
         display.message(f"sweep {ctx.sweep.name}: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
                         f"({', '.join(s.name for s in slots)}); study {storage.mask_url(ctx.storage_url)}; "
                         f"{queued} trial(s) queued" + (f", {recovered} abandoned trial(s) recovered" if recovered
-                                                       else "") + (f", {warmed} warm-start trial(s) added from "
-                                                                   f"{', '.join(ctx.sweep.search.warm_start)}"
-                                                                   if warmed else ""))
+                                                       else "") + (f", {warmed.describe()}" if warmed.describe()
+                                                                   else ""))
+        for note in notes:
+            display.message(note)
         tracking = SweepTracking(ctx, study, options.cache_dir, slots=len(slots), started=started)
         (ctx.workdir / TRACKING_READY).unlink(missing_ok=True)
         if ctx.sweep.search.strategy == "grid" and queue.state_counts(study)["waiting"] == 0:

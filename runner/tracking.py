@@ -27,6 +27,7 @@ ROLE = "videosweep.role"
 KEY_TAG = "videosweep.trial_key"  # a trial run's key (in the study it is the attribute queue.KEY_ATTR)
 STATE = "videosweep.state"
 SWEEP = "videosweep.sweep"
+REUSED_TAG = "videosweep.reused_from"  # a copy of another sweep's run (runner.reuse): not trained, no artefacts
 LATENCY_DEVICE_TAG = "videosweep.latency_device"  # where a trial's latency_ms / throughput_fps were measured
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 # MLflow's "View run at <uri>" lines would print a tracking URI's password (unpickling is off: runner/__init__).
@@ -254,6 +255,9 @@ class Tracker:
         from mlflow.entities import Param, RunTag
 
         existing = self._find(f"tags.`{KEY_TAG}` = {_quoted(key)}")
+        if existing is not None and REUSED_TAG in existing.data.tags:  # a copy is never trained or copied into
+            self.client.delete_run(existing.info.run_id)  # (its epochs would mix with the new ones)
+            existing = None
         all_tags = {STATE: "running", **{k: str(v) for k, v in tags.items()}}
         if existing is not None:
             run_id = existing.info.run_id
@@ -270,7 +274,8 @@ class Tracker:
     def finished_trial(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """(run id, results) of the key's run if it already FINISHED with its model, else None."""
         existing = self._find(f"tags.`{KEY_TAG}` = {_quoted(key)}")
-        if existing is None or existing.info.status != "FINISHED" or existing.data.tags.get(STATE) != "finished":
+        if existing is None or existing.info.status != "FINISHED" or existing.data.tags.get(STATE) != "finished" \
+                or REUSED_TAG in existing.data.tags:  # a reused copy has no model of its own
             return None
         import tempfile
 

@@ -180,16 +180,16 @@ class ClaimRun:
         if not self.config.reuse or self.tracker is None:
             return None
         client, final = self.tracker.client, self.objective.final
-        source = retrying(lambda: reuse.find_source(client, self.sweep.name, self.claim.key, final),
-                          f"looking for an earlier run of trial {self.claim.key}")
+        source, capped = retrying(lambda: reuse.find_source(client, self.sweep.name, self.claim.key,
+                                                            [o.final for o in self.objectives]),
+                                  f"looking for an earlier run of trial {self.claim.key}")
+        for phrase in capped:
+            self._note(f"reuse: {phrase}")
         if source is None:
             return None
-        if any(o.final not in source.data.metrics for o in self.objectives):
-            return None  # an earlier run without every objective (e.g. before latency was measured): train it
         if not reuse.artifacts_present(client, source):
-            _emit(self.config, TrialNote(self.config.slot, trial=self.trial.number, key=self.claim.key,
-                                         text=f"is trained again: the artefacts of its earlier run "
-                                              f"{reuse.origin(source)[0]} are gone ({reuse.origin(source)[1]})"))
+            self._note(f"is trained again: the artefacts of its earlier run {source.info.run_id} are gone "
+                       f"({source.info.artifact_uri})")
             return None
         tags = {"optuna_trial": self.trial.number, "slot": self.config.slot,
                 **provenance.trial_tags(self.config.sweep_source, self.config.gpu)}
@@ -197,13 +197,15 @@ class ClaimRun:
                                      self.claim.spec.used_flat(), source, tags)
         value = float(source.data.metrics[final])
         values = [float(source.data.metrics[o.final]) for o in self.objectives]
-        self._set_attrs(mlflow_run_id=self.run_id, **{reuse.REUSED_ATTR: reuse.origin(source)[0]},
+        self._set_attrs(mlflow_run_id=self.run_id, **{reuse.REUSED_ATTR: source.info.run_id},
                         **reuse.study_attrs(source))
         self._tell(values=value if len(values) == 1 else values)
         _emit(self.config, TrialFinished(self.config.slot, trial=self.trial.number, key=self.claim.key,
-                                         state="complete", value=value,
-                                         reason=f"reused run {reuse.origin(source)[0]}"))
+                                         state="complete", value=value, reason=f"reused run {source.info.run_id}"))
         return "complete", value
+
+    def _note(self, text: str) -> None:
+        _emit(self.config, TrialNote(self.config.slot, trial=self.trial.number, key=self.claim.key, text=text))
 
     def _tags(self) -> dict[str, Any]:
         """The trial run's tags: where it runs (slot, host, backend, code version) and its rung."""
@@ -230,8 +232,7 @@ class ClaimRun:
         run: the old one's epochs would be mixed with the new ones) and the sweep's output say why."""
         self.started_over = reason
         self._set_attrs(started_over=reason)
-        _emit(self.config, TrialNote(self.config.slot, trial=self.trial.number, key=self.claim.key,
-                                     text=f"starts over: {reason}"))
+        self._note(f"starts over: {reason}")
         self._fresh_run(reason)
         if self.tracker is not None and self.run_id is not None:
             self.tracker.client.set_tag(self.run_id, "videosweep.started_over", reason[:5000])

@@ -19,6 +19,7 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import CLI, ROOT, SEALS, copy_tree, run_cli
+from tests.runner.test_reuse import keyed_sweep, new_experiment, new_store, plant
 from tests.runner.test_run import FEATURES, load_study, trainings, write_sweep
 
 pytestmark = pytest.mark.slow
@@ -411,3 +412,66 @@ def test_a_worker_joining_by_name_is_told_the_study_keeps_no_tracking_password(t
         assert "keeps its tracking URI without the password" in result.stderr.splitlines()[-1]
     finally:
         drop_database(name)
+
+
+# ---------------------------------------------------------------- issue #30: reuse and warm start
+
+
+@pytest.fixture(scope="module")
+def planted_reuse(tmp_path_factory, cache_dir):
+    """A grid sweep [0, 8] run on a tracking store where someone planted, for key 0, a finished run with a NaN
+    metric (artefacts and all), and for key 8 a 'reused copy' whose tags point at a victim's private folder."""
+    folder = tmp_path_factory.mktemp("planted")
+    uri, client = new_store(folder / "store")
+    victim = folder / "victim-private"
+    victim.mkdir()
+    (victim / "notes.txt").write_text("private")
+    sweep, points = keyed_sweep(folder, [0, 8], "t", tracking={"uri": uri}, resources={"max_retries": 0})
+    earlier = new_experiment(client, folder / "store", "earlier")
+    plant(client, earlier, points[0][0], {"val_accuracy_best": float("nan")}, params=points[0][1])
+    plant(client, earlier, points[8][0], {"val_accuracy_best": 0.99}, params=points[8][1],
+          tags={"videosweep.reused_from": "0" * 32, "videosweep.reused_artifact_uri": victim.as_uri()})
+    counter = folder / "count.txt"
+    result = run_cli("run", str(sweep), "--workdir", str(folder / "work"),
+                     env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
+    return {"result": result, "workdir": folder / "work", "victim": victim, "client": client, "points": points,
+            "trained": sorted(t["layer_1_size"] for t in trainings(counter))}
+
+
+def test_a_planted_nan_run_is_trained_again_not_reused_as_a_failure(planted_reuse):
+    """It was reused, the study recorded FAIL and the run said 'failed for good' with no traceback."""
+    result = planted_reuse["result"]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert "failed for good" not in result.stdout and 0 in planted_reuse["trained"]
+    trial = next(t for t in load_study(planted_reuse["workdir"]).trials
+                 if t.user_attrs["trial_key"] == planted_reuse["points"][0][0])
+    assert trial.state.name == "COMPLETE" and 0 <= trial.value <= 1 and "reused_from" not in trial.user_attrs
+
+
+def test_a_planted_reuse_tag_is_never_followed_to_a_local_path_nor_copied(planted_reuse):
+    """A copy's tags named a victim's folder, which the preflight then checked (and exited 2 on)."""
+    result, victim = planted_reuse["result"], planted_reuse["victim"]
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert str(victim) not in result.stdout + result.stderr and planted_reuse["trained"] == [0, 8]
+    client = planted_reuse["client"]
+    mine = client.search_runs([client.get_experiment_by_name("t").experiment_id])
+    assert mine and all(victim.as_uri() not in json.dumps(run.data.tags) and "0" * 32 not in json.dumps(run.data.tags)
+                        for run in mine)
+
+
+def test_a_warm_start_skips_a_planted_nan_and_says_how_many(tmp_path, cache_dir):
+    """A NaN value crashed every run (`internal error: ValueError: values should not contain NaN.`)."""
+    uri, client = new_store(tmp_path / "store")
+    sweep, points = keyed_sweep(tmp_path, [0], "warm", tracking={"uri": uri},
+                                search={"strategy": "optuna", "trials": 1, "warm_start": ["donor"]})
+    donor = new_experiment(client, tmp_path / "store", "donor")
+    key, params = points[0]
+    plant(client, donor, key, {"val_accuracy_best": float("nan")}, params=params)
+    plant(client, donor, key, {"val_accuracy_best": 0.75}, params=params)  # the sampled point: reused, not trained
+    counter = tmp_path / "count.txt"
+    result = run_cli("run", str(sweep), "--workdir", str(tmp_path / "work"),
+                     env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
+    assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
+    assert ("1 warm-start trial(s) added from donor, 1 warm-start run(s) skipped: val_accuracy_best is not a "
+            "finite number") in " ".join(result.stdout.split())
+    assert trainings(counter) == []

@@ -188,6 +188,8 @@ def plan(
     if report["reused"]:
         console.print(f"{report['reused']} trial(s) finished in other sweeps of the tracking store: reused, not "
                       "trained (--no-reuse trains them)")
+    for note in report.get("reuse_notes", []):
+        console.print(note, highlight=False)
     console.print(f"estimate: about {describe(report['estimate_seconds'])} for {report['to_train']} trial(s) to "
                   f"train on {report['slots']} slot(s); based on {report['estimate_basis']}", highlight=False)
 

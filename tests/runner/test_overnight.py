@@ -180,7 +180,7 @@ def test_no_reuse_trains_again_and_warm_start_informs_an_optuna_study(night, tmp
     r = load_sweep(write(folder, "night-r", [0, 8, 16, 24], tracking={"uri": night["store"]},
                          search={"strategy": "random", "trials": 1, "warm_start": ["night-a"]}))
     study = optuna.create_study(direction="maximize")
-    assert warm_start(study, r, night["store"], objective("val_accuracy").final) == 2
+    assert warm_start(study, r, night["store"], objective("val_accuracy").final).added == 2
     assert sorted(t.params["layer_1_size"] for t in study.trials) == [0, 8]
     assert all(t.user_attrs["warm_start_from"] == "night-a" and t.state.name == "COMPLETE" for t in study.trials)
 
