@@ -20,7 +20,7 @@ from typing import Any
 
 from runner.metrics import CONTINUED_METRIC, EPOCH_METRICS, final_metrics
 from runner.retry import retry, tracking_budget
-from zoo.errors import UserError, one_line
+from zoo.errors import StoreUnreachable, UserError, one_line
 from zoo.secrets import mask_text, mask_url
 
 ROLE = "videosweep.role"
@@ -170,8 +170,9 @@ class Tracker:
         """The sweep's experiment id, created on first use; connection trouble is retried (runner/retry.py)."""
         return retry(lambda: self._find_or_create_experiment(create),
                      transient=lambda err: not isinstance(err, UserError), budget_seconds=tracking_budget(),
-                     give_up=lambda err: UserError(f"cannot reach the MLflow tracking store {mask_url(self.uri)}: "
-                                                   f"{mask_text(one_line(str(err)))[:200] or type(err).__name__}"))
+                     give_up=lambda err: StoreUnreachable(  # the preflight already refused a store down from the start
+                         f"cannot reach the MLflow tracking store {mask_url(self.uri)}: "
+                         f"{mask_text(one_line(str(err)))[:200] or type(err).__name__}"))
 
     def _find_or_create_experiment(self, create: bool) -> str:
         from mlflow.exceptions import MlflowException

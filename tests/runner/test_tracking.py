@@ -136,7 +136,7 @@ def stop(process: subprocess.Popen) -> None:
 
 
 def test_the_tracking_server_going_away_mid_sweep_stops_the_sweep_clearly_and_loses_nothing(tmp_path, cache_dir):
-    """The MLflow server is killed while a trial runs: the sweep stops with one error line saying so (exit 2),
+    """The MLflow server is killed while a trial runs: the sweep stops with one error line saying so (exit 75),
     nothing is left RUNNING and every key is still in the study; with the server back, resume finishes it."""
     from tests.runner.test_run import trainings, wait_until
 
@@ -159,7 +159,7 @@ def test_the_tracking_server_going_away_mid_sweep_stops_the_sweep_clearly_and_lo
             stop(process)
     finally:
         stop(server)
-    assert process.returncode == 2, (out[-2000:], err[-3000:])
+    assert process.returncode == 75, (out[-2000:], err[-3000:])  # a temporary failure, not bad input
     errors = [line for line in err.splitlines() if line.startswith("error:")]
     # said by the scheduler ("lost ... mid-sweep") or by the worker that found it gone ("cannot reach ...")
     assert len(errors) == 1 and f"the MLflow tracking store {uri}" in errors[0], err[-3000:]
