@@ -8,6 +8,7 @@ flow through the Optuna trial the claim carries, whatever chose its parameters.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -72,10 +73,11 @@ class GridSearch:
     """Every grid point exactly once: enqueued under a lock by whoever starts first, claimed atomically."""
 
     def __init__(self, sweep: Sweep, study: optuna.Study, fingerprint: str, workdir: Path, max_retries: int,
-                 rank: Any = None):
+                 rank: Any = None, stopping: Callable[[], bool] = lambda: False):
         self.sweep, self.study, self.fingerprint = sweep, study, fingerprint
         self.workdir, self.max_retries = workdir, max_retries
         self.rank = rank  # prefers some waiting trials over others (e.g. those whose features are cached)
+        self.stopping = stopping  # the worker's scheduler asked it to take no more trials (first Ctrl-C)
         self._expansion: Expansion | None = None
 
     @property
@@ -106,7 +108,7 @@ class GridSearch:
                 if self.prepare_locked():
                     continue
             running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not running or (self.workdir / ".stop").exists():
+            if not running or self.stopping():
                 return None
             time.sleep(RUNG_WAIT_SECONDS)
 
@@ -203,9 +205,10 @@ def _suggest_range(trial: optuna.Trial, label: str, values: Range) -> float | in
 
 
 def make_search(sweep: Sweep, study: optuna.Study, fingerprint: str, workdir: Path, max_retries: int,
-                rank: Any = None) -> Search:
+                rank: Any = None, stopping: Callable[[], bool] = lambda: False) -> Search:
+    """`stopping` ends a wait for a successive-halving rung (the first Ctrl-C); the other searches never wait."""
     if sweep.search.strategy == "grid":
-        return GridSearch(sweep, study, fingerprint, workdir, max_retries, rank)
+        return GridSearch(sweep, study, fingerprint, workdir, max_retries, rank, stopping)
     if sweep.search.strategy in ("random", "optuna"):
         return OptunaSearch(sweep, study, fingerprint, workdir, max_retries)
     from runner.tuner import KerasTunerSearch

@@ -430,7 +430,7 @@ def _resident_mb() -> float:
     return psutil.Process().memory_info().rss / 2**20
 
 
-def _stopping(config: WorkerConfig) -> bool:
+def stop_requested(config: WorkerConfig) -> bool:
     """The scheduler asks its workers to stop taking trials by creating its stop file (first Ctrl-C)."""
     return config.stop_file is not None and Path(config.stop_file).exists()
 
@@ -451,12 +451,12 @@ def work(config: WorkerConfig) -> int:
     storage = open_storage(config.storage_url)
     study = open_study(sweep.name, storage, sweep.search.study_direction(), make_sampler(sweep), make_pruner(sweep))
     search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries,
-                         rank=feature_rank(dataset, config.cache_dir))
+                         rank=feature_rank(dataset, config.cache_dir), stopping=lambda: stop_requested(config))
     tracker = None
     ran, reason = 0, "recycle"
     _emit(config, WorkerReady(config.slot, pid=os.getpid()))
     while config.max_trials is None or ran < config.max_trials:
-        if _stopping(config):
+        if stop_requested(config):
             reason = "stop"
             break
         if stop.evaluate(study, sweep, config.deadline, rules_on=not config.ignore_stop):

@@ -386,13 +386,13 @@ def test_each_scheduler_has_its_own_stop_file(tmp_path):
     files = [subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
                             check=True).stdout.strip() for _ in range(2)]
     assert files[0] != files[1] and all(Path(f).parent == tmp_path for f in files)
-    from runner.worker import WorkerConfig, _stopping
+    from runner.worker import WorkerConfig, stop_requested
 
     Path(files[1]).touch()  # the other run was interrupted
     first = WorkerConfig("", "", str(tmp_path), "sqlite://", stop_file=files[0])
-    assert not _stopping(first)
+    assert not stop_requested(first)
     Path(files[0]).touch()
-    assert _stopping(first)
+    assert stop_requested(first)
 
 
 def test_a_worker_joining_by_name_is_told_the_study_keeps_no_tracking_password(tmp_path, postgres_admin):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import importlib.util
 import json
+from pathlib import Path
 
 import pytest
 import yaml
@@ -116,3 +117,36 @@ def test_two_slots_on_an_empty_cache_extract_once_and_workers_are_recycled(tmp_p
     assert sorted(hits) == [False, True, True]  # extracted by one trial only
     entries = list((cache / "features").rglob("*.npy"))
     assert len(entries) == 1
+
+
+def test_a_worker_waiting_for_a_rung_leaves_at_the_first_ctrl_c(tmp_path):
+    """Successive halving: a worker with nothing to claim waits for the rung's last trials; the scheduler's first
+    Ctrl-C (its stop file, `.stop.<pid>`) must end that wait, not only a trial's end (then it would promote and
+    start a new trial after the user asked it to stop)."""
+    import threading
+
+    from runner.search import make_search
+    from runner.storage import open_storage, open_study
+    from runner.sweep import load_sweep
+    from runner.worker import WorkerConfig, stop_requested
+
+    sweep = load_sweep(write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES,
+                                               "layer_1_size": [0, 8]}], name="wait",
+                                   training={"epochs": 2, "patience": 2, "learning_rates": [1e-3]},
+                                   search={"strategy": "grid", "schedule": {"kind": "successive_halving",
+                                                                            "min_epochs": 1, "reduction_factor": 2}}))
+    study = open_study("wait", open_storage(f"sqlite:///{tmp_path / 'optuna.db'}"), "maximize")
+    config = WorkerConfig(sweep_yaml="", sweep_source="", workdir=str(tmp_path), storage_url="",
+                          stop_file=str(tmp_path / ".stop.4242"))
+    search = make_search(sweep, study, "data", tmp_path, 0, stopping=lambda: stop_requested(config))
+    search.prepare()
+    held = [search.next_trial(), search.next_trial()]  # both points of rung 0 running (on "other" workers)
+    assert all(held)
+    answer: list = []
+    waiter = threading.Thread(target=lambda: answer.append(search.next_trial()), daemon=True)
+    waiter.start()
+    waiter.join(3)
+    assert waiter.is_alive(), "with the rung still running, the worker waits"
+    Path(config.stop_file).touch()  # the scheduler's first Ctrl-C
+    waiter.join(10)
+    assert not waiter.is_alive() and answer == [None]
