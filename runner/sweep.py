@@ -244,6 +244,14 @@ class NotifyConfig(BaseModel):
     on: tuple[NotifyEvent, ...] = Field(("end", "failure"), description="end | failure (a trial failed for "
                                         "good) | stalled (a worker stopped responding).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _on_read_as_true(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted `on:` key as the boolean true: the only field it can mean here is `on`."""
+        if isinstance(value, dict) and True in value and "on" not in value:
+            return {("on" if key is True else key): item for key, item in value.items()}
+        return value
+
 
 class SweepTraining(TrainingConfig):
     """The sweep's training settings: a trial's (part of its key) plus how often it is checkpointed (not)."""
@@ -257,6 +265,9 @@ class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
+    log_diff: bool = Field(False, description="Log the uncommitted diff of the sweep file's git repository "
+                           "(source and config files only, masked) as git/uncommitted.diff; --log-diff does too. "
+                           "Off: only the commit and whether the tree is dirty are recorded.")
 
 
 def _canonical_keys(index: int, sub: dict[str, SpaceValue]) -> dict[str, SpaceValue]:
