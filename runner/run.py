@@ -147,13 +147,16 @@ def best_trial(study: Any) -> tuple[str, float] | None:
 
 def preflight(ctx: SweepContext, options: RunOptions | None = None) -> None:
     """Everything that can be refused before a single file is written: the storage URL, an empty grid,
-    missing or uncached weights, an unreachable tracking server or notify URL, a stop rule on a metric the
-    study does not record, a warm start from an unknown sweep, a reuse source whose artefacts are gone."""
+    missing or uncached weights, an unreachable tracking server or notify URL, a JAX compilation cache others
+    can write, a stop rule on a metric the study does not record, a warm start from an unknown sweep, a reuse
+    source whose artefacts are gone."""
     storage.check_storage_url(ctx.storage_url)
     stop.watched(ctx.sweep)
     notify_url = (options.notify_url if options else None) or ctx.sweep.notify.url
     if notify_url:
         notify.check_url(notify_url)
+    if options is not None and backends.chosen(options.resources.backend) == "jax":
+        backends.compilation_cache(options.cache_dir)  # runs native code: refused here if others can write it
     final = objective(ctx.sweep.search.metric).final
     if ctx.sweep.search.strategy == "grid":
         expansion = expand_grid(ctx.sweep, ctx.dataset.fingerprint)
