@@ -352,8 +352,8 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
             tracking.finish(interrupted, stopped)
             detail = "interrupted" if interrupted else f"stopped: {stopped}" if stopped else ""
             notifier.send("end", notify.summary("end", ctx.sweep.name, counts, best_trial(study),
-                                                ctx.sweep.search.metric, ctx.workdir,
-                                                notify.recent_failures(study), detail))
+                                                ctx.sweep.search.metric, notify.recent_failures(study),
+                                                detail))
         notifier.flush()
         return outcome
 
@@ -425,8 +425,8 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
     def tell(event: str, key: str, detail: str) -> None:
         if notifier.wants(event):
             notifier.send(event, notify.summary(event, ctx.sweep.name, queue.state_counts(study), best_trial(study),
-                                                ctx.sweep.search.metric, ctx.workdir,
-                                                notify.recent_failures(study), detail))
+                                                ctx.sweep.search.metric, notify.recent_failures(study),
+                                                detail))
 
     def after_failure(key: str) -> None:
         if notifier.wants("failure") and _failed_for_good(study, key, resources.max_retries):

@@ -454,3 +454,22 @@ def test_the_jax_compilation_cache_is_private_and_one_others_can_write_is_refuse
                                      f"(mode 777): whoever writes it runs code here; chmod 700 "
                                      f"{cache / 'jax-compilation'}")
     assert not (tmp_path / "w").exists()
+
+
+def test_a_notification_carries_text_from_the_study_escaped_and_bounded_and_no_local_path(tmp_path):
+    """Anyone who can write the shared study writes failure reasons and keys: a webhook gets them as one
+    bounded line, chat markup (<!channel>) escaped; the report is named inside the workdir, not by its path."""
+    from runner import notify
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'shared.db'}", study_name="s")
+    planted = "<!channel> <https://evil.example|click> & " + "x" * 5000 + "\nsecond line"
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={
+        "trial_key": "<@U123>" + "k" * 500, "failure": planted, "traceback_path": "/elsewhere/" + "t" * 900}))
+    payload = notify.summary("end", "s", {"complete": 0, "fail": 1}, ("<!here>", 0.5), "val_accuracy",
+                             notify.recent_failures(study), "stopped: <!everyone>")
+    sent = json.dumps(payload)
+    assert "<" not in sent and ">" not in sent and "\\n" not in sent
+    assert "&lt;!channel&gt;" in payload["text"] and "&amp;" in payload["text"]
+    failure = payload["failures"][0]
+    assert len(failure["reason"]) < 300 and len(failure["key"]) < 80 and len(failure["traceback"]) < 300
+    assert len(payload["text"]) < 1000 and str(tmp_path) not in sent and payload["report"] == "report/report.html"

@@ -4,6 +4,7 @@ to a real local HTTP receiver, git provenance of a real repository, the estimate
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -103,7 +104,7 @@ def test_a_notification_is_json_with_a_chat_text_and_only_for_chosen_events(rece
     notifier = notify.Notifier(receiver.url, ("end",), logged.append)
     failures = [{"trial": 3, "key": "k3", "reason": "RuntimeError: boom", "traceback": "/x/failures/k3.txt"}]
     payload = notify.summary("end", "night", {"complete": 3, "fail": 1, "waiting": 0}, ("k1", 0.75),
-                             "val_accuracy", tmp_path, failures)
+                             "val_accuracy", failures)
     notifier.send("failure", payload)  # not chosen
     notifier.send("end", payload)
     notifier.flush()
@@ -128,6 +129,59 @@ def test_a_failing_notification_is_one_masked_line_and_does_not_block(tmp_path):
     assert sent_in < notify.SEND_TIMEOUT_SECONDS  # the caller never waits for the POST
     assert len(logged) == 1 and "HTTP 500" in logged[0] and "***" in logged[0]
     assert "s3cret" not in logged[0] and "w3bh00k" not in logged[0]
+
+
+def test_a_redirect_is_not_followed(receiver):
+    """A 307 would have the summary posted again, whole, to wherever the first endpoint points."""
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(307)
+            self.send_header("Location", receiver.url)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    logged: list[str] = []
+    notifier = notify.Notifier(f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/w3bh00k", ("end",),
+                               logged.append)
+    notifier.send("end", {"text": "x"})
+    notifier.flush()
+    server.shutdown()
+    server.server_close()
+    assert receiver.bodies == [] and not notifier.sent
+    assert len(logged) == 1 and "HTTP 307 (redirects are not followed)" in logged[0] and "w3bh00k" not in logged[0]
+
+
+def test_one_deadline_covers_the_whole_post_not_each_read():
+    """An endpoint that answers a byte at a time never trips a timeout per read; the deadline cuts it off."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def dribble() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                time.sleep(0.2)
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    threading.Thread(target=dribble, daemon=True).start()
+    logged: list[str] = []
+    notifier = notify.Notifier(f"http://127.0.0.1:{listener.getsockname()[1]}/hook", ("end",), logged.append,
+                               deadline_seconds=1.0)
+    began = time.time()
+    notifier.send("end", {"text": "x"})
+    notifier.flush()
+    took = time.time() - began
+    listener.close()
+    assert not notifier.sent and len(logged) == 1 and "no answer within 1 s" in logged[0]
+    assert took < 2.5  # the dribble alone would take 8 s
 
 
 def test_the_preflight_refuses_a_non_http_or_unreachable_url(receiver):
