@@ -189,13 +189,14 @@ class RunOptions:
     notify_url: str | None = None  # --notify (else the sweep's notify.url)
     ignore_stop: bool = False  # --ignore-stop: go on after a stop rule stopped the sweep, rules off
     reuse: bool = True  # --no-reuse: train keys that finished in other sweeps of the tracking store again
+    log_diff: bool = False  # --log-diff or tracking.log_diff: the masked uncommitted diff goes to MLflow
 
     @classmethod
     def build(cls, sweep: Sweep, cache_dir: Path | None = None, retry_failed: bool = False,
               notify_url: str | None = None, ignore_stop: bool = False, reuse: bool = True,
-              **overrides: Any) -> RunOptions:
+              log_diff: bool = False, **overrides: Any) -> RunOptions:
         return cls(merged_resources(sweep, overrides), str(cache_dir) if cache_dir else None, retry_failed,
-                   notify_url, ignore_stop, reuse)
+                   notify_url, ignore_stop, reuse, log_diff or sweep.tracking.log_diff)
 
 
 @dataclass(frozen=True)
@@ -244,6 +245,8 @@ class SweepTracking:
     last_update: float = field(default=0.0)
     slots: int = 1
     started: float = field(default_factory=time.time)
+    log_diff: bool = False
+    webhooks: tuple[str | None, ...] = ()  # masked in the diff: their path is their secret
 
     def start(self) -> None:
         ctx = self.ctx
@@ -251,10 +254,10 @@ class SweepTracking:
             with stores_lock(ctx.workdir):  # a second `run` starting now must not set up MLflow's schema too
                 self.tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name, cache_dir=self.cache_dir)
             with queue.study_lock(self.study, ctx.workdir):  # one parent run, whichever machine starts first
-                self.parent = self.tracker.sweep_run(ctx.sweep, ctx.sweep.shareable_yaml(),
-                                                     storage.mask_url(ctx.storage_url), ctx.dataset)
+                self.parent = self.tracker.sweep_run(ctx.sweep, storage.mask_url(ctx.storage_url), ctx.dataset)
                 self.tracker.close_dead_runs(self._settled_keys)
-            provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source)
+            provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source, self.log_diff,
+                                            self.webhooks)
             self.tracker.client.set_tag(self.parent, SLOTS_TAG, str(self.slots))
         atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": self.parent})
 
@@ -336,7 +339,8 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
                                                        else "") + (f", {warmed} warm-start trial(s) added from "
                                                                    f"{', '.join(ctx.sweep.search.warm_start)}"
                                                                    if warmed else ""))
-        tracking = SweepTracking(ctx, study, options.cache_dir, slots=len(slots), started=started)
+        tracking = SweepTracking(ctx, study, options.cache_dir, slots=len(slots), started=started,
+                                 log_diff=options.log_diff, webhooks=(options.notify_url, ctx.sweep.notify.url))
         (ctx.workdir / TRACKING_READY).unlink(missing_ok=True)
         if ctx.sweep.search.strategy == "grid" and queue.state_counts(study)["waiting"] == 0:
             tracking.start()

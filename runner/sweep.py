@@ -376,20 +376,35 @@ class Sweep(BaseModel):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
-    def shareable_yaml(self) -> str:
-        """The sweep file as the study and MLflow keep it: URLs masked, the webhook's secret path left out (a
-        worker joining by study name notifies only with its own --notify)."""
+    def shareable(self) -> dict[str, Any]:
+        """The sweep as the study and MLflow keep it, the one masked copy every recorded form (the study's and
+        MLflow's sweep.yaml, the parent run's parameters) is built from: URLs masked, the webhook's secret path
+        left out (a worker joining by study name notifies only with its own --notify)."""
         shared = self
         if self.notify.url:
             shared = self.model_copy(update={"notify": self.notify.model_copy(
                 update={"url": mask_webhook(self.notify.url)})})
-        return mask_text(shared.to_yaml())
+        return _masked(shared.model_dump(mode="json", exclude_none=True))
+
+    def shareable_yaml(self) -> str:
+        return yaml.safe_dump(self.shareable(), sort_keys=False)
 
     def without_masked_urls(self) -> Sweep:
         """A sweep read back from a study: a masked webhook is no webhook (its secret was never stored)."""
         if self.notify.url and MASK in self.notify.url:
             return self.model_copy(update={"notify": self.notify.model_copy(update={"url": None})})
         return self
+
+
+def _masked(value: Any) -> Any:
+    """Every text inside a dumped sweep with its URLs masked."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:

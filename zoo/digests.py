@@ -1,11 +1,11 @@
 """Content digests of dataset files, memoised per machine so unchanged files are not read again.
 
-The memo is one JSON file per dataset folder in the cache folder, mapping each file's relative name to
-(size, mtime_ns, inode, ctime_ns, sha256). A digest is reused only while the file's absolute path, size,
-mtime_ns, inode and ctime_ns are unchanged (an edit that keeps the size and sets the mtime back, as `touch -r`
-or `cp -p` do, still changes the ctime; a file replaced by another gets a new inode); times only decide what to re-read, never the digest itself, so byte-identical copies of a
-dataset on other machines get the same digests. The memo is written atomically and is only a speed-up:
-a memo that cannot be read or written is ignored.
+The memo is one JSON file per dataset folder in the cache folder, mapping each file's relative name to (size,
+mtime_ns, inode, ctime_ns, sha256). A digest is reused only while the file's absolute path, size, mtime_ns, inode
+and ctime_ns are unchanged (an edit that keeps the size and sets the mtime back, as `touch -r` or `cp -p` do, still
+changes the ctime; a file replaced by another gets a new inode); times only decide what to re-read, never the digest
+itself, so byte-identical copies of a dataset on other machines get the same digests. The memo is written atomically
+and is only a speed-up: a memo that cannot be read or written is ignored.
 """
 
 from __future__ import annotations

@@ -204,6 +204,13 @@ def test_the_study_and_mlflow_keep_no_webhook_secret():
     assert "w3bh00k" not in shared and "https://hooks.slack.com/***" in shared
     joined = sweep_from_mapping(yaml.safe_load(shared), None).without_masked_urls()
     assert joined.notify.url is None and joined.notify.on == ("end",)
+    from runner.tracking import flatten
+
+    data["tracking"] = {"uri": "http://me:hunter2@mlflow:5000"}
+    params = flatten(sweep_from_mapping(data, None).shareable())  # the parent run's parameters
+    assert params["notify.url"] == "https://hooks.slack.com/***"
+    assert params["tracking.uri"] == "http://me:***@mlflow:5000"
+    assert not any("w3bh00k" in value or "hunter2" in value for value in params.values())
 
 
 def test_git_provenance_of_a_dirty_repository_and_none_outside_one(tmp_path):
@@ -220,10 +227,36 @@ def test_git_provenance_of_a_dirty_repository_and_none_outside_one(tmp_path):
     (repo / "sweep.yaml").write_text("name: b\n")
     provenance.git_state.cache_clear()
     assert provenance.git_tags(str(repo / "sweep.yaml"))[provenance.DIRTY_TAG] == "true"
-    assert "+name: b" in provenance.git_state(str(repo / "sweep.yaml"))["diff"]
+    assert "+name: b" in provenance.git_diff(str(repo / "sweep.yaml"))
     outside = tmp_path / "plain"
     outside.mkdir()
     assert provenance.git_tags(str(outside / "sweep.yaml")) == {} and provenance.git_tags(None) == {}
+
+
+def test_the_diff_covers_source_and_config_only_and_is_masked(tmp_path):
+    """What a reader needs (the code and config that shaped the run), never a file named like a secret, and no
+    credential inside what it does keep."""
+    repo = tmp_path / "repo"
+    (repo / "config").mkdir(parents=True)
+    hook = "https://hooks.slack.com/services/T000/B000/WEBHOOKSECRETPATH"
+    files = {"sweep.yaml": "name: a\n", "train.py": "EPOCHS = 1\n", "config/secrets.env": "API_TOKEN=\n",
+             "notes.txt": "n\n"}
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    token = "ghp_" + "A1b2C3d4" * 5
+    (repo / "sweep.yaml").write_text(f"name: a\nnotify: {{url: {hook}}}\n")
+    (repo / "train.py").write_text(f"EPOCHS = 2\nAPI_TOKEN = \"{token}\"\nprint('{token}')\n")
+    (repo / "config" / "secrets.env").write_text(f"API_TOKEN={token}\n")
+    (repo / "notes.txt").write_text("uncommitted notes\n")
+    diff = provenance.git_diff(str(repo / "sweep.yaml"), (hook,))
+    assert "+EPOCHS = 2" in diff and "+notify: {url: https://hooks.slack.com/***}" in diff
+    assert 'API_TOKEN = "***"' in diff and "print('***')" in diff
+    assert "secrets.env" not in diff and "notes.txt" not in diff
+    assert token not in diff and "WEBHOOKSECRETPATH" not in diff
 
 
 def test_environment_names_python_keras_backend_and_host():
