@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import os
+import re
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -24,6 +25,10 @@ INSTALL = {"tensorflow": "pip install 'videosweep[cpu]' (or [gpu] with CUDA)",
            "jax": "pip install 'videosweep[jax]' (or [jax-cuda] with CUDA)", "torch": "pip install torch"}
 # Distributions whose version is the backend's version (tensorflow-cpu is the [cpu] extra's wheel).
 _DISTRIBUTIONS = {"tensorflow": ("tensorflow", "tensorflow-cpu"), "jax": ("jax",), "torch": ("torch",)}
+# Every model and weights file read from the shared store is loaded with Keras's safe_mode: Keras before 3.14
+# lets planted files around it (CVE-2025-1550, -9906, -8747, CVE-2026-1462, a vocabulary-file read, an HDF5
+# denial of service). pyproject.toml's floor is the same.
+KERAS_FLOOR = (3, 14)
 
 
 def installed(name: str) -> bool:
@@ -67,9 +72,25 @@ def require(name: str, where: str = "--backend") -> str:
     return name
 
 
+def keras_problem(installed_version: str | None) -> str | None:
+    """Why this Keras must not load models from the store (one line), or None (none installed: nothing loads)."""
+    if installed_version is None:
+        return None
+    found = re.match(r"(\d+)\.(\d+)", installed_version)
+    if found and (int(found[1]), int(found[2])) >= KERAS_FLOOR:
+        return None
+    floor = ".".join(map(str, KERAS_FLOOR))
+    return (f"keras {installed_version} is older than {floor}, whose safe_mode is bypassed by planted model files; "
+            f"pip install 'keras>={floor}'")
+
+
 def activate(name: str, where: str = "--backend") -> str:
-    """Make `name` this process's Keras backend (before Keras is imported); refuse a process already on another."""
+    """Make `name` this process's Keras backend (before Keras is imported); refuse a process already on another,
+    or a Keras too old to load the store's models safely."""
     require(name, where)
+    reason = keras_problem(version("keras"))
+    if reason is not None:
+        raise UserError(reason)
     keras = sys.modules.get("keras")
     if keras is not None and getattr(keras, "backend", None) is not None and keras.backend.backend() != name:
         raise UserError(f"{where}: Keras already runs on {keras.backend.backend()} in this process; "
@@ -116,6 +137,15 @@ def slot_environment(backend: str, gpu: str | None, trials_per_gpu: int = 1,
     return env
 
 
+def compilation_cache(cache_dir: str | Path | None = None) -> Path:
+    """JAX's persistent compilation cache: native executables that JAX runs, so the folder is private (0700)
+    and one writable by others or owned by another user is refused in one line."""
+    from zoo.atomic import private_dir
+    from zoo.cache import cache_root
+
+    return private_dir(cache_root(cache_dir) / "jax-compilation", "JAX compilation cache")
+
+
 def configure(backend: str, cpu_threads: int | None = None, cache_dir: str | Path | None = None) -> None:
     """After the slot's environment is set: import the backend once and apply what environment variables cannot."""
     if backend == "tensorflow":
@@ -130,10 +160,8 @@ def configure(backend: str, cpu_threads: int | None = None, cache_dir: str | Pat
     elif backend == "jax":
         import jax
 
-        from zoo.cache import cache_root
-
         # Compile once per machine: later trials, workers and sweeps load the executables from the cache folder.
-        jax.config.update("jax_compilation_cache_dir", str(cache_root(cache_dir) / "jax-compilation"))
+        jax.config.update("jax_compilation_cache_dir", str(compilation_cache(cache_dir)))
         jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
     elif backend == "torch":
         import torch

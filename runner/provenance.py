@@ -1,8 +1,11 @@
 """Provenance: which code, environment, host and device produced a run.
 
-Git is asked through its command line with a timeout (no git, no repository or a slow one: no tags, no
-error); the environment is read from this process (importlib.metadata, platform, TensorFlow's build info when
-it is already imported) and `nvidia-smi` when present. Nothing here touches the network.
+Git is asked through its command line with a timeout (no git, no repository or a slow one: no tags, no error). The
+tracking server is shared, so by default only the commit, branch and whether the tree is dirty are recorded; the
+uncommitted diff is opt-in (--log-diff, tracking.log_diff), limited to source and config files (never files named
+like secrets) and masked (zoo.secrets.mask_secrets); the environment is read from this process (importlib.metadata,
+platform, TensorFlow's build info when it is already imported) and `nvidia-smi` when present. Nothing here touches
+the network.
 """
 
 from __future__ import annotations
@@ -18,11 +21,17 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from zoo.secrets import mask_secrets
+
 GIT_TIMEOUT_SECONDS = 5
 COMMIT_TAG, BRANCH_TAG = "mlflow.source.git.commit", "mlflow.source.git.branch"
 DIRTY_TAG = "videosweep.git.dirty"
 DIFF_ARTIFACT = "git/uncommitted.diff"
-MAX_DIFF_BYTES = 20 * 2**20
+MAX_DIFF_CHARS = 2**20
+# What a reader of the diff needs: the code and configuration that shaped the run, nothing named like a secret.
+DIFF_PATHSPEC = ("*.py", "*.yaml", "*.yml", "*.toml", "*.cfg", "*.ini",
+                 *(f":(exclude,icase,glob)**/{name}" for name in ("*secret*", "*credential*", "*password*",
+                                                                 "*token*", ".env*", "*.env", "*.pem", "*.key")))
 
 
 def _git(folder: Path, *args: str) -> str | None:
@@ -36,11 +45,15 @@ def _git(folder: Path, *args: str) -> str | None:
     return done.stdout if done.returncode == 0 else None
 
 
+def _folder(source: str) -> Path:
+    path = Path(source).expanduser()
+    return path.parent if not path.is_dir() else path
+
+
 @lru_cache(maxsize=8)
 def git_state(source: str) -> dict[str, Any] | None:
-    """{commit, branch, dirty, diff} of the repository holding the file `source`, or None outside one."""
-    path = Path(source).expanduser()
-    folder = path.parent if not path.is_dir() else path
+    """{commit, branch, dirty} of the repository holding the file `source`, or None outside one."""
+    folder = _folder(source)
     if not folder.is_dir():
         return None
     commit = _git(folder, "rev-parse", "HEAD")
@@ -48,10 +61,17 @@ def git_state(source: str) -> dict[str, Any] | None:
         return None
     branch = (_git(folder, "rev-parse", "--abbrev-ref", "HEAD") or "").strip()
     status = _git(folder, "status", "--porcelain", "--untracked-files=no")
-    dirty = bool(status and status.strip())
-    diff = (_git(folder, "diff", "HEAD") or "") if dirty else ""
     return {"commit": commit.strip(), "branch": branch if branch and branch != "HEAD" else "",
-            "dirty": dirty, "diff": diff[:MAX_DIFF_BYTES]}
+            "dirty": bool(status and status.strip())}
+
+
+def git_diff(source: str, webhooks: tuple[str | None, ...] = ()) -> str:
+    """The uncommitted changes to the repository's source and config files (DIFF_PATHSPEC), masked: URLs,
+    the webhooks given, secret-looking assignments and token-shaped strings become ***; at most
+    MAX_DIFF_CHARS."""
+    diff = _git(_folder(source), "diff", "--no-color", "--no-ext-diff", "--no-textconv", "HEAD", "--",
+                *DIFF_PATHSPEC) or ""
+    return mask_secrets(diff[:MAX_DIFF_CHARS], webhooks)
 
 
 def git_tags(source: str | None) -> dict[str, str]:
@@ -148,16 +168,19 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def log_sweep_provenance(client: Any, run_id: str, source: str | None) -> None:
-    """The parent run's git tags (+ the uncommitted diff when dirty) and its `environment/` artefacts."""
+def log_sweep_provenance(client: Any, run_id: str, source: str | None, log_diff: bool = False,
+                         webhooks: tuple[str | None, ...] = ()) -> None:
+    """The parent run's git tags, with `log_diff` the masked uncommitted diff when dirty (`webhooks`: URLs whose
+    path is a secret, masked in it too), and its `environment/` artefacts."""
     from mlflow.entities import RunTag
 
     tags = git_tags(source)
     if tags:
         client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        state = git_state(str(source))
-        if state and state["dirty"] and state["diff"]:
-            client.log_text(run_id, state["diff"], DIFF_ARTIFACT)
+        if log_diff and tags[DIRTY_TAG] == "true":
+            diff = git_diff(str(source), webhooks)
+            if diff:
+                client.log_text(run_id, diff, DIFF_ARTIFACT)
     client.log_text(run_id, requirements_txt(), "environment/requirements.txt")
     client.log_text(run_id, json.dumps(environment(), indent=2, sort_keys=True), "environment/environment.json")
 

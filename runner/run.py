@@ -146,14 +146,16 @@ def best_trial(study: Any) -> tuple[str, float] | None:
 
 def preflight(ctx: SweepContext, options: RunOptions | None = None) -> list[str]:
     """Everything that can be refused before a single file is written: the storage URL, an empty grid,
-    missing or uncached weights, an unreachable tracking server or notify URL, a stop rule on a metric the
-    study does not record, a warm start from an unknown sweep, a reuse source whose artefacts are gone.
-    Returns lines to show (what the look for reuse sources left unread)."""
+    missing or uncached weights, an unreachable tracking server or notify URL, a JAX compilation cache others
+    can write, a stop rule on a metric the study does not record, a warm start from an unknown sweep, a reuse
+    source whose artefacts are gone. Returns lines to show (what the look for reuse sources left unread)."""
     storage.check_storage_url(ctx.storage_url)
     stop.watched(ctx.sweep)
     notify_url = (options.notify_url if options else None) or ctx.sweep.notify.url
     if notify_url:
         notify.check_url(notify_url)
+    if options is not None and backends.chosen(options.resources.backend) == "jax":
+        backends.compilation_cache(options.cache_dir)  # runs native code: refused here if others can write it
     final = objective(ctx.sweep.search.metric).final
     if ctx.sweep.search.strategy == "grid":
         expansion = expand_grid(ctx.sweep, ctx.dataset.fingerprint)
@@ -188,13 +190,14 @@ class RunOptions:
     notify_url: str | None = None  # --notify (else the sweep's notify.url)
     ignore_stop: bool = False  # --ignore-stop: go on after a stop rule stopped the sweep, rules off
     reuse: bool = True  # --no-reuse: train keys that finished in other sweeps of the tracking store again
+    log_diff: bool = False  # --log-diff or tracking.log_diff: the masked uncommitted diff goes to MLflow
 
     @classmethod
     def build(cls, sweep: Sweep, cache_dir: Path | None = None, retry_failed: bool = False,
               notify_url: str | None = None, ignore_stop: bool = False, reuse: bool = True,
-              **overrides: Any) -> RunOptions:
+              log_diff: bool = False, **overrides: Any) -> RunOptions:
         return cls(merged_resources(sweep, overrides), str(cache_dir) if cache_dir else None, retry_failed,
-                   notify_url, ignore_stop, reuse)
+                   notify_url, ignore_stop, reuse, log_diff or sweep.tracking.log_diff)
 
 
 @dataclass(frozen=True)
@@ -243,6 +246,8 @@ class SweepTracking:
     last_update: float = field(default=0.0)
     slots: int = 1
     started: float = field(default_factory=time.time)
+    log_diff: bool = False
+    webhooks: tuple[str | None, ...] = ()  # masked in the diff: their path is their secret
 
     def start(self) -> None:
         ctx = self.ctx
@@ -250,10 +255,10 @@ class SweepTracking:
             with stores_lock(ctx.workdir):  # a second `run` starting now must not set up MLflow's schema too
                 self.tracker = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name, cache_dir=self.cache_dir)
             with queue.study_lock(self.study, ctx.workdir):  # one parent run, whichever machine starts first
-                self.parent = self.tracker.sweep_run(ctx.sweep, ctx.sweep.shareable_yaml(),
-                                                     storage.mask_url(ctx.storage_url), ctx.dataset)
+                self.parent = self.tracker.sweep_run(ctx.sweep, storage.mask_url(ctx.storage_url), ctx.dataset)
                 self.tracker.close_dead_runs(self._settled_keys)
-            provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source)
+            provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source, self.log_diff,
+                                            self.webhooks)
             self.tracker.client.set_tag(self.parent, SLOTS_TAG, str(self.slots))
         atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": self.parent})
 
@@ -336,7 +341,8 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
                                                                    else ""))
         for note in notes:
             display.message(note)
-        tracking = SweepTracking(ctx, study, options.cache_dir, slots=len(slots), started=started)
+        tracking = SweepTracking(ctx, study, options.cache_dir, slots=len(slots), started=started,
+                                 log_diff=options.log_diff, webhooks=(options.notify_url, ctx.sweep.notify.url))
         (ctx.workdir / TRACKING_READY).unlink(missing_ok=True)
         if ctx.sweep.search.strategy == "grid" and queue.state_counts(study)["waiting"] == 0:
             tracking.start()
@@ -352,8 +358,8 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
             tracking.finish(interrupted, stopped)
             detail = "interrupted" if interrupted else f"stopped: {stopped}" if stopped else ""
             notifier.send("end", notify.summary("end", ctx.sweep.name, counts, best_trial(study),
-                                                ctx.sweep.search.metric, ctx.workdir,
-                                                notify.recent_failures(study), detail))
+                                                ctx.sweep.search.metric, notify.recent_failures(study),
+                                                detail))
         notifier.flush()
         return outcome
 
@@ -425,8 +431,8 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
     def tell(event: str, key: str, detail: str) -> None:
         if notifier.wants(event):
             notifier.send(event, notify.summary(event, ctx.sweep.name, queue.state_counts(study), best_trial(study),
-                                                ctx.sweep.search.metric, ctx.workdir,
-                                                notify.recent_failures(study), detail))
+                                                ctx.sweep.search.metric, notify.recent_failures(study),
+                                                detail))
 
     def after_failure(key: str) -> None:
         if notifier.wants("failure") and _failed_for_good(study, key, resources.max_retries):

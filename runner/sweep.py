@@ -244,6 +244,14 @@ class NotifyConfig(BaseModel):
     on: tuple[NotifyEvent, ...] = Field(("end", "failure"), description="end | failure (a trial failed for "
                                         "good) | stalled (a worker stopped responding).")
 
+    @model_validator(mode="before")
+    @classmethod
+    def _on_read_as_true(cls, value: Any) -> Any:
+        """YAML 1.1 reads an unquoted `on:` key as the boolean true: the only field it can mean here is `on`."""
+        if isinstance(value, dict) and True in value and "on" not in value:
+            return {("on" if key is True else key): item for key, item in value.items()}
+        return value
+
 
 class SweepTraining(TrainingConfig):
     """The sweep's training settings: a trial's (part of its key) plus how often it is checkpointed (not)."""
@@ -257,6 +265,9 @@ class TrackingConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     uri: str | None = Field(None, description="MLflow tracking URI; default sqlite:///<workdir>/mlflow.db.")
+    log_diff: bool = Field(False, description="Log the uncommitted diff of the sweep file's git repository "
+                           "(source and config files only, masked) as git/uncommitted.diff; --log-diff does too. "
+                           "Off: only the commit and whether the tree is dirty are recorded.")
 
 
 def _canonical_keys(index: int, sub: dict[str, SpaceValue]) -> dict[str, SpaceValue]:
@@ -365,20 +376,35 @@ class Sweep(BaseModel):
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json", exclude_none=True), sort_keys=False)
 
-    def shareable_yaml(self) -> str:
-        """The sweep file as the study and MLflow keep it: URLs masked, the webhook's secret path left out (a
-        worker joining by study name notifies only with its own --notify)."""
+    def shareable(self) -> dict[str, Any]:
+        """The sweep as the study and MLflow keep it, the one masked copy every recorded form (the study's and
+        MLflow's sweep.yaml, the parent run's parameters) is built from: URLs masked, the webhook's secret path
+        left out (a worker joining by study name notifies only with its own --notify)."""
         shared = self
         if self.notify.url:
             shared = self.model_copy(update={"notify": self.notify.model_copy(
                 update={"url": mask_webhook(self.notify.url)})})
-        return mask_text(shared.to_yaml())
+        return _masked(shared.model_dump(mode="json", exclude_none=True))
+
+    def shareable_yaml(self) -> str:
+        return yaml.safe_dump(self.shareable(), sort_keys=False)
 
     def without_masked_urls(self) -> Sweep:
         """A sweep read back from a study: a masked webhook is no webhook (its secret was never stored)."""
         if self.notify.url and MASK in self.notify.url:
             return self.model_copy(update={"notify": self.notify.model_copy(update={"url": None})})
         return self
+
+
+def _masked(value: Any) -> Any:
+    """Every text inside a dumped sweep with its URLs masked."""
+    if isinstance(value, str):
+        return mask_text(value)
+    if isinstance(value, dict):
+        return {key: _masked(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_masked(item) for item in value]
+    return value
 
 
 def load_sweep(path: str | Path, overrides: dict[str, Any] | None = None) -> Sweep:

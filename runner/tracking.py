@@ -18,6 +18,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import yaml
+
 from runner.metrics import CONTINUED_METRIC, EPOCH_METRICS, final_metrics
 from runner.retry import retry, tracking_budget
 from zoo.errors import StoreUnreachable, UserError, one_line
@@ -201,7 +203,7 @@ class Tracker:
 
     # ------------------------------------------------------------------ the sweep's parent run
 
-    def sweep_run(self, sweep: Any, sweep_yaml: str, storage: str, dataset: Any) -> str:
+    def sweep_run(self, sweep: Any, storage: str, dataset: Any) -> str:
         """The sweep's parent run, created once with the sweep file, its parameters and the dataset."""
         from mlflow.entities import Param, RunTag
 
@@ -214,12 +216,13 @@ class Tracker:
                                      tags={ROLE: "sweep", SWEEP: sweep.name, "strategy": sweep.search.strategy,
                                            "storage": storage, "host": socket.gethostname()})
         run_id = run.info.run_id
-        # The tracking server is shared: no credential of the sweep file (a URI's password) goes into it.
-        params = [Param(k, mask_text(v)) for k, v in
-                  flatten(sweep.model_dump(mode="json", exclude_none=True)).items()]
+        # The tracking server is shared: the sweep's parameters and file both come from its one masked copy (no
+        # URI password, no webhook path).
+        shared = sweep.shareable()
+        params = [Param(k, v) for k, v in flatten(shared).items()]
         for chunk in _chunks(params, 90):
             self.client.log_batch(run_id, params=chunk)
-        self.client.log_text(run_id, mask_text(sweep_yaml), "sweep.yaml")
+        self.client.log_text(run_id, yaml.safe_dump(shared, sort_keys=False), "sweep.yaml")
         self._log_dataset(run_id, dataset)
         self.client.log_batch(run_id, tags=[RunTag("dataset.fingerprint", dataset.fingerprint)])
         return run_id

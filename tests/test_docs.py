@@ -30,3 +30,32 @@ def test_the_code_layout_names_every_module():
                for path in sorted((ROOT / package).glob("*.py"))
                if not path.stem.startswith("__") and not re.search(rf"\b{path.stem}\b", layout)]
     assert not unnamed, f"README's code layout does not name {unnamed}"
+
+
+SWEEP_KEYS = ("name", "data", "training", "search", "space", "constraints", "resources", "tracking", "notify")
+
+
+def _readme_sweep_snippets() -> list[str]:
+    """Every ```yaml block of the README, and every inline `key: {...}` example of a sweep file's section."""
+    import re
+
+    text = (ROOT / "README.md").read_text()
+    blocks = re.findall(r"```yaml\n(.*?)```", text, re.DOTALL)
+    inline = re.findall(rf"`((?:{'|'.join(SWEEP_KEYS)}): \{{[^`]*\}})`", text)
+    return blocks + inline
+
+
+def test_every_sweep_snippet_of_the_readme_loads():
+    """A snippet is a whole sweep file or a fragment of one: laid over a minimal sweep, it must validate
+    (the README's own `notify: {url: ..., on: [...]}` once failed: YAML reads `on` as a boolean)."""
+    import yaml
+
+    from runner.sweep import sweep_from_mapping
+
+    snippets = _readme_sweep_snippets()
+    assert len(snippets) >= 3 and any(s.startswith("notify:") for s in snippets)
+    minimal = {"name": "readme", "data": {"root": "examples/seals"}, "space": [{"architecture": ["c3dsmall"]}]}
+    for snippet in snippets:
+        fragment = yaml.safe_load(snippet.replace("...", "x"))
+        assert isinstance(fragment, dict) and set(fragment) <= set(SWEEP_KEYS), snippet
+        sweep_from_mapping({**minimal, **fragment}, f"README snippet {snippet[:40]!r}", base=ROOT)

@@ -18,7 +18,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 
-from tests.conftest import CLI, ROOT, SEALS, copy_tree, run_cli
+from tests.conftest import CLI, ROOT, SEALS, copy_tree, require, run_cli
 from tests.runner.test_reuse import keyed_sweep, new_experiment, new_store, plant
 from tests.runner.test_run import FEATURES, load_study, trainings, write_sweep
 
@@ -475,3 +475,65 @@ def test_a_warm_start_skips_a_planted_nan_and_says_how_many(tmp_path, cache_dir)
     assert ("1 warm-start trial(s) added from donor, 1 warm-start run(s) skipped: val_accuracy_best is not a "
             "finite number") in " ".join(result.stdout.split())
     assert trainings(counter) == []
+
+
+# ---------------------------------------------------------------- #30: Keras's safe_mode, JAX's compilation cache
+
+
+def test_a_keras_older_than_the_safe_mode_fixes_is_refused_and_the_install_floor_is_the_same():
+    import tomllib
+
+    from runner import backends
+
+    assert "older than 3.14" in backends.keras_problem("3.13.2") and "pip install 'keras>=3.14'" in \
+        backends.keras_problem("3.3.0")
+    assert backends.keras_problem("3.14.0") is None and backends.keras_problem("4.0.1") is None
+    assert backends.keras_problem(backends.version("keras")) is None  # this installation
+    dependencies = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert "keras>=3.14" in [d.split(";")[0].strip() for d in dependencies]
+
+
+def test_the_jax_compilation_cache_is_private_and_one_others_can_write_is_refused(tmp_path):
+    """JAX runs the executables in its compilation cache: whoever can write that folder can run code."""
+    from runner import backends
+    from zoo.errors import UserError
+
+    require(backends.installed("jax"), "jax is not installed ([jax] extra)")
+    created = backends.compilation_cache(tmp_path / "fresh")
+    assert created.stat().st_mode & 0o777 == 0o700
+    foreign = tmp_path / "foreign" / "jax-compilation"
+    foreign.mkdir(parents=True, mode=0o700)
+    if os.getuid() == 0:  # only root can give a folder away
+        os.chown(foreign, 65534, 65534)
+        with pytest.raises(UserError, match="belongs to another user"):
+            backends.compilation_cache(tmp_path / "foreign")
+    cache = tmp_path / "cache"
+    (cache / "jax-compilation").mkdir(parents=True)
+    os.chmod(cache / "jax-compilation", 0o777)
+    sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0]}])
+    result = run_cli("run", str(sweep), "--workdir", str(tmp_path / "w"), "--backend", "jax",
+                     "--cache-dir", str(cache))
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.strip() == (f"error: JAX compilation cache {cache / 'jax-compilation'} is writable by others "
+                                     f"(mode 777): whoever writes it runs code here; chmod 700 "
+                                     f"{cache / 'jax-compilation'}")
+    assert not (tmp_path / "w").exists()
+
+
+def test_a_notification_carries_text_from_the_study_escaped_and_bounded_and_no_local_path(tmp_path):
+    """Anyone who can write the shared study writes failure reasons and keys: a webhook gets them as one
+    bounded line, chat markup (<!channel>) escaped; the report is named inside the workdir, not by its path."""
+    from runner import notify
+
+    study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'shared.db'}", study_name="s")
+    planted = "<!channel> <https://evil.example|click> & " + "x" * 5000 + "\nsecond line"
+    study.add_trial(optuna.trial.create_trial(state=optuna.trial.TrialState.FAIL, user_attrs={
+        "trial_key": "<@U123>" + "k" * 500, "failure": planted, "traceback_path": "/elsewhere/" + "t" * 900}))
+    payload = notify.summary("end", "s", {"complete": 0, "fail": 1}, ("<!here>", 0.5), "val_accuracy",
+                             notify.recent_failures(study), "stopped: <!everyone>")
+    sent = json.dumps(payload)
+    assert "<" not in sent and ">" not in sent and "\\n" not in sent
+    assert "&lt;!channel&gt;" in payload["text"] and "&amp;" in payload["text"]
+    failure = payload["failures"][0]
+    assert len(failure["reason"]) < 300 and len(failure["key"]) < 80 and len(failure["traceback"]) < 300
+    assert len(payload["text"]) < 1000 and str(tmp_path) not in sent and payload["report"] == "report/report.html"

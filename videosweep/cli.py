@@ -215,6 +215,9 @@ NotifyOpt = Annotated[Optional[str], typer.Option(
     "--notify", help="POST a JSON summary to this URL on the sweep's notify.on events (default: end, failure).")]
 IgnoreStopOpt = Annotated[bool, typer.Option(
     "--ignore-stop", help="Go on with a sweep a stop rule stopped (stop rules off for this run).")]
+LogDiffOpt = Annotated[bool, typer.Option(
+    "--log-diff", help="Log the uncommitted git diff (source and config files, masked) to MLflow (off: only the "
+    "commit and whether the tree is dirty).")]
 NoReuseOpt = Annotated[bool, typer.Option(
     "--no-reuse", help="Train trial keys again even if they finished in another sweep of the tracking store.")]
 
@@ -266,13 +269,14 @@ def run(
     notify_url: NotifyOpt = None,
     ignore_stop: IgnoreStopOpt = False,
     no_reuse: NoReuseOpt = False,
+    log_diff: LogDiffOpt = False,
 ) -> None:
     """Run a sweep (again: only what has not finished runs)."""
     from runner.run import load_context
 
     ctx = load_context(sweep_file, workdir, storage, create_workdir=False, tracking_uri=tracking_uri)
     _run(ctx, cache_dir, retry_failed, notify_url=notify_url, ignore_stop=ignore_stop, reuse=not no_reuse,
-         gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
+         log_diff=log_diff, gpus=gpus, trials_per_gpu=trials_per_gpu, workers=workers,
          max_retries=max_retries, trial_timeout=trial_timeout, trials_per_process=trials_per_process,
          memory_limit_mb=memory_limit, backend=backend)
 

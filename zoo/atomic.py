@@ -8,6 +8,7 @@ import os
 import re
 import shutil
 import socket
+import stat
 import tempfile
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -109,6 +110,27 @@ def writable_dir(folder: Path, what: str) -> Path:
         probe.close()
     except OSError as err:
         raise UserError(f"{what} {folder} is not writable ({describe_write_error(err, folder.parent)})") from None
+    return folder
+
+
+def private_dir(folder: Path, what: str) -> Path:
+    """`folder` created private (0700) if missing; an existing one must be ours and writable by nobody else
+    (what it holds is run as code), else a one-line UserError."""
+    folder = Path(folder).expanduser()
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        folder.mkdir(mode=0o700, exist_ok=True)
+        found = folder.lstat()
+    except OSError as err:
+        raise UserError(f"{what} {folder} cannot be created ({describe_write_error(err, folder.parent)})") from None
+    if not stat.S_ISDIR(found.st_mode):
+        raise UserError(f"{what} {folder} is not a folder (a link or a file): remove it")
+    if found.st_uid != os.getuid():
+        raise UserError(f"{what} {folder} belongs to another user (uid {found.st_uid}): whoever writes it runs "
+                        "code here; remove it or use another --cache-dir")
+    if found.st_mode & 0o022:
+        raise UserError(f"{what} {folder} is writable by others (mode {stat.S_IMODE(found.st_mode):o}): whoever "
+                        f"writes it runs code here; chmod 700 {folder}")
     return folder
 
 

@@ -5,12 +5,18 @@ only its scheme and host (its path is the secret)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Iterable
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
 MASK = "***"
 # Query parameters that carry a secret (libpq's password/sslpassword, tokens, keys of object stores, ...).
 SECRET_PARAMETER = re.compile(r"pass|secret|token|key|credential|auth|signature", re.IGNORECASE)
 _URL = re.compile(r"[A-Za-z][A-Za-z0-9+.\-]*://[^\s'\"<>`]+")
+# In free text (a source diff): the value of a secret-looking name (API_TOKEN=..., "password": "...", key: ...).
+_ASSIGNMENT = re.compile(r"""(\b[\w.-]*(?:pass|secret|token|key|credential|auth|signature)[\w.-]*"""
+                         r"""["']?\s*[:=]\s*["']?)([^\s"',;]+)""", re.IGNORECASE)
+# Tokens recognisable by their shape wherever they stand: GitHub, Slack, AWS access keys.
+_TOKEN = re.compile(r"\b(?:gh[pousr]_[A-Za-z0-9]{20,}|github_pat_\w{20,}|xox[abprs]-[\w-]{10,}|AKIA[0-9A-Z]{16})\b")
 
 
 def mask_url(url: str) -> str:
@@ -54,3 +60,13 @@ def mask_webhook(url: str) -> str:
         return MASK
     origin = f"{parts.scheme}://{host}{port}"
     return f"{origin}/{MASK}" if parts.path.strip("/") or parts.query else origin
+
+
+def mask_secrets(text: str, webhooks: Iterable[str | None] = ()) -> str:
+    """Free text that may hold credentials anywhere (a source diff): the given webhook URLs cut to their host,
+    every URL masked, the values of secret-looking names and tokens of known shapes replaced by ***."""
+    for url in webhooks:
+        if url:
+            text = text.replace(url, mask_webhook(url))
+    text = _ASSIGNMENT.sub(lambda match: match.group(1) + MASK, mask_text(text))
+    return _TOKEN.sub(MASK, text)

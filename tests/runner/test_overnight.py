@@ -1,8 +1,9 @@
 """Overnight operation end to end: honest exit codes, notifications to a local webhook, provenance, stop
 rules, estimates, reuse of finished trial keys across sweeps of one tracking store, and warm start.
 
-Two sweeps share one tracking store: `night-a` (in a dirty git repository; one trial fails for good) and
-`night-b`, which overlaps it (its two keys that finished in `night-a` are reused, the rest trained).
+Two sweeps share one tracking store: `night-a` (in a dirty git repository; one trial fails for good; run with
+--log-diff; its webhook's path and a token in the repository are secrets) and `night-b`, in the same repository
+without --log-diff, which overlaps it (its two keys that finished in `night-a` are reused, the rest trained).
 """
 
 from __future__ import annotations
@@ -23,6 +24,8 @@ from tests.runner.test_run import FEATURES, trainings
 
 pytestmark = pytest.mark.slow
 TRAINING = {"epochs": 1, "patience": 1, "learning_rates": [1e-3], "batch_size": 64}
+WEBHOOK_SECRET = "services/T000/B000/WEBHOOKSECRETPATH"
+TOKEN = "ghp_" + "N1ghtT0ken" * 4
 
 
 def write(folder: Path, name: str, sizes: list[int], **extra) -> Path:
@@ -52,17 +55,22 @@ def night(tmp_path_factory, cache_dir):
     store = f"sqlite:///{folder / 'store' / 'mlflow.db'}"
     (folder / "store").mkdir()
     receiver = Receiver()
-    a = write(repo, "night-a", [0, 8, 12], tracking={"uri": store},
-              notify={"url": receiver.url, "on": ["end", "failure"]})
+    hook = receiver.url.replace("/hook", f"/{WEBHOOK_SECRET}")
+    a = write(repo, "night-a", [0, 8, 12], tracking={"uri": store}, notify={"url": hook, "on": ["end", "failure"]})
+    (repo / "config").mkdir()
+    (repo / "config" / "secrets.env").write_text("API_TOKEN=\n")
+    (repo / "helpers.py").write_text("EPOCHS = 1\n")
     git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
     subprocess.run([*git, "init", "-q", "-b", "nightly"], check=True)
-    subprocess.run([*git, "add", a.name], check=True)
+    subprocess.run([*git, "add", a.name, "config/secrets.env", "helpers.py"], check=True)
     subprocess.run([*git, "commit", "-qm", "sweep a"], check=True)
-    a.write_text(a.read_text() + "# an uncommitted note\n")
+    a.write_text(a.read_text() + f"# an uncommitted note; webhook {hook}\n")
+    (repo / "config" / "secrets.env").write_text(f"API_TOKEN={TOKEN}\n")  # edited locally, tracked
+    (repo / "helpers.py").write_text(f"EPOCHS = 1\nAPI_TOKEN = '{TOKEN}'\n")
     count_a, count_b = folder / "count-a.txt", folder / "count-b.txt"
-    first = run_cli("run", str(a), "--workdir", str(folder / "wa"),
+    first = run_cli("run", str(a), "--workdir", str(folder / "wa"), "--log-diff",
                     env={"VIDEOSWEEP_FAULT": f"count:@{count_a},raise:layer_1_size=12"})
-    b = write(folder, "night-b", [0, 8, 16, 24], tracking={"uri": store})
+    b = write(repo, "night-b", [0, 8, 16, 24], tracking={"uri": store})  # in the dirty repository, no --log-diff
     planned = run_cli("plan", str(b), "--workdir", str(folder / "wb"), "--json")
     began = time.time()
     second = run_cli("run", str(b), "--workdir", str(folder / "wb"), env={"VIDEOSWEEP_FAULT": f"count:@{count_b}"})
@@ -109,7 +117,8 @@ def test_runs_carry_git_environment_host_and_device(night):
     assert all(c.data.tags["host"] and c.data.tags["device"].startswith(("CPU", "GPU")) for c in children)
     folder = night["folder"] / "downloads"
     diff = Path(client.download_artifacts(parent.info.run_id, "git/uncommitted.diff", str(folder))).read_text()
-    assert "+# an uncommitted note" in diff
+    assert "+# an uncommitted note; webhook http://127.0.0.1:" in diff and "API_TOKEN = '***'" in diff
+    assert "secrets.env" not in diff  # a file named like a secret is no part of the diff
     listed = {a.path for a in client.list_artifacts(parent.info.run_id, "environment")}
     assert listed == {"environment/requirements.txt", "environment/environment.json"}
     env = json.loads(Path(client.download_artifacts(parent.info.run_id, "environment/environment.json",
@@ -118,6 +127,25 @@ def test_runs_carry_git_environment_host_and_device(night):
     requirements = Path(client.download_artifacts(parent.info.run_id, "environment/requirements.txt",
                                                   str(folder))).read_text()
     assert "optuna==" in requirements.lower() and "mlflow" in requirements.lower()
+
+
+def test_no_secret_of_the_sweep_file_or_the_repository_reaches_mlflow_the_study_or_output(night):
+    """The webhook's path (the parent run's parameters once held it) and a token in a locally edited tracked
+    file (the diff once shipped it) appear in no file of the stores or workdirs, nor in any output; without
+    --log-diff a dirty tree is a tag, not a diff."""
+    client = night["client"]
+    parent_a, _ = runs_of(client, "night-a")
+    assert parent_a.data.params["notify.url"].endswith("/***")
+    parent_b, _ = runs_of(client, "night-b")
+    assert parent_b.data.tags["videosweep.git.dirty"] == "true"
+    assert not client.list_artifacts(parent_b.info.run_id, "git")
+    # grep, in its own process: a file of an SQLite database opened and closed here would drop this process's
+    # SQLite locks on it (POSIX locks are per process), and the store could be corrupted by the next writer.
+    leaks = subprocess.run(["grep", "-rlaF", "-e", WEBHOOK_SECRET, "-e", TOKEN, "--exclude-dir=repo",
+                            str(night["folder"])], capture_output=True, text=True)
+    assert leaks.returncode == 1 and not leaks.stdout, leaks.stdout + leaks.stderr  # 1: no file matches
+    for result in (night["a"], night["b"], night["plan"]):
+        assert WEBHOOK_SECRET not in result.stdout + result.stderr and TOKEN not in result.stdout + result.stderr
 
 
 def test_keys_finished_in_another_sweep_are_reused_not_trained(night):

@@ -4,6 +4,7 @@ to a real local HTTP receiver, git provenance of a real repository, the estimate
 from __future__ import annotations
 
 import json
+import socket
 import subprocess
 import threading
 import time
@@ -103,7 +104,7 @@ def test_a_notification_is_json_with_a_chat_text_and_only_for_chosen_events(rece
     notifier = notify.Notifier(receiver.url, ("end",), logged.append)
     failures = [{"trial": 3, "key": "k3", "reason": "RuntimeError: boom", "traceback": "/x/failures/k3.txt"}]
     payload = notify.summary("end", "night", {"complete": 3, "fail": 1, "waiting": 0}, ("k1", 0.75),
-                             "val_accuracy", tmp_path, failures)
+                             "val_accuracy", failures)
     notifier.send("failure", payload)  # not chosen
     notifier.send("end", payload)
     notifier.flush()
@@ -130,6 +131,59 @@ def test_a_failing_notification_is_one_masked_line_and_does_not_block(tmp_path):
     assert "s3cret" not in logged[0] and "w3bh00k" not in logged[0]
 
 
+def test_a_redirect_is_not_followed(receiver):
+    """A 307 would have the summary posted again, whole, to wherever the first endpoint points."""
+    class Redirecting(BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's name
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(307)
+            self.send_header("Location", receiver.url)
+            self.end_headers()
+
+        def log_message(self, *args):
+            pass
+
+    server = HTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    logged: list[str] = []
+    notifier = notify.Notifier(f"http://127.0.0.1:{server.server_address[1]}/services/T0/B0/w3bh00k", ("end",),
+                               logged.append)
+    notifier.send("end", {"text": "x"})
+    notifier.flush()
+    server.shutdown()
+    server.server_close()
+    assert receiver.bodies == [] and not notifier.sent
+    assert len(logged) == 1 and "HTTP 307 (redirects are not followed)" in logged[0] and "w3bh00k" not in logged[0]
+
+
+def test_one_deadline_covers_the_whole_post_not_each_read():
+    """An endpoint that answers a byte at a time never trips a timeout per read; the deadline cuts it off."""
+    listener = socket.create_server(("127.0.0.1", 0))
+
+    def dribble() -> None:
+        connection, _ = listener.accept()
+        with connection:
+            connection.recv(65536)
+            for byte in b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n":
+                time.sleep(0.2)
+                try:
+                    connection.sendall(bytes([byte]))
+                except OSError:
+                    return
+
+    threading.Thread(target=dribble, daemon=True).start()
+    logged: list[str] = []
+    notifier = notify.Notifier(f"http://127.0.0.1:{listener.getsockname()[1]}/hook", ("end",), logged.append,
+                               deadline_seconds=1.0)
+    began = time.time()
+    notifier.send("end", {"text": "x"})
+    notifier.flush()
+    took = time.time() - began
+    listener.close()
+    assert not notifier.sent and len(logged) == 1 and "no answer within 1 s" in logged[0]
+    assert took < 2.5  # the dribble alone would take 8 s
+
+
 def test_the_preflight_refuses_a_non_http_or_unreachable_url(receiver):
     notify.check_url(receiver.url)
     with pytest.raises(UserError, match="not an http"):
@@ -150,6 +204,13 @@ def test_the_study_and_mlflow_keep_no_webhook_secret():
     assert "w3bh00k" not in shared and "https://hooks.slack.com/***" in shared
     joined = sweep_from_mapping(yaml.safe_load(shared), None).without_masked_urls()
     assert joined.notify.url is None and joined.notify.on == ("end",)
+    from runner.tracking import flatten
+
+    data["tracking"] = {"uri": "http://me:hunter2@mlflow:5000"}
+    params = flatten(sweep_from_mapping(data, None).shareable())  # the parent run's parameters
+    assert params["notify.url"] == "https://hooks.slack.com/***"
+    assert params["tracking.uri"] == "http://me:***@mlflow:5000"
+    assert not any("w3bh00k" in value or "hunter2" in value for value in params.values())
 
 
 def test_git_provenance_of_a_dirty_repository_and_none_outside_one(tmp_path):
@@ -166,10 +227,36 @@ def test_git_provenance_of_a_dirty_repository_and_none_outside_one(tmp_path):
     (repo / "sweep.yaml").write_text("name: b\n")
     provenance.git_state.cache_clear()
     assert provenance.git_tags(str(repo / "sweep.yaml"))[provenance.DIRTY_TAG] == "true"
-    assert "+name: b" in provenance.git_state(str(repo / "sweep.yaml"))["diff"]
+    assert "+name: b" in provenance.git_diff(str(repo / "sweep.yaml"))
     outside = tmp_path / "plain"
     outside.mkdir()
     assert provenance.git_tags(str(outside / "sweep.yaml")) == {} and provenance.git_tags(None) == {}
+
+
+def test_the_diff_covers_source_and_config_only_and_is_masked(tmp_path):
+    """What a reader needs (the code and config that shaped the run), never a file named like a secret, and no
+    credential inside what it does keep."""
+    repo = tmp_path / "repo"
+    (repo / "config").mkdir(parents=True)
+    hook = "https://hooks.slack.com/services/T000/B000/WEBHOOKSECRETPATH"
+    files = {"sweep.yaml": "name: a\n", "train.py": "EPOCHS = 1\n", "config/secrets.env": "API_TOKEN=\n",
+             "notes.txt": "n\n"}
+    for name, text in files.items():
+        (repo / name).write_text(text)
+    git = ["git", "-C", str(repo), "-c", "user.email=t@t", "-c", "user.name=t"]
+    subprocess.run([*git, "init", "-q"], check=True)
+    subprocess.run([*git, "add", "."], check=True)
+    subprocess.run([*git, "commit", "-qm", "a"], check=True)
+    token = "ghp_" + "A1b2C3d4" * 5
+    (repo / "sweep.yaml").write_text(f"name: a\nnotify: {{url: {hook}}}\n")
+    (repo / "train.py").write_text(f"EPOCHS = 2\nAPI_TOKEN = \"{token}\"\nprint('{token}')\n")
+    (repo / "config" / "secrets.env").write_text(f"API_TOKEN={token}\n")
+    (repo / "notes.txt").write_text("uncommitted notes\n")
+    diff = provenance.git_diff(str(repo / "sweep.yaml"), (hook,))
+    assert "+EPOCHS = 2" in diff and "+notify: {url: https://hooks.slack.com/***}" in diff
+    assert 'API_TOKEN = "***"' in diff and "print('***')" in diff
+    assert "secrets.env" not in diff and "notes.txt" not in diff
+    assert token not in diff and "WEBHOOKSECRETPATH" not in diff
 
 
 def test_environment_names_python_keras_backend_and_host():
