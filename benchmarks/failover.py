@@ -39,12 +39,12 @@ def main() -> None:
 
     print(f"failover: {args.rounds} rounds, seed {args.seed}, connections dropped 4x/s, PostgreSQL "
           f"{POSTGRES_URL.rsplit('@', 1)[-1]}", flush=True)
-    chance, clean, seconds, cuts = random.Random(args.seed), 0, [], 0
+    chance, clean, seconds, cuts, cut_rounds = random.Random(args.seed), 0, [], 0, 0
     with tempfile.TemporaryDirectory(prefix="videosweep-failover-") as scratch:
         for index in range(args.rounds):
             # the first round cuts from the start (every phase); later ones from a random point of the sweep, as
             # long as the first round took
-            offset = 0.0 if index == 0 else chance.uniform(0, 0.7 * seconds[0])
+            offset = 0.0 if index == 0 else chance.uniform(0, 0.5 * seconds[0])
             database = new_database()
             try:
                 result = sweep_through_cuts(Path(scratch) / f"round{index}", database_url(database), cut_after=offset,
@@ -54,11 +54,13 @@ def main() -> None:
             clean += result.clean
             seconds.append(result.seconds)
             cuts += len(result.cuts)
+            cut_rounds += bool(result.cuts)
             why = "" if result.clean else f"  exit {result.returncode}: {result.problems or result.stderr[-300:]}"
             print(f"round {index + 1:2d}: cuts from {offset:4.1f} s, {len(result.cuts):3d} landed, "
                   f"{result.seconds:5.1f} s, {'clean' if result.clean else 'NOT CLEAN'}{why}", flush=True)
     print(f"clean rounds: {clean} of {args.rounds} (exit 0, every key once at each rung, no failed trial, one "
-          f"MLflow run per key); {cuts} cuts landed in all; median round {statistics.median(seconds):.0f} s")
+          f"MLflow run per key); cuts landed in {cut_rounds} rounds, {cuts} in all; median round "
+          f"{statistics.median(seconds):.0f} s")
 
 
 if __name__ == "__main__":
