@@ -41,7 +41,7 @@ demo: demo-motion
 TEST_JOBS ?= 2
 test: install
 	bash .ci/ensure-chromium
-	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile
+	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile --durations=15
 
 test-fast: install
 	$(BIN)/python -m pytest -q -n $(TEST_JOBS) --dist loadfile -m "not slow"
