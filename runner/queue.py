@@ -24,7 +24,7 @@ from optuna.trial import FrozenTrial, TrialState
 from runner import optuna_internals as internals
 from runner.liveness import INTERRUPTED, fail_trial
 from runner.spec import TrialSpec, is_trial_key
-from runner.storage import retrying, unreachable
+from runner.storage import LockLost, fenced, retrying, unreachable
 from zoo.errors import UserError, one_line
 
 KEY_ATTR = "trial_key"  # the Optuna user attribute naming a trial's key (its MLflow tag is tracking.KEY_TAG)
@@ -68,7 +68,8 @@ def study_lock(study: optuna.Study, workdir: Path) -> Iterator[None]:
         key = _advisory_key(study)
         connection = retrying(lambda: _advisory_lock(engine, key), "taking the study lock")
         try:
-            yield
+            with fenced(lambda: _still_held(connection)):  # a session lock goes with its connection
+                yield
         finally:
             try:
                 connection.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": key})
@@ -82,6 +83,19 @@ def study_lock(study: optuna.Study, workdir: Path) -> Iterator[None]:
     workdir.mkdir(parents=True, exist_ok=True)
     with FileLock(str(workdir / ".study.lock"), timeout=LOCK_WAIT_SECONDS):
         yield
+
+
+def _still_held(connection: Any) -> None:
+    """LockLost unless the connection holding the advisory lock is still there (and with it the lock): a database
+    restart mid-upkeep would otherwise let a second process in while this one goes on writing."""
+    from sqlalchemy import text
+
+    try:
+        connection.execute(text("SELECT 1"))
+    except Exception as err:  # noqa: BLE001 - filtered by unreachable
+        if unreachable(err):
+            raise LockLost("the study lock went with its database connection") from None
+        raise
 
 
 def _advisory_lock(engine: Any, key: int) -> Any:
@@ -253,8 +267,9 @@ def _refuse_a_twin(study: optuna.Study, claim: Claim) -> None:
     """A UserError if an earlier trial already stands for the claim's key at its rung (waiting, running or done).
 
     Queue upkeep runs under the study lock, but a PostgreSQL advisory lock goes with its connection: a database
-    restart mid-upkeep lets a second process in, and both may enqueue the same point or promotion. Whoever claims
-    the later twin refuses it, so each key trains once per rung however the twins arose.
+    restart mid-upkeep lets a second process in. Its holder checks the lock before each write (`study_lock`), but
+    a restart between that check and the write can still leave two processes enqueueing the same point or
+    promotion. Whoever claims the later twin refuses it, so each key trains once per rung however twins arose.
     """
     rung = _rung(claim.attrs)
     for other in study.get_trials(deepcopy=False, states=_STANDING):

@@ -332,8 +332,9 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
                                 **_failures(ctx, study))
         warmed = reuse.warm_start(study, ctx.sweep, ctx.tracking_uri, objective(ctx.sweep.search.metric).final)
         search = make_search(ctx.sweep, study, ctx.dataset.fingerprint, ctx.workdir, options.resources.max_retries)
-        recovered = _recover(ctx, study, options)
-        queued = search.prepare()
+        # queue upkeep reaches the database around Optuna (the lock): a step cut short is redone (idempotent)
+        recovered = storage.retrying(lambda: _recover(ctx, study, options), "recovering abandoned trials")
+        queued = storage.retrying(search.prepare, "queueing trials")
         display.message(f"sweep {ctx.sweep.name}: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
                         f"({', '.join(s.name for s in slots)}); study {storage.mask_url(ctx.storage_url)}; "
                         f"{queued} trial(s) queued" + (f", {recovered} abandoned trial(s) recovered" if recovered

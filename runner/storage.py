@@ -12,6 +12,7 @@ import copy
 import logging
 import math
 import os
+import threading
 import uuid
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -97,6 +98,8 @@ def unreachable(err: BaseException) -> bool:
 
     if isinstance(err, optuna.exceptions.StorageInternalError) and err.__cause__ is not None:
         err = err.__cause__
+    if isinstance(err, LockLost):  # the step it interrupted is redone under a new lock
+        return True
     if isinstance(err, PendingRollbackError):  # a session whose connection dropped; Optuna rolled it back
         return True
     if not isinstance(err, DBAPIError):
@@ -111,6 +114,31 @@ def _short(err: BaseException, limit: int) -> str:
     """A database error's own message, without SQLAlchemy's appended SQL."""
     original = getattr(err, "orig", None) or getattr(err, "__cause__", None) or err
     return mask_text(one_line(str(original)).split(" [SQL")[0])[:limit]
+
+
+class LockLost(Exception):
+    """The study lock went with its database connection (a restart, a failover) while its holder was writing:
+    the holder stops before its next write, and its step is redone under a new lock (`retrying`)."""
+
+
+_fence = threading.local()  # this thread's check that it still holds the study lock, inside `fenced`
+
+
+@contextmanager
+def fenced(check: Callable[[], None]) -> Iterator[None]:
+    """Run `check` (raising LockLost) before every study write this thread makes inside the block."""
+    outer = getattr(_fence, "check", None)
+    _fence.check = check
+    try:
+        yield
+    finally:
+        _fence.check = outer
+
+
+def _check_fence() -> None:
+    check = getattr(_fence, "check", None)
+    if check is not None:
+        check()
 
 
 def retrying(call: Callable[[], T], what: str) -> T:
@@ -151,9 +179,12 @@ class RetryingStorage(optuna.storages.BaseStorage, internals.HeartbeatStorage):
 
     def _call(self, name: str, *args: Any, **kwargs: Any) -> Any:
         method = getattr(self._inner, name)
+        if name in _WRITES:
+            _check_fence()
         return retrying(lambda: method(*args, **kwargs), _CALLS.get(name, name.replace("_", " ")))
 
     def create_new_trial(self, study_id: int, template_trial: FrozenTrial | None = None) -> int:
+        _check_fence()
         nonce = uuid.uuid4().hex
         template = _with_nonce(template_trial, nonce)
         tries = 0
@@ -175,6 +206,7 @@ class RetryingStorage(optuna.storages.BaseStorage, internals.HeartbeatStorage):
 
     def set_trial_state_values(self, trial_id: int, state: TrialState, values: Sequence[float] | None = None
                                ) -> bool:
+        _check_fence()
         tries = 0
 
         def once() -> bool:
@@ -216,6 +248,7 @@ _IDEMPOTENT = ("create_new_study", "delete_study", "set_study_user_attr", "set_s
                "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial",
                "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs", "record_heartbeat",
                "_get_stale_trial_ids")
+_WRITES = {name for name in _IDEMPOTENT if name.startswith(("set_", "create_", "delete_"))}
 for _name in _IDEMPOTENT:
     setattr(RetryingStorage, _name, _retried(_name))
 abc.update_abstractmethods(RetryingStorage)

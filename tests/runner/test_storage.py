@@ -11,6 +11,7 @@ import pytest
 from optuna.trial import TrialState
 from sqlalchemy import create_engine, text
 from sqlalchemy.exc import OperationalError
+from sqlalchemy.pool import NullPool
 
 from runner.storage import NONCE_ATTR, RetryingStorage, _already, open_storage, open_study, unreachable
 from tests.conftest import run_cli
@@ -131,3 +132,35 @@ def test_a_database_that_stays_unreachable_ends_with_exit_75_and_says_resume_car
     [line] = result.stderr.strip().splitlines()
     assert "study storage unreachable for 6 s" in line and "`videosweep resume`" in line and "postgres@127.0.0.1:9" in line
     assert 3 <= elapsed < 60  # retried (0.5 + 1 + 2 s of waits at least), then gave up
+
+
+@requires_postgres
+def test_a_study_lock_lost_with_its_connection_stops_its_holder_before_the_next_write(postgres, tmp_path):
+    """A PostgreSQL advisory lock goes with its connection: after a restart another process may take it at once,
+    so the holder must write nothing more; `retrying` then redoes its step under a new lock."""
+    from runner.queue import _advisory_key, study_lock
+    from runner.storage import LockLost, retrying
+
+    study = open_study("fence", open_storage(postgres), "maximize")
+    with pytest.raises(LockLost):
+        with study_lock(study, tmp_path):
+            study.enqueue_trial({}, user_attrs={"trial_key": "a"})
+            terminate_connections(postgres.rsplit("/", 1)[1])  # a restart
+            other = create_engine(postgres, poolclass=NullPool)
+            with other.connect() as connection:  # the lock is free for anybody now (and freed again on closing)
+                assert connection.execute(text("SELECT pg_try_advisory_lock(:k)"), {"k": _advisory_key(study)}).scalar()
+            study.enqueue_trial({}, user_attrs={"trial_key": "b"})
+    assert [t.user_attrs["trial_key"] for t in study.get_trials()] == ["a"]
+
+    attempts = []
+
+    def upkeep() -> None:  # a step of queue upkeep whose first attempt loses its lock
+        with study_lock(study, tmp_path):
+            attempts.append(len(attempts))
+            if len(attempts) == 1:
+                terminate_connections(postgres.rsplit("/", 1)[1])
+            if not [t for t in study.get_trials() if t.user_attrs["trial_key"] == "b"]:
+                study.enqueue_trial({}, user_attrs={"trial_key": "b"})
+
+    retrying(upkeep, "queueing")
+    assert attempts == [0, 1] and [t.user_attrs["trial_key"] for t in study.get_trials()] == ["a", "b"]
