@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import tempfile
+from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -17,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from reports.records import SweepRuns
-from runner.spec import TRAINING_FIELDS, TrialSpec
+from runner.spec import TRAINING_FIELDS, TrialSpec, unlisted_files
 from zoo import atomic, deploy
 from zoo.errors import UserError, one_line
 from zoo.secrets import mask_text, mask_url
@@ -60,9 +61,11 @@ TRIAL_FILES = ("params.json", "results.json", "model_best.keras", "confusion_mat
 OPTIONAL_FILES = ("confusion_matrix.csv",)
 
 
-def download_trial(runs: SweepRuns, row: pd.Series, folder: Path) -> TrialArtifacts:
+def download_trial(runs: SweepRuns, row: pd.Series, folder: Path,
+                   files: Collection[tuple[str, str]]) -> TrialArtifacts:
     """A trial's artefacts from MLflow. Missing ones are named as missing; the store failing us (auth,
-    network, a server error) is named as that, never taken for a missing artefact."""
+    network, a server error) is named as that, never taken for a missing artefact. Its parameters are checked
+    (`stored_spec`) against its key and against `files`, the files the user's sweep file names."""
     client = runs.tracker.client
     where = f"the artefact store of {mask_url(runs.tracker.uri)}"
     try:
@@ -81,11 +84,37 @@ def download_trial(runs: SweepRuns, row: pd.Series, folder: Path) -> TrialArtifa
         except Exception as err:  # noqa: BLE001 - listed, so the store failed us while downloading it
             raise UserError(f"cannot download trial/{name} of trial {row.trial_key} from {where}: "
                             f"{mask_text(one_line(str(err)))[:200]}") from None
-    params = json.loads(fetched["params.json"].read_text())
-    params.pop("data_root", None)
+    results = _json_object(fetched["results.json"], row.trial_key)
+    spec = stored_spec(_json_object(fetched["params.json"], row.trial_key), row.trial_key,
+                       results.get("data_fingerprint"), files)
     confusion = pd.read_csv(fetched["confusion_matrix.csv"], index_col=0) if "confusion_matrix.csv" in fetched else None
-    return TrialArtifacts(row.trial_key, row.run_id, TrialSpec.from_flat(params),
-                          json.loads(fetched["results.json"].read_text()), fetched["model_best.keras"], confusion)
+    return TrialArtifacts(row.trial_key, row.run_id, spec, results, fetched["model_best.keras"], confusion)
+
+
+def _json_object(path: Path, key: str) -> dict[str, Any]:
+    try:
+        value = json.loads(path.read_text())
+    except (OSError, ValueError) as err:
+        raise UserError(f"trial {key}'s {path.name} in the artefact store is unreadable ({type(err).__name__})") \
+            from None
+    if not isinstance(value, dict):
+        raise UserError(f"trial {key}'s {path.name} in the artefact store is not a JSON object")
+    return value
+
+
+def stored_spec(params: dict[str, Any], key: str, fingerprint: Any, files: Collection[tuple[str, str]]) -> TrialSpec:
+    """A trial's spec from its params.json, read back from the shared store: only if its parameters make its key
+    on the data it records, and load no file that the user's sweep file does not name (`Sweep.named_files`)."""
+    where = f"trial {key}'s params.json: "
+    spec = TrialSpec.from_flat({name: value for name, value in params.items() if name != "data_root"}, where)
+    if not isinstance(fingerprint, str) or spec.key(fingerprint) != key:
+        raise UserError(f"{where}these are not the parameters of trial {key} (they make another key on the data "
+                        "it records); refusing them")
+    unlisted = unlisted_files(spec, files)
+    if unlisted:
+        raise UserError(f"{where}it would load {unlisted[0][:200]}, a file your sweep file does not name; files to "
+                        "load are taken from your sweep file only")
+    return spec
 
 
 def is_windowed(spec: TrialSpec) -> bool:
@@ -177,16 +206,18 @@ def parse_formats(text: str) -> list[str]:
     return formats
 
 
-def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], register: bool = True,
-                 overwrite: bool = False, selection: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write the export folder atomically; register the model with alias `champion` when asked."""
+def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], files: Collection[tuple[str, str]],
+                 register: bool = True, overwrite: bool = False,
+                 selection: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Write the export folder atomically; register the model with alias `champion` when asked. `files`: the
+    files the user's sweep file names (`Sweep.named_files`), the only ones the trial's backbone may load."""
     import keras
 
     row = find_trial(runs, key)
     atomic.check_replaceable(out, overwrite, atomic.EXPORT_MARKER, "export folder")
     sweep = runs.tracker.experiment_name
     with tempfile.TemporaryDirectory() as download:
-        trial = download_trial(runs, row, Path(download))
+        trial = download_trial(runs, row, Path(download), files)
         model = deployable_model(trial.spec, keras.models.load_model(trial.model_path, safe_mode=True))
     classes = list(trial.results.get("classes") or [])
     contract = input_contract(trial.spec, model)

@@ -95,7 +95,7 @@ def _load_folder(folder: Path) -> Predictor:
     return Predictor(model, [str(c) for c in classes], contract, str(folder))
 
 
-def _load_registered(uri: str, tracking_uri: str | None) -> Predictor:
+def _load_registered(uri: str, tracking_uri: str | None, workdir: Path | None = None) -> Predictor:
     """A registered (or run) model, loaded as the plain .keras file it holds, never through MLflow's loader:
     the artefact store is shared, and MLflow would unpickle custom objects planted beside the model."""
     import mlflow
@@ -106,15 +106,59 @@ def _load_registered(uri: str, tracking_uri: str | None) -> Predictor:
     mlflow.set_registry_uri(tracking_uri)
     with tempfile.TemporaryDirectory(prefix="videosweep-model-") as download:
         try:
-            info = mlflow.models.get_model_info(uri)
-            meta = json.loads((info.metadata or {})["videosweep_export"])
-            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=download))
+            location = _model_location(uri)  # resolved once: the files checked are the files copied
+            _check_location(uri, location, local_artifact_root(tracking_uri, workdir))
+            folder = Path(mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=download))
+            meta = json.loads((mlflow.models.Model.load(str(folder)).metadata or {})["videosweep_export"])
         except KeyError:
             raise UserError(f"{uri} was not registered by `videosweep export` (no input contract)") from None
+        except UserError:
+            raise
         except Exception as err:  # noqa: BLE001 - MLflow raises many kinds for a missing model or alias
             raise UserError(f"cannot load {uri}: {mask_text(one_line(str(err)))[:200]}") from None
         model = _plain_keras_model(uri, folder)
     return Predictor(model, [str(c) for c in meta["classes"]], meta["input"], uri)
+
+
+def local_artifact_root(tracking_uri: str, workdir: Path | None) -> Path | None:
+    """Where an embedded (SQLite) store keeps its artefacts, as the tracker lays it out: `<workdir>/mlartifacts`,
+    the workdir being the database's folder unless given; None for other stores (they serve their own)."""
+    from runner.embedded_store import sqlite_path
+
+    database = sqlite_path(tracking_uri)
+    if database is None:
+        return None
+    return ((workdir or database.parent) / "mlartifacts").resolve()
+
+
+def _model_location(uri: str) -> str:
+    """Where the registry (or the run) says a model's files are: what MLflow would copy them from."""
+    from mlflow.store.artifact.models_artifact_repo import ModelsArtifactRepository
+    from mlflow.store.artifact.runs_artifact_repo import RunsArtifactRepository
+
+    location = uri
+    for _ in range(3):  # a version's source may itself be a models:/ (logged model) or runs:/ URI
+        if not location.startswith(("models:/", "runs:/")):
+            return location
+        repository = ModelsArtifactRepository if location.startswith("models:/") else RunsArtifactRepository
+        location = str(repository.get_underlying_uri(location))
+    raise UserError(f"{uri}: the registry's locations for it lead from one model URI to another")
+
+
+def _check_location(uri: str, location: str, root: Path | None) -> None:
+    """Refuse files the shared registry places on this machine outside the store's artefact root: a planted
+    location would have us copy (and load) any local folder. Locations of another scheme are the store's own."""
+    from urllib.parse import urlparse
+    from urllib.request import url2pathname
+
+    parsed = urlparse(location)
+    if parsed.scheme not in ("", "file"):
+        return
+    path = Path(url2pathname(parsed.path) if parsed.scheme else location).resolve()
+    if root is None or not path.is_relative_to(root):
+        where = f"the store's artefact root {root}" if root else "the store (it keeps no local artefacts)"
+        raise UserError(f"{uri}: the registry places its files at {mask_text(location)[:200]}, outside {where}; "
+                        "refusing to copy them")
 
 
 FOREIGN_CODE = ("*.cloudpickle", "*.pkl", "*.pickle", "code/*", "*.py")  # what `videosweep export` never logs
@@ -138,10 +182,11 @@ def _plain_keras_model(uri: str, folder: Path) -> keras.Model:
 
 
 def load_predictor(reference: str, export_trial: Callable[[str, Path], None] | None = None,
-                   tracking_uri: str | None = None) -> Predictor:
-    """An export folder, a `models:/name@alias` URI, or a trial key (exported on the fly by `export_trial`)."""
+                   tracking_uri: str | None = None, workdir: Path | None = None) -> Predictor:
+    """An export folder, a `models:/name@alias` URI, or a trial key (exported on the fly by `export_trial`);
+    `workdir`: the sweep's, where an embedded store keeps its artefacts (default: beside its database)."""
     if reference.startswith(("models:/", "runs:/")):
-        return _load_registered(reference, tracking_uri)
+        return _load_registered(reference, tracking_uri, workdir)
     folder = Path(reference).expanduser()
     if folder.is_dir():
         return _load_folder(folder)

@@ -17,6 +17,7 @@ A checkpoint that cannot be read or does not match is never used: the trial star
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -40,17 +41,32 @@ class CheckpointError(Exception):
     """A checkpoint that cannot be used (unreadable, corrupt, or for other parameters, data or code)."""
 
 
+@functools.cache
 def code_version() -> str:
-    """The code a checkpoint was written by: videosweep's and Keras's versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
+    """The code a checkpoint was written by: a digest of our package files (installed copies have no git
+    commit), the Keras backend and the versions of Keras and of the backend. A checkpoint continues only under
+    the very code that wrote it (a TensorFlow checkpoint never continues under JAX). Computed once per process."""
     import keras
 
-    try:
-        ours = version("videosweep")
-    except PackageNotFoundError:
-        ours = "dev"
-    return f"videosweep {ours}, keras {keras.__version__}"
+    from runner import backends
+
+    backend = keras.backend.backend()
+    return (f"videosweep {_package_digest()}, keras {backends.version('keras')}, "
+            f"{backend} {backends.version(backend)}")
+
+
+CODE_PACKAGES = ("zoo", "runner")  # what trains a trial
+
+
+def _package_digest() -> str:
+    """A hash of every .py file of the packages that train a trial, by path and content."""
+    root = Path(__file__).resolve().parent.parent
+    digest = hashlib.sha256()
+    for package in CODE_PACKAGES:
+        for path in sorted((root / package).rglob("*.py")):
+            digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
+            digest.update(path.read_bytes())
+    return digest.hexdigest()[:16]
 
 
 def identity(spec_flat: dict[str, Any], fingerprint: str) -> dict[str, Any]:

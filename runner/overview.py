@@ -118,22 +118,23 @@ def status_rows(study: Any) -> list[dict[str, Any]]:
     """One row per valid trial of the study: number, key, architecture, state, value, seconds and a note."""
     rows = []
     top_rung: dict[str, int] = {}
+    for key, trials in queue.trials_by_key(study).items():
+        top_rung[key] = max(int(t.user_attrs.get(queue.RUNG_ATTR, 0)) for t in trials)
     for trial in study.get_trials(deepcopy=False):
-        key = str(trial.user_attrs.get(queue.KEY_ATTR, ""))
-        top_rung[key] = max(top_rung.get(key, 0), int(trial.user_attrs.get(queue.RUNG_ATTR, 0)))
-    for trial in study.get_trials(deepcopy=False):
-        if trial.user_attrs.get("invalid_reason"):
+        attrs = trial.user_attrs
+        if attrs.get("invalid_reason"):
             continue
+        problem = queue.malformed(attrs)  # anyone can write the study: such a trial is named, never counted on
+        key = str(attrs.get(queue.KEY_ATTR, ""))
         rows.append({
-            "number": trial.number, "key": str(trial.user_attrs.get(queue.KEY_ATTR, "")),
-            "architecture": str(trial.user_attrs.get("params", {}).get("architecture", "")),
+            "number": trial.number, "key": key[:40],
+            "architecture": "" if problem else str(attrs.get("params", {}).get("architecture", "")),
             "state": trial.state.name.lower(), "value": trial.values[0] if trial.values else None,
             "seconds": trial.duration.total_seconds() if trial.duration else None,
-            "note": trial.user_attrs.get("failure") or trial.user_attrs.get("pruned")
-            or trial.user_attrs.get("started_over") or "",
-            "rung": trial.user_attrs.get(queue.RUNG_ATTR), "paused": bool(trial.user_attrs.get("paused")),
-            "promoted": int(trial.user_attrs.get(queue.RUNG_ATTR, 0)) < top_rung.get(
-                str(trial.user_attrs.get(queue.KEY_ATTR, "")), 0),
-            "epochs": trial.user_attrs.get("epochs_trained"),
+            "note": f"malformed, ignored: {problem}" if problem else
+            str(attrs.get("failure") or attrs.get("pruned") or attrs.get("started_over") or ""),
+            "rung": None if problem else attrs.get(queue.RUNG_ATTR), "paused": bool(attrs.get("paused")),
+            "promoted": not problem and int(attrs.get(queue.RUNG_ATTR, 0)) < top_rung.get(key, 0),
+            "epochs": None if problem else attrs.get("epochs_trained"),
         })
     return rows

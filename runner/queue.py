@@ -10,7 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 from collections import defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runner import optuna_internals as internals
 from runner.liveness import INTERRUPTED, fail_trial
-from runner.spec import TrialSpec, is_trial_key
+from runner.spec import TrialSpec, is_trial_key, unlisted_files
 from runner.storage import LockLost, fenced, retrying, unreachable
 from zoo.errors import UserError, one_line
 
@@ -112,11 +112,24 @@ def _advisory_lock(engine: Any, key: int) -> Any:
     return connection
 
 
+def malformed(attrs: dict[str, Any]) -> str | None:
+    """Why a study trial's attributes are not ones videosweep writes (anyone can write the study), or None: the
+    numbers it counts with are whole numbers, its parameters a mapping."""
+    for name in (RUNG_ATTR, "attempt", "epoch_budget"):
+        value = attrs.get(name)
+        if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
+            return f"{name} {str(value)[:40]!r} is not a whole number"
+    if not isinstance(attrs.get("params", {}), dict):
+        return "its params are not a mapping"
+    return None
+
+
 def trials_by_key(study: optuna.Study) -> dict[str, list[FrozenTrial]]:
+    """A study's trials by key; planted, refused and malformed trials stand for no key."""
     grouped: dict[str, list[FrozenTrial]] = defaultdict(list)
     for trial in study.get_trials(deepcopy=False):
         key = trial.user_attrs.get(KEY_ATTR)
-        if is_trial_key(key) and not trial.user_attrs.get(REFUSED_ATTR):  # a planted or refused trial stands for no key
+        if is_trial_key(key) and not trial.user_attrs.get(REFUSED_ATTR) and malformed(trial.user_attrs) is None:
             grouped[key].append(trial)
     return grouped
 
@@ -225,18 +238,19 @@ def claim_waiting(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None
 
 
 def claim_from_queue(study: optuna.Study, rank: Callable[[FrozenTrial], int] | None = None,
-                     fingerprint: str | None = None) -> Claim | None:
+                     fingerprint: str | None = None, files: Collection[tuple[str, str]] | None = None) -> Claim | None:
     """The next queued trial as a Claim (its key, spec and attempt read back once it is ours).
 
     Anyone who can write the shared study can enqueue a trial, and its key names folders: a trial whose key is
-    not exactly the one its own parameters make (on `fingerprint`'s data) is failed with the reason, unrun.
+    not exactly the one its own parameters make (on `fingerprint`'s data), or whose parameters load a file
+    that is not among `files` (the sweep file's, `Sweep.named_files`), is failed with the reason, unrun.
     """
     while (trial := claim_waiting(study, rank)) is not None:
         claimed_id = internals.trial_id(trial)
         attrs = internals.storage(study).get_trial(claimed_id).user_attrs  # claimed: a lost connection is waited
         # out by the storage, never answered by claiming another
         try:
-            claim = _checked_claim(trial, attrs, fingerprint)
+            claim = _checked_claim(trial, attrs, fingerprint, files)
             _refuse_a_twin(study, claim)
             return claim
         except UserError as err:
@@ -245,11 +259,15 @@ def claim_from_queue(study: optuna.Study, rank: Callable[[FrozenTrial], int] | N
     return None
 
 
-def _checked_claim(trial: optuna.Trial, attrs: dict[str, Any], fingerprint: str | None) -> Claim:
+def _checked_claim(trial: optuna.Trial, attrs: dict[str, Any], fingerprint: str | None,
+                   files: Collection[tuple[str, str]] | None = None) -> Claim:
     """The claim, or a UserError saying why the trial's key or parameters cannot be trusted."""
     key = attrs.get(KEY_ATTR)
     if not is_trial_key(key):
         raise UserError(f"refused: {str(key)[:40]!r} is not a trial key (12 hex digits)")
+    problem = malformed(attrs)
+    if problem is not None:
+        raise UserError(f"refused: trial {key}'s {problem}")
     try:
         spec = TrialSpec.from_flat(dict(attrs["params"]))
         attempt = int(attrs.get("attempt", 0))
@@ -257,6 +275,9 @@ def _checked_claim(trial: optuna.Trial, attrs: dict[str, Any], fingerprint: str 
         raise UserError(f"refused: trial {key} has unusable parameters ({one_line(str(err))[:200]})") from None
     if fingerprint is not None and spec.key(fingerprint) != key:
         raise UserError(f"refused: {key} is not the trial key of the trial's parameters")
+    unlisted = unlisted_files(spec, files) if files is not None else []
+    if unlisted:  # anyone can compute a key: a path in it is trusted only if the user's sweep file names it
+        raise UserError(f"refused: trial {key} would load {unlisted[0][:200]}, a file the sweep file does not name")
     return Claim(trial, key, spec, attempt, dict(attrs))
 
 

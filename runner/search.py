@@ -69,6 +69,12 @@ def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
     }[sweep.search.pruner]()
 
 
+def claim_for(sweep: Sweep, study: optuna.Study, fingerprint: str, rank: Any = None) -> Claim | None:
+    """The next queued trial this sweep may run: its key checked against its parameters on this data, and the
+    files it would load against those the sweep file names."""
+    return claim_from_queue(study, rank, fingerprint, sweep.named_files())
+
+
 class GridSearch:
     """Every grid point exactly once: enqueued under a lock by whoever starts first, claimed atomically."""
 
@@ -99,7 +105,7 @@ class GridSearch:
 
     def next_trial(self) -> Claim | None:
         while True:
-            claim = claim_from_queue(self.study, self.rank, self.fingerprint)
+            claim = claim_for(self.sweep, self.study, self.fingerprint, self.rank)
             if claim is not None or self.sweep.search.schedule is None:
                 return claim
             # Successive halving: once the rung's last trials end, promote here (no worker leaves and restarts)
@@ -149,14 +155,14 @@ class OptunaSearch:
         return len(keys)
 
     def next_trial(self) -> Claim | None:
-        claim = claim_from_queue(self.study, fingerprint=self.fingerprint)  # retries of failed trials first
+        claim = claim_for(self.sweep, self.study, self.fingerprint)  # retries of failed trials first
         if claim is not None:
             return claim
         if self.sweep.search.schedule is not None:
             with queue.study_lock(self.study, self.workdir):
                 promoted = self._promote()
             if promoted:
-                claim = claim_from_queue(self.study)
+                claim = claim_for(self.sweep, self.study, self.fingerprint)
                 if claim is not None:
                     return claim
         for _ in range(MAX_INVALID_DRAWS):

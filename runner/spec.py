@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from zoo import ModelSpec, canonical_spec
 from zoo.errors import UserError, one_line
-from zoo.spec import MODEL_FIELDS, format_frame_size, used_parameters
+from zoo.spec import MODEL_FIELDS, file_parameters, format_frame_size, used_parameters
 
 
 class TrainingConfig(BaseModel):
@@ -135,6 +136,13 @@ KEY_FORMAT = re.compile(rf"[0-9a-f]{{{KEY_LENGTH}}}")  # what `TrialSpec.key` ma
 def is_trial_key(value: object) -> bool:
     """Whether `value` has exactly the form of a trial key (it names folders: nothing else may)."""
     return isinstance(value, str) and KEY_FORMAT.fullmatch(value) is not None
+
+
+def unlisted_files(spec: TrialSpec, named: Collection[tuple[str, str]]) -> list[str]:
+    """`parameter value` of each file `spec` would load that is not among `named` (`Sweep.named_files`): a spec
+    read back from a shared store loads only files the user's own sweep file names."""
+    return [f"{name} {value}" for name, value in file_parameters(spec.model).items()
+            if (name, value.strip()) not in named]
 
 
 def parse_assignments(assignments: list[str]) -> dict[str, Any]:

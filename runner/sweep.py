@@ -21,7 +21,7 @@ from runner.spec import (PARAMETER_ALIASES, PARAMETERS, TrainingConfig, canonica
                          validation_message)
 from zoo.errors import UserError
 from zoo.secrets import MASK, mask_text, mask_webhook
-from zoo.spec import canonical_value
+from zoo.spec import FILE_PARAMETERS, canonical_value
 
 Strategy = Literal["grid", "random", "optuna", "keras_tuner"]
 MAX_GRID = 100_000  # grid points judged one by one: beyond this a grid takes hours, a sampler is the tool
@@ -368,6 +368,13 @@ class Sweep(BaseModel):
     def grid_size(self) -> int:
         """Combinations of the grid, counted without enumerating them."""
         return sum(math.prod(len(v) if isinstance(v, list) else 1 for v in sub.values()) for sub in self.space)
+
+    def named_files(self) -> frozenset[tuple[str, str]]:
+        """(parameter, value) of every file path the sweep file names: the only files a trial read back from the
+        shared study or tracking store may load (weights: imagenet/none name no file)."""
+        return frozenset((name, value.strip()) for sub in self.space for name, values in sub.items()
+                         if name in FILE_PARAMETERS and isinstance(values, list)
+                         for value in values if isinstance(value, str))
 
     def parsed_constraints(self) -> list[Constraint]:
         known = set(PARAMETERS)

@@ -24,7 +24,7 @@ from runner.spec import TrialSpec
 from zoo import atomic
 from zoo.cache import load_features, load_frames
 from zoo.data import Dataset
-from zoo.errors import DataError
+from zoo.errors import DataError, one_line
 
 EpochHook = Callable[[int, dict[str, float]], None]  # (global step from 0, logs) -> None; may raise to stop
 
@@ -140,6 +140,7 @@ class _Training:
         from runner.checkpoints import restore_shuffle, seed_variables
 
         state = snapshot.state
+        self._check_state(state, snapshot)
         self.history = [dict(row) for row in state["history"]]
         self.round, self.epoch = int(state["round"]), int(state["epoch"])
         self.best_index = state["best_index"]
@@ -164,6 +165,15 @@ class _Training:
         self.resumed_from = len(self.history)
         if self.on_rows is not None:
             self.on_rows(self.history)  # epochs a killed attempt had checkpointed but not yet logged
+
+    def _check_state(self, state: dict[str, Any], snapshot: Any) -> None:
+        """A state this trial could have written, or CheckpointError: an edited or damaged `state.json` must
+        start training over, not fail the trial later (and again on every retry)."""
+        from runner.checkpoints import CheckpointError
+
+        problem = _state_problem(state, snapshot, len(self.spec.training.learning_rates), self.spec.training.epochs)
+        if problem is not None:
+            raise CheckpointError(f"the checkpoint's state does not fit this trial ({problem})")
 
     # ------------------------------------------------------------------ training
 
@@ -281,6 +291,26 @@ class _Training:
                                self.resumed_from)
 
 
+def _state_problem(state: dict[str, Any], snapshot: Any, rates: int, epochs: int) -> str | None:
+    """What makes a checkpoint's state one that training could not have written (None: nothing)."""
+    rounds, round_, epoch = state["rounds"], int(state["round"]), int(state["epoch"])
+    if not 1 <= round_ <= rates:
+        return f"round {round_} of {rates}"
+    if len(rounds) != round_ - 1 or [int(r["round"]) for r in rounds] != list(range(1, round_)):
+        return f"{len(rounds)} completed round(s) before round {round_}"
+    if not 0 <= epoch <= epochs:
+        return f"epoch {epoch} of {epochs}"
+    best = state["best_index"]
+    if (best is None) != (not rounds) or (best is not None and (not 0 <= int(best) < len(rounds)
+                                                                or snapshot.best_weights is None)):
+        return f"best round index {best!r} of {len(rounds)} round(s)"
+    if epoch > 0 and (state["round_best"] is None or snapshot.round_best_weights is None):
+        return "a round in progress without its best weights"
+    if len(state["history"]) != sum(int(r["epochs_run"]) for r in rounds) + epoch:
+        return f"{len(state['history'])} history rows for the epochs run"
+    return None
+
+
 def train_rounds(model: Any, sequences: dict[str, Any], spec: TrialSpec,
                  on_epoch: EpochHook | None = None) -> tuple[list[RoundResult], RoundResult, pd.DataFrame]:
     """Run every learning-rate round from the best weights so far; the model ends on the best weights."""
@@ -367,14 +397,15 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
 
             try:
                 training.restore(store.read(model))
-            except (CheckpointError, KeyError, TypeError, ValueError) as err:  # never a silently mixed model
+            except Exception as err:  # noqa: BLE001 - whatever fails restoring it, never a silently mixed model
                 store.remove()
                 sequences = _sequences(spec, dataset, source)
                 keras.utils.set_random_seed(spec.training.seed)
                 keras.backend.clear_session(free_memory=False)
                 model = zoo.create_model(model_spec, dataset.num_classes)
                 training = _Training(model, sequences, spec, on_epoch, store, epoch_budget, on_rows)
-                reason = str(err) if isinstance(err, CheckpointError) else f"the checkpoint is corrupt ({err!r})"
+                reason = str(err) if isinstance(err, CheckpointError) else \
+                    f"the checkpoint is corrupt ({type(err).__name__}: {one_line(str(err))[:200]})"
                 if on_start_over is not None:
                     on_start_over(f"training starts over: {reason}")
         outcome = training.run()

@@ -30,7 +30,8 @@ from optuna.trial import TrialState
 from runner import liveness, queue, schedule, subspace
 from runner import optuna_internals as internals
 from runner.expand import judge
-from runner.queue import Claim, claim_from_queue
+from runner.queue import Claim
+from runner.search import claim_for
 from runner.sweep import Range, Sweep
 
 KT_ATTR = "keras_tuner_trial"
@@ -128,7 +129,7 @@ class KerasTunerSearch:
     def next_trial(self) -> Claim | None:
         while True:
             # a retry, or a trial another worker asked for
-            claim = claim_from_queue(self.study, fingerprint=self.fingerprint)
+            claim = claim_for(self.sweep, self.study, self.fingerprint)
             if claim is not None:
                 return claim
             with queue.study_lock(self.study, self.workdir):

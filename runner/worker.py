@@ -15,6 +15,7 @@ import socket
 import sys
 import time
 import traceback
+from collections.abc import Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -395,10 +396,12 @@ def connect_tracker(config: WorkerConfig, sweep: Any) -> Any:
     return Tracker(config.tracking_uri, Path(config.workdir), sweep.name)
 
 
-def feature_rank(dataset: Any, cache_dir: str | None) -> Any:
+def feature_rank(dataset: Any, cache_dir: str | None, files: Collection[tuple[str, str]] = frozenset()) -> Any:
     """Rank waiting trials: features cached (or not needed) first, then ones this slot would extract, and
-    last those whose backbone another slot is extracting right now (taking them would only wait on its lock)."""
-    from runner.spec import TrialSpec
+    last those whose backbone another slot is extracting right now (taking them would only wait on its lock).
+    A trial that would load a file the sweep file does not name (`files`) is not looked into (the claim refuses
+    it): its cache key would hash that file."""
+    from runner.spec import TrialSpec, unlisted_files
     from zoo import get_architecture
     from zoo.cache import cache_root, entry_state, features_path
 
@@ -410,7 +413,10 @@ def feature_rank(dataset: Any, cache_dir: str | None) -> Any:
         if not params:
             return 1
         try:
-            spec = TrialSpec.from_flat(dict(params)).model
+            trial_spec = TrialSpec.from_flat(dict(params))
+            if unlisted_files(trial_spec, files):
+                return 1
+            spec = trial_spec.model
             if get_architecture(spec.architecture).inputs != "features":
                 return 0
             path = features_path(dataset, spec, root)
@@ -451,7 +457,8 @@ def work(config: WorkerConfig) -> int:
     storage = open_storage(config.storage_url)
     study = open_study(sweep.name, storage, sweep.search.study_direction(), make_sampler(sweep), make_pruner(sweep))
     search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries,
-                         rank=feature_rank(dataset, config.cache_dir), stopping=lambda: stop_requested(config))
+                         rank=feature_rank(dataset, config.cache_dir, sweep.named_files()),
+                         stopping=lambda: stop_requested(config))
     tracker = None
     ran, reason = 0, "recycle"
     _emit(config, WorkerReady(config.slot, pid=os.getpid()))

@@ -38,8 +38,15 @@ def finished(tmp_path_factory, cache_dir):
 
 @pytest.fixture
 def copied(finished, tmp_path):
+    """A copy of the finished sweep whose MLflow store keeps its artefacts in the copy (tests plant data there)."""
     sweep, workdir = finished
-    return sweep, copy_tree(workdir, tmp_path / "work")
+    copy = copy_tree(workdir, tmp_path / "work")
+    old, new = str(workdir.resolve()), str(copy.resolve())
+    with sqlite3.connect(copy / "mlflow.db") as connection:
+        for table, column in (("experiments", "artifact_location"), ("runs", "artifact_uri"),
+                              ("logged_models", "artifact_location")):
+            connection.execute(f"UPDATE {table} SET {column} = replace({column}, ?, ?)", (old, new))
+    return sweep, copy
 
 
 def mlflow_client(workdir: Path) -> tuple[MlflowClient, str]:
@@ -47,10 +54,24 @@ def mlflow_client(workdir: Path) -> tuple[MlflowClient, str]:
     return client, client.get_experiment_by_name("t").experiment_id
 
 
-def enqueue_raw(workdir: Path, key: str, params: dict) -> None:
+def enqueue_raw(workdir: Path, key: str, params: dict, **attrs) -> None:
     """What anyone who can write the shared study can do: a WAITING trial with whatever attributes."""
     study = load_study(workdir)
-    study.enqueue_trial(params={}, user_attrs={"trial_key": key, "params": params, "attempt": 0})
+    study.enqueue_trial(params={}, user_attrs={"trial_key": key, "params": params, "attempt": 0, **attrs})
+
+
+def planted_file(tmp_path: Path) -> Path:
+    """A local file an attacker would have us load as backbone weights."""
+    path = tmp_path / "planted.weights.h5"
+    path.write_bytes(b"whatever the attacker wants in the model")
+    return path
+
+
+def key_of(params: dict, fingerprint: str) -> str:
+    """A trial key as anyone who can read the code computes it."""
+    from runner.spec import TrialSpec
+
+    return TrialSpec.from_flat({k: v for k, v in params.items() if k != "data_root"}).key(fingerprint)
 
 
 # ---------------------------------------------------------------- item 21: grid parameters in Optuna
@@ -88,6 +109,91 @@ def test_a_planted_trial_key_is_refused_and_never_touches_the_filesystem(copied,
         t.user_attrs["trial_key"] for t in load_study(workdir).trials if t.state.name == "COMPLETE")
     again = run_cli("resume", str(sweep), "--workdir", str(workdir), "--workers", "1")
     assert again.returncode == 0 and "nothing to run" in again.stdout  # refused trials are never re-queued
+
+
+def test_planted_study_trials_naming_a_file_or_with_a_malformed_rung_are_refused_and_named(copied, tmp_path):
+    sweep, workdir = copied
+    study = load_study(workdir)
+    trial = study.trials[0]
+    planted = {**trial.user_attrs["params"], "weights": str(planted_file(tmp_path))}
+    enqueue_raw(workdir, key_of(planted, study.user_attrs["data_fingerprint"]), planted)  # the key is right
+    enqueue_raw(workdir, trial.user_attrs["trial_key"], trial.user_attrs["params"], rung="x")
+    status = run_cli("status", str(sweep), "--workdir", str(workdir), env={"COLUMNS": "250"})
+    assert status.returncode == 0, status.stderr[-2000:]
+    assert "malformed, ignored: rung 'x' is not a whole number" in status.stdout
+    counter = tmp_path / "count.txt"
+    result = run_cli("resume", str(sweep), "--workdir", str(workdir), "--workers", "1",
+                     env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert trainings(counter) == []  # nothing ran
+    refused = sorted(t.user_attrs["failure"] for t in load_study(workdir).trials if t.user_attrs.get("refused"))
+    assert len(refused) == 2 and "rung 'x' is not a whole number" in refused[0], refused
+    assert f"would load weights {planted['weights']}, a file the sweep file does not name" in refused[1], refused
+
+
+def test_export_and_predict_never_load_a_weights_file_planted_in_the_store(copied, tmp_path):
+    sweep, workdir = copied
+    client, experiment = mlflow_client(workdir)
+    run = client.search_runs([experiment], "tags.`videosweep.role` = 'trial'")[0]
+    stored = Path(run.info.artifact_uri.removeprefix("file://")) / "trial"
+    params = {**json.loads((stored / "params.json").read_text()), "weights": str(planted_file(tmp_path))}
+    key = key_of(params, json.loads((stored / "results.json").read_text())["data_fingerprint"])
+    (stored / "params.json").write_text(json.dumps(params))
+    client.set_tag(run.info.run_id, "videosweep.trial_key", key)  # params and key agree: only the path is foreign
+    exported = run_cli("export", str(sweep), "--workdir", str(workdir), "--trial", key, "--out", str(tmp_path / "e"))
+    predicted = run_cli("predict", key, "--sweep", str(sweep), "--workdir", str(workdir), "--data", str(SEALS),
+                        "--out", str(tmp_path / "p.csv"))
+    for result in (exported, predicted):
+        assert result.returncode == 2, result.stderr[-2000:]
+        assert f"would load weights {params['weights']}, a file your sweep file does not name" in \
+            result.stderr.splitlines()[-1]
+    assert not (tmp_path / "e").exists() and not (tmp_path / "p.csv").exists()
+    assert client.search_registered_models() == []
+
+
+def test_predict_copies_a_registered_model_only_from_the_store(copied, tmp_path):
+    import shutil
+
+    sweep, workdir = copied
+    assert run_cli("export", str(sweep), "--workdir", str(workdir), "--out", str(tmp_path / "e")).returncode == 0
+    command = ("predict", "models:/t@champion", "--sweep", str(sweep), "--workdir", str(workdir), "--data", str(SEALS),
+               "--out", str(tmp_path / "p.csv"))
+    honest = run_cli(*command)
+    assert honest.returncode == 0 and (tmp_path / "p.csv").is_file(), honest.stderr[-2000:]
+    (tmp_path / "p.csv").unlink()
+    client, _ = mlflow_client(workdir)
+    source = client.get_model_version_by_alias("t", "champion").source
+    location = Path(client.get_logged_model(source.removeprefix("models:/")).artifact_location.removeprefix("file://"))
+    elsewhere = tmp_path / "someone-elses" / "folder"
+    shutil.copytree(location, elsewhere)  # any local folder the registry names, here one that holds a model
+    with sqlite3.connect(workdir / "mlflow.db") as connection:
+        connection.execute("UPDATE model_versions SET storage_location = ?", (elsewhere.as_uri(),))
+    planted = run_cli(*command)
+    assert planted.returncode == 2, planted.stderr[-2000:]
+    assert "outside the store's artefact root" in planted.stderr.splitlines()[-1] and not (tmp_path / "p.csv").exists()
+
+
+def test_an_edited_checkpoint_starts_the_trial_over_with_the_reason(tmp_path, cache_dir):
+    sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [8]}],
+                        name="ckpt", training={"epochs": 3, "patience": 3, "learning_rates": [1e-2, 1e-3],
+                                               "batch_size": 64, "checkpoint_seconds": 0})
+    workdir = tmp_path / "w"
+    killed = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0",
+                     env={"VIDEOSWEEP_FAULT": "kill:layer_1_size=8@2"})  # kill -9 after epoch 2's checkpoint
+    assert killed.returncode == 1, killed.stderr[-2000:]
+    [key] = [t.user_attrs["trial_key"] for t in load_study(workdir, "ckpt").trials]
+    checkpoint = workdir / "trials" / key / "checkpoint"
+    state_path = checkpoint / json.loads((checkpoint / "latest.json").read_text())["dir"] / "state.json"
+    state = json.loads(state_path.read_text())
+    assert (state["round"], state["epoch"]) == (1, 2)
+    state_path.write_text(json.dumps({**state, "round": 3}))  # there are two rounds
+    resumed = run_cli("resume", str(sweep), "--workdir", str(workdir), "--retry-failed")
+    assert resumed.returncode == 0, resumed.stderr[-2000:]
+    last = load_study(workdir, "ckpt").trials[-1]
+    assert last.state.name == "COMPLETE" and "starts over" in resumed.stdout
+    assert "does not fit this trial (round 3 of 2)" in last.user_attrs["started_over"]
+    results = json.loads((workdir / "trials" / key / "results.json").read_text())
+    assert results["resumed_from_epoch"] == 0 and not (workdir / "trials" / key / "checkpoint").exists()
 
 
 def test_a_key_with_quotes_does_not_break_the_mlflow_search(copied):

@@ -507,7 +507,7 @@ def export(
                      accuracy: float(chosen[objective(accuracy).final])}
     elif trial is None:
         trial = str(best_trial(runs, metric or sweep.search.metric, sweep.name)["trial_key"])
-    meta = export_trial(runs, trial, out, formats, register=register, overwrite=overwrite,
+    meta = export_trial(runs, trial, out, formats, sweep.named_files(), register=register, overwrite=overwrite,
                         selection=selection if budgeted else None)
     console.print(f"exported {meta['architecture']} trial {trial} to {out} ({', '.join(meta['files'].values())}); "
                   f"input {meta['input']['shape']} RGB 0-255")
@@ -539,14 +539,14 @@ def predict(
         from reports.export import export_trial
         from runner.run import load_tracking_only
 
-        registry = load_tracking_only(sweep, workdir, tracking_uri)[2]
+        _, workdir, registry = load_tracking_only(sweep, workdir, tracking_uri)
 
         def exporter(key: str, folder: Path) -> None:
-            _, _, runs = _sweep_runs(sweep, workdir, tracking_uri)
-            export_trial(runs, key, folder, ["keras"], register=False)
+            user_sweep, _, runs = _sweep_runs(sweep, workdir, tracking_uri)
+            export_trial(runs, key, folder, ["keras"], user_sweep.named_files(), register=False)
 
     quiet_tensorflow(load=True)
-    predictor = load_predictor(model, exporter, registry)
+    predictor = load_predictor(model, exporter, registry, workdir)
     table = predict_dataset(predictor, data) if data is not None else predict_videos(predictor, video or [], fps)
     atomic.write_text(out, table.to_csv(index=False))
     predicted = table.prediction.astype(bool).sum()

@@ -221,10 +221,20 @@ def invalid_reason(spec: ModelSpec) -> str | None:
     return None
 
 
+FILE_PARAMETERS = ("weights", "model_weights_path")  # parameters whose value can name a file to load
+
+
+def file_parameters(spec: ModelSpec) -> dict[str, str]:
+    """The files the spec would load, by parameter (weights other than imagenet/none, model_weights_path)."""
+    files = {"weights": spec.weights} if spec.weights not in ("imagenet", "none") else {}
+    if spec.model_weights_path:
+        files["model_weights_path"] = spec.model_weights_path
+    return files
+
+
 def missing_file_problem(spec: ModelSpec) -> str | None:
     """A weights file the spec names but that does not exist (a user error, not an invalid combination)."""
-    if spec.weights not in ("imagenet", "none") and not Path(spec.weights).expanduser().is_file():
-        return f"weights file {spec.weights} does not exist"
-    if spec.model_weights_path and not Path(spec.model_weights_path).expanduser().is_file():
-        return f"model_weights_path {spec.model_weights_path} does not exist"
+    for name, value in file_parameters(spec).items():
+        if not Path(value).expanduser().is_file():
+            return f"weights file {value} does not exist" if name == "weights" else f"{name} {value} does not exist"
     return None

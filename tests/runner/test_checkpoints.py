@@ -194,3 +194,32 @@ def test_a_checkpoint_for_other_parameters_or_code_is_refused_never_mixed(tmp_pa
                          "data-b"), "data"), ({**mine, "code": "videosweep 0.0.1, keras 3.0.0"}, "code")):
         with pytest.raises(CheckpointError, match=f"written for other {named}"):
             Checkpointer(tmp_path, other).read(model)
+
+
+def test_a_checkpoint_names_the_code_backend_and_versions_that_wrote_it():
+    import keras
+
+    from runner.backends import version
+    from runner.checkpoints import code_version
+
+    backend = keras.backend.backend()
+    code = code_version()  # another commit or another backend is another identity: it never continues
+    assert f"{backend} {version(backend)}" in code and f"keras {keras.__version__}" in code
+    ours = code.split(",")[0].split()[1]
+    assert len(ours) == 16 and int(ours, 16) >= 0  # a digest of the package files, not the package's version
+
+
+def test_a_checkpoint_state_training_could_not_have_written_is_named():
+    from types import SimpleNamespace
+
+    from runner.trial import _state_problem
+
+    weights = SimpleNamespace(best_weights=[1], round_best_weights=[1])
+    mid_second = {"round": 2, "epoch": 1, "best_index": 0, "round_best": {}, "history": [{}] * 4,
+                  "rounds": [{"round": 1, "epochs_run": 3}]}
+    assert _state_problem(mid_second, weights, rates=2, epochs=3) is None
+    for edit, named in (({"round": 3}, "round 3 of 2"), ({"epoch": 7}, "epoch 7 of 3"),
+                        ({"best_index": 1}, "best round index 1"), ({"history": []}, "0 history rows"),
+                        ({"rounds": []}, "0 completed round(s) before round 2"),
+                        ({"round_best": None}, "a round in progress without its best weights")):
+        assert named in (_state_problem({**mid_second, **edit}, weights, rates=2, epochs=3) or "")

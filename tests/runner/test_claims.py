@@ -95,3 +95,38 @@ def test_twins_enqueued_by_two_processes_train_once_per_rung(tmp_path):
                        3: f"refused: trial #2 already stands for {spec.key('data')} at rung 1"}
     assert all(t.state == TrialState.FAIL for t in study.get_trials() if t.number in refused)
     assert requeue_failed(study, max_retries=3) == 0
+
+
+# ---------------------------------------------------------------- what a claim trusts of the shared study
+
+PLANTED = {"architecture": "image_mlp_frozen", "backbone": "mobilenet_v2", "frame_size": "32x32",
+           "weights": "/home/someone/planted.weights.h5"}
+
+
+def test_a_claim_loads_only_files_the_sweep_file_names_and_refuses_malformed_attributes():
+    from runner.queue import _checked_claim, malformed
+    from runner.spec import TrialSpec
+    from zoo.errors import UserError
+
+    spec = TrialSpec.from_flat(PLANTED)
+    attrs = {"trial_key": spec.key("data"), "params": spec.flat(), "attempt": 0}
+    named = frozenset({("weights", "/home/someone/planted.weights.h5")})
+    assert _checked_claim(None, attrs, "data", named).spec == spec  # the sweep file names that very file
+    with pytest.raises(UserError, match="refused: .* would load weights /home/someone/planted.weights.h5, a file "
+                                        "the sweep file does not name"):
+        _checked_claim(None, attrs, "data", frozenset())  # anyone can compute the key: it proves nothing
+    for name, value in (("rung", "x"), ("attempt", -1), ("epoch_budget", True), ("rung", 1.5)):
+        assert malformed({**attrs, name: value}) == f"{name} {str(value)!r} is not a whole number"
+        with pytest.raises(UserError, match=f"refused: trial {attrs['trial_key']}'s {name} "):
+            _checked_claim(None, {**attrs, name: value}, "data", named)
+    assert malformed({**attrs, "params": "x"}) == "its params are not a mapping"
+    assert malformed({**attrs, "rung": 2, "epoch_budget": 9}) is None
+
+
+def test_a_sweep_names_the_files_its_space_gives():
+    from runner.sweep import sweep_from_mapping
+
+    sweep = sweep_from_mapping({"name": "s", "data": {"root": "d"}, "space": [
+        {"architecture": "video_lrcnn_trainable", "weights": ["imagenet", " /w/a.h5"], "model_weights_path": "/w/m.h5"},
+        {"architecture": "image_mlp_frozen", "weights": None}]}, "s.yaml")
+    assert sweep.named_files() == {("weights", "imagenet"), ("weights", "/w/a.h5"), ("model_weights_path", "/w/m.h5")}

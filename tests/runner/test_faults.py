@@ -207,3 +207,23 @@ def test_a_slow_start_is_not_taken_for_a_dead_worker(tmp_path, cache_dir, monkey
     assert process.returncode == 0, stderr
     trials = load_study(workdir).trials
     assert [t.state.name for t in trials] == ["COMPLETE"] and len(trainings(counter)) == 1
+
+
+def test_ranking_waiting_trials_never_reads_a_file_the_sweep_file_does_not_name(seals, tmp_path):
+    """A planted trial's weights path would be hashed for its feature-cache key before its claim is refused."""
+    from types import SimpleNamespace
+
+    from runner.spec import TrialSpec
+    from runner.worker import feature_rank
+    from zoo import cache, load_dataset
+
+    planted = tmp_path / "someone-elses.weights.h5"
+    planted.write_bytes(b"not ours to read")
+    spec = TrialSpec.from_flat({"architecture": "image_mlp_frozen", "backbone": "mobilenet_v2", "frame_size": 32,
+                                "weights": str(planted)})
+    trial = SimpleNamespace(user_attrs={"params": spec.flat()})
+    assert feature_rank(load_dataset(seals), str(tmp_path / "cache"), frozenset())(trial) == 1
+    assert not [memo for memo in cache._DIGESTS if memo[0] == str(planted)]  # never opened to hash it
+    named = frozenset({("weights", str(planted))})
+    assert feature_rank(load_dataset(seals), str(tmp_path / "cache"), named)(trial) == 1  # the user's own: looked at
+    assert [memo for memo in cache._DIGESTS if memo[0] == str(planted)]
