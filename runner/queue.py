@@ -259,6 +259,13 @@ def claim_from_queue(study: optuna.Study, rank: Callable[[FrozenTrial], int] | N
     return None
 
 
+def claim_for(sweep: Any, study: optuna.Study, fingerprint: str, rank: Callable[[FrozenTrial], int] | None = None
+              ) -> Claim | None:
+    """The next queued trial `sweep` may run: its key checked against its parameters on this data, and the files
+    it would load against those the sweep file names (`Sweep.named_files`)."""
+    return claim_from_queue(study, rank, fingerprint, sweep.named_files())
+
+
 def _checked_claim(trial: optuna.Trial, attrs: dict[str, Any], fingerprint: str | None,
                    files: Collection[tuple[str, str]] | None = None) -> Claim:
     """The claim, or a UserError saying why the trial's key or parameters cannot be trusted."""

@@ -17,7 +17,7 @@ from optuna.trial import TrialState
 
 from runner import liveness, queue, schedule, subspace
 from runner.expand import Expansion, expand_grid, judge
-from runner.queue import Claim, claim_from_queue
+from runner.queue import Claim, claim_for
 from runner.sweep import Range, Sweep
 from zoo.errors import UserError
 
@@ -67,12 +67,6 @@ def make_pruner(sweep: Sweep) -> optuna.pruners.BasePruner:
         "hyperband": lambda: optuna.pruners.HyperbandPruner(min_resource=1, max_resource=sweep.training.epochs),
         "successive_halving": lambda: optuna.pruners.SuccessiveHalvingPruner(min_resource=1),
     }[sweep.search.pruner]()
-
-
-def claim_for(sweep: Sweep, study: optuna.Study, fingerprint: str, rank: Any = None) -> Claim | None:
-    """The next queued trial this sweep may run: its key checked against its parameters on this data, and the
-    files it would load against those the sweep file names."""
-    return claim_from_queue(study, rank, fingerprint, sweep.named_files())
 
 
 class GridSearch:

@@ -30,8 +30,7 @@ from optuna.trial import TrialState
 from runner import liveness, queue, schedule, subspace
 from runner import optuna_internals as internals
 from runner.expand import judge
-from runner.queue import Claim
-from runner.search import claim_for
+from runner.queue import Claim, claim_for
 from runner.sweep import Range, Sweep
 
 KT_ATTR = "keras_tuner_trial"
