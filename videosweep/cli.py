@@ -18,6 +18,8 @@ from rich.table import Table
 
 import runner  # noqa: F401 - its import sets the offline defaults (MLflow telemetry off) for every process
 from videosweep.data import data_app
+from videosweep.usage import print_version, usage_error_exit
+from videosweep.weights import weights_app
 from zoo.errors import UserError, one_line
 from zoo.secrets import mask_text, mask_url
 
@@ -27,16 +29,27 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["--help", "-h"]},  # inherited by every subcommand
 )
 app.add_typer(data_app, name="data")
+app.add_typer(weights_app, name="weights")
 console = Console(stderr=False, soft_wrap=True)
 err_console = Console(stderr=True)
 INTERRUPTED_EXIT = 130
 
 
 @app.callback()
-def _global(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", envvar="VIDEOSWEEP_OFFLINE",
+                                          help="Fetch nothing: ImageNet weights must be cached already.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=print_version,
+                                          help="Print the versions of videosweep, Keras, its backend, Optuna and "
+                                          "MLflow, and exit.")] = False,
+) -> None:
     """(--debug is read by `main` before the app runs.)"""
+    if offline:  # read by zoo.weights wherever weights are resolved, worker processes included
+        os.environ["VIDEOSWEEP_OFFLINE"] = "1"
 
 
 def quiet_tensorflow(load: bool = False, backend: str | None = None, cache_dir: Path | None = None) -> None:
@@ -559,7 +572,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("VIDEOSWEEP_DEBUG") == "1"
     try:
-        code = app(args=args, standalone_mode=False)  # a command's typer.Exit(code) comes back as its value
+        code = app(args=args, standalone_mode=False, prog_name="videosweep")  # typer.Exit(code): its value
     except UserError as err:
         if debug:
             traceback.print_exc()
@@ -572,6 +585,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(INTERRUPTED_EXIT)
     except SystemExit:
         raise
+    except typer.TyperException as err:  # usage mistakes: click's usage line and exit 2, as every click tool does
+        usage_error_exit(err)
     except Exception as err:  # click's usage errors carry their own exit code
         import click
 
