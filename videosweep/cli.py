@@ -196,6 +196,10 @@ def plan(
         console.print(f"epoch budget: at most {budget['without_schedule']} epochs (early stopping can only "
                       "shorten it)")
     console.print("study: " + ", ".join(f"{v} {k}" for k, v in report["states"].items()))
+    for weights in report["weights"]:
+        size = "size unknown" if weights["bytes"] is None else f"{weights['bytes'] / 2**20:,.1f} MiB"
+        console.print(f"weights to fetch before the workers start: {weights['file']} ({size}) from {weights['url']}",
+                      highlight=False)
     from runner.estimate import describe
 
     if report["reused"]:
