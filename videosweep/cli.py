@@ -18,7 +18,7 @@ from rich.table import Table
 
 import runner  # noqa: F401 - its import sets the offline defaults (MLflow telemetry off) for every process
 from videosweep.data import data_app
-from videosweep.usage import print_version, usage_error_exit
+from videosweep.usage import click_style_help, print_version, usage_error_exit
 from videosweep.weights import weights_app
 from zoo.errors import UserError, one_line
 from zoo.secrets import mask_text, mask_url
@@ -33,6 +33,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(weights_app, name="weights")
+click_style_help()
 console = Console(stderr=False, soft_wrap=True)
 err_console = Console(stderr=True)
 INTERRUPTED_EXIT = 130

@@ -128,7 +128,10 @@ def offline_reason() -> str | None:
 def weights_file(backbone: str, frame_size: tuple[int, int] | None = None) -> WeightsFile:
     """The file `backbone` loads at `frame_size` (default: its native size), or a one-line UserError naming the
     sizes that exist."""
-    entry = get_backbone(backbone)
+    try:
+        entry = get_backbone(backbone)
+    except KeyError as err:
+        raise UserError(err.args[0]) from None
     source = WEIGHTS_SOURCES.get(entry.name)
     if source is None:
         raise UserError(f"backbone {entry.name} has no published ImageNet weights; use weights: none")
