@@ -314,9 +314,8 @@ class Sweep(BaseModel):
                 raise ValueError(f"sub-space {index} has no architecture")
             for key, values in sub.items():
                 if canonical_parameter(key) not in PARAMETERS:
-                    raise ValueError(f"sub-space {index}: unknown parameter {key!r}"
-                                     f"{did_you_mean(key, [*PARAMETERS, *PARAMETER_ALIASES])} "
-                                     f"(valid: {', '.join(PARAMETERS)})")
+                    raise ValueError(f"sub-space {index}: unknown parameter {key!r}; valid: {', '.join(PARAMETERS)}"
+                                     + did_you_mean(key, [*PARAMETERS, *PARAMETER_ALIASES]))
                 if isinstance(values, list) and not values:
                     raise ValueError(f"sub-space {index}: {key} has no values")
         return [_canonical_keys(index, sub) for index, sub in enumerate(value)]

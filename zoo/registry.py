@@ -111,8 +111,8 @@ def _ensure_loaded() -> None:
 def _resolve(kind: str, name: str, choices: list[str]) -> str:
     key = _ALIASES[kind].get(_alias_key(name))
     if key is None:
-        raise KeyError(f"unknown {kind} {name!r}{did_you_mean(name, list(_ALIASES[kind]), _ALIASES[kind])} "
-                       f"(choose one of: {', '.join(choices)})")
+        raise KeyError(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)}"
+                       + did_you_mean(name, list(_ALIASES[kind]), _ALIASES[kind]))
     return key
 
 
