@@ -11,6 +11,13 @@ from runner.run import SweepContext
 from zoo.errors import UserError
 
 STATES = ("finished", "failed", "pending", "running")
+# Optuna's state names in the one vocabulary of plan, status, run's summary, the report and the MLflow state tag.
+STATE_WORDS = {"complete": "finished", "fail": "failed", "waiting": "pending"}
+
+
+def state_word(optuna_state: str) -> str:
+    """`complete` -> `finished`, `fail` -> `failed`, `waiting` -> `pending`; running, pruned and the rest as is."""
+    return STATE_WORDS.get(optuna_state, optuna_state)
 
 
 def key_state(trials: list[Any]) -> str:

@@ -249,10 +249,10 @@ def _run(ctx: Any, cache_dir: Path | None, retry_failed: bool, **overrides: Any)
         console.print(f"nothing to run: sweep stopped ({outcome.stopped}); `videosweep resume --ignore-stop` "
                       "goes on")
     elif outcome.nothing_to_run:
-        console.print(f"nothing to run: complete {counts['complete']}, failed {counts['fail']} (retries used up)")
+        console.print(f"nothing to run: finished {counts['complete']}, failed {counts['fail']} (retries used up)")
     else:
-        console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
-                      f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
+        console.print(f"finished {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
+                      f"pending {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
                                                         if outcome.interrupted else "")
                       + (f"; stopped: {outcome.stopped}" if outcome.stopped and not outcome.interrupted else ""))
     if outcome.exit_code == 1:
@@ -333,7 +333,7 @@ def worker(
 @app.command()
 def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None) -> None:
     """A table of the sweep's trials (key, state, metric, duration) and totals."""
-    from runner.overview import status_rows
+    from runner.overview import state_word, status_rows
     from runner.queue import state_counts
     from runner.run import load_context
 
@@ -351,11 +351,11 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
         if row["paused"] and state == "complete":  # stopped at its rung: promoted on, or stopped there
             state = "promoted" if row["promoted"] else "paused"
         rung = (str(row["rung"]) if row["rung"] is not None else "", str(row["epochs"] or "")) if halving else ()
-        table.add_row(str(row["number"]), row["key"], row["architecture"], state, *rung,
+        table.add_row(str(row["number"]), row["key"], row["architecture"], state_word(state), *rung,
                       "" if row["value"] is None else f"{row['value']:.4f}",
                       "" if row["seconds"] is None else f"{row['seconds']:.1f}", row["note"][:80])
     console.print(table)
-    console.print(", ".join(f"{v} {k}" for k, v in state_counts(study).items() if v))
+    console.print(", ".join(f"{v} {state_word(k)}" for k, v in state_counts(study).items() if v))
     from runner.stop import stop_reason
 
     reason = stop_reason(study)

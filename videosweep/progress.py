@@ -70,7 +70,7 @@ class SweepProgress:
         if self.done and pending:
             eta = f", about {elapsed / self.done * pending / max(1, len(slots)):.0f} s left"
         best = "-" if self.best is None else f"{self.best:.4f}"
-        table = Table(title=f"done {counts.get('complete', 0)}  running {counts.get('running', 0)}  "
+        table = Table(title=f"finished {counts.get('complete', 0)}  running {counts.get('running', 0)}  "
                             f"failed {counts.get('fail', 0)}  pruned {counts.get('pruned', 0)}  pending {pending}  "
                             f"best {self.metric} {best}  ({elapsed:.0f} s{eta})")
         for column in ("slot", "trial", "architecture", "epoch"):

@@ -57,6 +57,6 @@ def test_a_first_sweep_fetches_its_weights_once_before_two_workers_start_and_tra
     assert served.count("mobilenet_v2", MOBILENET) == 1
     assert f"fetched {MOBILENET}" in ran.stdout and "sha256 recorded" in ran.stdout
     assert (tmp_path / "keras" / "models" / MOBILENET).read_bytes() == backbone_h5
-    assert "complete 2, failed 0" in ran.stdout
+    assert "finished 2, failed 0" in ran.stdout
     again = run_cli("run", str(sweep), "--workdir", str(workdir), env=env)
     assert again.returncode == 0 and served.count("mobilenet_v2", MOBILENET) == 1
