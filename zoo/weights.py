@@ -287,9 +287,9 @@ def _download(file: WeightsFile, path: Path, reporter: DownloadReporter) -> None
         raise UserError(f"cannot fetch {file.name}: HTTP {err.code} {err.reason} from {shown}") from None
     except (urllib.error.URLError, OSError) as err:
         reason = getattr(err, "reason", err)
-        raise UserError(f"cannot fetch {file.name} from {shown} ({reason}); without network: "
-                        f"`videosweep weights fetch SWEEP_FILE --to DIR` elsewhere, then copy DIR's files into "
-                        f"{keras_models_dir()}") from None
+        raise UserError(f"ImageNet weights for {file.backbone} are not cached (looked for {path}) and cannot be "
+                        f"fetched from {shown} ({reason}); without network: `videosweep weights fetch SWEEP_FILE "
+                        f"--to DIR` elsewhere, then copy DIR's files into {path.parent}") from None
     with response:
         if "html" in (response.headers.get("Content-Type") or "").lower():
             raise UserError(f"cannot fetch {file.name}: {shown} answered with a web page, not a weights file "
