@@ -118,7 +118,7 @@ WEIGHTS_PARAMETERS = ("architecture", "backbone", "frame_size", "weights")  # wh
 def imagenet_weights_needed(sweep: Sweep) -> list[Any]:
     """The ImageNet weights files (zoo.weights.WeightsFile) the sweep's trials can load: a grid's trials, or
     for a sampler every combination of the sub-spaces' architectures, backbones, frame sizes and weights."""
-    from zoo.weights import weights_file
+    from zoo.weights import needed_by
 
     if sweep.search.strategy == "grid":
         models = [spec.model for spec in expand_grid(sweep, "").trials]
@@ -131,5 +131,4 @@ def imagenet_weights_needed(sweep: Sweep) -> list[Any]:
                 spec, _ = judge(sweep, dict(zip(names, values)), f"space.{index}: ")
                 if spec is not None:
                     models.append(spec.model)
-    needed = {(m.backbone, m.frame_size) for m in models if m.backbone is not None and m.weights == "imagenet"}
-    return list(dict.fromkeys(weights_file(backbone, size) for backbone, size in sorted(needed)))
+    return list(dict.fromkeys(file for model in models for file in needed_by(model)))

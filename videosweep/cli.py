@@ -106,6 +106,10 @@ def train(
     params.update(parse_assignments(set_ or []))
     quiet_tensorflow(backend=backend)  # a bad or missing backend is refused before anything is read
     spec = TrialSpec.from_flat(params)
+    from videosweep.progress import DownloadProgress
+    from zoo.weights import fetch, needed_by
+
+    fetch(needed_by(spec.model), DownloadProgress(console))  # ImageNet weights not cached yet: once, here
     validated_spec(spec.model)  # invalid combinations and missing weights fail before any data is read
     dataset = load_dataset(data, labels, cache_dir)
     atomic.check_replaceable(out, overwrite, atomic.TRIAL_MARKER)

@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import TYPE_CHECKING, Protocol
 from urllib.parse import urlsplit
 
 from zoo import atomic
@@ -24,6 +24,9 @@ from zoo.backbones import imagenet_weights_file, keras_models_dir
 from zoo.errors import UserError
 from zoo.registry import get_backbone
 from zoo.secrets import mask_url
+
+if TYPE_CHECKING:  # pragma: no cover
+    from zoo.spec import ModelSpec
 
 KERAS_APPLICATIONS = "https://storage.googleapis.com/tensorflow/keras-applications/"
 MIRROR_ENV = "VIDEOSWEEP_WEIGHTS_URL"
@@ -143,6 +146,16 @@ def weights_file(backbone: str, frame_size: tuple[int, int] | None = None) -> We
         raise UserError(f"{entry.name} has no ImageNet weights for {size[0]}x{size[1]} frames; they exist for {sizes}")
     name = imagenet_weights_file(entry, size).name
     return WeightsFile(entry.name, name, source.url.rsplit("/", 1)[0] + "/" + name, source.published_md5)
+
+
+def needed_by(spec: ModelSpec) -> list[WeightsFile]:
+    """The ImageNet file a model spec loads ([] for random or file weights, no backbone, or an invalid spec)."""
+    from zoo.spec import canonical_spec, invalid_reason
+
+    canonical = canonical_spec(spec)
+    if canonical.backbone is None or canonical.weights != "imagenet" or invalid_reason(canonical):
+        return []
+    return [weights_file(canonical.backbone, canonical.frame_size)]
 
 
 def all_files() -> list[WeightsFile]:

@@ -60,3 +60,12 @@ def test_a_first_sweep_fetches_its_weights_once_before_two_workers_start_and_tra
     assert "finished 2, failed 0" in ran.stdout
     again = run_cli("run", str(sweep), "--workdir", str(workdir), env=env)
     assert again.returncode == 0 and served.count("mobilenet_v2", MOBILENET) == 1
+
+
+def test_train_fetches_through_the_same_code_and_offline_refuses_with_the_recipe(tmp_path, tiny_seals, mirror):
+    served, env = mirror
+    args = ["train", "--data", str(tiny_seals), "--out", str(tmp_path / "out"), "--set", "architecture=image_mlp_frozen",
+            "--set", "backbone=mobilenet_v2", "--set", "frame_size=32x32", "--set", "weights=imagenet"]
+    refused = run_cli("--offline", *args, env=env)
+    assert refused.returncode == 2 and "weights fetch SWEEP_FILE --to DIR" in refused.stderr
+    assert served.count("mobilenet_v2", MOBILENET) == 0 and not (tmp_path / "out").exists()

@@ -263,3 +263,18 @@ def test_weights_list_and_verify_say_what_is_cached_unverified_or_corrupt(server
     path.write_bytes(path.read_bytes()[:-1] + b"\1")
     corrupt = run_cli("weights", "verify")
     assert corrupt.returncode == 2 and "fail their check" in corrupt.stderr and MOBILENET in corrupt.stderr
+
+
+@pytest.mark.parametrize("strategy", ["grid", "random"])
+def test_a_sweep_needs_the_files_of_its_imagenet_trials_only(strategy):
+    from runner.expand import imagenet_weights_needed
+    from runner.sweep import sweep_from_mapping
+
+    space = [{"architecture": ["image_mlp_frozen"], "backbone": ["mobilenet_v2", "vgg16"],
+              "weights": ["imagenet", "none"], "frame_size": ["32x32", "128x128"], "layer_1_size": [0, 8]},
+             {"architecture": ["c3dsmall"]}]
+    search = {"strategy": strategy, **({"trials": 4} if strategy != "grid" else {})}
+    sweep = sweep_from_mapping({"name": "s", "data": {"root": "examples/seals"}, "space": space, "search": search},
+                               "s.yaml")
+    names = sorted(file.name for file in imagenet_weights_needed(sweep))
+    assert names == sorted([MOBILENET, MOBILENET.replace("_224_", "_128_"), VGG])
