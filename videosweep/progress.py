@@ -102,8 +102,11 @@ class DownloadProgress:
         if self.bar is not None and self.task is not None:
             self.bar.advance(self.task, size)
 
-    def done(self, name: str, size: int, check: str) -> None:
+    def abort(self) -> None:
         if self.bar is not None:
             self.bar.stop()
             self.bar = self.task = None
+
+    def done(self, name: str, size: int, check: str) -> None:
+        self.abort()
         self.console.print(f"fetched {name} ({size / 2**20:,.1f} MiB; {check})", highlight=False, markup=False)

@@ -30,7 +30,7 @@ def list_weights() -> None:
 
     table = Table(title=f"ImageNet weights in {keras_models_dir()}")
     for column in ("backbone", "frame sizes", "file", "cached", "size", "hash"):
-        table.add_column(column)
+        table.add_column(column, overflow="fold")  # a file name is copied from here: never cut with "..."
     for file in all_files():
         source, backbone = WEIGHTS_SOURCES[file.backbone], get_backbone(file.backbone)
         rows = next((r for r in source.rows if f"_{r}_" in file.name), None)

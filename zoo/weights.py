@@ -95,6 +95,8 @@ class DownloadReporter(Protocol):
 
     def done(self, name: str, size: int, check: str) -> None: ...
 
+    def abort(self) -> None: ...  # the fetch failed (its one-line error follows)
+
 
 class Silent:
     def start(self, name: str, total: int | None) -> None:
@@ -104,6 +106,9 @@ class Silent:
         pass
 
     def done(self, name: str, size: int, check: str) -> None:
+        pass
+
+    def abort(self) -> None:
         pass
 
 
@@ -225,7 +230,11 @@ def fetch(files: Iterable[WeightsFile], reporter: DownloadReporter | None = None
     if to_download and reason:
         raise offline_error(to_download[0], reason)
     for file in missing:
-        _fetch_one(file, target, reporter)
+        try:
+            _fetch_one(file, target, reporter)
+        except BaseException:
+            reporter.abort()
+            raise
     return [file.path(target) for file in wanted]
 
 
