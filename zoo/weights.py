@@ -222,13 +222,17 @@ def fetch(files: Iterable[WeightsFile], reporter: DownloadReporter | None = None
     already in Keras's cache is copied from there into another folder. Offline: a one-line UserError with the
     air-gapped recipe for the first missing file."""
     reporter = reporter or Silent()
-    target = _target_folder(folder)
+    if folder is not None and Path(folder).expanduser().exists() and not Path(folder).expanduser().is_dir():
+        raise UserError(f"--to {folder} is a file; give a folder to put the weights files in")
+    target = keras_models_dir() if folder is None else Path(folder).expanduser()
     wanted = list(dict.fromkeys(files))
     missing = [file for file in wanted if not file.path(target).is_file()]
     to_download = [file for file in missing if folder is None or not file.path().is_file()]
     reason = offline_reason()
     if to_download and reason:
         raise offline_error(to_download[0], reason)
+    if missing:  # created only now: a sweep with everything cached writes nothing
+        atomic.writable_dir(target, "Keras's weights cache" if folder is None else "weights folder")
     for file in missing:
         try:
             _fetch_one(file, target, reporter)
@@ -243,15 +247,6 @@ def offline_error(file: WeightsFile, reason: str) -> UserError:
         f"ImageNet weights for {file.backbone} are not cached (looked for {file.path()}) and nothing is fetched "
         f"({reason}); on a machine with network run `videosweep weights fetch SWEEP_FILE --to DIR`, then copy "
         f"DIR's files into {keras_models_dir()}")
-
-
-def _target_folder(folder: Path | None) -> Path:
-    if folder is None:
-        return atomic.writable_dir(keras_models_dir(), "Keras's weights cache")
-    folder = Path(folder).expanduser()
-    if folder.exists() and not folder.is_dir():
-        raise UserError(f"--to {folder} is a file; give a folder to put the weights files in")
-    return atomic.writable_dir(folder, "weights folder")
 
 
 def _fetch_one(file: WeightsFile, folder: Path, reporter: DownloadReporter) -> None:
