@@ -23,7 +23,7 @@ from zoo import atomic
 from zoo.backbones import imagenet_weights_file, keras_models_dir
 from zoo.errors import UserError
 from zoo.registry import get_backbone
-from zoo.secrets import mask_url
+from zoo.secrets import mask_text, mask_url
 
 if TYPE_CHECKING:  # pragma: no cover
     from zoo.spec import ModelSpec
@@ -302,8 +302,8 @@ def _download(file: WeightsFile, path: Path, reporter: DownloadReporter) -> None
         response = urllib.request.urlopen(url, timeout=TIMEOUT_SECONDS)  # noqa: S310 - http(s) checked above
     except urllib.error.HTTPError as err:
         raise UserError(f"cannot fetch {file.name}: HTTP {err.code} {err.reason} from {shown}") from None
-    except (urllib.error.URLError, OSError) as err:
-        reason = getattr(err, "reason", err)
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException) as err:  # and a bad URL
+        reason = mask_text(str(getattr(err, "reason", err)))
         raise UserError(f"ImageNet weights for {file.backbone} are not cached (looked for {path}) and cannot be "
                         f"fetched from {shown} ({reason}); without network: `videosweep weights fetch SWEEP_FILE "
                         f"--to DIR` elsewhere, then copy DIR's files into {path.parent}") from None
@@ -349,6 +349,7 @@ def _download(file: WeightsFile, path: Path, reporter: DownloadReporter) -> None
 
 def remote_size(file: WeightsFile) -> int | None:
     """The file's size as its server states it (a HEAD request), None offline or when it does not say."""
+    import http.client
     import urllib.error
     import urllib.request
 
@@ -357,6 +358,6 @@ def remote_size(file: WeightsFile) -> int | None:
     try:
         with urllib.request.urlopen(urllib.request.Request(file.url, method="HEAD"), timeout=10) as response:
             length = response.headers.get("Content-Length")
-    except (urllib.error.URLError, OSError, ValueError):
+    except (urllib.error.URLError, OSError, ValueError, http.client.HTTPException):
         return None
     return int(length) if length and length.isdigit() else None

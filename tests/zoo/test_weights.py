@@ -278,3 +278,19 @@ def test_a_sweep_needs_the_files_of_its_imagenet_trials_only(strategy):
                                "s.yaml")
     names = sorted(file.name for file in imagenet_weights_needed(sweep))
     assert names == sorted([MOBILENET, MOBILENET.replace("_224_", "_128_"), VGG])
+
+
+def test_an_unreachable_or_unusable_mirror_is_one_line_with_the_recipe_and_no_password(server, tmp_path,
+                                                                                          monkeypatch):
+    closed = server.httpd.server_address[1]
+    server.httpd.shutdown()
+    server.httpd.server_close()  # nothing listens there any more: connection refused
+    for mirror in (f"http://127.0.0.1:{closed}/keras-applications",
+                   "http://user:s3cret@127.0.0.1:badport/keras-applications"):
+        monkeypatch.setenv(weights.MIRROR_ENV, mirror)
+        with pytest.raises(UserError) as refused:
+            weights.fetch([weights.weights_file("vgg16")])
+        message = str(refused.value)
+        assert "cannot be fetched" in message and "weights fetch SWEEP_FILE --to DIR" in message
+        assert "s3cret" not in message
+    assert cache_files(tmp_path) == []
