@@ -268,7 +268,11 @@ def _fetch_one(file: WeightsFile, folder: Path, reporter: DownloadReporter) -> N
 
 
 def _copy_cached(file: WeightsFile, cached: Path, path: Path, reporter: DownloadReporter) -> None:
-    """Carry a cached file (and its recorded hash) into another folder, for an air-gapped machine."""
+    """Carry a cached file (and its recorded hash) into another folder, for an air-gapped machine; a cached
+    file that fails its check is not carried."""
+    problem = verify(file)
+    if problem:
+        raise UserError(f"cached {cached} fails its check ({problem}): delete it and fetch again")
     size = cached.stat().st_size
     reporter.start(file.name, size)
     with _writing(path):

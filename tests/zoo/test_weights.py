@@ -294,3 +294,18 @@ def test_an_unreachable_or_unusable_mirror_is_one_line_with_the_recipe_and_no_pa
         assert "cannot be fetched" in message and "weights fetch SWEEP_FILE --to DIR" in message
         assert "s3cret" not in message
     assert cache_files(tmp_path) == []
+
+
+def test_fetch_to_a_folder_copies_a_verified_cached_file_offline_and_refuses_a_corrupt_one(server, tmp_path,
+                                                                                          backbone_h5, monkeypatch):
+    server.serve("mobilenet_v2", MOBILENET, backbone_h5)
+    file = weights.weights_file("mobilenet_v2", (32, 32))
+    weights.fetch([file])
+    monkeypatch.setenv(weights.OFFLINE_ENV, "1")  # carrying what is cached needs no network
+    [carried] = weights.fetch([file], folder=tmp_path / "carry")
+    assert carried.read_bytes() == backbone_h5 and server.count("mobilenet_v2", MOBILENET) == 1
+    assert weights.recorded_sha256(carried) == hashlib.sha256(backbone_h5).hexdigest()
+    file.path().write_bytes(backbone_h5[:-1] + b"\1")
+    with pytest.raises(UserError, match="fails its check"):
+        weights.fetch([file], folder=tmp_path / "carry-again")
+    assert not (tmp_path / "carry-again" / MOBILENET).exists()
