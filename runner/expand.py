@@ -110,3 +110,25 @@ def shared_extractions(trials: list[TrialSpec]) -> Counter[str]:
             size = f"{model.frame_size[0]}x{model.frame_size[1]}" if model.frame_size else "native"
             needed[f"{model.backbone}/{model.pooling}/{size}/{model.weights}"] += 1
     return needed
+
+
+WEIGHTS_PARAMETERS = ("architecture", "backbone", "frame_size", "weights")  # what decides a weights file
+
+
+def imagenet_weights_needed(sweep: Sweep) -> list[Any]:
+    """The ImageNet weights files (zoo.weights.WeightsFile) the sweep's trials can load: a grid's trials, or
+    for a sampler every combination of the sub-spaces' architectures, backbones, frame sizes and weights."""
+    from zoo.weights import needed_by
+
+    if sweep.search.strategy == "grid":
+        models = [spec.model for spec in expand_grid(sweep, "").trials]
+    else:
+        models = []
+        for index, sub in enumerate(sweep.space):
+            names = [name for name in WEIGHTS_PARAMETERS if name in sub]
+            choices = [value if isinstance(value, list) else [value] for value in (sub[name] for name in names)]
+            for values in itertools.product(*choices):
+                spec, _ = judge(sweep, dict(zip(names, values)), f"space.{index}: ")
+                if spec is not None:
+                    models.append(spec.model)
+    return list(dict.fromkeys(file for model in models for file in needed_by(model)))

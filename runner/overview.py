@@ -11,6 +11,13 @@ from runner.run import SweepContext
 from zoo.errors import UserError
 
 STATES = ("finished", "failed", "pending", "running")
+# Optuna's state names in the one vocabulary of plan, status, run's summary, the report and the MLflow state tag.
+STATE_WORDS = {"complete": "finished", "fail": "failed", "waiting": "pending"}
+
+
+def state_word(optuna_state: str) -> str:
+    """`complete` -> `finished`, `fail` -> `failed`, `waiting` -> `pending`; running, pruned and the rest as is."""
+    return STATE_WORDS.get(optuna_state, optuna_state)
 
 
 def key_state(trials: list[Any]) -> str:
@@ -39,7 +46,7 @@ def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
         states["pending"] = len(expansion.keys)
     report: dict[str, Any] = {
         "sweep": ctx.sweep.name, "strategy": ctx.sweep.search.strategy, "storage": storage.mask_url(ctx.storage_url),
-        "data": ctx.dataset.summary(), "states": states,
+        "data": ctx.dataset.summary(), "states": states, "weights": weights_to_fetch(ctx.sweep),
     }
     schedule_ = ctx.sweep.search.schedule
     if schedule_ is not None:
@@ -62,6 +69,16 @@ def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
         report["dropped_combinations"] = [{"params": p, "reason": r} for p, r in expansion.dropped_examples]
     report.update(_estimate(ctx, expansion, study, 0))
     return report
+
+
+def weights_to_fetch(sweep: Any) -> list[dict[str, Any]]:
+    """The ImageNet weights files the sweep loads that are not cached yet, with their size as the server states
+    it (None offline or when it does not say): what `run` will fetch before its workers start."""
+    from runner.expand import imagenet_weights_needed
+    from zoo.weights import remote_size
+
+    return [{"backbone": file.backbone, "file": file.name, "url": storage.mask_url(file.url), "bytes": remote_size(file)}
+            for file in imagenet_weights_needed(sweep) if not file.path().is_file()]
 
 
 def _sample_specs(sweep: Any, count: int) -> list[Any]:

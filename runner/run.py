@@ -22,7 +22,7 @@ from runner import liveness, notify, provenance, queue, reuse, stop, storage
 from runner import optuna_internals as internals
 from runner.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
 from runner.events import Event, TrialFinished, TrialNote
-from runner.expand import expand_grid
+from runner.expand import expand_grid, imagenet_weights_needed
 from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
 from runner.search import make_pruner, make_sampler, make_search
 from runner import backends
@@ -30,7 +30,7 @@ from runner.sweep import ResourcesConfig, Sweep, load_sweep, merged_resources
 from runner.metrics import objective
 from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri, tracking_errors
 from runner.worker import TRACKING_READY, WorkerConfig
-from zoo import atomic, load_dataset, validated_spec
+from zoo import atomic, load_dataset, validated_spec, weights
 from zoo.data import Dataset
 from zoo.errors import StoreUnreachable, UserError, one_line
 from zoo.secrets import MASK, mask_url
@@ -144,11 +144,13 @@ def best_trial(study: Any) -> tuple[str, float] | None:
     return best.user_attrs.get(queue.KEY_ATTR, str(best.number)), float(best.value)
 
 
-def preflight(ctx: SweepContext, options: RunOptions | None = None) -> list[str]:
+def preflight(ctx: SweepContext, options: RunOptions | None = None,
+              downloads: weights.DownloadReporter | None = None) -> list[str]:
     """Everything that can be refused before a single file is written: the storage URL, an empty grid,
-    missing or uncached weights, an unreachable tracking server or notify URL, a JAX compilation cache others
-    can write, a stop rule on a metric the study does not record, a warm start from an unknown sweep, a reuse
-    source whose artefacts are gone. Returns lines to show (what the look for reuse sources left unread)."""
+    missing weights, an unreachable tracking server or notify URL, a JAX compilation cache others can write, a
+    stop rule on a metric the study does not record, a warm start from an unknown sweep, a reuse source whose
+    artefacts are gone. ImageNet weights not yet cached are fetched here, once per machine, before any worker
+    starts (offline: refused). Returns lines to show (what the look for reuse sources left unread)."""
     storage.check_storage_url(ctx.storage_url)
     stop.watched(ctx.sweep)
     notify_url = (options.notify_url if options else None) or ctx.sweep.notify.url
@@ -156,6 +158,7 @@ def preflight(ctx: SweepContext, options: RunOptions | None = None) -> list[str]
         notify.check_url(notify_url)
     if options is not None and backends.chosen(options.resources.backend) == "jax":
         backends.compilation_cache(options.cache_dir)  # runs native code: refused here if others can write it
+    weights.fetch(imagenet_weights_needed(ctx.sweep), downloads)
     final = objective(ctx.sweep.search.metric).final
     if ctx.sweep.search.strategy == "grid":
         expansion = expand_grid(ctx.sweep, ctx.dataset.fingerprint)
@@ -229,6 +232,8 @@ class SweepDisplay(Protocol):
     def live(self, counts: Callable[[], dict[str, int]]) -> AbstractContextManager[Any]: ...
 
     def event(self, event: Event, slots: dict[str, SlotState]) -> None: ...
+
+    def downloads(self) -> weights.DownloadReporter: ...
 
 
 SWEEP_UPDATE_SECONDS = 5.0  # the parent run's counts and best metric are refreshed at most this often
@@ -317,7 +322,7 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
     backends.activate(backends.chosen(options.resources.backend),
                       "KERAS_BACKEND" if options.resources.backend is None else "backend")
     slots = plan_slots(options.resources.gpus, options.resources.trials_per_gpu, options.resources.workers)
-    notes = preflight(ctx, options)
+    notes = preflight(ctx, options, display.downloads())
     atomic.writable_dir(ctx.workdir, "workdir")  # only now, when nothing else can refuse the sweep
     notifier = notify.Notifier(options.notify_url or ctx.sweep.notify.url, ctx.sweep.notify.on, display.message)
     atomic.remove_abandoned_staging(ctx.workdir / "trials")  # left by a trial killed while writing (kill -9)

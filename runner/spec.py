@@ -9,6 +9,7 @@ from __future__ import annotations
 import hashlib
 import json
 import re
+import typing
 from collections.abc import Collection
 from pathlib import Path
 from typing import Any, Literal
@@ -17,7 +18,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from zoo import ModelSpec, canonical_spec
-from zoo.errors import UserError, one_line
+from zoo.errors import UserError, did_you_mean, one_line
 from zoo.spec import MODEL_FIELDS, file_parameters, format_frame_size, used_parameters
 
 
@@ -62,14 +63,29 @@ def canonical_parameter(key: str) -> str:
     return PARAMETER_ALIASES.get(key, key)
 
 
-def validation_message(err: ValidationError, prefix: str = "") -> str:
+def known_keys(model: type[BaseModel] | None, path: tuple[Any, ...]) -> list[str]:
+    """The keys a pydantic model accepts at `path` (nested models followed; lists of them too), [] if unknown."""
+    for part in path:
+        if isinstance(part, int):  # an item of a list: the list's model holds on
+            continue
+        if model is None or part not in model.model_fields:
+            return []
+        annotation = model.model_fields[part].annotation
+        candidates = [annotation, *typing.get_args(annotation)]
+        model = next((c for c in candidates if isinstance(c, type) and issubclass(c, BaseModel)), None)
+    return [] if model is None else [*model.model_fields, *(f.alias for f in model.model_fields.values() if f.alias)]
+
+
+def validation_message(err: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> str:
     """Pydantic's errors as one line: `key.path: message` for the first few problems."""
     parts = []
     for problem in err.errors()[:3]:
         where = ".".join(str(p) for p in problem["loc"]) or "value"
         message = problem["msg"].removeprefix("Value error, ")
         if problem["type"] == "extra_forbidden":
-            message = "unknown key"
+            message = "unknown key" + did_you_mean(problem["loc"][-1], known_keys(model, problem["loc"][:-1]))
+        elif problem["type"] == "literal_error":  # an unknown choice (a sampler, a pruner, ...)
+            message += did_you_mean(problem["input"], re.findall(r"'([^']*)'", problem["ctx"]["expected"]))
         elif problem["type"] == "missing":
             message = "required"
         parts.append(f"{prefix}{where}: {message}")
@@ -159,18 +175,38 @@ def parse_assignments(assignments: list[str]) -> dict[str, Any]:
     return params
 
 
+def yaml_hint(err: Exception, text: str) -> str:
+    """What a PyYAML syntax error most likely means, in words ("" when there is no good guess): its own
+    messages ("expected <block end>, but found '<block mapping start>'") name parser states, not mistakes."""
+    problem = f"{getattr(err, 'context', '') or ''} {getattr(err, 'problem', '') or ''}"
+    mark = getattr(err, "problem_mark", None)
+    lines = text.splitlines()
+    near = lines[max(0, mark.line - 1): mark.line + 1] if mark is not None else lines
+    if "\t" in problem or any("\t" in line[: len(line) - len(line.lstrip())] for line in near):
+        return " (likely a tab: YAML indents with spaces only)"
+    if "quoted scalar" in problem:
+        return " (likely an unclosed quote)"
+    if any(words in problem for words in ("block end", "block mapping", "mapping values are not allowed",
+                                          "expected key", "block collection")):
+        return " (likely wrong indentation: keys of one mapping must start in the same column)"
+    if "flow" in problem:
+        return " (likely an unclosed [ or {)"
+    return ""
+
+
 def read_yaml_mapping(path: Path, what: str) -> dict[str, Any]:
     """A YAML file whose top level is a mapping, or a one-line UserError naming the file."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"{what} {path} does not exist")
     try:
-        data = yaml.safe_load(path.read_text())
+        text = path.read_text()
+        data = yaml.safe_load(text)
     except yaml.YAMLError as err:
         mark = getattr(err, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         problem = getattr(err, "problem", None) or "malformed YAML"
-        raise UserError(f"{path}: malformed YAML{where}: {problem}") from None
+        raise UserError(f"{path}: malformed YAML{where}: {problem}{yaml_hint(err, text)}") from None
     except (OSError, UnicodeDecodeError) as err:
         raise UserError(f"{path}: cannot read ({err})") from None
     if not isinstance(data, dict):

@@ -19,7 +19,7 @@ from runner.constraints import ConstraintError, Constraint, parse_constraint
 from runner.metrics import OBJECTIVES
 from runner.spec import (PARAMETER_ALIASES, PARAMETERS, TrainingConfig, canonical_parameter, read_yaml_mapping,
                          validation_message)
-from zoo.errors import UserError
+from zoo.errors import UserError, did_you_mean
 from zoo.secrets import MASK, mask_text, mask_webhook
 from zoo.spec import FILE_PARAMETERS, canonical_value
 
@@ -325,7 +325,8 @@ class Sweep(BaseModel):
                 raise ValueError(f"sub-space {index} has no architecture")
             for key, values in sub.items():
                 if canonical_parameter(key) not in PARAMETERS:
-                    raise ValueError(f"sub-space {index}: unknown parameter {key!r}; valid: {', '.join(PARAMETERS)}")
+                    raise ValueError(f"sub-space {index}: unknown parameter {key!r}; valid: {', '.join(PARAMETERS)}"
+                                     + did_you_mean(key, [*PARAMETERS, *PARAMETER_ALIASES]))
                 if isinstance(values, list) and not values:
                     raise ValueError(f"sub-space {index}: {key} has no values")
         return [_canonical_keys(index, sub) for index, sub in enumerate(value)]
@@ -426,7 +427,7 @@ def sweep_from_mapping(data: dict[str, Any], source: str, base: Path | None = No
         sweep = Sweep.model_validate(data)
         sweep.parsed_constraints()
     except ValidationError as err:
-        raise UserError(f"{source}: {validation_message(err)}") from None
+        raise UserError(f"{source}: {validation_message(err, model=Sweep)}") from None
     except ConstraintError as err:
         raise UserError(f"{source}: constraints: {err}") from None
     root = sweep.data.root

@@ -14,6 +14,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 SEALS = ROOT / "examples" / "seals"
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+# Nothing in the tests touches the internet: ImageNet weights are fetched only by tests that point the real fetch
+# code at a local server (tests/zoo/test_weights.py), which turn this off for themselves.
+os.environ["VIDEOSWEEP_OFFLINE"] = "1"
 # The one spelling of the `videosweep` command in the tests and benchmarks (the CLI is moving between packages).
 CLI = [sys.executable, "-m", "videosweep"]
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")

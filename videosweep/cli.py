@@ -18,6 +18,8 @@ from rich.table import Table
 
 import runner  # noqa: F401 - its import sets the offline defaults (MLflow telemetry off) for every process
 from videosweep.data import data_app
+from videosweep.usage import click_style_help, print_version, usage_error_exit
+from videosweep.weights import weights_app
 from zoo.errors import UserError, one_line
 from zoo.secrets import mask_text, mask_url
 
@@ -27,16 +29,28 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    context_settings={"help_option_names": ["--help", "-h"]},  # inherited by every subcommand
 )
 app.add_typer(data_app, name="data")
+app.add_typer(weights_app, name="weights")
+click_style_help()
 console = Console(stderr=False, soft_wrap=True)
 err_console = Console(stderr=True)
 INTERRUPTED_EXIT = 130
 
 
 @app.callback()
-def _global(debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False) -> None:
+def _global(
+    debug: Annotated[bool, typer.Option("--debug", help="Show tracebacks for errors.")] = False,
+    offline: Annotated[bool, typer.Option("--offline", envvar="VIDEOSWEEP_OFFLINE",
+                                          help="Fetch nothing: ImageNet weights must be cached already.")] = False,
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=print_version,
+                                          help="Print the versions of videosweep, Keras, its backend, Optuna and "
+                                          "MLflow, and exit.")] = False,
+) -> None:
     """(--debug is read by `main` before the app runs.)"""
+    if offline:  # read by zoo.weights wherever weights are resolved, worker processes included
+        os.environ["VIDEOSWEEP_OFFLINE"] = "1"
 
 
 def quiet_tensorflow(load: bool = False, backend: str | None = None, cache_dir: Path | None = None) -> None:
@@ -92,6 +106,10 @@ def train(
     params.update(parse_assignments(set_ or []))
     quiet_tensorflow(backend=backend)  # a bad or missing backend is refused before anything is read
     spec = TrialSpec.from_flat(params)
+    from videosweep.progress import DownloadProgress
+    from zoo.weights import fetch, needed_by
+
+    fetch(needed_by(spec.model), DownloadProgress(console))  # ImageNet weights not cached yet: once, here
     validated_spec(spec.model)  # invalid combinations and missing weights fail before any data is read
     dataset = load_dataset(data, labels, cache_dir)
     atomic.check_replaceable(out, overwrite, atomic.TRIAL_MARKER)
@@ -183,6 +201,10 @@ def plan(
         console.print(f"epoch budget: at most {budget['without_schedule']} epochs (early stopping can only "
                       "shorten it)")
     console.print("study: " + ", ".join(f"{v} {k}" for k, v in report["states"].items()))
+    for weights in report["weights"]:
+        size = "size unknown" if weights["bytes"] is None else f"{weights['bytes'] / 2**20:,.1f} MiB"
+        console.print(f"weights to fetch before the workers start: {weights['file']} ({size}) from {weights['url']}",
+                      highlight=False)
     from runner.estimate import describe
 
     if report["reused"]:
@@ -236,10 +258,10 @@ def _run(ctx: Any, cache_dir: Path | None, retry_failed: bool, **overrides: Any)
         console.print(f"nothing to run: sweep stopped ({outcome.stopped}); `videosweep resume --ignore-stop` "
                       "goes on")
     elif outcome.nothing_to_run:
-        console.print(f"nothing to run: complete {counts['complete']}, failed {counts['fail']} (retries used up)")
+        console.print(f"nothing to run: finished {counts['complete']}, failed {counts['fail']} (retries used up)")
     else:
-        console.print(f"complete {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
-                      f"waiting {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
+        console.print(f"finished {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
+                      f"pending {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
                                                         if outcome.interrupted else "")
                       + (f"; stopped: {outcome.stopped}" if outcome.stopped and not outcome.interrupted else ""))
     if outcome.exit_code == 1:
@@ -321,7 +343,7 @@ def worker(
 @app.command()
 def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None) -> None:
     """A table of the sweep's trials (key, state, metric, duration) and totals."""
-    from runner.overview import status_rows
+    from runner.overview import state_word, status_rows
     from runner.queue import state_counts
     from runner.run import load_context
 
@@ -339,11 +361,11 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
         if row["paused"] and state == "complete":  # stopped at its rung: promoted on, or stopped there
             state = "promoted" if row["promoted"] else "paused"
         rung = (str(row["rung"]) if row["rung"] is not None else "", str(row["epochs"] or "")) if halving else ()
-        table.add_row(str(row["number"]), row["key"], row["architecture"], state, *rung,
+        table.add_row(str(row["number"]), row["key"], row["architecture"], state_word(state), *rung,
                       "" if row["value"] is None else f"{row['value']:.4f}",
                       "" if row["seconds"] is None else f"{row['seconds']:.1f}", row["note"][:80])
     console.print(table)
-    console.print(", ".join(f"{v} {k}" for k, v in state_counts(study).items() if v))
+    console.print(", ".join(f"{v} {state_word(k)}" for k, v in state_counts(study).items() if v))
     from runner.stop import stop_reason
 
     reason = stop_reason(study)
@@ -565,7 +587,7 @@ def main(argv: list[str] | None = None) -> None:
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args or os.environ.get("VIDEOSWEEP_DEBUG") == "1"
     try:
-        code = app(args=args, standalone_mode=False)  # a command's typer.Exit(code) comes back as its value
+        code = app(args=args, standalone_mode=False, prog_name="videosweep")  # typer.Exit(code): its value
     except UserError as err:
         if debug:
             traceback.print_exc()
@@ -578,6 +600,8 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(INTERRUPTED_EXIT)
     except SystemExit:
         raise
+    except typer.TyperException as err:  # usage mistakes: click's usage line and exit 2, as every click tool does
+        usage_error_exit(err)
     except Exception as err:  # click's usage errors carry their own exit code
         import click
 

@@ -9,6 +9,8 @@ from typing import Any
 
 from rich.console import Console
 from rich.live import Live
+from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColumn, TimeRemainingColumn,
+                           TransferSpeedColumn)
 from rich.table import Table
 
 from runner.events import Event, TrialFinished, TrialStarted
@@ -29,6 +31,9 @@ class SweepProgress:
 
     def message(self, text: str) -> None:
         self.console.print(text, highlight=False, markup=False)
+
+    def downloads(self) -> DownloadProgress:
+        return DownloadProgress(self.console)
 
     @contextmanager
     def live(self, counts: Callable[[], dict[str, int]]) -> Iterator[None]:
@@ -65,7 +70,7 @@ class SweepProgress:
         if self.done and pending:
             eta = f", about {elapsed / self.done * pending / max(1, len(slots)):.0f} s left"
         best = "-" if self.best is None else f"{self.best:.4f}"
-        table = Table(title=f"done {counts.get('complete', 0)}  running {counts.get('running', 0)}  "
+        table = Table(title=f"finished {counts.get('complete', 0)}  running {counts.get('running', 0)}  "
                             f"failed {counts.get('fail', 0)}  pruned {counts.get('pruned', 0)}  pending {pending}  "
                             f"best {self.metric} {best}  ({elapsed:.0f} s{eta})")
         for column in ("slot", "trial", "architecture", "epoch"):
@@ -75,3 +80,33 @@ class SweepProgress:
             table.add_row(name, f"#{state.trial} {state.key}" if running else "-",
                           state.architecture if running else "", "" if state.step is None else str(state.step + 1))
         return table
+
+
+class DownloadProgress:
+    """zoo.weights' DownloadReporter: a rich bar per file on a terminal, one line per file otherwise."""
+
+    def __init__(self, console: Console):
+        self.console = console
+        self.bar: Progress | None = None
+        self.task: TaskID | None = None
+
+    def start(self, name: str, total: int | None) -> None:
+        if not self.console.is_terminal:
+            return
+        self.bar = Progress(TextColumn("{task.description}"), BarColumn(), DownloadColumn(), TransferSpeedColumn(),
+                            TimeRemainingColumn(), console=self.console, transient=True)
+        self.bar.start()
+        self.task = self.bar.add_task(f"fetching {name}", total=total)
+
+    def advance(self, size: int) -> None:
+        if self.bar is not None and self.task is not None:
+            self.bar.advance(self.task, size)
+
+    def abort(self) -> None:
+        if self.bar is not None:
+            self.bar.stop()
+            self.bar = self.task = None
+
+    def done(self, name: str, size: int, check: str) -> None:
+        self.abort()
+        self.console.print(f"fetched {name} ({size / 2**20:,.1f} MiB; {check})", highlight=False, markup=False)

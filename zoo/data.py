@@ -209,7 +209,9 @@ def load_dataset(root: str | Path, labels: str | Path | None = None,
     """Load and validate a dataset; raise DataError with one line naming the offending rows."""
     root = Path(root).expanduser()
     if not root.is_dir():
-        raise DataError(f"data folder {root} does not exist")
+        demo = "; `videosweep data demo --out FOLDER` makes a small one to try" if not root.exists() else ""
+        raise DataError(f"data folder {root.absolute()} {'is not a folder' if root.exists() else 'does not exist'}"
+                        f"{demo}")
     labels_path = Path(labels).expanduser() if labels else root / "labels.csv"
     table = read_labels(labels_path)
     _validate_rows(table, labels_path)

@@ -29,6 +29,18 @@ class DataError(UserError):
     """A dataset whose frames and labels do not agree, or that cannot be read."""
 
 
+def did_you_mean(name: object, choices: list[str], canonical: dict[str, str] | None = None) -> str:
+    """"; did you mean X?" for the choice closest to a mistyped name ("" when none is close); an alias found
+    is named by its canonical name (`canonical`)."""
+    import difflib
+
+    close = difflib.get_close_matches(str(name).strip().lower(), [c.lower() for c in choices], n=1, cutoff=0.6)
+    if not close:
+        return ""
+    found = next(c for c in choices if c.lower() == close[0])
+    return f"; did you mean {(canonical or {}).get(found, found)}?"
+
+
 def one_line(text: str) -> str:
     """Collapse a message onto one line so the CLI's error contract holds whatever the source."""
     return " ".join(str(text).split())

@@ -7,6 +7,8 @@ canonicalising specs stays cheap for the planner and the CLI.
 
 from __future__ import annotations
 
+from zoo.errors import did_you_mean
+
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Literal
 
@@ -109,7 +111,8 @@ def _ensure_loaded() -> None:
 def _resolve(kind: str, name: str, choices: list[str]) -> str:
     key = _ALIASES[kind].get(_alias_key(name))
     if key is None:
-        raise KeyError(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)}")
+        raise KeyError(f"unknown {kind} {name!r}; choose one of: {', '.join(choices)}"
+                       + did_you_mean(name, list(_ALIASES[kind]), _ALIASES[kind]))
     return key
 
 

@@ -73,7 +73,8 @@ class ModelSpec(BaseModel):
         description="ImageNet backbone for the feature-based and trainable architectures.",
     )
     weights: str = Field(
-        "imagenet", description="Backbone weights: imagenet (cached Keras file), none (random init) or a .h5 path."
+        "imagenet", description="Backbone weights: imagenet (Keras's file, fetched once per machine if not cached), "
+        "none (random init) or a .h5 path."
     )
     pooling: Literal["max", "avg"] | None = Field(None, description="Global pooling of the backbone's last map.")
     frame_size: tuple[int, int] | None = Field(

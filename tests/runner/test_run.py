@@ -87,7 +87,7 @@ def test_grid_runs_what_plan_says_once_and_a_rerun_trains_nothing(tmp_path, cach
     replanned = json.loads(run_cli("plan", str(sweep), "--workdir", str(workdir), "--json").stdout)
     assert replanned["states"] == {"finished": 4, "failed": 0, "pending": 0, "running": 0}
     status = run_cli("status", str(sweep), "--workdir", str(workdir))
-    assert status.returncode == 0 and "4 complete" in status.stdout
+    assert status.returncode == 0 and "4 finished" in status.stdout and "complete" not in status.stdout
 
 
 def test_raising_and_segfaulting_trials_fail_with_reasons_are_retried_and_the_sweep_goes_on(tmp_path, cache_dir):
