@@ -104,3 +104,18 @@ def claimed_by(study: optuna.Study, claimed_id: int, started: dt.datetime) -> bo
         state, start = connection.execute(select(table.state, table.__table__.c.datetime_start)
                                           .where(table.trial_id == claimed_id)).one()
     return state == TrialState.RUNNING and start == started
+
+
+def create_tables(url: str, engine_kwargs: dict[str, Any]) -> None:
+    """Optuna's tables, one transaction each: Optuna creates them all in one transaction, which on PostgreSQL a
+    database restarting every few hundred milliseconds rolls back every time; one at a time, each attempt keeps
+    what it made. Then `RDBStorage(..., skip_table_creation=True)` only checks the schema and stamps its version."""
+    import sqlalchemy
+    from optuna.storages._rdb import models
+
+    engine = sqlalchemy.create_engine(url, **engine_kwargs)
+    try:
+        for table in models.BaseModel.metadata.sorted_tables:
+            models.BaseModel.metadata.create_all(engine, tables=[table])
+    finally:
+        engine.dispose()

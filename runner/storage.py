@@ -294,7 +294,8 @@ def open_storage(url: str) -> RetryingStorage:
         engine_kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 10})
 
     def connect() -> optuna.storages.RDBStorage:
-        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs,
+        internals.create_tables(url, engine_kwargs)  # a table at a time: an attempt cut short keeps what it made
+        return optuna.storages.RDBStorage(url, engine_kwargs=engine_kwargs, skip_table_creation=True,
                                           heartbeat_interval=max(1, round(liveness.heartbeat_seconds())),
                                           grace_period=max(1, round(liveness.grace_seconds())))
 

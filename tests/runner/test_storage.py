@@ -164,3 +164,41 @@ def test_a_study_lock_lost_with_its_connection_stops_its_holder_before_the_next_
 
     retrying(upkeep, "queueing")
     assert attempts == [0, 1] and [t.user_attrs["trial_key"] for t in study.get_trials()] == ["a", "b"]
+
+
+def _tables(url: str) -> int:
+    """How many tables the database has (asked again until a connection lasts long enough to answer)."""
+    from runner.storage import retrying
+
+    def count() -> int:
+        with create_engine(url, poolclass=NullPool).connect() as connection:
+            return len(connection.execute(text("SELECT tablename FROM pg_tables WHERE schemaname = 'public'")).all())
+
+    return retrying(count, "counting tables")
+
+
+@requires_postgres
+def test_a_new_study_database_is_made_even_while_it_restarts(postgres):
+    """Optuna creates its tables in one transaction, which restarts roll back every time they land in it; ours
+    are made a table at a time, so each attempt keeps what it made (the slow failover test opens a study while
+    the server restarts four times a second)."""
+    from sqlalchemy.exc import SQLAlchemyError
+
+    from runner.optuna_internals import create_tables
+
+    with Cutter(postgres, interval=0.05), pytest.raises((SQLAlchemyError, optuna.exceptions.StorageInternalError)):
+        optuna.storages.RDBStorage(postgres)  # all or nothing: cut, it leaves nothing
+    assert _tables(postgres) == 0
+    made = []
+    with Cutter(postgres):
+        while not made or made[-1] < len(optuna.storages._rdb.models.BaseModel.metadata.tables):
+            try:
+                create_tables(postgres, {})
+            except SQLAlchemyError:
+                pass
+            made.append(_tables(postgres))
+            assert len(made) < 500, made
+    assert made == sorted(made), "an attempt cut short keeps the tables it made"
+    study = open_study("new", open_storage(postgres), "maximize")  # on the tables made that way
+    study.enqueue_trial({}, user_attrs={"trial_key": "a"})
+    assert [t.user_attrs for t in optuna.load_study(study_name="new", storage=postgres).trials] == [{"trial_key": "a"}]
