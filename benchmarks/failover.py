@@ -42,9 +42,9 @@ def main() -> None:
     chance, clean, seconds, cuts, cut_rounds = random.Random(args.seed), 0, [], 0, 0
     with tempfile.TemporaryDirectory(prefix="videosweep-failover-") as scratch:
         for index in range(args.rounds):
-            # the first round cuts from the start (every phase); later ones from a random point of the sweep, as
-            # long as the first round took
-            offset = 0.0 if index == 0 else chance.uniform(0, 0.5 * seconds[0])
+            # the first round cuts from the start (every phase); later ones from a random point within the
+            # shortest round so far (later rounds are shorter: the features are cached by then)
+            offset = 0.0 if index == 0 else chance.uniform(0, 0.8 * min(seconds))
             database = new_database()
             try:
                 result = sweep_through_cuts(Path(scratch) / f"round{index}", database_url(database), cut_after=offset,
