@@ -92,7 +92,12 @@ def sweep_from_study(storage_url: str, name: str) -> Sweep:
     text = study.user_attrs.get("sweep_yaml")
     if not text:
         raise UserError(f"study {name!r} was not created by videosweep (it holds no sweep file)")
-    return sweep_from_mapping(yaml.safe_load(text), None).without_masked_urls()
+    sweep = sweep_from_mapping(yaml.safe_load(text), None).without_masked_urls()
+    files = sorted(value for name, value in sweep.named_files() if value not in ("imagenet", "none"))
+    if files:  # the study is shared and not trusted: a path in it could make this machine load any file
+        raise UserError(f"study {name!r} names local files ({files[0][:200]}{', ...' if len(files) > 1 else ''}); "
+                        "a worker loads files named only by its own sweep file: give it the sweep file")
+    return sweep
 
 
 def worker_context(sweep_file: Path | None, storage_url: str | None, study_name: str | None,

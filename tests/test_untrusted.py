@@ -520,6 +520,22 @@ def test_a_worker_joining_by_name_is_told_the_study_keeps_no_tracking_password(t
         drop_database(name)
 
 
+def test_a_worker_joining_by_name_loads_no_file_the_shared_study_names(tmp_path):
+    """Joining by study name, the sweep file comes from the shared study: a weights path there would make this
+    machine load any file. The worker asks for its own sweep file instead, in one line."""
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], "backbone": ["mobilenet_v2"],
+                                    "weights": ["/home/victim/secret.weights.h5"], "frame_size": ["32x32"]}],
+                        name="planted-files")
+    optuna.create_study(study_name="planted-files", storage=url).set_user_attr("sweep_yaml", sweep.read_text())
+    result = run_cli("worker", "--study", "planted-files", "--storage", url, "--workdir", str(tmp_path / "w"))
+    assert result.returncode == 2, result.stderr[-2000:]
+    assert result.stderr.strip().splitlines()[-1] == (
+        "error: study 'planted-files' names local files (/home/victim/secret.weights.h5); a worker loads files "
+        "named only by its own sweep file: give it the sweep file")
+    assert not (tmp_path / "w").exists()
+
+
 # ---------------------------------------------------------------- issue #30: reuse and warm start
 
 
