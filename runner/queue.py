@@ -150,7 +150,7 @@ def grid_distributions(specs: list[TrialSpec]) -> dict[str, CategoricalDistribut
             for name, found in values.items()}
 
 
-def _add_waiting(study: optuna.Study, user_attrs: dict[str, Any], params: dict[str, Any],
+def add_waiting(study: optuna.Study, user_attrs: dict[str, Any], params: dict[str, Any],
                  distributions: dict[str, BaseDistribution]) -> None:
     """A WAITING trial that also carries its parameters as Optuna parameters (dashboards, trials_dataframe)."""
     if params:
@@ -167,7 +167,7 @@ def enqueue(study: optuna.Study, key: str, spec: TrialSpec, attempt: int = 0,
             distributions: dict[str, CategoricalDistribution] | None = None, **attrs: Any) -> None:
     user_attrs = {KEY_ATTR: key, "params": spec.flat(), "attempt": attempt, **attrs}
     params = optuna_params(spec) if distributions else {}
-    _add_waiting(study, user_attrs, params, {name: (distributions or {})[name] for name in params})
+    add_waiting(study, user_attrs, params, {name: (distributions or {})[name] for name in params})
 
 
 def current_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
@@ -190,7 +190,7 @@ def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | Non
         failures = sum(t.user_attrs.get("failure") != INTERRUPTED for t in failed)
         if failed and failures <= max_retries and is_trial_key(key):
             last = max(failed, key=lambda t: t.number)
-            _add_waiting(study, {**last.user_attrs, "attempt": failures}, last.params, last.distributions)
+            add_waiting(study, {**last.user_attrs, "attempt": failures}, last.params, last.distributions)
             count += 1
     return count
 

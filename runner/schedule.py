@@ -139,8 +139,9 @@ def promote(study: optuna.Study, schedule: Any, direction: str, synchronous: boo
             attrs = {k: v for k, v in trial.user_attrs.items() if k not in (
                 PAUSED_ATTR, "failure", "traceback_path", "started_over", *STUDY_RESULTS)}
             budget = budget_of(schedule, trial.user_attrs["params"], rung + 1)
-            study.enqueue_trial(params={}, user_attrs={**attrs, RUNG_ATTR: rung + 1, BUDGET_ATTR: budget,
-                                                       "attempt": 0, "promoted_from": trial.number})
+            # with its parameters as Optuna parameters too, so dashboards show every rung's trials with them
+            queue.add_waiting(study, {**attrs, RUNG_ATTR: rung + 1, BUDGET_ATTR: budget, "attempt": 0,
+                                      "promoted_from": trial.number}, trial.params, trial.distributions)
             promoted += 1
     return promoted
 

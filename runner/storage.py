@@ -252,6 +252,43 @@ _WRITES = {name for name in _IDEMPOTENT if name.startswith(("set_", "create_", "
 for _name in _IDEMPOTENT:
     setattr(RetryingStorage, _name, _retried(_name))
 abc.update_abstractmethods(RetryingStorage)
+
+
+class ReadOnlyStorage(optuna.storages.BaseStorage):
+    """The study as a viewer (the Optuna dashboard) sees it: every read passes through, every write is refused, so
+    a page left open can neither tell, rename, delete nor annotate the sweep's trials."""
+
+    def __init__(self, inner: optuna.storages.BaseStorage) -> None:
+        self._inner = inner
+
+    def __getattr__(self, name: str) -> Any:
+        if name == "_inner":
+            raise AttributeError(name)
+        if name.startswith(("set_", "create_", "delete_", "record_")):
+            return _refused(name).__get__(self)
+        return getattr(self._inner, name)
+
+
+def _refused(name: str) -> Callable[..., Any]:
+    def method(self: ReadOnlyStorage, *args: Any, **kwargs: Any) -> Any:
+        raise PermissionError(f"the study is shown read-only: {name} is refused")
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+def _passed(name: str) -> Callable[..., Any]:
+    def method(self: ReadOnlyStorage, *args: Any, **kwargs: Any) -> Any:
+        return getattr(self._inner, name)(*args, **kwargs)
+
+    method.__name__ = method.__qualname__ = name
+    return method
+
+
+for _name in (*_IDEMPOTENT, "create_new_trial", "set_trial_state_values"):
+    writes = _name.startswith(("set_", "create_", "delete_", "record_"))
+    setattr(ReadOnlyStorage, _name, _refused(_name) if writes else _passed(_name))
+abc.update_abstractmethods(ReadOnlyStorage)
 NONCE_ATTR = "videosweep:created"  # a trial's creation nonce (system attribute): finds it after a lost answer
 
 

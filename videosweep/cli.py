@@ -378,24 +378,33 @@ def ui(
     sweep_file: SweepArg,
     workdir: WorkdirOpt = None,
     tracking_uri: Annotated[Optional[str], typer.Option(help="MLflow tracking URI (default as for run).")] = None,
-    port: Annotated[int, typer.Option(help="Port of the MLflow UI.")] = 5000,
+    port: Annotated[int, typer.Option(help="Port of the UI.")] = 5000,
     host: Annotated[str, typer.Option(help="Address to bind; anything but 127.0.0.1 exposes your runs.")] = "127.0.0.1",
+    dashboard: Annotated[str, typer.Option(help="mlflow: the runs, metrics and artefacts | optuna: the live study "
+                                           "(trials, intermediate values, importances), read-only; needs the "
+                                           "[dashboard] extra.")] = "mlflow",
+    storage: StorageOpt = None,
 ) -> None:
-    """Start the MLflow UI on the sweep's tracking store, opened on its experiment."""
+    """Start the MLflow UI on the sweep's tracking store, opened on its experiment (or the Optuna dashboard)."""
     import subprocess
 
     from runner.run import load_context
     from runner.tracking import Tracker
 
-    ctx = load_context(sweep_file, workdir, None, create_workdir=False, tracking_uri=tracking_uri)
+    if dashboard not in ("mlflow", "optuna"):
+        raise UserError(f"--dashboard {dashboard!r}: choose mlflow or optuna")
+    ctx = load_context(sweep_file, workdir, storage, create_workdir=False, tracking_uri=tracking_uri)
+    if host not in ("127.0.0.1", "localhost", "::1"):
+        err_console.print(f"[yellow]warning:[/] binding to {host} lets anyone who can reach it read your runs")
+    if dashboard == "optuna":
+        _optuna_dashboard(ctx, host, port)
+        return
     if ctx.tracking_uri.startswith(("http://", "https://")):
         console.print(f"{ctx.sweep.name} is tracked on a server: open {mask_url(ctx.tracking_uri)}")
         return
     if not (ctx.workdir / "mlflow.db").exists() and ctx.tracking_uri.startswith("sqlite"):
         raise UserError(f"sweep {ctx.sweep.name} has not been run yet (no MLflow store in {ctx.workdir})")
     experiment = Tracker(ctx.tracking_uri, ctx.workdir, ctx.sweep.name).experiment_id
-    if host not in ("127.0.0.1", "localhost", "::1"):
-        err_console.print(f"[yellow]warning:[/] binding to {host} lets anyone who can reach it read your runs")
     url = f"http://{'127.0.0.1' if host in ('0.0.0.0', '::') else host}:{port}/#/experiments/{experiment}/runs"
     console.print(f"MLflow UI for {ctx.sweep.name}: {url}  (Ctrl-C stops it)")
     command = [sys.executable, "-m", "mlflow", "ui", "--host", host, "--port", str(port)]
@@ -405,6 +414,26 @@ def ui(
     env = {**os.environ, "MLFLOW_BACKEND_STORE_URI": ctx.tracking_uri}
     try:
         subprocess.run(command, check=False, env=env)
+    except KeyboardInterrupt:
+        pass
+
+
+def _optuna_dashboard(ctx: Any, host: str, port: int) -> None:
+    """The optuna-dashboard app on the sweep's study, through a storage that refuses every write."""
+    try:
+        import optuna_dashboard
+    except ImportError:
+        raise UserError("--dashboard optuna needs the optuna-dashboard package: pip install 'videosweep[dashboard]'")
+    from runner import optuna_internals, storage
+
+    study = ctx.open_study(create=False) if ctx.has_study() else None
+    if study is None:
+        raise UserError(f"sweep {ctx.sweep.name} has not been run yet (no study in {mask_url(ctx.storage_url)})")
+    shown = "127.0.0.1" if host in ("0.0.0.0", "::") else host
+    console.print(f"Optuna dashboard for {ctx.sweep.name} (read-only): http://{shown}:{port}/dashboard/studies/"
+                  f"{optuna_internals.study_id(study)}  (Ctrl-C stops it)", highlight=False)
+    try:
+        optuna_dashboard.run_server(storage.ReadOnlyStorage(optuna_internals.storage(study)), host=host, port=port)
     except KeyboardInterrupt:
         pass
 
