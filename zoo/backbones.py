@@ -61,8 +61,9 @@ def resolve_weights(spec: ModelSpec) -> Path | None:
         path = imagenet_weights_file(get_backbone(spec.backbone), spec.frame_size)
         if not path.is_file():
             raise UserError(
-                f"ImageNet weights for {spec.backbone} are not cached (looked for {path}); nothing is downloaded "
-                "here: copy that file there, or use weights: none, or weights: /path/to/weights.h5"
+                f"ImageNet weights for {spec.backbone} are not cached (looked for {path}); `videosweep weights "
+                f"fetch --backbone {spec.backbone} --frame-size {spec.frame_size[0]}x{spec.frame_size[1]}` downloads them (a sweep's preflight does it for you), or use "
+                "weights: none, or weights: /path/to/weights.h5"
             )
         return path
     path = Path(spec.weights).expanduser()
