@@ -365,7 +365,7 @@ def test_a_storage_password_in_a_query_parameter_is_never_printed(tmp_path):
     result = run_cli("run", str(sweep), "--workdir", str(tmp_path / "w"), "--storage",
                      f"postgresql://me@127.0.0.1:9/optuna?password={SECRET}",
                      env={"VIDEOSWEEP_DB_RETRY_SECONDS": "1"})
-    assert result.returncode == 2 and "password=***" in result.stderr
+    assert result.returncode == 75 and "password=***" in result.stderr
     assert SECRET not in result.stdout + result.stderr
 
 

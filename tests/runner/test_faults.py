@@ -99,12 +99,12 @@ def test_locked_database_gives_a_clear_error_and_leaves_the_study_intact(tmp_pat
     assert [t.state.name for t in load_study(workdir).trials] == ["COMPLETE"]
 
 
-def test_unreachable_database_gives_a_clear_error(tmp_path):
+def test_unreachable_database_gives_a_clear_error_and_exit_75(tmp_path):
     sweep = write_sweep(tmp_path, grid((0,)))
     result = run_cli("run", str(sweep), "--workdir", str(tmp_path / "w"),
                      "--storage", "postgresql://videosweep:secret@127.0.0.1:1/none",
                      env={"VIDEOSWEEP_DB_RETRY_SECONDS": "3"})
-    assert result.returncode == 2 and "study storage unreachable for 3 s" in result.stderr
+    assert result.returncode == 75 and "study storage unreachable for 3 s" in result.stderr
     assert "secret" not in result.stderr and "***" in result.stderr
 
 
