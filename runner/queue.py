@@ -299,18 +299,12 @@ def _refuse_a_twin(study: optuna.Study, claim: Claim) -> None:
     a restart between that check and the write can still leave two processes enqueueing the same point or
     promotion. Whoever claims the later twin refuses it, so each key trains once per rung however twins arose.
     """
-    rung = _rung(claim.attrs)
+    rung = claim.attrs.get(RUNG_ATTR) or 0  # a whole number: `_checked_claim` refused malformed attributes
     for other in study.get_trials(deepcopy=False, states=_STANDING):
-        if (other.number < claim.trial.number and other.user_attrs.get(KEY_ATTR) == claim.key
-                and _rung(other.user_attrs) == rung and not other.user_attrs.get(REFUSED_ATTR)):
+        attrs = other.user_attrs
+        if (other.number < claim.trial.number and attrs.get(KEY_ATTR) == claim.key and malformed(attrs) is None
+                and (attrs.get(RUNG_ATTR) or 0) == rung and not attrs.get(REFUSED_ATTR)):
             raise UserError(f"refused: trial #{other.number} already stands for {claim.key} at rung {rung}")
-
-
-def _rung(attrs: dict[str, Any]) -> int | None:
-    try:
-        return int(attrs.get(RUNG_ATTR, 0) or 0)
-    except (TypeError, ValueError):  # a forged attribute stands for no rung
-        return None
 
 
 def _refuse(study: optuna.Study, claimed_id: int, reason: str) -> None:

@@ -33,6 +33,7 @@ from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec, weights
 from zoo.data import Dataset
 from zoo.errors import StoreUnreachable, UserError, one_line
+from zoo.spec import WEIGHTS_WITHOUT_FILE
 from zoo.secrets import MASK, mask_url
 
 
@@ -93,7 +94,7 @@ def sweep_from_study(storage_url: str, name: str) -> Sweep:
     if not text:
         raise UserError(f"study {name!r} was not created by videosweep (it holds no sweep file)")
     sweep = sweep_from_mapping(yaml.safe_load(text), None).without_masked_urls()
-    files = sorted(value for name, value in sweep.named_files() if value not in ("imagenet", "none"))
+    files = sorted(value for name, value in sweep.named_files() if value not in WEIGHTS_WITHOUT_FILE)
     if files:  # the study is shared and not trusted: a path in it could make this machine load any file
         raise UserError(f"study {name!r} names local files ({files[0][:200]}{', ...' if len(files) > 1 else ''}); "
                         "a worker loads files named only by its own sweep file: give it the sweep file")

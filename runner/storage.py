@@ -248,7 +248,8 @@ _IDEMPOTENT = ("create_new_study", "delete_study", "set_study_user_attr", "set_s
                "set_trial_system_attr", "get_trial", "get_all_trials", "get_n_trials", "get_best_trial",
                "get_trial_params", "get_trial_user_attrs", "get_trial_system_attrs", "record_heartbeat",
                "_get_stale_trial_ids")
-_WRITES = {name for name in _IDEMPOTENT if name.startswith(("set_", "create_", "delete_"))}
+_WRITE_PREFIXES = ("set_", "create_", "delete_", "record_")  # the storage methods that change the study
+_WRITES = {name for name in _IDEMPOTENT if name.startswith(_WRITE_PREFIXES)}
 for _name in _IDEMPOTENT:
     setattr(RetryingStorage, _name, _retried(_name))
 abc.update_abstractmethods(RetryingStorage)
@@ -264,7 +265,7 @@ class ReadOnlyStorage(optuna.storages.BaseStorage):
     def __getattr__(self, name: str) -> Any:
         if name == "_inner":
             raise AttributeError(name)
-        if name.startswith(("set_", "create_", "delete_", "record_")):
+        if name.startswith(_WRITE_PREFIXES):
             return _refused(name).__get__(self)
         return getattr(self._inner, name)
 
@@ -286,8 +287,7 @@ def _passed(name: str) -> Callable[..., Any]:
 
 
 for _name in (*_IDEMPOTENT, "create_new_trial", "set_trial_state_values"):
-    writes = _name.startswith(("set_", "create_", "delete_", "record_"))
-    setattr(ReadOnlyStorage, _name, _refused(_name) if writes else _passed(_name))
+    setattr(ReadOnlyStorage, _name, _refused(_name) if _name.startswith(_WRITE_PREFIXES) else _passed(_name))
 abc.update_abstractmethods(ReadOnlyStorage)
 NONCE_ATTR = "videosweep:created"  # a trial's creation nonce (system attribute): finds it after a lost answer
 

@@ -57,6 +57,9 @@ def parse_frame_size(value: Any) -> tuple[int, int] | None:
     return size
 
 
+WEIGHTS_WITHOUT_FILE = ("imagenet", "none")  # `weights` values that name no file (any other value is a path)
+
+
 def format_frame_size(size: tuple[int, int] | None) -> str | None:
     return None if size is None else f"{size[0]}x{size[1]}"
 
@@ -123,7 +126,7 @@ class ModelSpec(BaseModel):
         if not isinstance(value, str) or not value.strip():
             raise ValueError("weights must be imagenet, none or a file path")
         lowered = value.strip().lower()
-        return lowered if lowered in ("imagenet", "none") else value.strip()
+        return lowered if lowered in WEIGHTS_WITHOUT_FILE else value.strip()
 
     @field_validator("pooling", mode="before")
     @classmethod
@@ -227,7 +230,7 @@ FILE_PARAMETERS = ("weights", "model_weights_path")  # parameters whose value ca
 
 def file_parameters(spec: ModelSpec) -> dict[str, str]:
     """The files the spec would load, by parameter (weights other than imagenet/none, model_weights_path)."""
-    files = {"weights": spec.weights} if spec.weights not in ("imagenet", "none") else {}
+    files = {"weights": spec.weights} if spec.weights not in WEIGHTS_WITHOUT_FILE else {}
     if spec.model_weights_path:
         files["model_weights_path"] = spec.model_weights_path
     return files
