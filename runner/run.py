@@ -474,9 +474,7 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
             for _ in dead:
                 tell("stalled", "", f"{len(dead)} trial(s) lost their worker ({liveness.DEAD_WORKER})")
                 break
-            if stop.stop_reason(study) and not options.ignore_stop:
-                return 0  # stopped: nothing more is handed out
-            return search.prepare()
+            return work_left(study, ctx.sweep, search, template.deadline, options.ignore_stop)
 
         # the lock and the liveness check reach the database around Optuna: the whole step is redone (idempotent)
         return storage.retrying(once, "re-queueing trials")
@@ -495,6 +493,16 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
         scheduler = Scheduler(template, slots, scheduler_options, on_event, on_death, refill)
         scheduler.run(after_start=tracking.start)
     return scheduler.interrupts > 0
+
+
+def work_left(study: Any, sweep: Any, search: Any, deadline: float | None, ignore_stop: bool) -> int:
+    """How many trials the workers could still take once they have all left: those the search queues now plus
+    those already WAITING (a worker whose claim was cut off by a lost connection leaves one behind); 0 once
+    the sweep is stopped or past its time budget (otherwise workers would be started only to leave again)."""
+    if stop.evaluate(study, sweep, deadline, rules_on=not ignore_stop):
+        return 0
+    added = search.prepare()
+    return added + len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
 
 
 def _fail_worker_trials(study: Any, pid: int, trial_number: int | None, reason: str) -> list[int]:

@@ -107,8 +107,9 @@ class GridSearch:
                 liveness.fail_dead_trials(self.study)
                 if self.prepare_locked():
                     continue
-            running = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
-            if not running or self.stopping():
+            # a WAITING trial here is one whose claim a lost connection cut off: it is still ours to take
+            unfinished = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING))
+            if not unfinished or self.stopping():
                 return None
             time.sleep(RUNG_WAIT_SECONDS)
 

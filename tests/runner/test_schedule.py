@@ -3,14 +3,18 @@ study: which keys go on to the next rung, with which epoch budget, and whose che
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import optuna
 from optuna.trial import TrialState
 
+from runner import stop
 from runner.queue import KEY_ATTR
+from runner.run import work_left
 from runner.schedule import BUDGET_ATTR, PAUSED_ATTR, RUNG_ATTR, promote, remove_stopped_checkpoints
-from runner.sweep import ScheduleConfig
+from runner.search import GridSearch
+from runner.sweep import ScheduleConfig, sweep_from_mapping
 
 ETA_2 = ScheduleConfig(kind="asha", min_epochs=1, reduction_factor=2)  # rungs of 4 epochs: 1, 2, 4
 PARAMS = {"epochs": 4, "learning_rates": [1e-3]}
@@ -106,3 +110,24 @@ def test_a_planted_key_in_the_study_names_no_folder_to_remove(tmp_path: Path):
     (workdir / "trials").mkdir(parents=True)
     remove_stopped_checkpoints(study, workdir)
     assert outside.is_dir()
+
+
+def test_trials_left_waiting_by_a_cut_off_claim_are_work_left_unless_the_sweep_is_stopped(tmp_path: Path):
+    """When every worker has left, the scheduler starts them again only if work is left. A promoted trial whose
+    claim a lost database connection cut off stays WAITING with nothing RUNNING: that is work left, not the end
+    of the sweep (a CI run under a database restarting four times a second ended with one left unrun)."""
+    sweep = sweep_from_mapping({
+        "name": "sh", "data": {"root": "."},
+        "search": {"strategy": "grid", "timeout": 60,
+                   "schedule": {"kind": "successive_halving", "min_epochs": 1}},
+        "training": {"epochs": 2},
+        "space": [{"architecture": ["image_mlp_frozen"], "backbone": ["mobilenet_v2"],
+                   "layer_1_size": [8, 16]}]}, "t")
+    study = new_study()
+    search = GridSearch(sweep, study, "f" * 16, tmp_path, max_retries=0)
+    assert search.prepare() == 2 and search.prepare() == 0  # queued once: a second prepare adds nothing
+    assert work_left(study, sweep, search, deadline=None, ignore_stop=False) == 2  # ... yet both still wait
+    assert work_left(study, sweep, search, deadline=time.time() - 1, ignore_stop=True) == 0  # past the budget
+    assert "time budget" in stop.stop_reason(study)
+    stop.clear(study)
+    assert work_left(study, sweep, search, deadline=None, ignore_stop=True) == 2
