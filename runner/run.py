@@ -23,7 +23,7 @@ from runner import optuna_internals as internals
 from runner.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
 from runner.events import Event, TrialFinished, TrialNote
 from runner.expand import expand_grid, imagenet_weights_needed
-from runner.scheduler import Scheduler, SchedulerOptions, SlotState, plan_slots
+from runner.scheduler import Scheduler, SchedulerOptions, SlotState, Work, plan_slots
 from runner.search import make_pruner, make_sampler, make_search
 from runner import backends
 from runner.sweep import ResourcesConfig, Sweep, load_sweep, merged_resources
@@ -467,8 +467,10 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
             tell("stalled", key, f"trial #{number} {key}: {reason}")
             after_failure(key)
 
-    def refill() -> int:
-        def once() -> int:
+    waited_on = [0]  # trials running elsewhere last said, so the wait is announced once
+
+    def refill() -> Work:
+        def once() -> Work:
             with queue.study_lock(study, ctx.workdir):
                 dead = liveness.fail_dead_trials(study)
             for _ in dead:
@@ -477,7 +479,13 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
             return work_left(study, ctx.sweep, search, template.deadline, options.ignore_stop)
 
         # the lock and the liveness check reach the database around Optuna: the whole step is redone (idempotent)
-        return storage.retrying(once, "re-queueing trials")
+        work = storage.retrying(once, "re-queueing trials")
+        if not work.queued and work.running_elsewhere != waited_on[0]:
+            display.message(f"waiting for {work.running_elsewhere} trial(s) running in other workers: one whose "
+                            f"worker stops sending heartbeats for {liveness.grace_seconds():g} s is queued again "
+                            "and run here (Ctrl-C leaves them to their workers)")
+        waited_on[0] = work.running_elsewhere
+        return work
 
     def on_event(event: Event, states: dict[str, SlotState]) -> None:
         if isinstance(event, TrialNote):
@@ -495,14 +503,17 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
     return scheduler.interrupts > 0
 
 
-def work_left(study: Any, sweep: Any, search: Any, deadline: float | None, ignore_stop: bool) -> int:
-    """How many trials the workers could still take once they have all left: those the search queues now plus
-    those already WAITING (a worker whose claim was cut off by a lost connection leaves one behind); 0 once
-    the sweep is stopped or past its time budget (otherwise workers would be started only to leave again)."""
+def work_left(study: Any, sweep: Any, search: Any, deadline: float | None, ignore_stop: bool) -> Work:
+    """What the workers could still do once they have all left (call after failing dead trials): the trials the
+    search queues now plus those already WAITING (a worker whose claim was cut off by a lost connection leaves
+    one behind), and the trials still RUNNING in other processes, which come back queued if their worker dies;
+    nothing once the sweep is stopped or past its time budget (workers would be started only to leave again)."""
     if stop.evaluate(study, sweep, deadline, rules_on=not ignore_stop):
-        return 0
+        return Work(0)
     added = search.prepare()
-    return added + len(study.get_trials(deepcopy=False, states=(TrialState.WAITING,)))
+    waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+    running = study.get_trials(deepcopy=False, states=(TrialState.RUNNING,))
+    return Work(added + len(waiting), len(running))
 
 
 def _fail_worker_trials(study: Any, pid: int, trial_number: int | None, reason: str) -> list[int]:

@@ -18,7 +18,7 @@ import subprocess
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, NamedTuple
 
 from runner.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerGaveUp
 from runner.liveness import INTERRUPTED
@@ -26,6 +26,7 @@ from runner.worker import GAVE_UP_EXIT, WorkerConfig, worker_main
 from zoo.errors import StoreUnreachable, UserError
 
 POLL_SECONDS = 0.2
+ELSEWHERE_POLL_SECONDS = 2.0  # how often an idle scheduler looks at another machine's running trials
 
 
 @dataclass(frozen=True)
@@ -92,12 +93,20 @@ class SchedulerOptions:
     memory_limit_mb: float | None = None
 
 
+class Work(NamedTuple):
+    """What is left for the workers once they have all left: trials they can take now, and trials running in
+    another machine's workers (the scheduler waits for those: if their worker dies, they come back queued)."""
+
+    queued: int
+    running_elsewhere: int = 0
+
+
 class Scheduler:
     """Runs worker processes over the slots until the study has nothing left for them."""
 
     def __init__(self, template: WorkerConfig, slots: list[Slot], options: SchedulerOptions,
                  on_event: Callable[[Event, dict[str, SlotState]], None],
-                 on_worker_death: Callable[[int, int | None, str], None], refill: Callable[[], int]):
+                 on_worker_death: Callable[[int, int | None, str], None], refill: Callable[[], Work]):
         self.template, self.options = template, options
         self.states = {slot.name: SlotState(slot) for slot in slots}
         self.on_event, self.on_worker_death, self.refill = on_event, on_worker_death, refill
@@ -179,6 +188,20 @@ class Scheduler:
         state.trial = None
         state.process = None
 
+    def _supervise(self) -> None:
+        """One round of watching the workers: their events, their deaths, their replacements."""
+        self._drain(POLL_SECONDS)
+        for state in self.states.values():
+            self._check(state)
+            if state.process is None and not self.interrupts and not state.finished:
+                self._spawn(state)  # recycled, or replacing a dead worker
+
+    def _pause(self, seconds: float) -> None:
+        """Wait with no worker running, ending early at a Ctrl-C."""
+        deadline = time.monotonic() + seconds
+        while not self.interrupts and time.monotonic() < deadline:
+            time.sleep(POLL_SECONDS)
+
     def _interrupt(self, signum: int, frame: Any) -> None:
         self.interrupts += 1
         self.stop_file.touch()
@@ -195,16 +218,20 @@ class Scheduler:
                 self._spawn(state)
             if after_start is not None:
                 after_start()
-            while any(state.process is not None for state in self.states.values()):
-                self._drain(POLL_SECONDS)
-                for state in self.states.values():
-                    self._check(state)
-                    if state.process is None and not self.interrupts and not state.finished:
-                        self._spawn(state)  # recycled, or replacing a dead worker
-                if all(s.process is None for s in self.states.values()) and not self.interrupts:
-                    if self.refill() > 0:  # failed trials re-queued for a retry: go round again
-                        for state in self.states.values():
-                            self._spawn(state)
+            while True:
+                if any(state.process is not None for state in self.states.values()):
+                    self._supervise()
+                    continue
+                if self.interrupts:
+                    break
+                work = self.refill()
+                if work.queued > 0:  # failed trials re-queued for a retry, or a rung promoted: go round again
+                    for state in self.states.values():
+                        self._spawn(state)
+                elif work.running_elsewhere > 0:  # they may still fail and be re-queued: nobody else may be
+                    self._pause(ELSEWHERE_POLL_SECONDS)  # left to run them
+                else:
+                    break
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)

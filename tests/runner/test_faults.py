@@ -13,7 +13,7 @@ import yaml
 from optuna.trial import TrialState
 
 from tests.conftest import CLI, ROOT, require, run_cli, tree_snapshot
-from tests.runner.test_run import FEATURES, grid, load_study, trainings, write_sweep
+from tests.runner.test_run import FEATURES, grid, load_study, trainings, wait_until, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -227,3 +227,40 @@ def test_ranking_waiting_trials_never_reads_a_file_the_sweep_file_does_not_name(
     named = frozenset({("weights", str(planted))})
     assert feature_rank(load_dataset(seals), str(tmp_path / "cache"), named)(trial) == 1  # the user's own: looked at
     assert [memo for memo in cache._DIGESTS if memo[0] == str(planted)]
+
+
+def test_a_trial_whose_worker_on_another_machine_dies_is_run_here_not_left_for_a_human(tmp_path, cache_dir,
+                                                                                       monkeypatch):
+    """When its own queue is empty, a scheduler waits for trials running in other machines' workers: one whose
+    worker stops sending heartbeats is failed after the grace period, queued again and run here (it used to wait
+    for someone to type `videosweep resume`)."""
+    from runner.liveness import DEAD_WORKER, Heartbeat
+    from runner.optuna_internals import trial_id
+    from runner.queue import KEY_ATTR, claim_waiting
+    from runner.run import load_context
+    from runner.search import GridSearch
+
+    grace = 8
+    monkeypatch.setenv("VIDEOSWEEP_HEARTBEAT_GRACE_SECONDS", str(grace))
+    sweep = write_sweep(tmp_path, grid((0, 8)))
+    workdir = tmp_path / "work"
+    ctx = load_context(sweep, workdir, None, create_workdir=True)
+    study = ctx.open_study()
+    GridSearch(ctx.sweep, study, ctx.dataset.fingerprint, workdir, max_retries=1).prepare()
+    elsewhere = claim_waiting(study)  # the first grid point, taken by a worker on another machine
+    process = subprocess.Popen([*CLI, "run", str(sweep), "--workdir", str(workdir), "--workers", "1"], cwd=ROOT,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        with Heartbeat(study, trial_id(elsewhere), interval=1):  # that worker is alive while ours trains
+            wait_until(lambda: study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)), 600,
+                       "this machine's trial finishing", process)
+        # ... and now it is gone: its trial must be run here
+        stdout, stderr = process.communicate(timeout=600)
+    finally:
+        process.kill()
+    assert process.returncode == 0, stderr
+    trials = load_study(workdir).trials
+    assert [t.state.name for t in trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert trials[0].user_attrs["failure"] == DEAD_WORKER
+    assert trials[2].user_attrs[KEY_ATTR] == trials[0].user_attrs[KEY_ATTR]  # the lost point, retried here
+    assert "waiting for 1 trial(s) running in other workers" in stdout + stderr

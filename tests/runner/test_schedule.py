@@ -126,8 +126,10 @@ def test_trials_left_waiting_by_a_cut_off_claim_are_work_left_unless_the_sweep_i
     study = new_study()
     search = GridSearch(sweep, study, "f" * 16, tmp_path, max_retries=0)
     assert search.prepare() == 2 and search.prepare() == 0  # queued once: a second prepare adds nothing
-    assert work_left(study, sweep, search, deadline=None, ignore_stop=False) == 2  # ... yet both still wait
-    assert work_left(study, sweep, search, deadline=time.time() - 1, ignore_stop=True) == 0  # past the budget
+    assert work_left(study, sweep, search, deadline=None, ignore_stop=False) == (2, 0)  # ... yet both still wait
+    assert work_left(study, sweep, search, deadline=time.time() - 1, ignore_stop=True) == (0, 0)  # out of time
     assert "time budget" in stop.stop_reason(study)
     stop.clear(study)
-    assert work_left(study, sweep, search, deadline=None, ignore_stop=True) == 2
+    assert work_left(study, sweep, search, deadline=None, ignore_stop=True) == (2, 0)
+    study.ask()  # claimed in another machine's worker: still work to wait for (it may die and come back)
+    assert work_left(study, sweep, search, deadline=None, ignore_stop=False) == (1, 1)
