@@ -356,7 +356,9 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
         tracking = SweepTracking(ctx, study, options.cache_dir, slots=len(slots), started=started,
                                  log_diff=options.log_diff, webhooks=(options.notify_url, ctx.sweep.notify.url))
         (ctx.workdir / TRACKING_READY).unlink(missing_ok=True)
-        if ctx.sweep.search.strategy == "grid" and queue.state_counts(study)["waiting"] == 0:
+        counts = queue.state_counts(study)
+        if ctx.sweep.search.strategy == "grid" and not (counts["waiting"] or counts["running"]):  # (trials running
+            # elsewhere are waited for: their worker may die and leave them to this machine)
             tracking.start()
             tracking.update()
             tracking.finish(interrupted=False)
