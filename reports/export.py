@@ -40,6 +40,7 @@ class TrialArtifacts:
 
     key: str
     run_id: str
+    artefacts_run_id: str  # the run its files came from: a reused trial's original, else run_id
     spec: TrialSpec
     results: dict[str, Any]
     model_path: Path
@@ -68,8 +69,9 @@ def download_trial(runs: SweepRuns, row: pd.Series, folder: Path,
     (`stored_spec`) against its key and against `files`, the files the user's sweep file names."""
     client = runs.tracker.client
     where = f"the artefact store of {mask_url(runs.tracker.uri)}"
+    run_id = row.artefacts_run_id  # a trial reused from another sweep: its original run's
     try:
-        present = {Path(item.path).name for item in client.list_artifacts(row.run_id, "trial")}
+        present = {Path(item.path).name for item in client.list_artifacts(run_id, "trial")}
     except Exception as err:  # noqa: BLE001 - MLflow raises several kinds; all mean the store failed us
         raise UserError(f"cannot list trial {row.trial_key}'s artefacts in {where}: "
                         f"{mask_text(one_line(str(err)))[:200]}") from None
@@ -78,9 +80,9 @@ def download_trial(runs: SweepRuns, row: pd.Series, folder: Path,
         if name not in present:
             if name in OPTIONAL_FILES:
                 continue
-            raise UserError(f"trial {row.trial_key}'s run {row.run_id} has no artefact trial/{name}")
+            raise UserError(f"trial {row.trial_key}'s run {run_id} has no artefact trial/{name}")
         try:
-            fetched[name] = Path(client.download_artifacts(row.run_id, f"trial/{name}", str(folder)))
+            fetched[name] = Path(client.download_artifacts(run_id, f"trial/{name}", str(folder)))
         except Exception as err:  # noqa: BLE001 - listed, so the store failed us while downloading it
             raise UserError(f"cannot download trial/{name} of trial {row.trial_key} from {where}: "
                             f"{mask_text(one_line(str(err)))[:200]}") from None
@@ -88,7 +90,7 @@ def download_trial(runs: SweepRuns, row: pd.Series, folder: Path,
     spec = stored_spec(_json_object(fetched["params.json"], row.trial_key), row.trial_key,
                        results.get("data_fingerprint"), files)
     confusion = pd.read_csv(fetched["confusion_matrix.csv"], index_col=0) if "confusion_matrix.csv" in fetched else None
-    return TrialArtifacts(row.trial_key, row.run_id, spec, results, fetched["model_best.keras"], confusion)
+    return TrialArtifacts(row.trial_key, row.run_id, run_id, spec, results, fetched["model_best.keras"], confusion)
 
 
 def _json_object(path: Path, key: str) -> dict[str, Any]:
@@ -147,7 +149,9 @@ def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], clas
                ("best round", results.get("fit_best_round")), ("epochs", results.get("fit_num_epochs"))]
     lines = [f"# {trial.spec.model.architecture} from sweep {sweep}", "",
              f"Trial `{trial.key}` (MLflow run `{trial.run_id}`), dataset fingerprint "
-             f"`{results.get('data_fingerprint', '?')}`.", "", "## Metrics", "", "| metric | value |", "|---|---|"]
+             f"`{results.get('data_fingerprint', '?')}`." + (
+                 f" Reused from another sweep: trained in MLflow run `{trial.artefacts_run_id}`."
+                 if trial.artefacts_run_id != trial.run_id else ""), "", "## Metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
               for name, value in metrics if value is not None]
     lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|"]
@@ -222,6 +226,7 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], files
     classes = list(trial.results.get("classes") or [])
     contract = input_contract(trial.spec, model)
     meta = {"format_version": EXPORT_VERSION, "sweep": sweep, "trial_key": key, "run_id": trial.run_id,
+            "artefacts_run_id": trial.artefacts_run_id,
             "architecture": trial.spec.model.architecture, "classes": classes, "input": contract,
             "params": trial.spec.flat(), "data_fingerprint": trial.results.get("data_fingerprint"),
             **({"selection": selection} if selection else {})}

@@ -21,7 +21,7 @@ MARKDOWN_COLUMNS = ("rank", "trial_key", "architecture", "backbone", "pooling", 
 def leaderboard(runs: SweepRuns, metric: str) -> pd.DataFrame:
     """One row per finished trial, best first, with the columns of COLUMNS (renamed as people say them)."""
     ranked = rank_trials(runs.trials, metric)
-    ranked["run_link"] = [runs.run_link(run_id) for run_id in ranked.run_id]
+    ranked["run_link"] = [runs.run_link(run_id) for run_id in ranked.artefacts_run_id]  # a reused trial's original
     table = ranked.reindex(columns=list(COLUMNS)).rename(columns=RENAMED)
     for name in ("best_round", "epochs", "param_count", "deployed_param_count"):
         table[name] = table[name].astype("Int64")

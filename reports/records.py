@@ -7,6 +7,7 @@ reach the tracking store. Pure helpers (ranking) sit beside the one function tha
 from __future__ import annotations
 
 import math
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from runner.metrics import FINAL_METRICS, objective
-from runner.tracking import KEY_TAG, ROLE, STATE, Tracker, typed_param
+from runner.tracking import KEY_TAG, REUSED_TAG, ROLE, STATE, Tracker, typed_param
 from zoo.errors import UserError
 from zoo.secrets import mask_url
 
@@ -47,13 +48,33 @@ class SweepRuns:
     def run_link(self, run_id: str) -> str:
         uri = mask_url(self.tracker.uri)  # links land in shared reports: never with a password
         base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
-        return f"{base}/#/experiments/{self.tracker.experiment_id}/runs/{run_id}"
+        return f"{base}/#/experiments/{self._experiment_of(run_id)}/runs/{run_id}"
+
+    def _experiment_of(self, run_id: str) -> str:
+        """The experiment holding a run: this sweep's, or another sweep's for the original of a reused trial."""
+        if run_id in set(self.trials.run_id):
+            return str(self.tracker.experiment_id)
+        try:
+            return str(self.tracker.client.get_run(run_id).info.experiment_id)
+        except Exception:  # noqa: BLE001 - a link is not worth failing a report over: this sweep's, then
+            return str(self.tracker.experiment_id)
+
+
+RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow names runs: a tag that is not one is not followed
+
+
+def artefacts_run(tags: dict[str, str], run_id: str) -> str:
+    """The run holding a trial's artefacts: a reused trial's original (its copy has none), else its own.
+    The tag is only ever used as a run id (never a path); what it leads to is checked against the trial key."""
+    original = tags.get(REUSED_TAG, "")
+    return original if RUN_ID.fullmatch(original) else run_id
 
 
 def _trial_row(run: Any) -> dict[str, Any]:
     tags, info = run.data.tags, run.info
     row: dict[str, Any] = {
-        "trial_key": tags.get(KEY_TAG, ""), "run_id": info.run_id, "status": info.status,
+        "trial_key": tags.get(KEY_TAG, ""), "run_id": info.run_id, "artefacts_run_id": artefacts_run(tags, info.run_id),
+        "status": info.status,
         "state": tags.get(STATE, info.status.lower()), "reason": tags.get("failure") or tags.get("pruned") or "",
         "gpu": tags.get("gpu", ""), "host": tags.get("host", ""), "optuna_trial": typed_param(tags.get("optuna_trial")),
         "duration_seconds": (info.end_time - info.start_time) / 1000 if info.end_time and info.start_time else None,
@@ -86,7 +107,7 @@ def read_sweep_runs(tracker: Tracker) -> SweepRuns:
                                       max_results=50000)
     parents = tracker.client.search_runs([tracker.experiment_id], filter_string=f"tags.`{ROLE}` = 'sweep'",
                                          max_results=1)
-    columns = ["trial_key", "run_id", "status", "state", "reason", "rung", *MODEL_PARAMS, *FINAL_METRICS]
+    columns = ["trial_key", "run_id", "artefacts_run_id", "status", "state", "reason", "rung", *MODEL_PARAMS, *FINAL_METRICS]
     trials = pd.DataFrame([_trial_row(run) for run in runs])
     trials = blank_unused_parameters(trials.reindex(columns=list(dict.fromkeys([*columns, *trials.columns]))))
     # Whole-number parameters stay whole even where a missing value (unused by an architecture) made them float.

@@ -174,6 +174,32 @@ def test_keys_finished_in_another_sweep_are_reused_not_trained(night):
         assert trial.user_attrs["reused_from"] == original.info.run_id
 
 
+def test_a_reused_trial_exports_and_links_from_its_original_run(night):
+    """A reused copy has no artefacts of its own: export, the report's links and its confusion matrix follow
+    the copy to the run that trained it (in another sweep's experiment)."""
+    from reports.records import read_sweep_runs
+    from runner.tracking import Tracker
+
+    client = night["client"]
+    _, copies = runs_of(client, "night-b")
+    copy = next(r for r in copies if "videosweep.reused_from" in r.data.tags)
+    original = client.get_run(copy.data.tags["videosweep.reused_from"])
+    key = copy.data.tags["videosweep.trial_key"]
+    runs = read_sweep_runs(Tracker(night["store"], night["folder"] / "wb", "night-b", create=False))
+    row = runs.trials.set_index("trial_key").loc[key]
+    assert row.run_id == copy.info.run_id and row.artefacts_run_id == original.info.run_id
+    assert runs.run_link(row.artefacts_run_id).endswith(
+        f"/#/experiments/{original.info.experiment_id}/runs/{original.info.run_id}")
+    assert original.info.experiment_id != copy.info.experiment_id
+    out = night["folder"] / "export-reused"
+    result = run_cli("export", str(night["repo"] / "night-b.yaml"), "--workdir", str(night["folder"] / "wb"),
+                     "--out", str(out), "--trial", key, "--no-register")
+    assert result.returncode == 0, result.stderr[-2000:]
+    meta = json.loads((out / "export.json").read_text())
+    assert meta["run_id"] == copy.info.run_id and meta["artefacts_run_id"] == original.info.run_id
+    assert f"trained in MLflow run `{original.info.run_id}`" in (out / "model_card.md").read_text()
+
+
 def test_the_plan_estimate_is_within_2x_of_the_real_time(night):
     plan = json.loads(night["plan"].stdout)
     estimate, took = plan["estimate_seconds"], night["took"]
