@@ -49,15 +49,17 @@ def wait_until(condition, seconds: float, what: str, process: subprocess.Popen |
         time.sleep(0.3)
 
 
-def start_run_until_sleeping(sweep: Path, workdir: Path, counter: Path, sleeper: int) -> subprocess.Popen:
+def start_run_until_sleeping(sweep: Path, workdir: Path, counter: Path, sleeper: int,
+                             command: str = "run") -> subprocess.Popen:
     """`videosweep run` (one slot: trials in grid order) in its own process group, returned once the trial of
-    layer_1_size=sleeper is stuck."""
+    layer_1_size=sleeper is stuck (its next start, when it has started before)."""
+    started_before = sum(t["layer_1_size"] == sleeper for t in trainings(counter))
     env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size={sleeper}@3600"}
-    command = [*CLI, "run", str(sweep), "--workdir", str(workdir), "--workers", "1"]
+    command = [*CLI, command, str(sweep), "--workdir", str(workdir), "--workers", "1"]
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
-        wait_until(lambda: any(t["layer_1_size"] == sleeper for t in trainings(counter)), 600,
+        wait_until(lambda: sum(t["layer_1_size"] == sleeper for t in trainings(counter)) > started_before, 600,
                    f"the trial layer_1_size={sleeper} started", process)
     except BaseException:
         os.killpg(process.pid, signal.SIGKILL)
@@ -227,7 +229,17 @@ def test_ctrl_c_stops_handing_out_trials_then_stops_running_ones_and_the_sweep_r
     assert trials[0].state.name == "COMPLETE"
     assert trials[4].state.name == "FAIL" and trials[4].user_attrs["failure"] == "interrupted by the user"
     assert trials[8].state.name == "WAITING"  # never handed out
-    resumed = run_cli("resume", str(sweep), "--workdir", str(workdir), "--max-retries", "0",
+    interrupted = start_run_until_sleeping(sweep, workdir, counter, 4, command="resume")
+    os.killpg(interrupted.pid, signal.SIGINT)
+    wait_until(lambda: any(workdir.glob(".stop.*")), 120, "resume took the first Ctrl-C", interrupted)
+    os.killpg(interrupted.pid, signal.SIGINT)
+    assert interrupted.wait(60) == 130  # resume, interrupted: 130 as run (8 finished first: it was queued first)
+    worker = run_cli("worker", str(sweep), "--storage", f"sqlite:///{workdir / 'optuna.db'}", "--workdir",
+                     str(workdir), "--max-retries", "0", env={"VIDEOSWEEP_FAULT": f"count:@{counter},"
+                                                                   "raise:layer_1_size=4"})
+    assert worker.returncode == 1, worker.stderr  # a worker whose trial failed for good: 1, naming where
+    assert "1 trial(s) failed for good" in worker.stdout
+    resumed = run_cli("resume", str(sweep), "--workdir", str(workdir), "--max-retries", "0", "--retry-failed",
                       env={"VIDEOSWEEP_FAULT": f"count:@{counter}"})
     assert resumed.returncode == 0, resumed.stderr
     complete = [t for t in load_study(workdir).trials if t.state.name == "COMPLETE"]
