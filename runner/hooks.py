@@ -1,7 +1,7 @@
 """Test and debugging hooks: named faults a trial can be made to suffer, so fault tolerance is testable.
 
 `VIDEOSWEEP_FAULT` holds `kind:match` pairs separated by commas; a trial whose canonical parameters contain
-`match` (as `key=value`) suffers `kind`: raise, oom, segfault, sleep (seconds after `@`), count (appends the
+`match` (as `key=value`, several joined by `&`) suffers `kind`: raise, oom, segfault, sleep (seconds after `@`), count (appends the
 trial's parameters to the file after `@`, to count trainings), kill (SIGKILL after the epoch
 after `@`, unless continued past it), or stall (seconds after `@`, between the claim and
 the trial's MLflow run). Unset in normal use: then nothing happens.
@@ -19,9 +19,13 @@ from typing import Any
 
 
 def _matches(spec: Any, match: str) -> bool:
+    """Whether every `key=value` of `match` (joined by `&`) holds for the trial."""
     flat = spec.flat()
-    key, _, value = match.partition("=")
-    return key in flat and str(flat[key]) == value
+    for condition in match.split("&"):
+        key, _, value = condition.partition("=")
+        if key not in flat or str(flat[key]) != value:
+            return False
+    return True
 
 
 def _faults(spec: Any) -> Iterator[tuple[str, str, str]]:

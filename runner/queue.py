@@ -21,6 +21,7 @@ from filelock import FileLock
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
+from runner import memory
 from runner import optuna_internals as internals
 from runner.liveness import INTERRUPTED, fail_trial
 from runner.spec import TrialSpec, is_trial_key, unlisted_files
@@ -47,6 +48,12 @@ class Claim:
     def epoch_budget(self) -> int | None:
         budget = self.attrs.get("epoch_budget")
         return int(budget) if budget is not None else None
+
+    @property
+    def batch_size(self) -> int | None:
+        """The smaller batch a retry after running out of memory trains with (None: the spec's)."""
+        size = self.attrs.get(memory.BATCH_ATTR)
+        return int(size) if size is not None and size < self.spec.training.batch_size else None
 
 
 def _advisory_key(study: optuna.Study) -> int:
@@ -115,10 +122,12 @@ def _advisory_lock(engine: Any, key: int) -> Any:
 def malformed(attrs: dict[str, Any]) -> str | None:
     """Why a study trial's attributes are not ones videosweep writes (anyone can write the study), or None: the
     numbers it counts with are whole numbers, its parameters a mapping."""
-    for name in (RUNG_ATTR, "attempt", "epoch_budget"):
+    for name in (RUNG_ATTR, "attempt", "epoch_budget", memory.BATCH_ATTR):
         value = attrs.get(name)
         if value is not None and (not isinstance(value, int) or isinstance(value, bool) or value < 0):
             return f"{name} {str(value)[:40]!r} is not a whole number"
+    if attrs.get(memory.BATCH_ATTR) == 0:
+        return "batch_size 0 is not a batch"
     if not isinstance(attrs.get("params", {}), dict):
         return "its params are not a mapping"
     return None
@@ -176,21 +185,34 @@ def current_trials(trials: list[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if int(t.user_attrs.get(RUNG_ATTR, 0)) == top]
 
 
+def next_attempt(trials: list[FrozenTrial], max_retries: int) -> dict[str, Any] | None:
+    """The user attributes of the next attempt of a key whose current attempts all failed; None when it is
+    failed for good. An interrupted attempt does not use up a retry; one that ran out of memory is retried only
+    with a smaller batch (`resources.on_oom`), which uses up no retry either: it is not the same way twice."""
+    failed = [t for t in trials if t.state == TrialState.FAIL]
+    if not failed or len(failed) < len(trials):
+        return None
+    last = max(failed, key=lambda t: t.number)
+    attrs = {k: v for k, v in last.user_attrs.items() if k not in memory.OOM_ATTRS}
+    if memory.is_oom(last.user_attrs):
+        batch = memory.next_batch(last.user_attrs)
+        return None if batch is None else {**attrs, memory.BATCH_ATTR: batch}
+    failures = sum(t.user_attrs.get("failure") != INTERRUPTED and memory.next_batch(t.user_attrs) is None
+                   for t in failed)
+    return {**attrs, "attempt": failures} if failures <= max_retries else None
+
+
 def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | None = None) -> int:
-    """Enqueue again every key whose last attempt failed, up to `max_retries` retries. Call under the lock."""
+    """Enqueue again every key whose last attempt failed and that has a next attempt. Call under the lock."""
     count = 0
     for key, trials in trials_by_key(study).items():
         if wanted is not None and key not in wanted:
             continue
         trials = current_trials(trials)  # a promoted key's earlier rungs are history
-        states = {t.state for t in trials}
-        if states & {TrialState.COMPLETE, TrialState.PRUNED, TrialState.WAITING, TrialState.RUNNING}:
-            continue
-        failed = [t for t in trials if t.state == TrialState.FAIL]
-        failures = sum(t.user_attrs.get("failure") != INTERRUPTED for t in failed)
-        if failed and failures <= max_retries and is_trial_key(key):
-            last = max(failed, key=lambda t: t.number)
-            add_waiting(study, {**last.user_attrs, "attempt": failures}, last.params, last.distributions)
+        attrs = next_attempt(trials, max_retries)
+        if attrs is not None and is_trial_key(key):
+            last = max(trials, key=lambda t: t.number)
+            add_waiting(study, attrs, last.params, last.distributions)
             count += 1
     return count
 

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 from filelock import FileLock
 from optuna.trial import TrialState
 
-from runner import liveness, notify, provenance, queue, reuse, stop, storage
+from runner import liveness, memory, notify, provenance, queue, reuse, stop, storage
 from runner import optuna_internals as internals
 from runner.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
 from runner.events import Event, TrialFinished, TrialNote
@@ -397,9 +397,8 @@ def _failures(ctx: SweepContext, study: Any) -> dict[str, Any]:
 
 def _failed_for_good(study: Any, key: str, max_retries: int) -> bool:
     trials = queue.trials_by_key(study).get(key, [])
-    failures = sum(t.state == TrialState.FAIL and t.user_attrs.get("failure") != liveness.INTERRUPTED
-                   for t in trials)
-    return failures > max_retries and not any(t.state != TrialState.FAIL for t in trials)
+    return bool(trials) and queue.next_attempt(queue.current_trials(trials), max_retries) is None \
+        and all(t.state == TrialState.FAIL for t in queue.current_trials(trials))
 
 
 def stores_lock(workdir: Path) -> FileLock:
@@ -437,7 +436,7 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
     timeout = ctx.sweep.search.timeout
     template = WorkerConfig(sweep_yaml=ctx.sweep.to_yaml(), sweep_source=ctx.source, workdir=str(ctx.workdir),
                             storage_url=ctx.storage_url, cache_dir=options.cache_dir,
-                            max_retries=resources.max_retries, tracking_uri=ctx.tracking_uri,
+                            max_retries=resources.max_retries, on_oom=resources.on_oom, tracking_uri=ctx.tracking_uri,
                             reuse=options.reuse, ignore_stop=options.ignore_stop,
                             deadline=tracking.started + timeout if timeout else None,
                             backend=backends.chosen(resources.backend), trials_per_gpu=resources.trials_per_gpu)
@@ -455,8 +454,9 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
                                          trial_timeout=resources.trial_timeout,
                                          memory_limit_mb=resources.memory_limit_mb)
 
-    def on_death(pid: int, trial_number: int | None, reason: str) -> None:
-        failed = _fail_worker_trials(study, pid, trial_number, reason)
+    def on_death(pid: int, trial_number: int | None, reason: str, oom_peak_mb: float | None = None) -> None:
+        failed = _fail_worker_trials(study, pid, trial_number, reason,
+                                     None if oom_peak_mb is None else (resources.on_oom, oom_peak_mb))
         for number in failed:
             display.message(f"trial #{number} failed: {reason}")
             if reason in (liveness.INTERRUPTED, "scheduler stopped"):
@@ -518,12 +518,17 @@ def work_left(study: Any, sweep: Any, search: Any, deadline: float | None, ignor
     return Work(added + len(waiting), len(running))
 
 
-def _fail_worker_trials(study: Any, pid: int, trial_number: int | None, reason: str) -> list[int]:
+def _fail_worker_trials(study: Any, pid: int, trial_number: int | None, reason: str,
+                        oom: tuple[str, float] | None = None) -> list[int]:
     """Fail the RUNNING trials of a worker that died (by its trial number, or by its pid when its last events
-    were lost with it)."""
+    were lost with it); `oom` = (resources.on_oom, peak MB) when it was killed for its memory."""
     failed = []
     for trial in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
         if trial.number == trial_number or trial.user_attrs.get("pid") == pid:
-            liveness.fail_trial(study, internals.trial_id(trial), reason)
+            claimed_id = internals.trial_id(trial)
+            if oom is not None:
+                for name, value in memory.oom_attrs(memory.batch_of(trial.user_attrs), *oom).items():
+                    internals.storage(study).set_trial_user_attr(claimed_id, name, value)
+            liveness.fail_trial(study, claimed_id, reason)
             failed.append(trial.number)
     return failed

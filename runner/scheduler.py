@@ -20,6 +20,9 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
+import psutil
+
+from runner import memory
 from runner.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerGaveUp
 from runner.liveness import INTERRUPTED
 from runner.worker import GAVE_UP_EXIT, WorkerConfig, worker_main
@@ -84,6 +87,8 @@ class SlotState:
     reader: Connection | None = None  # this worker's own event pipe: a dying worker cannot block the others
     architecture: str = ""
     gave_up: WorkerGaveUp | None = None  # why its worker stopped on an unreachable shared store
+    peak_mb: float = 0.0  # its worker's peak resident memory during the current trial (sampled)
+    oom_kills: int | None = None  # the cgroup's OOM-killer count when the current trial started
 
 
 @dataclass
@@ -106,7 +111,8 @@ class Scheduler:
 
     def __init__(self, template: WorkerConfig, slots: list[Slot], options: SchedulerOptions,
                  on_event: Callable[[Event, dict[str, SlotState]], None],
-                 on_worker_death: Callable[[int, int | None, str], None], refill: Callable[[], Work]):
+                 on_worker_death: Callable[[int, int | None, str, float | None], None],
+                 refill: Callable[[], Work]):
         self.template, self.options = template, options
         self.states = {slot.name: SlotState(slot) for slot in slots}
         self.on_event, self.on_worker_death, self.refill = on_event, on_worker_death, refill
@@ -132,6 +138,7 @@ class Scheduler:
         if isinstance(event, TrialStarted):
             state.trial, state.key, state.started, state.step = event.trial, event.key, event.time, None
             state.architecture = event.architecture
+            state.peak_mb, state.oom_kills = 0.0, memory.oom_kills()
         elif isinstance(event, EpochEnded):
             state.step = event.step
         elif isinstance(event, TrialFinished):
@@ -161,7 +168,7 @@ class Scheduler:
         if state.process is not None and state.process.is_alive():
             os.kill(state.process.pid, signal.SIGKILL)
             state.process.join(10)
-            self.on_worker_death(state.process.pid, state.trial, reason)
+            self.on_worker_death(state.process.pid, state.trial, reason, None)
             state.trial = None
 
     def _check(self, state: SlotState) -> None:
@@ -184,17 +191,32 @@ class Scheduler:
         if code:  # its last events may be lost with it: the study knows its trials by the worker's pid
             reason = f"worker died with signal {signal.Signals(-code).name}" if code < 0 else \
                 f"worker exited with code {code}"
-            self.on_worker_death(process.pid, state.trial, reason)
+            oom = memory.killed_by_memory(code, state.peak_mb, self.options.memory_limit_mb, state.oom_kills,
+                                          memory.oom_kills())
+            if oom:
+                reason = f"out of memory: the worker was killed (SIGKILL) at {state.peak_mb:.0f} MB resident"
+            self.on_worker_death(process.pid, state.trial, reason, state.peak_mb if oom else None)
         state.trial = None
         state.process = None
 
     def _supervise(self) -> None:
-        """One round of watching the workers: their events, their deaths, their replacements."""
+        """One round of watching the workers: their events, memory, deaths and replacements."""
         self._drain(POLL_SECONDS)
         for state in self.states.values():
+            self._sample_memory(state)
             self._check(state)
             if state.process is None and not self.interrupts and not state.finished:
                 self._spawn(state)  # recycled, or replacing a dead worker
+
+    def _sample_memory(self, state: SlotState) -> None:
+        """The worker's resident memory now, kept as the trial's peak: what a SIGKILL is judged by."""
+        if state.process is None or state.trial is None or not state.process.is_alive():
+            return
+        try:
+            resident = psutil.Process(state.process.pid).memory_info().rss / (1024 * 1024)
+        except psutil.Error:  # it is exiting: its peak so far stands
+            return
+        state.peak_mb = max(state.peak_mb, resident)
 
     def _pause(self, seconds: float) -> None:
         """Wait with no worker running, ending early at a Ctrl-C."""

@@ -123,6 +123,13 @@ class TrialSpec(BaseModel):
         except ValidationError as err:
             raise UserError(validation_message(err, where)) from None
 
+    def with_batch_size(self, batch_size: int | None) -> TrialSpec:
+        """The same trial trained with another batch size (a retry after running out of memory); its key is still
+        made from this spec's."""
+        if batch_size is None:
+            return self
+        return TrialSpec(model=self.model, training=self.training.model_copy(update={"batch_size": batch_size}))
+
     def flat(self) -> dict[str, Any]:
         """Canonical flat parameters (JSON-friendly: frame_size as WxH, rates as a list)."""
         values = {**self.model.model_dump(), **self.training.model_dump()}

@@ -29,6 +29,7 @@ ROLE = "videosweep.role"
 KEY_TAG = "videosweep.trial_key"  # a trial run's key (in the study it is the attribute queue.KEY_ATTR)
 STATE = "videosweep.state"
 SWEEP = "videosweep.sweep"
+FAILURE_KIND_TAG = "videosweep.failure_kind"  # oom: the trial ran out of memory (runner.memory)
 REUSED_TAG = "videosweep.reused_from"  # a copy of another sweep's run (runner.reuse): not trained, no artefacts
 LATENCY_DEVICE_TAG = "videosweep.latency_device"  # where a trial's latency_ms / throughput_fps were measured
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
@@ -393,10 +394,12 @@ class Tracker:
             model.save(Path(folder) / "model.keras")
             self.client.log_artifact(run_id, str(Path(folder) / "model.keras"), artifact_path=name)
 
-    def fail_trial(self, run_id: str, reason: str, traceback_path: Path | None) -> None:
+    def fail_trial(self, run_id: str, reason: str, traceback_path: Path | None, kind: str | None = None) -> None:
+        """A failed trial's run: its reason, its traceback and its kind (`oom` when it ran out of memory)."""
         from mlflow.entities import RunTag
 
-        self.client.log_batch(run_id, tags=[RunTag(STATE, "failed"), RunTag("failure", reason[:5000])])
+        tags = [RunTag(STATE, "failed"), RunTag("failure", reason[:5000])]
+        self.client.log_batch(run_id, tags=tags + ([RunTag(FAILURE_KIND_TAG, kind)] if kind else []))
         if traceback_path is not None and traceback_path.is_file():
             self.client.log_artifact(run_id, str(traceback_path), artifact_path="failure")
         self.client.set_terminated(run_id, "FAILED")

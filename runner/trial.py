@@ -350,7 +350,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
               on_model: Callable[[Any], None] | None = None, checkpoints: bool = False,
               checkpoint_seconds: float = 30.0, epoch_budget: int | None = None,
               on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
-              on_start_over: Callable[[str], None] | None = None) -> dict[str, Any]:
+              on_start_over: Callable[[str], None] | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Train `spec` on `dataset`, write the artefacts into `out`, return results.json's content.
 
     `on_model` receives the trained Keras model once the folder is in place (e.g. to log it elsewhere).
@@ -359,6 +359,8 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
     training starts over. `epoch_budget` caps the epochs trained in all (successive halving): a trial stopped
     by it with training left is *paused* (results say so; its checkpoint stays in `out` to continue from).
     `on_rows(history)` receives the history whenever its epochs are durable (checkpointed, or at the end).
+    `batch_size` overrides the spec's for training (a retry after running out of memory); params.json keeps the
+    spec's, which its key is made from, and results say `batch_size_used`.
     """
     import keras
 
@@ -367,7 +369,8 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
     from runner.plots import confusion_matrix, write_confusion_matrices
 
     model_spec = zoo.validated_spec(spec.model)
-    spec = TrialSpec(model=model_spec, training=spec.training)
+    declared = TrialSpec(model=model_spec, training=spec.training)  # what params.json and the key say
+    spec = declared.with_batch_size(batch_size)
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.TRIAL_MARKER) as staging:
         source, cache_hit = prepare_source(spec, dataset, cache_dir)
         sequences = _sequences(spec, dataset, source)
@@ -379,7 +382,8 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
         keras.mixed_precision.set_global_policy(spec.training.precision)  # every trial sets its own
         model = zoo.create_model(model_spec, dataset.num_classes)
 
-        results: dict[str, Any] = {**spec.flat(), **(extra_results or {})}
+        results: dict[str, Any] = {**declared.flat(), "batch_size_used": spec.training.batch_size,
+                                   **(extra_results or {})}
         results.update({f"data_total_rows_{s}": len(sequences[s].ends) for s in ("train", "valid", "test")})
         results.update(num_classes=dataset.num_classes, classes=dataset.classes, data_root=str(dataset.root),
                        data_fingerprint=dataset.fingerprint, model_param_count=int(model.count_params()),
@@ -430,7 +434,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
             **{f"fit_best_epoch{r.round}": r.best_epoch for r in rounds},
         )
         ends = sequences["test"].ends
-        atomic.write_json(staging / "params.json", {**spec.flat(), "data_root": str(dataset.root)})
+        atomic.write_json(staging / "params.json", {**declared.flat(), "data_root": str(dataset.root)})
         atomic.write_json(staging / "results.json", results)
         atomic.write_text(staging / "fit_history.csv", history.to_csv(index=False))
         atomic.write_text(staging / "model_summary.txt", _model_summary(model))

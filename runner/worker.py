@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import hooks
+from runner import hooks, memory
 from runner import optuna_internals as internals
 from runner.events import (EpochEnded, Event, TrialFinished, TrialNote, TrialStarted, WorkerExited, WorkerGaveUp,
                            WorkerReady)
@@ -45,6 +45,7 @@ class WorkerConfig:
     gpu: str | None = None
     max_trials: int | None = None
     max_retries: int = 1
+    on_oom: str = "fail"  # resources.on_oom: a trial that ran out of memory fails, or retries with half the batch
     cpu_threads: int | None = None
     tracking_uri: str | None = None
     parent_run_id: str | None = None
@@ -218,6 +219,9 @@ class ClaimRun:
                 **trial_tags(config.sweep_source, config.gpu)}
         if claim.epoch_budget is not None:
             tags.update({"videosweep.rung": claim.attrs.get("rung", 0), "epoch_budget": claim.epoch_budget})
+        if claim.batch_size is not None:  # the key's parameters say the sweep file's batch; this one trained
+            tags["videosweep.batch_size_used"] = (f"{claim.batch_size} (the sweep's {claim.spec.training.batch_size} "
+                                                  "ran out of memory)")
         return tags
 
     def _finished_results(self) -> dict[str, Any] | None:
@@ -277,7 +281,7 @@ class ClaimRun:
         finished = self._finished_results()
         if finished is not None:  # finished before a crash, but never told: do not retrain
             return finished, None
-        hooks.before_trial(claim.spec)
+        hooks.before_trial(claim.spec.with_batch_size(claim.batch_size))
         earlier = claim.attrs.get("checkpoint")
         if not (self.out / FOLDER / LATEST).is_file():
             if isinstance(earlier, dict):  # re-queued onto a machine without the earlier attempt's checkpoint
@@ -292,7 +296,8 @@ class ClaimRun:
                                                            "started_over": self.started_over or None},
                             on_model=trained.append, checkpoints=True,
                             checkpoint_seconds=self.sweep.training.checkpoint_seconds,
-                            epoch_budget=claim.epoch_budget, on_rows=self._on_rows, on_start_over=self._start_over)
+                            epoch_budget=claim.epoch_budget, on_rows=self._on_rows, on_start_over=self._start_over,
+                            batch_size=claim.batch_size)
         return results, trained[0] if trained else None
 
     def _complete(self, results: dict[str, Any], model: Any) -> tuple[str, float | None]:
@@ -327,14 +332,19 @@ class ClaimRun:
         import optuna
 
         reason = mask_text(one_line(f"{type(err).__name__}: {err}"))[:500]
+        oom: dict[str, Any] = {}
+        if memory.is_out_of_memory(err):  # never retried the same way: failed, or retried with half the batch
+            batch = self.claim.batch_size or self.claim.spec.training.batch_size
+            oom = memory.oom_attrs(batch, self.config.on_oom, memory.peak_rss_mb())
+            reason = f"out of memory at batch size {batch} (peak {oom[memory.PEAK_ATTR]:g} MB): {reason}"[:500]
         path = _save_traceback(Path(self.config.workdir), self.claim.key, self.trial.number, traceback.format_exc())
         if self.tracker is not None and self.run_id is not None:
             try:
-                self.tracker.fail_trial(self.run_id, reason, path)
+                self.tracker.fail_trial(self.run_id, reason, path, kind=oom.get(memory.KIND_ATTR))
             except Exception as tracking_err:  # noqa: BLE001 - the tracking store may be what failed: say so
                 reason += mask_text(one_line(f"; MLflow did not record this failure: {type(tracking_err).__name__}: "
                                              f"{tracking_err}"))[:300]
-        self._set_attrs(failure=reason, traceback_path=str(path))
+        self._set_attrs(failure=reason, traceback_path=str(path), **oom)
         self._tell(state=optuna.trial.TrialState.FAIL)
         return self._finished("failed", reason=reason)
 

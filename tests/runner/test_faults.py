@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import sqlite3
 import subprocess
@@ -10,6 +11,7 @@ import time
 import optuna
 import pytest
 import yaml
+from mlflow import MlflowClient
 from optuna.trial import TrialState
 
 from tests.conftest import CLI, ROOT, require, run_cli, tree_snapshot
@@ -111,13 +113,46 @@ def test_unreachable_database_gives_a_clear_error_and_exit_75(tmp_path):
 def test_out_of_memory_fails_the_trial_and_recycles_the_worker(tmp_path, cache_dir):
     sweep = write_sweep(tmp_path, grid((8, 0)))
     workdir = tmp_path / "work"
-    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0", "--workers", "1",
+    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "1", "--workers", "1",
                      env={"VIDEOSWEEP_FAULT": "oom:layer_1_size=8"})
     assert result.returncode == 1, result.stderr  # a trial failed for good
     trials = {t.user_attrs["params"]["layer_1_size"]: t for t in load_study(workdir).trials}
-    assert trials[8].state.name == "FAIL" and "MemoryError" in trials[8].user_attrs["failure"]
+    assert len(load_study(workdir).trials) == 2  # on_oom: fail (the default): not retried the same way
+    failed = trials[8].user_attrs
+    assert trials[8].state.name == "FAIL" and "MemoryError" in failed["failure"]
+    assert failed["failure"].startswith("out of memory at batch size 64") and failed["failure_kind"] == "oom"
+    assert failed["peak_memory_mb"] > 0 and "oom_retry_batch_size" not in failed
     assert trials[0].state.name == "COMPLETE"
     assert trials[0].user_attrs["pid"] != trials[8].user_attrs["pid"]  # a fresh process after the failure
+    run = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").get_run(failed["mlflow_run_id"])
+    assert run.data.tags["videosweep.failure_kind"] == "oom"
+
+
+def test_out_of_memory_retries_with_half_the_batch_whether_raised_or_killed(tmp_path, cache_dir):
+    """on_oom: retry_smaller_batch. One key raises MemoryError at batch 64; the other's worker is SIGKILLed past
+    its memory limit (as the OOM killer does). Each is retried once at 32, using up no retry, and finishes; the key
+    still names the sweep file's batch, the run says the batch it trained with."""
+    sweep = write_sweep(tmp_path, grid((8, 0)), resources={"on_oom": "retry_smaller_batch", "memory_limit_mb": 1})
+    workdir, counter = tmp_path / "work", tmp_path / "count.txt"
+    faults = f"count:@{counter},oom:layer_1_size=8&batch_size=64,kill:layer_1_size=0&batch_size=64@1"
+    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0", "--workers", "1",
+                     env={"VIDEOSWEEP_FAULT": faults})
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    by_size: dict[int, list] = {}
+    for trial in load_study(workdir).trials:
+        by_size.setdefault(trial.user_attrs["params"]["layer_1_size"], []).append(trial)
+    for size, reason in ((8, "out of memory at batch size 64"), (0, "out of memory: the worker was killed")):
+        first, retry = by_size[size]
+        assert first.state.name == "FAIL" and first.user_attrs["failure"].startswith(reason), first.user_attrs
+        assert first.user_attrs["failure_kind"] == "oom" and first.user_attrs["oom_retry_batch_size"] == 32
+        assert retry.state.name == "COMPLETE" and retry.user_attrs["batch_size"] == 32
+        assert "failure_kind" not in retry.user_attrs
+        key = retry.user_attrs["trial_key"]
+        results = json.loads((workdir / "trials" / key / "results.json").read_text())
+        assert results["batch_size"] == 64 and results["batch_size_used"] == 32
+        run = MlflowClient(f"sqlite:///{workdir / 'mlflow.db'}").get_run(retry.user_attrs["mlflow_run_id"])
+        assert run.data.params["batch_size"] == "64" and run.data.tags["videosweep.batch_size_used"].startswith("32")
+    assert sorted(t["batch_size"] for t in trainings(counter)) == [32, 32, 64, 64]
 
 
 def test_claims_prefer_cached_features_and_avoid_a_backbone_being_extracted(tmp_path, seals):
