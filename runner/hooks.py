@@ -3,7 +3,7 @@
 `VIDEOSWEEP_FAULT` holds `kind:match` pairs separated by commas; a trial whose canonical parameters contain
 `match` (as `key=value`, several joined by `&`) suffers `kind`: raise, oom, segfault, sleep (seconds after `@`), count (appends the
 trial's parameters to the file after `@`, to count trainings), kill (SIGKILL after the epoch
-after `@`, unless continued past it), or stall (seconds after `@`, between the claim and
+after `@`, unless continued past it), nap (seconds after `@` after every epoch), or stall (seconds after `@`, between the claim and
 the trial's MLflow run). Unset in normal use: then nothing happens.
 """
 
@@ -68,3 +68,5 @@ def after_epoch(spec: Any, epochs: int, resumed_from: int) -> None:
     for kind, match, argument in _faults(spec):
         if kind == "kill" and epochs == int(argument or 1) and resumed_from < epochs:
             os.kill(os.getpid(), signal.SIGKILL)
+        if kind == "nap":  # a slow epoch: time for a signal to arrive mid-trial
+            time.sleep(float(argument or 1))

@@ -23,7 +23,7 @@ from optuna.trial import FrozenTrial, TrialState
 
 from runner import memory
 from runner import optuna_internals as internals
-from runner.liveness import INTERRUPTED, fail_trial
+from runner.liveness import fail_trial, not_the_trials_fault
 from runner.spec import TrialSpec, is_trial_key, unlisted_files
 from runner.storage import LockLost, fenced, retrying, unreachable
 from zoo.errors import UserError, one_line
@@ -197,7 +197,7 @@ def next_attempt(trials: list[FrozenTrial], max_retries: int) -> dict[str, Any] 
     if memory.is_oom(last.user_attrs):
         batch = memory.next_batch(last.user_attrs)
         return None if batch is None else {**attrs, memory.BATCH_ATTR: batch}
-    failures = sum(t.user_attrs.get("failure") != INTERRUPTED and memory.next_batch(t.user_attrs) is None
+    failures = sum(not not_the_trials_fault(t.user_attrs.get("failure")) and memory.next_batch(t.user_attrs) is None
                    for t in failed)
     return {**attrs, "attempt": failures} if failures <= max_retries else None
 

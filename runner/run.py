@@ -215,6 +215,7 @@ class SweepOutcome:
 
     counts: dict[str, int]
     interrupted: bool = False
+    preempted: bool = False  # the interruption was a SIGTERM (the machine is being taken away)
     nothing_to_run: bool = False
     stopped: str | None = None  # why a stop rule stopped the sweep
     failed_for_good: int = 0  # trial keys whose every attempt failed (no retry left)
@@ -226,8 +227,9 @@ class SweepOutcome:
 
     @property
     def exit_code(self) -> int:
-        """130 interrupted, 1 some trials failed for good, else 0 (bad input, 2, never gets this far)."""
-        return 130 if self.interrupted else 1 if self.failed_for_good else 0
+        """143 preempted (128 + SIGTERM, as a process ended by SIGTERM reports), 130 interrupted, 1 some trials
+        failed for good, else 0 (bad input, 2, never gets this far)."""
+        return 143 if self.preempted else 130 if self.interrupted else 1 if self.failed_for_good else 0
 
 
 class SweepDisplay(Protocol):
@@ -363,11 +365,11 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
             tracking.update()
             tracking.finish(interrupted=False)
             return SweepOutcome(queue.state_counts(study), nothing_to_run=True, **_failures(ctx, study))
-        interrupted = _schedule(ctx, study, search, slots, options, tracking, display, notifier)
+        interrupted, preempted = _schedule(ctx, study, search, slots, options, tracking, display, notifier)
         tracking.update()
         counts = queue.state_counts(study)
         stopped = stop.stop_reason(study)
-        outcome = SweepOutcome(counts, interrupted, stopped=stopped, **_failures(ctx, study))
+        outcome = SweepOutcome(counts, interrupted, preempted, stopped=stopped, **_failures(ctx, study))
         if interrupted or stopped or not (counts["waiting"] or counts["running"]):  # else others are at it
             tracking.finish(interrupted, stopped)
             detail = "interrupted" if interrupted else f"stopped: {stopped}" if stopped else ""
@@ -429,8 +431,9 @@ def _recover(ctx: SweepContext, study: Any, options: RunOptions) -> int:
 
 
 def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], options: RunOptions,
-              tracking: SweepTracking, display: SweepDisplay, notifier: notify.Notifier | None = None) -> bool:
-    """Run the workers over the slots; True if the user interrupted the sweep."""
+              tracking: SweepTracking, display: SweepDisplay, notifier: notify.Notifier | None = None
+              ) -> tuple[bool, bool]:
+    """Run the workers over the slots; (interrupted, by a SIGTERM) when the user or the machine stopped it."""
     resources = options.resources
     notifier = notifier or notify.Notifier(None, (), display.message)
     timeout = ctx.sweep.search.timeout
@@ -452,14 +455,15 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
             tell("failure", key, f"trial {key} failed for good")
     scheduler_options = SchedulerOptions(trials_per_process=resources.trials_per_process,
                                          trial_timeout=resources.trial_timeout,
-                                         memory_limit_mb=resources.memory_limit_mb)
+                                         memory_limit_mb=resources.memory_limit_mb,
+                                         preempt_grace_seconds=resources.preempt_grace_seconds)
 
     def on_death(pid: int, trial_number: int | None, reason: str, oom_peak_mb: float | None = None) -> None:
         failed = _fail_worker_trials(study, pid, trial_number, reason,
                                      None if oom_peak_mb is None else (resources.on_oom, oom_peak_mb))
         for number in failed:
             display.message(f"trial #{number} failed: {reason}")
-            if reason in (liveness.INTERRUPTED, "scheduler stopped"):
+            if reason == "scheduler stopped" or liveness.not_the_trials_fault(reason):
                 continue
             key = str(study.get_trials(deepcopy=False)[number].user_attrs.get(queue.KEY_ATTR, number))
             note = ctx.workdir / "failures" / f"{key}-trial{number}.txt"
@@ -502,7 +506,7 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
     with display.live(lambda: queue.state_counts(study)):
         scheduler = Scheduler(template, slots, scheduler_options, on_event, on_death, refill)
         scheduler.run(after_start=tracking.start)
-    return scheduler.interrupts > 0
+    return scheduler.interrupts > 0, scheduler.preempted_at is not None
 
 
 def work_left(study: Any, sweep: Any, search: Any, deadline: float | None, ignore_stop: bool) -> Work:

@@ -24,7 +24,7 @@ import psutil
 
 from runner import memory
 from runner.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerGaveUp
-from runner.liveness import INTERRUPTED
+from runner.liveness import INTERRUPTED, PREEMPTED
 from runner.worker import GAVE_UP_EXIT, WorkerConfig, worker_main
 from zoo.errors import StoreUnreachable, UserError
 
@@ -96,6 +96,7 @@ class SchedulerOptions:
     trials_per_process: int = 50
     trial_timeout: float | None = None
     memory_limit_mb: float | None = None
+    preempt_grace_seconds: float = 60.0  # after a SIGTERM, how long workers have to stop before they are killed
 
 
 class Work(NamedTuple):
@@ -118,6 +119,7 @@ class Scheduler:
         self.on_event, self.on_worker_death, self.refill = on_event, on_worker_death, refill
         self.context = mp.get_context("spawn")
         self.interrupts = 0
+        self.preempted_at: float | None = None  # monotonic time of the SIGTERM that preempted the sweep
         # Its own stop file: a second `run` of the sweep on this machine must not stop this one's workers.
         self.stop_file = Path(template.workdir) / f".stop.{os.getpid()}"
         self.template = replace(template, stop_file=str(self.stop_file))
@@ -202,6 +204,10 @@ class Scheduler:
     def _supervise(self) -> None:
         """One round of watching the workers: their events, memory, deaths and replacements."""
         self._drain(POLL_SECONDS)
+        if self.preempted_at is not None and time.monotonic() > self.preempted_at + self.options.preempt_grace_seconds:
+            for state in self.states.values():  # the machine goes soon: what has not stopped is stopped
+                self._kill(state, f"{PREEMPTED} (killed: not stopped within "
+                                  f"{self.options.preempt_grace_seconds:g} s of the SIGTERM)")
         for state in self.states.values():
             self._sample_memory(state)
             self._check(state)
@@ -218,6 +224,18 @@ class Scheduler:
             return
         state.peak_mb = max(state.peak_mb, resident)
 
+    def _preempt(self) -> None:
+        """SIGTERM (SLURM, Kubernetes, a spot instance): every worker stops at its next batch, records its trial as
+        preempted and leaves; the sweep ends within `preempt_grace_seconds`. A second SIGTERM changes nothing."""
+        if self.preempted_at is not None:
+            return
+        self.preempted_at = time.monotonic()
+        self.interrupts += 1
+        self.stop_file.touch()
+        for state in self.states.values():
+            if state.process is not None and state.process.is_alive():
+                os.kill(state.process.pid, signal.SIGTERM)
+
     def _pause(self, seconds: float) -> None:
         """Wait with no worker running, ending early at a Ctrl-C."""
         deadline = time.monotonic() + seconds
@@ -225,6 +243,9 @@ class Scheduler:
             time.sleep(POLL_SECONDS)
 
     def _interrupt(self, signum: int, frame: Any) -> None:
+        if signum == signal.SIGTERM:
+            self._preempt()
+            return
         self.interrupts += 1
         self.stop_file.touch()
         if self.interrupts >= 2:

@@ -215,6 +215,9 @@ class ResourcesConfig(BaseModel):
         50, ge=1, description="A worker process is recycled after this many trials (a new one costs ~6 s).")
     memory_limit_mb: float | None = Field(
         None, gt=0, description="A worker whose resident memory passes this is recycled between trials.")
+    preempt_grace_seconds: float = Field(
+        60.0, gt=0, description="After a SIGTERM (preemption), seconds workers have to stop at a batch and record "
+                                "their trials before they are killed; the sweep then exits 143.")
     on_oom: Literal["fail", "retry_smaller_batch"] = Field(
         "fail", description="A trial that runs out of memory fails (never retried the same way), or is retried with "
                             "half its batch size, again while it runs out of memory and the batch is over 1.")

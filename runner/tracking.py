@@ -404,6 +404,13 @@ class Tracker:
             self.client.log_artifact(run_id, str(traceback_path), artifact_path="failure")
         self.client.set_terminated(run_id, "FAILED")
 
+    def preempt_trial(self, run_id: str, reason: str) -> None:
+        """A trial stopped by a preemption: its run ends KILLED, to be continued (from its checkpoint) by resume."""
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(STATE, "preempted"), RunTag("preempted", reason[:5000])])
+        self.client.set_terminated(run_id, "KILLED")
+
     def prune_trial(self, run_id: str, reason: str) -> None:
         from mlflow.entities import RunTag
 

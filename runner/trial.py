@@ -20,6 +20,7 @@ import numpy as np
 import pandas as pd
 
 import zoo
+from runner import liveness
 from runner.spec import TrialSpec
 from zoo import atomic
 from zoo.cache import load_features, load_frames
@@ -208,6 +209,10 @@ class _Training:
 
             def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
                 self.started = time.perf_counter()
+
+            def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
+                if liveness.preemption.is_set():  # SIGTERM: the last checkpoint is what survives
+                    raise liveness.Preempted(f"stopped at batch {batch + 1} of epoch {training.epoch + 1}")
 
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
                 logs = {k: float(v) for k, v in (logs or {}).items()}

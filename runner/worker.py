@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import hooks, memory
+from runner import hooks, liveness, memory
 from runner import optuna_internals as internals
 from runner.events import (EpochEnded, Event, TrialFinished, TrialNote, TrialStarted, WorkerExited, WorkerGaveUp,
                            WorkerReady)
@@ -72,6 +72,7 @@ def configure_process(config: WorkerConfig) -> None:
     from runner import backends
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler decides
+    signal.signal(signal.SIGTERM, lambda *_: liveness.preemption.set())  # preempted: stop at the next batch
     os.environ.update(backends.slot_environment(config.backend, config.gpu, config.trials_per_gpu,
                                                 config.cpu_threads))
     backends.configure(config.backend, config.cpu_threads, config.cache_dir)
@@ -131,6 +132,8 @@ class ClaimRun:
             return self._complete(*self._train())
         except optuna.TrialPruned as pruned:
             return self._pruned(str(pruned))
+        except liveness.Preempted as preempted:
+            return self._preempted(str(preempted))
         except Exception as err:  # the trial failed; the sweep goes on
             return self._failed(err)
 
@@ -328,6 +331,16 @@ class ClaimRun:
         self._tell(state=optuna.trial.TrialState.PRUNED)
         return self._finished("pruned")
 
+    def _preempted(self, where: str) -> tuple[str, float | None]:
+        """Stopped for a preemption: not the trial's fault (no retry used); it continues from its checkpoint."""
+        import optuna
+
+        if self.tracker is not None and self.run_id is not None:
+            self.tracker.preempt_trial(self.run_id, f"{liveness.PREEMPTED}; {where}")
+        self._set_attrs(failure=liveness.PREEMPTED, preempted_at=where)
+        self._tell(state=optuna.trial.TrialState.FAIL)
+        return self._finished("preempted", reason=liveness.PREEMPTED)
+
     def _failed(self, err: Exception) -> tuple[str, float | None]:
         import optuna
 
@@ -473,7 +486,7 @@ def work(config: WorkerConfig) -> int:
     ran, reason = 0, "recycle"
     _emit(config, WorkerReady(config.slot, pid=os.getpid()))
     while config.max_trials is None or ran < config.max_trials:
-        if stop_requested(config):
+        if stop_requested(config) or liveness.preemption.is_set():
             reason = "stop"
             break
         if stop.evaluate(study, sweep, config.deadline, rules_on=not config.ignore_stop):
@@ -488,6 +501,9 @@ def work(config: WorkerConfig) -> int:
         outcome, value = run_claim(claim, config, sweep, dataset, tracker)
         search.finish(claim, outcome, value)
         ran += 1
+        if outcome == "preempted":
+            reason = "stop"
+            break
         if outcome == "failed":
             reason = "failed"  # a failed trial may have left the process in a bad state: recycle it
             break

@@ -247,7 +247,7 @@ NoReuseOpt = Annotated[bool, typer.Option(
 def _run(ctx: Any, cache_dir: Path | None, retry_failed: bool, **overrides: Any) -> None:
     """Run a loaded sweep with validated options; the outcome becomes the last line and the exit code
     (the same for run, resume and worker): 0 all finished (or a stop rule stopped the sweep), 1 some trials
-    failed for good, 2 bad input (raised before anything runs), 130 interrupted."""
+    failed for good, 2 bad input (raised before anything runs), 130 interrupted, 143 preempted (SIGTERM)."""
     from runner.run import RunOptions, run_sweep
     from videosweep.progress import SweepProgress
 
@@ -261,8 +261,10 @@ def _run(ctx: Any, cache_dir: Path | None, retry_failed: bool, **overrides: Any)
         console.print(f"nothing to run: finished {counts['complete']}, failed {counts['fail']} (retries used up)")
     else:
         console.print(f"finished {counts['complete']}, failed {counts['fail']}, pruned {counts['pruned']}, "
-                      f"pending {counts['waiting']}" + ("; interrupted: `videosweep resume` finishes the sweep"
-                                                        if outcome.interrupted else "")
+                      f"pending {counts['waiting']}" + (
+                          "; preempted (SIGTERM): `videosweep resume` continues each trial from its last checkpoint"
+                          if outcome.preempted else "; interrupted: `videosweep resume` finishes the sweep"
+                          if outcome.interrupted else "")
                       + (f"; stopped: {outcome.stopped}" if outcome.stopped and not outcome.interrupted else ""))
     if outcome.exit_code == 1:
         console.print(f"{outcome.failed_for_good} trial(s) failed for good; tracebacks in {outcome.failures_dir}/",

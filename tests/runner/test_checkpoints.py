@@ -81,12 +81,23 @@ def _steps(workdir: Path, name: str, metric: str = "val_accuracy") -> dict[str, 
         run.info.run_id, metric)) for run in runs}
 
 
+SPACE = [{k: [v] for k, v in LRCNN.items() if k not in ("epochs", "patience", "learning_rates", "batch_size")}]
+TRAINING = {"epochs": 3, "patience": 3, "learning_rates": [1e-2, 1e-3]}
+
+
+@pytest.fixture(scope="module")
+def uninterrupted(tmp_path_factory, cache_dir) -> pd.DataFrame:
+    """The per-epoch history of the LRCNN trial trained without interruption: what continued trials must match."""
+    folder = tmp_path_factory.mktemp("whole")
+    whole = _sweep(folder, "whole", SPACE, TRAINING)
+    assert run_cli("run", str(whole), "--workdir", str(folder / "a")).returncode == 0
+    [key] = [t.user_attrs["trial_key"] for t in load_study(folder / "a", "whole").trials]
+    return pd.read_csv(folder / "a" / "trials" / key / "fit_history.csv")[COMPARED]
+
+
 @pytest.mark.slow
-def test_a_killed_trial_continues_from_its_checkpoint_and_mlflow_has_each_epoch_once(tmp_path, cache_dir):
-    space = [{k: [v] for k, v in LRCNN.items() if k not in ("epochs", "patience", "learning_rates", "batch_size")}]
-    training = {"epochs": 3, "patience": 3, "learning_rates": [1e-2, 1e-3]}
-    whole = _sweep(tmp_path, "whole", space, training)
-    assert run_cli("run", str(whole), "--workdir", str(tmp_path / "a")).returncode == 0
+def test_a_killed_trial_continues_from_its_checkpoint_and_mlflow_has_each_epoch_once(tmp_path, uninterrupted):
+    space, training, expected = SPACE, TRAINING, uninterrupted
     killed = _sweep(tmp_path, "killed", space, training)
     result = run_cli("run", str(killed), "--workdir", str(tmp_path / "b"), "--max-retries", "1",
                      env={"VIDEOSWEEP_FAULT": "kill:layer_1_size=16@2"})  # kill -9 after epoch 2's checkpoint
@@ -96,8 +107,6 @@ def test_a_killed_trial_continues_from_its_checkpoint_and_mlflow_has_each_epoch_
     key = trials[1].user_attrs["trial_key"]
     results = json.loads((tmp_path / "b" / "trials" / key / "results.json").read_text())
     assert results["resumed_from_epoch"] == 2 and not (tmp_path / "b" / "trials" / key / "checkpoint").exists()
-    [expected_key] = [t.user_attrs["trial_key"] for t in load_study(tmp_path / "a", "whole").trials]
-    expected = pd.read_csv(tmp_path / "a" / "trials" / expected_key / "fit_history.csv")[COMPARED]
     pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "b" / "trials" / key / "fit_history.csv")[COMPARED],
                                   expected)
     assert _steps(tmp_path / "b", "killed") == {key: list(range(len(expected)))}  # once each, continuous
@@ -115,6 +124,60 @@ def test_a_killed_trial_continues_from_its_checkpoint_and_mlflow_has_each_epoch_
     last = load_study(tmp_path / "c", "killed").trials[-1]
     assert last.state.name == "COMPLETE" and "is not on" in last.user_attrs["started_over"]
     assert _steps(tmp_path / "c", "killed") == {key: list(range(len(expected)))}
+
+
+@pytest.mark.slow
+def test_a_preempted_sweep_exits_143_and_resume_continues_each_trial_without_using_a_retry(tmp_path, uninterrupted):
+    """SIGTERM to the scheduler alone (as SLURM's --signal=B:TERM and Kubernetes send it): it reaches the workers,
+    each stops at its next batch and records its trial as preempted, and the sweep exits 143 within the grace;
+    resume continues from the last checkpoint to the uninterrupted history, with no retry left to use."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    from runner.liveness import PREEMPTED
+    from tests.conftest import CLI
+
+    sweep = _sweep(tmp_path, "preempted", SPACE, TRAINING)
+    workdir = tmp_path / "w"
+    env = {**os.environ, "VIDEOSWEEP_FAULT": "nap:layer_1_size=16@2"}  # slow epochs: the signal lands mid-trial
+    process = subprocess.Popen([*CLI, "run", str(sweep), "--workdir", str(workdir), "--max-retries", "0"], cwd=ROOT,
+                               env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                               text=True)
+    try:
+        deadline = time.time() + 600
+        while not _checkpointed_epochs(workdir, "preempted"):
+            assert process.poll() is None and time.time() < deadline, "no epoch was checkpointed"
+            time.sleep(0.3)
+        process.send_signal(signal.SIGTERM)
+        stdout, stderr = process.communicate(timeout=120)
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+    assert process.returncode == 143, stdout[-2000:] + stderr[-2000:]
+    assert "preempted (SIGTERM)" in stdout
+    [trial] = load_study(workdir, "preempted").trials
+    assert trial.state.name == "FAIL" and trial.user_attrs["failure"] == PREEMPTED
+    assert trial.user_attrs["preempted_at"].startswith("stopped at batch")
+    key = trial.user_attrs["trial_key"]
+    assert (workdir / "trials" / key / "checkpoint").is_dir()
+    resumed = run_cli("resume", str(sweep), "--workdir", str(workdir), "--max-retries", "0")
+    assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
+    results = json.loads((workdir / "trials" / key / "results.json").read_text())
+    assert results["resumed_from_epoch"] >= 1
+    pd.testing.assert_frame_equal(pd.read_csv(workdir / "trials" / key / "fit_history.csv")[COMPARED], uninterrupted)
+    assert _steps(workdir, "preempted") == {key: list(range(len(uninterrupted)))}  # each epoch once in MLflow
+
+
+def _checkpointed_epochs(workdir: Path, name: str) -> int:
+    if not (workdir / "optuna.db").is_file():
+        return 0
+    try:
+        trials = load_study(workdir, name).trials
+    except KeyError:  # the database exists, the study not yet
+        return 0
+    return max((int((t.user_attrs.get("checkpoint") or {}).get("epochs", 0)) for t in trials), default=0)
 
 
 @pytest.mark.slow
