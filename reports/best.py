@@ -12,10 +12,12 @@ from runner.metrics import objective
 from zoo.errors import UserError
 
 
-def best_trial(runs: SweepRuns, metric: str, sweep_name: str) -> dict[str, Any]:
-    """The best finished trial: its key, run id, metric value, test accuracy and the parameters its
-    architecture uses (the others are left out, not shown as defaults)."""
-    ranked = rank_trials(runs.trials, metric)
+def best_trial(runs: SweepRuns, metric: str, sweep_name: str,
+               goals: list[tuple[str, str]] | None = None) -> dict[str, Any]:
+    """The best finished trial (rank_trials; `goals`: the sweep's objectives): its key, run id, metric value,
+    held-out test accuracy (shown, never used to choose) and the parameters its architecture uses (the others are
+    left out, not shown as defaults)."""
+    ranked = rank_trials(runs.trials, metric, goals)
     if ranked.empty:
         raise UserError(f"sweep {sweep_name} has no finished trial yet")
     row = ranked.iloc[0]

@@ -142,8 +142,9 @@ def input_contract(spec: TrialSpec, model: keras.Model) -> dict[str, Any]:
 
 def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], classes: list[str]) -> str:
     results = trial.results
-    metrics = [("validation accuracy", results.get("fit_val_acc")), ("test accuracy", results.get("fit_test_acc")),
-               ("test loss", results.get("fit_test_loss")), ("parameters", results.get("model_param_count")),
+    metrics = [("validation accuracy", results.get("fit_val_acc")),
+               ("test accuracy (held out)", results.get("fit_test_acc")),
+               ("test loss (held out)", results.get("fit_test_loss")), ("parameters", results.get("model_param_count")),
                ("best round", results.get("fit_best_round")), ("epochs", results.get("fit_num_epochs"))]
     lines = [f"# {trial.spec.model.architecture} from sweep {sweep}", "",
              f"Trial `{trial.key}` (MLflow run `{trial.run_id}`), dataset fingerprint "

@@ -18,9 +18,10 @@ MARKDOWN_COLUMNS = ("rank", "trial_key", "architecture", "backbone", "pooling", 
                     "best_round", "epochs", "rung", "duration_seconds", "param_count", "latency_ms", "throughput_fps")
 
 
-def leaderboard(runs: SweepRuns, metric: str) -> pd.DataFrame:
-    """One row per finished trial, best first, with the columns of COLUMNS (renamed as people say them)."""
-    ranked = rank_trials(runs.trials, metric)
+def leaderboard(runs: SweepRuns, metric: str, goals: list[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """One row per finished trial, best first (rank_trials), with the columns of COLUMNS (renamed as people say
+    them)."""
+    ranked = rank_trials(runs.trials, metric, goals)
     ranked["run_link"] = [runs.run_link(run_id) for run_id in ranked.run_id]
     table = ranked.reindex(columns=list(COLUMNS)).rename(columns=RENAMED)
     for name in ("best_round", "epochs", "param_count", "deployed_param_count"):

@@ -193,7 +193,7 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
     atomic.check_replaceable(out, overwrite, atomic.REPORT_MARKER, "report folder")  # before the slow part
     column, direction = objective(metric).final, objective(metric).direction
     name = runs.tracker.experiment_name
-    board = leaderboard(runs, metric)
+    board = leaderboard(runs, metric, goals)
     finished = runs.finished
     params = runs.swept_parameters()
     generated = dt.datetime.now().strftime("%Y-%m-%d %H:%M")

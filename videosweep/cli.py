@@ -507,13 +507,13 @@ def best(
             console.print(f"[bold]{row['trial_key']}[/] " + " ".join(f"{m}={row[m]:.4g}" for m in names)
                           + f"  MLflow run {row['run_id']}")
         return
+    result = best_trial(runs, metric or sweep.search.metric, sweep.name, None if metric else sweep.search.goals())
     metric = metric or sweep.search.metric
-    result = best_trial(runs, metric, sweep.name)
     params = result["params"]
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
-    console.print(f"[bold]{result['trial_key']}[/] {metric} {result['value']:.4f} (test accuracy "
+    console.print(f"[bold]{result['trial_key']}[/] {metric} {result['value']:.4f} (held-out test accuracy "
                   f"{result['test_accuracy']:.4f}), MLflow run {result['run_id']}")
     console.print(", ".join(f"{k}={v}" for k, v in params.items()))
 
@@ -557,7 +557,8 @@ def export(
                      "param_count": float(chosen.deployed_param_count),
                      accuracy: float(chosen[objective(accuracy).final])}
     elif trial is None:
-        trial = str(best_trial(runs, metric or sweep.search.metric, sweep.name)["trial_key"])
+        goals = None if metric else sweep.search.goals()
+        trial = str(best_trial(runs, metric or sweep.search.metric, sweep.name, goals)["trial_key"])
     meta = export_trial(runs, trial, out, formats, sweep.named_files(), register=register, overwrite=overwrite,
                         selection=selection if budgeted else None)
     console.print(f"exported {meta['architecture']} trial {trial} to {out} ({', '.join(meta['files'].values())}); "

@@ -64,3 +64,54 @@ def test_a_registered_model_is_copied_only_from_inside_the_store_artefact_root(t
             _check_location("models:/t@champion", planted, root)
     with pytest.raises(UserError, match="outside the store"):
         _check_location("models:/t@champion", "file:///home/someone", None)
+
+
+def trial_table(rows: list[tuple]) -> pd.DataFrame:
+    """Finished trials from (key, val_accuracy, val_loss, latency_ms, param_count, test_accuracy) rows."""
+    return pd.DataFrame([{"trial_key": key, "run_id": f"r{key}", "status": "FINISHED", "val_accuracy_best": acc,
+                          "val_loss_best": loss, "latency_ms": latency, "param_count": params,
+                          "deployed_param_count": params * 10, "test_accuracy": test}
+                         for key, acc, loss, latency, params, test in rows])
+
+
+def test_a_tie_on_the_metric_breaks_on_val_loss_latency_parameters_and_key_never_on_test_accuracy():
+    from reports.records import rank_trials
+
+    def order(rows: list[tuple], metric: str = "val_accuracy") -> list[str]:
+        return rank_trials(trial_table(rows), metric).trial_key.tolist()
+
+    # every later trial has the higher test accuracy: a ranking that read it would reverse each pair
+    assert order([("a", 0.52, 0.690, 9.0, 900, 0.40), ("b", 0.52, 0.693, 1.0, 100, 0.90)]) == ["a", "b"]
+    assert order([("a", 0.52, 0.69, 2.0, 900, 0.40), ("b", 0.52, 0.69, 3.0, 100, 0.90)]) == ["a", "b"]
+    assert order([("a", 0.52, 0.69, 2.0, 100, 0.40), ("b", 0.52, 0.69, 2.0, 900, 0.90)]) == ["a", "b"]
+    assert order([("a", 0.52, 0.69, 2.0, 100, 0.40), ("b", 0.52, 0.69, 2.0, 100, 0.90)]) == ["a", "b"]
+    assert order([("b", 0.52, 0.69, 2.0, 100, 0.40), ("a", 0.52, 0.69, 2.0, 100, 0.90)]) == ["a", "b"]
+    # the metric itself still comes first, and val_loss as the metric is not its own tie-break (latency is)
+    assert order([("a", 0.50, 0.60, 1.0, 100, 0.9), ("b", 0.60, 0.70, 9.0, 900, 0.1)]) == ["b", "a"]
+    assert order([("a", 0.9, 0.69, 5.0, 100, 0.9), ("b", 0.1, 0.69, 4.0, 900, 0.1)], "val_loss") == ["b", "a"]
+
+
+def test_the_best_of_a_multi_objective_sweep_is_on_its_front_and_test_metrics_choose_nothing():
+    import pytest
+
+    from reports.best import best_trial
+    from reports.pareto import front_goals, pareto_front
+    from reports.records import MODEL_PARAMS, SweepRuns
+    from runner.metrics import objective
+    from zoo.errors import UserError
+
+    goals = [("val_accuracy", "maximize"), ("param_count", "minimize")]
+    # a has the lower val_loss but b, as accurate, is smaller: a is dominated on the sweep's objectives
+    trials = trial_table([("a", 0.52, 0.690, 1.0, 900, 0.9), ("b", 0.52, 0.693, 2.0, 100, 0.1),
+                          ("c", 0.40, 0.600, 0.5, 50, 0.9)])
+    trials = trials.reindex(columns=[*trials.columns, *MODEL_PARAMS]).assign(architecture="image_mlp_frozen")
+    runs = SweepRuns(tracker=None, parent=None, trials=trials)
+    front = pareto_front(trials, goals).trial_key.tolist()
+    assert sorted(front) == ["b", "c"]
+    assert best_trial(runs, "val_accuracy", "s", goals)["trial_key"] == "b"
+    # a single-metric sweep breaks the same tie on val_loss, then latency; its front pairs it with latency
+    assert best_trial(runs, "val_accuracy", "s")["trial_key"] == "a"
+    assert "a" in pareto_front(trials, front_goals([("val_accuracy", "maximize")])).trial_key.tolist()
+    for name in ("test_accuracy", "test_loss"):
+        with pytest.raises(UserError, match="held-out test split"):
+            objective(name)

@@ -48,11 +48,19 @@ def test_target_and_patience_decide_on_finished_trials_in_order():
 
 
 def test_a_rule_may_watch_another_recorded_metric_but_not_an_unrecorded_one():
-    sweep = make_sweep(stop={"target": 0.7, "metric": "test_accuracy"})
-    assert stop.decide(sweep, finished([0.99], {"fit_test_acc": 0.5})) is None
-    assert "test_accuracy" in stop.decide(sweep, finished([0.1], {"fit_test_acc": 0.8}))
+    sweep = make_sweep(stop={"target": 0.3, "metric": "val_loss"})
+    assert stop.decide(sweep, finished([0.99], {"fit_val_loss": 0.5})) is None
+    assert "val_loss <= 0.3" in stop.decide(sweep, finished([0.1], {"fit_val_loss": 0.2}))
     with pytest.raises(UserError, match="does not record 'f1'"):
         stop.watched(make_sweep(stop={"target": 0.7, "metric": "f1"}))
+
+
+@pytest.mark.parametrize("search", [{"metric": "test_accuracy"}, {"stop": {"target": 0.7, "metric": "test_loss"}},
+                                    {"objectives": [{"metric": "val_accuracy", "direction": "maximize"},
+                                                    {"metric": "test_accuracy", "direction": "maximize"}]}])
+def test_nothing_that_chooses_may_read_the_test_split(search):
+    with pytest.raises(UserError, match="held-out test split.*never chooses"):
+        make_sweep(**search)
 
 
 def test_the_decision_is_recorded_in_the_study_and_cleared_by_ignore_stop():
