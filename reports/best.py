@@ -9,6 +9,7 @@ import pandas as pd
 import zoo
 from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
 from runner.metrics import objective
+from zoo.baselines import from_entries
 from zoo.errors import UserError
 
 
@@ -24,5 +25,11 @@ def best_trial(runs: SweepRuns, metric: str, sweep_name: str,
     uses = zoo.get_architecture(str(row.architecture)).uses
     params = {k: row[k] for k in MODEL_PARAMS if k in uses and not pd.isna(row[k])}  # None, NaN and pd.NA
     return {"trial_key": row.trial_key, "run_id": row.run_id, "metric": metric,
-            "value": float(row[objective(metric).final]), "test_accuracy": float(row.test_accuracy),
-            "params": params}
+            "value": float(row[objective(metric).final]), "val_accuracy": float(row.val_accuracy_best),
+            "val_margin": _number(row.val_margin), "test_accuracy": float(row.test_accuracy),
+            "test_margin": _number(row.test_margin), "baselines": from_entries(row), "params": params}
+
+
+def _number(value: Any) -> float | None:
+    """JSON has no NaN: a missing figure is null."""
+    return None if pd.isna(value) else float(value)

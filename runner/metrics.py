@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from zoo.baselines import SPLIT_NAMES
 from zoo.errors import UserError
 
 # Per-epoch values a trial's history holds and MLflow receives once per step.
@@ -26,6 +27,9 @@ FINAL_METRICS: dict[str, str] = {
     "latency_ms": "model_latency_ms", "throughput_fps": "model_throughput_fps",
     "deployed_param_count": "model_e2e_param_count", "model_size_mb": "model_size_mb",
     "latency_seconds": "model_latency_seconds",
+    # what a constant answer scores on the same windows (zoo/baselines.py): the floor a trial must clear
+    **{name: name for name in (f"baseline_{split}_majority_accuracy" for split in SPLIT_NAMES.values())},
+    "baseline_chance": "baseline_chance",
 }
 
 # Results a finished study trial also keeps as user attributes (the study alone then tells how each trial did).

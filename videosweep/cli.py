@@ -161,6 +161,7 @@ def plan(
     """Dry run: trials per sub-space, dropped combinations by reason, study progress, shared extractions."""
     import json
 
+    from runner.baselines import baseline_lines
     from runner.overview import plan_report
     from runner.run import load_context
 
@@ -201,6 +202,8 @@ def plan(
         console.print(f"epoch budget: at most {budget['without_schedule']} epochs (early stopping can only "
                       "shorten it)")
     console.print("study: " + ", ".join(f"{v} {k}" for k, v in report["states"].items()))
+    for line in baseline_lines(report["baselines"]):
+        console.print(line, highlight=False)
     for weights in report["weights"]:
         size = "size unknown" if weights["bytes"] is None else f"{weights['bytes'] / 2**20:,.1f} MiB"
         console.print(f"weights to fetch before the workers start: {weights['file']} ({size}) from {weights['url']}",
@@ -343,6 +346,7 @@ def worker(
 @app.command()
 def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None) -> None:
     """A table of the sweep's trials (key, state, metric, duration) and totals."""
+    from runner.baselines import baseline_lines, baselines_json
     from runner.overview import state_word, status_rows
     from runner.queue import state_counts
     from runner.run import load_context
@@ -366,6 +370,8 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
                       "" if row["seconds"] is None else f"{row['seconds']:.1f}", row["note"][:80])
     console.print(table)
     console.print(", ".join(f"{v} {state_word(k)}" for k, v in state_counts(study).items() if v))
+    for line in baseline_lines(baselines_json(ctx.sweep, ctx.dataset)):
+        console.print(line, highlight=False)
     from runner.stop import stop_reason
 
     reason = stop_reason(study)

@@ -67,11 +67,16 @@ def test_a_registered_model_is_copied_only_from_inside_the_store_artefact_root(t
 
 
 def trial_table(rows: list[tuple]) -> pd.DataFrame:
-    """Finished trials from (key, val_accuracy, val_loss, latency_ms, param_count, test_accuracy) rows."""
-    return pd.DataFrame([{"trial_key": key, "run_id": f"r{key}", "status": "FINISHED", "val_accuracy_best": acc,
-                          "val_loss_best": loss, "latency_ms": latency, "param_count": params,
-                          "deployed_param_count": params * 10, "test_accuracy": test}
-                         for key, acc, loss, latency, params, test in rows])
+    """Finished trials from (key, val_accuracy, val_loss, latency_ms, param_count, test_accuracy) rows, each
+    with the majority-class baselines of the bundled seals data's 1-frame windows (val 91/174, test 152/285)."""
+    from reports.records import with_margins
+
+    return with_margins(pd.DataFrame([
+        {"trial_key": key, "run_id": f"r{key}", "status": "FINISHED", "val_accuracy_best": acc,
+         "val_loss_best": loss, "latency_ms": latency, "param_count": params, "deployed_param_count": params * 10,
+         "test_accuracy": test, "baseline_val_majority_accuracy": 91 / 174, "baseline_val_majority_class": "noseal",
+         "baseline_test_majority_accuracy": 152 / 285, "baseline_test_majority_class": "noseal",
+         "baseline_chance": 0.5} for key, acc, loss, latency, params, test in rows]))
 
 
 def test_a_tie_on_the_metric_breaks_on_val_loss_latency_parameters_and_key_never_on_test_accuracy():
@@ -108,7 +113,11 @@ def test_the_best_of_a_multi_objective_sweep_is_on_its_front_and_test_metrics_ch
     runs = SweepRuns(tracker=None, parent=None, trials=trials)
     front = pareto_front(trials, goals).trial_key.tolist()
     assert sorted(front) == ["b", "c"]
-    assert best_trial(runs, "val_accuracy", "s", goals)["trial_key"] == "b"
+    best = best_trial(runs, "val_accuracy", "s", goals)
+    assert best["trial_key"] == "b"
+    assert best["val_margin"] == pytest.approx(0.52 - 91 / 174) and best["test_margin"] == pytest.approx(0.1 - 152 / 285)
+    assert best["baselines"]["val"] == {"majority_accuracy": pytest.approx(91 / 174), "majority_class": "noseal",
+                                        "chance": 0.5}
     # a single-metric sweep breaks the same tie on val_loss, then latency; its front pairs it with latency
     assert best_trial(runs, "val_accuracy", "s")["trial_key"] == "a"
     assert "a" in pareto_front(trials, front_goals([("val_accuracy", "maximize")])).trial_key.tolist()

@@ -296,3 +296,23 @@ def test_run_resume_and_worker_all_refuse_a_bad_notify_url(tmp_path, command):
     result = run_cli(command, str(sweep), "--workdir", str(tmp_path / "work"), *extra, "--notify", "ftp://x/y")
     assert result.returncode == 2 and "error: notify URL ftp://x/*** is not an http" in result.stderr, result.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_a_sweeps_baselines_cover_every_window_length_its_space_gives(seals):
+    from runner.baselines import baseline_lines, baselines_json, parent_params, sweep_baselines, window_lengths
+    from zoo.data import load_dataset
+
+    space = [{"architecture": ["image_mlp_frozen", "video_lrcnn_frozen"], "backbone": ["mobilenet_v2"],
+              "sequence_length": [3, 5]},
+             {"architecture": ["video_lrcnn_frozen"], "backbone": ["mobilenet_v2"],
+              "sequence_length": {"low": 4, "high": 8, "step": 4}}]
+    sweep = sweep_from_mapping({"name": "u", "data": {"root": "."}, "search": {"strategy": "random", "trials": 2},
+                                "space": space}, "t")
+    assert window_lengths(sweep) == [1, 3, 4, 5, 8]
+    dataset = load_dataset(seals)
+    params = parent_params(sweep_baselines(sweep, dataset))
+    assert params["baseline.L1.val.majority_class"] == "noseal" and params["baseline.chance"] == "0.5"
+    assert float(params["baseline.L1.test.majority_accuracy"]) == pytest.approx(152 / 285)
+    assert int(params["baseline.L5.test.windows"]) < int(params["baseline.L1.test.windows"])
+    lines = baseline_lines(baselines_json(sweep, dataset))
+    assert len(lines) == 5 and "val 0.5230 (noseal, 174 windows)" in lines[0]
