@@ -46,14 +46,15 @@ def sweep_baselines(sweep: Any, dataset: Dataset) -> dict[int, dict[str, Baselin
 
 
 def parent_params(baselines: dict[int, dict[str, Baseline]]) -> dict[str, str]:
-    """The parent run's parameters: baseline.L<length>.<split>.{windows,majority_class,majority_accuracy} and
-    baseline.chance."""
+    """The parent run's parameters: baseline.L<length>.<split>.{windows,majority_class,majority_accuracy,
+    effective_units} and baseline.chance."""
     params: dict[str, str] = {}
     for length, splits in baselines.items():
         for split, baseline in splits.items():
             params.update({f"baseline.L{length}.{split}.windows": str(baseline.windows),
                            f"baseline.L{length}.{split}.majority_class": baseline.majority_class,
-                           f"baseline.L{length}.{split}.majority_accuracy": f"{baseline.majority_accuracy:.6g}"})
+                           f"baseline.L{length}.{split}.majority_accuracy": f"{baseline.majority_accuracy:.6g}",
+                           f"baseline.L{length}.{split}.effective_units": f"{baseline.effective_units:.6g}"})
             params["baseline.chance"] = f"{baseline.chance:.6g}"
     return params
 

@@ -28,7 +28,8 @@ FINAL_METRICS: dict[str, str] = {
     "deployed_param_count": "model_e2e_param_count", "model_size_mb": "model_size_mb",
     "latency_seconds": "model_latency_seconds",
     # what a constant answer scores on the same windows (zoo/baselines.py): the floor a trial must clear
-    **{name: name for name in (f"baseline_{split}_majority_accuracy" for split in SPLIT_NAMES.values())},
+    **{name: name for split in SPLIT_NAMES.values()
+       for name in (f"baseline_{split}_majority_accuracy", f"baseline_{split}_effective_units")},
     "baseline_chance": "baseline_chance",
 }
 

@@ -494,7 +494,7 @@ def best(
     """The best finished trial: key, MLflow run id, metric and parameters (or, with --pareto, the front)."""
     import json
 
-    from reports.best import best_trial
+    from reports.best import baseline_verdict, best_trial
 
     sweep, _, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
     if pareto:
@@ -522,6 +522,8 @@ def best(
     console.print(f"[bold]{result['trial_key']}[/] {metric} {result['value']:.4f} (held-out test accuracy "
                   f"{result['test_accuracy']:.4f}), MLflow run {result['run_id']}")
     console.print(", ".join(f"{k}={v}" for k, v in params.items()))
+    if result["baselines"].get("val"):
+        console.print(baseline_verdict(result), highlight=False)
 
 
 @app.command()

@@ -27,25 +27,39 @@ class Baseline:
     majority_class: str
     majority_accuracy: float
     chance: float  # 1 / number of classes: a uniform random guess
+    # Windows of one video are correlated (they share frames, and labels come in runs): counting each video as
+    # one unit, of weight its number of windows, leaves Kish's effective sample size (sum m)^2 / sum m^2 -- the
+    # conservative count an accuracy's interval may rest on (intra-video correlation taken as 1).
+    effective_units: float
 
     def as_dict(self) -> dict[str, object]:
         return asdict(self)
 
 
-def label_baseline(labels: np.ndarray, classes: list[str]) -> Baseline | None:
-    """The baseline of these class indices (one per window); None without windows. Ties: the first class."""
+def label_baseline(labels: np.ndarray, videos: np.ndarray, classes: list[str]) -> Baseline | None:
+    """The baseline of these class indices (one per window, with the video each comes from); None without
+    windows. Ties: the first class."""
     if len(labels) == 0:
         return None
     counts = np.bincount(labels, minlength=len(classes))
     top = int(counts.argmax())
-    return Baseline(int(len(labels)), classes[top], float(counts[top] / len(labels)), 1.0 / len(classes))
+    return Baseline(int(len(labels)), classes[top], float(counts[top] / len(labels)), 1.0 / len(classes),
+                    effective_units(videos))
+
+
+def effective_units(videos: np.ndarray) -> float:
+    """Kish's effective sample size of windows clustered by video: (sum m)^2 / sum m^2 over videos' counts m."""
+    sizes = np.unique(videos, return_counts=True)[1].astype(float)
+    return float(sizes.sum() ** 2 / (sizes**2).sum())
 
 
 def split_baselines(dataset: Dataset, ends: dict[str, np.ndarray]) -> dict[str, Baseline]:
     """Per split (named train/val/test) with windows: the baseline of the windows ending at `ends[split]`."""
     found = {}
     for split, name in SPLIT_NAMES.items():
-        baseline = label_baseline(dataset.label_indices[ends[split]], dataset.classes) if split in ends else None
+        rows = ends.get(split)
+        baseline = None if rows is None else label_baseline(
+            dataset.label_indices[rows], dataset.labels.video.to_numpy()[rows], dataset.classes)
         if baseline is not None:
             found[name] = baseline
     return found
@@ -64,9 +78,12 @@ def from_entries(entries: Any) -> dict[str, dict[str, Any]]:
         accuracy = entries.get(f"baseline_{split}_majority_accuracy")
         if isinstance(accuracy, (int, float)) and math.isfinite(accuracy):
             label = entries.get(f"baseline_{split}_majority_class")
+            units = entries.get(f"baseline_{split}_effective_units")
             found[split] = {"majority_accuracy": float(accuracy),
                             "majority_class": label if isinstance(label, str) else None,
-                            "chance": float(entries.get("baseline_chance", math.nan))}
+                            "chance": float(entries.get("baseline_chance", math.nan)),
+                            "effective_units": float(units) if isinstance(units, (int, float)) and
+                            math.isfinite(units) else None}
     return found
 
 
@@ -77,5 +94,6 @@ def result_entries(baselines: dict[str, Baseline]) -> dict[str, object]:
     for split, baseline in baselines.items():
         entries[f"baseline_{split}_majority_accuracy"] = baseline.majority_accuracy
         entries[f"baseline_{split}_majority_class"] = baseline.majority_class
+        entries[f"baseline_{split}_effective_units"] = baseline.effective_units
         entries["baseline_chance"] = baseline.chance
     return entries

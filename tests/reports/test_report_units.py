@@ -66,9 +66,10 @@ def test_a_registered_model_is_copied_only_from_inside_the_store_artefact_root(t
         _check_location("models:/t@champion", "file:///home/someone", None)
 
 
-def trial_table(rows: list[tuple]) -> pd.DataFrame:
+def trial_table(rows: list[tuple], units: float = 1.0) -> pd.DataFrame:
     """Finished trials from (key, val_accuracy, val_loss, latency_ms, param_count, test_accuracy) rows, each
-    with the majority-class baselines of the bundled seals data's 1-frame windows (val 91/174, test 152/285)."""
+    with the majority-class baselines of the bundled seals data's 1-frame windows (val 91/174, test 152/285; one
+    video per split, so one effective unit unless `units` says otherwise)."""
     from reports.records import with_margins
 
     return with_margins(pd.DataFrame([
@@ -76,7 +77,8 @@ def trial_table(rows: list[tuple]) -> pd.DataFrame:
          "val_loss_best": loss, "latency_ms": latency, "param_count": params, "deployed_param_count": params * 10,
          "test_accuracy": test, "baseline_val_majority_accuracy": 91 / 174, "baseline_val_majority_class": "noseal",
          "baseline_test_majority_accuracy": 152 / 285, "baseline_test_majority_class": "noseal",
-         "baseline_chance": 0.5} for key, acc, loss, latency, params, test in rows]))
+         "baseline_val_effective_units": units, "baseline_chance": 0.5}
+        for key, acc, loss, latency, params, test in rows]))
 
 
 def test_a_tie_on_the_metric_breaks_on_val_loss_latency_parameters_and_key_never_on_test_accuracy():
@@ -118,10 +120,32 @@ def test_the_best_of_a_multi_objective_sweep_is_on_its_front_and_test_metrics_ch
     assert best["val_margin"] == pytest.approx(0.52 - 91 / 174)
     assert best["test_margin"] == pytest.approx(0.1 - 152 / 285)
     assert best["baselines"]["val"] == {"majority_accuracy": pytest.approx(91 / 174), "majority_class": "noseal",
-                                        "chance": 0.5}
+                                        "chance": 0.5, "effective_units": 1.0}
     # a single-metric sweep breaks the same tie on val_loss, then latency; its front pairs it with latency
     assert best_trial(runs, "val_accuracy", "s")["trial_key"] == "a"
     assert "a" in pareto_front(trials, front_goals([("val_accuracy", "maximize")])).trial_key.tolist()
     for name in ("test_accuracy", "test_loss"):
         with pytest.raises(UserError, match="held-out test split"):
             objective(name)
+
+
+def test_wilson_interval_and_whether_the_best_clears_the_majority_baseline():
+    import pytest
+
+    from reports.best import best_trial, wilson_interval
+    from reports.records import MODEL_PARAMS, SweepRuns
+
+    assert wilson_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)  # the textbook values
+    assert wilson_interval(1.0, 4)[0] == pytest.approx(4 / (4 + 1.959964**2))
+    assert wilson_interval(0.0, 1.0)[0] == 0.0 and wilson_interval(1.0, 1.0)[1] == 1.0
+
+    def best(accuracy: float, units: float) -> dict:
+        trials = trial_table([("a", accuracy, 0.3, 1.0, 100, 0.9)], units)
+        trials = trials.reindex(columns=[*trials.columns, *MODEL_PARAMS]).assign(architecture="image_mlp_frozen")
+        return best_trial(SweepRuns(tracker=None, parent=None, trials=trials), "val_accuracy", "s")
+
+    # 0.95 on one validation video proves nothing; on 40 videos' worth of windows it clears 91/174
+    assert best(0.95, 1.0)["beats_baseline"] is False
+    assert best(0.95, 40.0)["beats_baseline"] is True
+    assert best(0.60, 40.0)["beats_baseline"] is False  # 0.60's lower bound (0.445) is under 0.523
+    assert best(0.95, 40.0)["val_interval"] == pytest.approx(list(wilson_interval(0.95, 40.0)))

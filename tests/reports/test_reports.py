@@ -141,7 +141,8 @@ def test_best_names_the_leaderboards_first_trial(sweep):
     length = 3 if top.data.params["architecture"] == "video_lrcnn_frozen" else 1
     majority, share = majority_share("valid", length)
     assert best["baselines"]["val"] == {"majority_accuracy": pytest.approx(share), "majority_class": majority,
-                                        "chance": 0.5}
+                                        "chance": 0.5, "effective_units": 1.0}  # one validation video
+    assert best["beats_baseline"] is False and best["val_interval"][0] < share < best["val_interval"][1]
     assert best["baselines"]["test"]["majority_accuracy"] == pytest.approx(majority_share("test", length)[1])
     assert best["val_margin"] == pytest.approx(best["value"] - share)
     # The parameters shown are the trial's own (params.json), less those its architecture ignores.

@@ -78,6 +78,15 @@ def test_baselines_count_the_windows_trials_are_evaluated_on(seals, length):
         got = baselines[name]
         assert got.windows == labels.sum() and got.majority_class == labels.idxmax()
         assert got.majority_accuracy == pytest.approx(labels.max() / labels.sum()) and got.chance == 0.5
+        assert got.effective_units == 1.0  # one video per split: its windows are one unit's worth of evidence
     if length == 1:  # every labelled frame: labels.csv's own shares (noseal 91 of 174 val, 152 of 285 test)
         assert baselines["val"].majority_accuracy == pytest.approx(91 / 174)
         assert baselines["test"].majority_accuracy == pytest.approx(152 / 285)
+
+
+def test_effective_units_weigh_videos_by_their_windows():
+    from zoo.baselines import effective_units
+
+    assert effective_units(np.array(["a"] * 5 + ["b"] * 5)) == 2.0
+    assert effective_units(np.array(["a"] * 3 + ["b"])) == pytest.approx(16 / 10)  # a long video dominates
+    assert effective_units(np.arange(7)) == 7.0  # independent windows
