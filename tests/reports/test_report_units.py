@@ -132,7 +132,7 @@ def test_the_best_of_a_multi_objective_sweep_is_on_its_front_and_test_metrics_ch
 def test_wilson_interval_and_whether_the_best_clears_the_majority_baseline():
     import pytest
 
-    from reports.best import best_trial, wilson_interval
+    from reports.best import baseline_verdict, best_trial, wilson_interval
     from reports.records import MODEL_PARAMS, SweepRuns
 
     assert wilson_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)  # the textbook values
@@ -149,3 +149,5 @@ def test_wilson_interval_and_whether_the_best_clears_the_majority_baseline():
     assert best(0.95, 40.0)["beats_baseline"] is True
     assert best(0.60, 40.0)["beats_baseline"] is False  # 0.60's lower bound (0.445) is under 0.523
     assert best(0.95, 40.0)["val_interval"] == pytest.approx(list(wilson_interval(0.95, 40.0)))
+    assert baseline_verdict(best(0.95, 1.0)).endswith("over 1 effective video(s) does not clear it")
+    assert "val majority baseline 0.5230 (noseal), chance 0.5000" in baseline_verdict(best(0.95, 40.0))
