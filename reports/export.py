@@ -20,6 +20,7 @@ import pandas as pd
 from reports.records import SweepRuns
 from runner.spec import TRAINING_FIELDS, TrialSpec, unlisted_files
 from zoo import atomic, deploy
+from zoo.baselines import from_entries
 from zoo.errors import UserError, one_line
 from zoo.secrets import mask_text, mask_url
 from zoo.spec import used_parameters
@@ -142,10 +143,31 @@ def input_contract(spec: TrialSpec, model: keras.Model) -> dict[str, Any]:
     }
 
 
+def baseline_section(results: dict[str, Any]) -> list[str]:
+    """The model card's baselines: what always answering the majority class scores on the trial's own windows,
+    and the model's margin over it."""
+    baselines = from_entries(results)
+    if not baselines:
+        return ["", "## Baselines", "", "Not recorded (a trial of an older videosweep)."]
+    accuracy = {"train": results.get("fit_train_acc"), "val": results.get("fit_val_acc"),
+                "test": results.get("fit_test_acc")}
+    lines = ["", "## Baselines", "", f"Chance (1 / {len(results.get('classes') or []) or '?'} classes): "
+             f"{next(iter(baselines.values()))['chance']:.4f}.", "",
+             "| split | majority class | majority-class accuracy | model accuracy | margin |", "|---|---|---|---|---|"]
+    for split, baseline in baselines.items():
+        model = accuracy.get(split)
+        margin = f"{model - baseline['majority_accuracy']:+.4f}" if isinstance(model, (int, float)) else ""
+        shown = f"{model:.4f}" if isinstance(model, (int, float)) else ""
+        lines.append(f"| {split}{' (held out)' if split == 'test' else ''} | {baseline['majority_class'] or ''} | "
+                     f"{baseline['majority_accuracy']:.4f} | {shown} | {margin} |")
+    return lines
+
+
 def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], classes: list[str]) -> str:
     results = trial.results
-    metrics = [("validation accuracy", results.get("fit_val_acc")), ("test accuracy", results.get("fit_test_acc")),
-               ("test loss", results.get("fit_test_loss")), ("parameters", results.get("model_param_count")),
+    metrics = [("validation accuracy", results.get("fit_val_acc")),
+               ("test accuracy (held out)", results.get("fit_test_acc")),
+               ("test loss (held out)", results.get("fit_test_loss")), ("parameters", results.get("model_param_count")),
                ("best round", results.get("fit_best_round")), ("epochs", results.get("fit_num_epochs"))]
     lines = [f"# {trial.spec.model.architecture} from sweep {sweep}", "",
              f"Trial `{trial.key}` (MLflow run `{trial.run_id}`), dataset fingerprint "
@@ -154,6 +176,7 @@ def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], clas
                  if trial.artefacts_run_id != trial.run_id else ""), "", "## Metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
               for name, value in metrics if value is not None]
+    lines += baseline_section(results)
     lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|"]
     used = used_parameters(trial.spec.model.architecture, trial.spec.model.sequence_model) | set(TRAINING_FIELDS)
     lines += [f"| {k} | {v} |" for k, v in trial.spec.flat().items() if v is not None and k in used]

@@ -9,18 +9,24 @@ import pandas as pd
 
 from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
 
-COLUMNS = ("rank", "trial_key", *MODEL_PARAMS, "val_accuracy_best", "val_loss_best", "test_accuracy", "test_loss",
+COLUMNS = ("rank", "trial_key", *MODEL_PARAMS, "val_accuracy_best", "val_margin", "baseline_val_majority_accuracy",
+           "val_loss_best", "test_accuracy", "test_margin", "baseline_test_majority_accuracy", "test_loss",
            "best_round", "epochs", "rung", "duration_seconds", "param_count", "latency_ms", "throughput_fps",
            "deployed_param_count", "model_size_mb", "gpu", "run_id", "run_link")
-RENAMED = {"val_accuracy_best": "val_accuracy", "val_loss_best": "val_loss"}
+# margin: the accuracy less what always answering the majority class scores on the trial's own windows
+RENAMED = {"val_accuracy_best": "val_accuracy", "val_loss_best": "val_loss",
+           "baseline_val_majority_accuracy": "val_majority_accuracy",
+           "baseline_test_majority_accuracy": "test_majority_accuracy"}
 MARKDOWN_COLUMNS = ("rank", "trial_key", "architecture", "backbone", "pooling", "frame_size", "sequence_length",
-                    "sequence_model", "layer_1_size", "layer_2_size", "val_accuracy", "test_accuracy", "val_loss",
-                    "best_round", "epochs", "rung", "duration_seconds", "param_count", "latency_ms", "throughput_fps")
+                    "sequence_model", "layer_1_size", "layer_2_size", "val_accuracy", "val_margin", "test_accuracy",
+                    "test_margin", "val_loss", "best_round", "epochs", "rung", "duration_seconds", "param_count",
+                    "latency_ms", "throughput_fps")
 
 
-def leaderboard(runs: SweepRuns, metric: str) -> pd.DataFrame:
-    """One row per finished trial, best first, with the columns of COLUMNS (renamed as people say them)."""
-    ranked = rank_trials(runs.trials, metric)
+def leaderboard(runs: SweepRuns, metric: str, goals: list[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """One row per finished trial, best first (rank_trials), with the columns of COLUMNS (renamed as people say
+    them)."""
+    ranked = rank_trials(runs.trials, metric, goals)
     ranked["run_link"] = [runs.run_link(run_id) for run_id in ranked.artefacts_run_id]  # a reused trial's original
     table = ranked.reindex(columns=list(COLUMNS)).rename(columns=RENAMED)
     for name in ("best_round", "epochs", "param_count", "deployed_param_count"):
@@ -36,8 +42,9 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def to_markdown(table: pd.DataFrame, title: str) -> str:
+def to_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
     columns = [c for c in MARKDOWN_COLUMNS if c in table and table[c].notna().any()]
-    lines = [f"# {title}", "", "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [f"# {title}", "", *([note, ""] if note else []),
+             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for _, row in table.iterrows()]
     return "\n".join(lines) + "\n"

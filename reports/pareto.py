@@ -35,18 +35,33 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
     return keep
 
 
+def _objective_table(trials: pd.DataFrame, goals: list[tuple[str, str]]) -> pd.DataFrame:
+    """Finished trials with every objective recorded: key, run id and one column per objective (as named)."""
+    columns = [objective(name).final for name, _ in goals]
+    finished = trials[trials.status == "FINISHED"].dropna(subset=columns)
+    return pd.DataFrame({"trial_key": finished.trial_key, "run_id": finished.run_id,
+                         **{name: finished[column].astype(float) for (name, _), column in zip(goals, columns)}})
+
+
+def _front_mask(table: pd.DataFrame, goals: list[tuple[str, str]]) -> np.ndarray:
+    signs = np.array([-1.0 if direction == "maximize" else 1.0 for _, direction in goals])
+    return non_dominated(table[[name for name, _ in goals]].to_numpy(dtype=float) * signs)
+
+
+def on_front(trials: pd.DataFrame, goals: list[tuple[str, str]]) -> pd.Series:
+    """Per row of `trials`: whether it is on the Pareto front of the finished trials over `goals`."""
+    table = _objective_table(trials, goals)
+    front = table.index[_front_mask(table, goals)] if len(table) else table.index
+    return pd.Series(trials.index.isin(front), index=trials.index)
+
+
 def pareto_front(trials: pd.DataFrame, goals: list[tuple[str, str]]) -> pd.DataFrame:
     """Exactly the finished trials that no other finished trial dominates, best first by the first objective:
     `run_id`, `trial_key` and one column per objective (named as the sweep file names it)."""
-    columns = [objective(name).final for name, _ in goals]
-    finished = trials[trials.status == "FINISHED"].dropna(subset=columns)
-    table = pd.DataFrame({"trial_key": finished.trial_key, "run_id": finished.run_id,
-                          **{name: finished[column].astype(float) for (name, _), column in zip(goals, columns)}})
+    table = _objective_table(trials, goals)
     if table.empty:
         return table.reset_index(drop=True)
-    signs = np.array([-1.0 if direction == "maximize" else 1.0 for _, direction in goals])
-    minimised = table[[name for name, _ in goals]].to_numpy(dtype=float) * signs
-    front = table[non_dominated(minimised)]
+    front = table[_front_mask(table, goals)]
     first, direction = goals[0]
     return front.sort_values([first, "trial_key"], ascending=[direction != "maximize", True]).reset_index(drop=True)
 
@@ -59,7 +74,7 @@ def check_budget(max_latency_ms: float | None, max_params: float | None) -> None
 
 def within_budget(trials: pd.DataFrame, metric: str, max_latency_ms: float | None = None,
                   max_params: float | None = None) -> pd.Series:
-    """The finished trial best on `metric` (ties: test accuracy, fewer parameters) whose end-to-end latency and
+    """The finished trial best on `metric` (ties as rank_trials breaks them) whose end-to-end latency and
     parameter count fit the budget; a one-line UserError (exit 2) when none does."""
     from reports.records import rank_trials
 

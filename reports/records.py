@@ -14,8 +14,9 @@ from typing import Any
 
 import pandas as pd
 
-from runner.metrics import FINAL_METRICS, objective
-from runner.tracking import KEY_TAG, REUSED_TAG, ROLE, STATE, Tracker, typed_param
+from runner.metrics import DEFAULT_COST, FINAL_METRICS, OBJECTIVES, objective
+from runner.tracking import BASELINE_CLASS_TAG, KEY_TAG, REUSED_TAG, ROLE, STATE, Tracker, typed_param
+from zoo.baselines import SPLIT_NAMES, from_entries
 from zoo.errors import UserError
 from zoo.secrets import mask_url
 
@@ -82,6 +83,8 @@ def _trial_row(run: Any) -> dict[str, Any]:
     }
     row.update({name: typed_param(value) for name, value in run.data.params.items()})
     row.update({name: run.data.metrics.get(name, math.nan) for name in FINAL_METRICS})
+    row.update({f"baseline_{split}_majority_class": tags.get(f"{BASELINE_CLASS_TAG}.{split}")
+                for split in SPLIT_NAMES.values()})
     return row
 
 
@@ -115,18 +118,61 @@ def read_sweep_runs(tracker: Tracker) -> SweepRuns:
         numeric = pd.to_numeric(trials[name], errors="coerce")
         if numeric.notna().sum() == trials[name].notna().sum() and (numeric.dropna() % 1 == 0).all():
             trials[name] = numeric.astype("Int64")
-    return SweepRuns(tracker, parents[0] if parents else None, trials.reset_index(drop=True))
+    return SweepRuns(tracker, parents[0] if parents else None, with_margins(trials).reset_index(drop=True))
 
 
-def rank_trials(trials: pd.DataFrame, metric: str) -> pd.DataFrame:
-    """Finished trials best first: by the metric, ties by test accuracy, then fewer parameters, then key."""
-    column, direction = objective(metric).final, objective(metric).direction
+def with_margins(trials: pd.DataFrame) -> pd.DataFrame:
+    """val_margin and test_margin: each trial's accuracy less its own majority-class baseline (same windows);
+    missing where a trial recorded no baseline."""
+    return trials.assign(
+        val_margin=trials["val_accuracy_best"] - trials["baseline_val_majority_accuracy"],
+        test_margin=trials["test_accuracy"] - trials["baseline_test_majority_accuracy"])
+
+
+def tie_breaks(metric: str, goals: list[tuple[str, str]] | None = None) -> list[tuple[str, str]]:
+    """What settles a tie on `metric`, in order: val_loss (a finer reading of the same validation split), then the
+    sweep's other objectives (a single-metric sweep: latency); never a test figure, which only reports."""
+    others = [goal for goal in goals or [] if goal[0] != metric] or [(DEFAULT_COST, OBJECTIVES[DEFAULT_COST].direction)]
+    breaks = [("val_loss", "minimize"), *others]
+    return [goal for goal in dict(breaks).items() if goal[0] != metric]
+
+
+def rank_trials(trials: pd.DataFrame, metric: str, goals: list[tuple[str, str]] | None = None) -> pd.DataFrame:
+    """Finished trials best first by `metric`. A multi-objective sweep (`goals`, more than one) puts the trials on
+    its Pareto front first within a tie, so its best trial is always on the front; then the tie_breaks, fewer
+    parameters, and the trial key."""
+    from reports.pareto import on_front
+
+    column = objective(metric).final
     finished = trials[(trials.status == "FINISHED") & trials[column].notna()].copy()
-    finished["_primary"] = -finished[column] if direction == "maximize" else finished[column]
-    finished["_test"] = -finished["test_accuracy"].fillna(-math.inf)
-    finished = finished.sort_values(["_primary", "_test", "param_count", "trial_key"], kind="stable")
+    keys = []
+    for index, (name, direction) in enumerate([(metric, objective(metric).direction), *tie_breaks(metric, goals)]):
+        values = finished[objective(name).final].astype(float)
+        # missing values sort last whichever the direction
+        finished[f"_key{index}"] = (-values if direction == "maximize" else values).fillna(math.inf)
+        keys.append(f"_key{index}")
+    if goals and len(goals) > 1:
+        finished["_off_front"] = ~on_front(finished, goals)
+        keys.insert(1, "_off_front")
+    finished = finished.sort_values([*keys, "param_count", "trial_key"], kind="stable")
     finished.insert(0, "rank", range(1, len(finished) + 1))
-    return finished.drop(columns=["_primary", "_test"]).reset_index(drop=True)
+    return finished.drop(columns=keys).reset_index(drop=True)
+
+
+def trial_baselines(runs: SweepRuns, run_id: str) -> dict[str, dict[str, Any]]:
+    """The baselines a trial recorded over its own windows: per split, majority_accuracy, majority_class, chance."""
+    rows = runs.trials[runs.trials.run_id == run_id]
+    return from_entries(rows.iloc[0]) if len(rows) else {}
+
+
+def baseline_text(baselines: dict[str, dict[str, Any]]) -> str:
+    """One line for people: what always answering the majority class scores per split, and chance."""
+    if not baselines:
+        return "no baseline recorded (trials of an older videosweep)"
+    shown = [f"{split}{' (held out)' if split == 'test' else ''} {b['majority_accuracy']:.4f}"
+             f"{f' ({cls})' if (cls := b['majority_class']) else ''}" for split, b in baselines.items()]
+    return (f"always answering the majority class scores {', '.join(shown)}; chance "
+            f"{next(iter(baselines.values()))['chance']:.4f}")
 
 
 def open_sweep_runs(tracking_uri: str, workdir: Path, sweep_name: str) -> SweepRuns:

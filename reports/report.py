@@ -20,7 +20,7 @@ import pandas as pd
 
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
 from reports.leaderboard import leaderboard, to_markdown
-from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns
+from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, trial_baselines
 from runner.metrics import CONTINUED_METRIC, objective
 from runner.plots import confusion_figure
 from runner.stop import STOP_TAG
@@ -156,6 +156,19 @@ def importance_figure(importances: dict[str, float]) -> Figure | None:
                   "How much of the metric's variance each parameter explains across finished trials.")
 
 
+def baseline_cards(baselines: dict[str, dict[str, Any]]) -> dict[str, str]:
+    """Header cards: what always answering the majority class scores on the best trial's windows, and chance."""
+    cards = {}
+    for split, label in (("val", "val majority baseline"), ("test", "test majority baseline (held out)")):
+        if split in baselines:
+            value = baselines[split]
+            cards[label] = cell_text(value["majority_accuracy"]) + (
+                f" ({value['majority_class']})" if value["majority_class"] else "")
+    if baselines:
+        cards["chance"] = cell_text(next(iter(baselines.values()))["chance"])
+    return cards
+
+
 def outcome_table(runs: SweepRuns) -> pd.DataFrame:
     """Trials by state with the most common reasons for failed and pruned ones."""
     trials = runs.trials.assign(reason=runs.trials.reason.fillna("").str.slice(0, 160))
@@ -169,7 +182,8 @@ def outcome_table(runs: SweepRuns) -> pd.DataFrame:
 
 def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
                 figures: list[Figure], notice: str = "", interactive: str = "") -> str:
-    first = ["rank", "trial_key", "architecture", "val_accuracy", "test_accuracy", "val_loss", "test_loss"]
+    first = ["rank", "trial_key", "architecture", "val_accuracy", "val_margin", "test_accuracy", "test_margin",
+             "val_loss", "test_loss"]
     shown = board[first + [c for c in board.columns if c not in first]].dropna(axis=1, how="all")
     card_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>' for k, v in cards.items())
     body = ((f"<p><b>{html.escape(notice)}</b></p>" if notice else "") +
@@ -194,7 +208,7 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
     atomic.check_replaceable(out, overwrite, atomic.REPORT_MARKER, "report folder")  # before the slow part
     column, direction = objective(metric).final, objective(metric).direction
     name = runs.tracker.experiment_name
-    board = leaderboard(runs, metric)
+    board = leaderboard(runs, metric, goals)
     finished = runs.finished
     params = runs.swept_parameters()
     generated = dt.datetime.now().strftime("%Y-%m-%d %H:%M")
@@ -213,6 +227,9 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
     cards = {"finished trials": str(len(board)), "trials in all": str(len(runs.trials)),
              f"best {metric}": "-" if best is None else cell_text(float(best[metric if metric in board else column])),
              "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
+    baselines = {} if best is None else trial_baselines(runs, best["run_id"])
+    cards.update(baseline_cards(baselines))
+    note = "" if best is None else f"Baselines on the best trial's windows: {baseline_text(baselines)}."
     stopped = runs.parent.data.tags.get(STOP_TAG) if runs.parent is not None else None
     notice = f"The sweep stopped early: {stopped}" if stopped else ""
     interactive = interactive_section(finished, params, front_goals(goals or [(metric, direction)]))
@@ -220,7 +237,8 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
                        notice, interactive)
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.REPORT_MARKER, what="report folder") as staging:
         atomic.write_text(staging / "leaderboard.csv", board.to_csv(index=False))
-        atomic.write_text(staging / "leaderboard.md", to_markdown(board, f"Leaderboard of sweep {name} by {metric}"))
+        markdown = to_markdown(board, f"Leaderboard of sweep {name} by {metric}", note)
+        atomic.write_text(staging / "leaderboard.md", markdown)
         atomic.write_text(staging / "report.html", page)
     if log_to_mlflow and runs.parent is not None:
         for file in REPORT_FILES:

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from zoo.baselines import SPLIT_NAMES
 from zoo.errors import UserError
 
 # Per-epoch values a trial's history holds and MLflow receives once per step.
@@ -26,6 +27,10 @@ FINAL_METRICS: dict[str, str] = {
     "latency_ms": "model_latency_ms", "throughput_fps": "model_throughput_fps",
     "deployed_param_count": "model_e2e_param_count", "model_size_mb": "model_size_mb",
     "latency_seconds": "model_latency_seconds",
+    # what a constant answer scores on the same windows (zoo/baselines.py): the floor a trial must clear
+    **{name: name for split in SPLIT_NAMES.values()
+       for name in (f"baseline_{split}_majority_accuracy", f"baseline_{split}_effective_units")},
+    "baseline_chance": "baseline_chance",
 }
 
 # Results a finished study trial also keeps as user attributes (the study alone then tells how each trial did).
@@ -56,8 +61,6 @@ class Objective:
 OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("val_accuracy", "val_accuracy_best", "maximize", "val_accuracy"),
     Objective("val_loss", "val_loss_best", "minimize", "val_loss"),
-    Objective("test_accuracy", "test_accuracy", "maximize", "val_accuracy"),
-    Objective("test_loss", "test_loss", "minimize", "val_loss"),
     Objective("train_accuracy", "train_accuracy", "maximize", "val_accuracy"),
     # deployment figures: known only when a trial ends, so a pruner still watches validation accuracy
     Objective("latency_ms", "latency_ms", "minimize", "val_accuracy"),
@@ -65,12 +68,24 @@ OBJECTIVES: dict[str, Objective] = {o.name: o for o in (
     Objective("param_count", "deployed_param_count", "minimize", "val_accuracy"),
     Objective("model_size_mb", "model_size_mb", "minimize", "val_accuracy"),
 )}
+# Held-out figures -> the validation metric to use instead. Trials record and reports show them (labelled held
+# out), but nothing that chooses (search, stop rules, ranking, best, export) may read them: a model chosen on the
+# test split has no unbiased estimate left.
+HELD_OUT = {"test_accuracy": "val_accuracy", "test_loss": "val_loss"}
 # What a single-objective sweep's Pareto front pairs its metric with.
 DEFAULT_COST = "latency_ms"
 
 
+def held_out(name: str) -> str:
+    """Why a test-split metric cannot choose anything, and what to use instead."""
+    return (f"{name} is measured on the held-out test split, which reports a chosen model and never chooses "
+            f"one; use {HELD_OUT[name]}")
+
+
 def objective(name: str) -> Objective:
     """The objective a sweep file or `--metric` names; one line listing the choices otherwise."""
+    if name in HELD_OUT:
+        raise UserError(held_out(name))
     if name not in OBJECTIVES:
         raise UserError(f"unknown metric {name!r}; choose one of {', '.join(OBJECTIVES)}")
     return OBJECTIVES[name]

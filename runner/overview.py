@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from runner import queue, schedule, storage
+from runner.baselines import baselines_json
 from runner.expand import cache_sizes, expand_grid, shared_extractions
 from runner.run import SweepContext
 from zoo.errors import UserError
@@ -47,6 +48,7 @@ def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
     report: dict[str, Any] = {
         "sweep": ctx.sweep.name, "strategy": ctx.sweep.search.strategy, "storage": storage.mask_url(ctx.storage_url),
         "data": ctx.dataset.summary(), "states": states, "weights": weights_to_fetch(ctx.sweep),
+        "baselines": baselines_json(ctx.sweep, ctx.dataset),
     }
     schedule_ = ctx.sweep.search.schedule
     if schedule_ is not None:

@@ -16,7 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from runner.constraints import ConstraintError, Constraint, parse_constraint
-from runner.metrics import OBJECTIVES
+from runner.metrics import HELD_OUT, OBJECTIVES, held_out
 from runner.spec import (PARAMETER_ALIASES, PARAMETERS, TrainingConfig, canonical_parameter, read_yaml_mapping,
                          validation_message)
 from zoo.errors import UserError, did_you_mean
@@ -77,7 +77,14 @@ class StopConfig(BaseModel):
     patience_trials: int | None = Field(
         None, ge=1, description="Stop once this many finished trials in a row bring no improvement.")
     metric: str | None = Field(None, description="Metric the rules watch (default: search.metric); one the study "
-                                                 "records: val_accuracy, val_loss or test_accuracy.")
+                                                 "records: val_accuracy or val_loss.")
+
+    @field_validator("metric")
+    @classmethod
+    def _not_held_out(cls, value: str | None) -> str | None:
+        if value in HELD_OUT:
+            raise ValueError(held_out(value))
+        return value
 
 
 Direction = Literal["maximize", "minimize"]
@@ -85,6 +92,8 @@ Direction = Literal["maximize", "minimize"]
 
 def recorded_metric(value: str) -> str:
     """A metric name every trial records (objectives, search.metric), or the error listing them."""
+    if value in HELD_OUT:
+        raise ValueError(held_out(value))
     if value not in OBJECTIVES:
         raise ValueError(f"{value!r} is not a metric trials record; choose one of {', '.join(OBJECTIVES)}")
     return value

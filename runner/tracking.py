@@ -22,6 +22,7 @@ import yaml
 
 from runner.metrics import CONTINUED_METRIC, EPOCH_METRICS, final_metrics
 from runner.retry import retry, tracking_budget
+from zoo.baselines import SPLIT_NAMES
 from zoo.errors import StoreUnreachable, UserError, one_line
 from zoo.secrets import mask_text, mask_url
 
@@ -31,6 +32,7 @@ STATE = "videosweep.state"
 SWEEP = "videosweep.sweep"
 FAILURE_KIND_TAG = "videosweep.failure_kind"  # oom: the trial ran out of memory (runner.memory)
 REUSED_TAG = "videosweep.reused_from"  # a copy of another sweep's run (runner.reuse): not trained, no artefacts
+BASELINE_CLASS_TAG = "videosweep.baseline_majority_class"  # .<split>: the class a constant answer would name
 LATENCY_DEVICE_TAG = "videosweep.latency_device"  # where a trial's latency_ms / throughput_fps were measured
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 # MLflow's "View run at <uri>" lines would print a tracking URI's password (unpickling is off: runner/__init__).
@@ -205,8 +207,11 @@ class Tracker:
     # ------------------------------------------------------------------ the sweep's parent run
 
     def sweep_run(self, sweep: Any, storage: str, dataset: Any) -> str:
-        """The sweep's parent run, created once with the sweep file, its parameters and the dataset."""
+        """The sweep's parent run, created once with the sweep file, its parameters, the dataset and its baselines
+        (runner/baselines.py)."""
         from mlflow.entities import Param, RunTag
+
+        from runner.baselines import parent_params, sweep_baselines
 
         existing = self._find(f"tags.`{ROLE}` = 'sweep'")
         if existing is not None:
@@ -221,6 +226,7 @@ class Tracker:
         # URI password, no webhook path).
         shared = sweep.shareable()
         params = [Param(k, v) for k, v in flatten(shared).items()]
+        params += [Param(k, v) for k, v in parent_params(sweep_baselines(sweep, dataset)).items()]
         for chunk in _chunks(params, 90):
             self.client.log_batch(run_id, params=chunk)
         self.client.log_text(run_id, yaml.safe_dump(shared, sort_keys=False), "sweep.yaml")
@@ -336,6 +342,8 @@ class Tracker:
             tags.append(RunTag(LATENCY_DEVICE_TAG, str(results["model_latency_device"])))
         if results.get("rung") is not None:
             tags.append(RunTag("videosweep.rung", str(results["rung"])))
+        tags += [RunTag(f"{BASELINE_CLASS_TAG}.{split}", str(results[key])) for split in SPLIT_NAMES.values()
+                 if (key := f"baseline_{split}_majority_class") in results]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         for entry in sorted(Path(trial_dir).iterdir()):
             if entry.name == "checkpoint":  # a paused trial's checkpoint stays where it runs

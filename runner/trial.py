@@ -23,6 +23,7 @@ import zoo
 from runner import liveness
 from runner.spec import TrialSpec
 from zoo import atomic
+from zoo.baselines import result_entries, split_baselines
 from zoo.cache import load_features, load_frames
 from zoo.data import Dataset
 from zoo.errors import DataError, one_line
@@ -390,6 +391,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
         results: dict[str, Any] = {**declared.flat(), "batch_size_used": spec.training.batch_size,
                                    **(extra_results or {})}
         results.update({f"data_total_rows_{s}": len(sequences[s].ends) for s in ("train", "valid", "test")})
+        results.update(result_entries(split_baselines(dataset, {s: q.ends for s, q in sequences.items()})))
         results.update(num_classes=dataset.num_classes, classes=dataset.classes, data_root=str(dataset.root),
                        data_fingerprint=dataset.fingerprint, model_param_count=int(model.count_params()),
                        num_features=int(source.shape[-1]) if source.ndim == 2 else None,

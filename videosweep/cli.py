@@ -161,6 +161,7 @@ def plan(
     """Dry run: trials per sub-space, dropped combinations by reason, study progress, shared extractions."""
     import json
 
+    from runner.baselines import baseline_lines
     from runner.overview import plan_report
     from runner.run import load_context
 
@@ -201,6 +202,8 @@ def plan(
         console.print(f"epoch budget: at most {budget['without_schedule']} epochs (early stopping can only "
                       "shorten it)")
     console.print("study: " + ", ".join(f"{v} {k}" for k, v in report["states"].items()))
+    for line in baseline_lines(report["baselines"]):
+        console.print(line, highlight=False)
     for weights in report["weights"]:
         size = "size unknown" if weights["bytes"] is None else f"{weights['bytes'] / 2**20:,.1f} MiB"
         console.print(f"weights to fetch before the workers start: {weights['file']} ({size}) from {weights['url']}",
@@ -345,6 +348,7 @@ def worker(
 @app.command()
 def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None) -> None:
     """A table of the sweep's trials (key, state, metric, duration) and totals."""
+    from runner.baselines import baseline_lines, baselines_json
     from runner.overview import state_word, status_rows
     from runner.queue import state_counts
     from runner.run import load_context
@@ -368,6 +372,8 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
                       "" if row["seconds"] is None else f"{row['seconds']:.1f}", row["note"][:80])
     console.print(table)
     console.print(", ".join(f"{v} {state_word(k)}" for k, v in state_counts(study).items() if v))
+    for line in baseline_lines(baselines_json(ctx.sweep, ctx.dataset)):
+        console.print(line, highlight=False)
     from runner.stop import stop_reason
 
     reason = stop_reason(study)
@@ -490,7 +496,7 @@ def best(
     """The best finished trial: key, MLflow run id, metric and parameters (or, with --pareto, the front)."""
     import json
 
-    from reports.best import best_trial
+    from reports.best import baseline_verdict, best_trial
 
     sweep, _, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
     if pareto:
@@ -509,15 +515,17 @@ def best(
             console.print(f"[bold]{row['trial_key']}[/] " + " ".join(f"{m}={row[m]:.4g}" for m in names)
                           + f"  MLflow run {row['run_id']}")
         return
+    result = best_trial(runs, metric or sweep.search.metric, sweep.name, None if metric else sweep.search.goals())
     metric = metric or sweep.search.metric
-    result = best_trial(runs, metric, sweep.name)
     params = result["params"]
     if as_json:
         print(json.dumps(result, indent=2, default=str))
         return
-    console.print(f"[bold]{result['trial_key']}[/] {metric} {result['value']:.4f} (test accuracy "
+    console.print(f"[bold]{result['trial_key']}[/] {metric} {result['value']:.4f} (held-out test accuracy "
                   f"{result['test_accuracy']:.4f}), MLflow run {result['run_id']}")
     console.print(", ".join(f"{k}={v}" for k, v in params.items()))
+    if result["baselines"].get("val"):
+        console.print(baseline_verdict(result), highlight=False)
 
 
 @app.command()
@@ -559,7 +567,8 @@ def export(
                      "param_count": float(chosen.deployed_param_count),
                      accuracy: float(chosen[objective(accuracy).final])}
     elif trial is None:
-        trial = str(best_trial(runs, metric or sweep.search.metric, sweep.name)["trial_key"])
+        goals = None if metric else sweep.search.goals()
+        trial = str(best_trial(runs, metric or sweep.search.metric, sweep.name, goals)["trial_key"])
     meta = export_trial(runs, trial, out, formats, sweep.named_files(), register=register, overwrite=overwrite,
                         selection=selection if budgeted else None)
     console.print(f"exported {meta['architecture']} trial {trial} to {out} ({', '.join(meta['files'].values())}); "

@@ -99,6 +99,17 @@ class Dataset:
         }
 
 
+def window_ends(dataset: Dataset, split: str, sequence_length: int) -> np.ndarray:
+    """Row indices (into `dataset.labels`) of the last frame of every window in `split`, in order."""
+    ends: list[np.ndarray] = []
+    for video in dataset.split_videos(split):
+        rows = dataset.video_rows(video)
+        first_end = rows.start + sequence_length - 1
+        if first_end < rows.stop:
+            ends.append(np.arange(first_end, rows.stop, dtype=np.int64))
+    return np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)
+
+
 def read_csv_table(path: Path, what: str, required: tuple[str, ...]) -> pd.DataFrame:
     """A CSV of text cells, stripped (CRLF and a missing final newline are fine), with `required` columns first."""
     if not path.is_file():

@@ -12,18 +12,7 @@ import math
 import keras
 import numpy as np
 
-from zoo.data import Dataset
-
-
-def window_ends(dataset: Dataset, split: str, sequence_length: int) -> np.ndarray:
-    """Row indices (into `dataset.labels`) of the last frame of every window in `split`, in order."""
-    ends: list[np.ndarray] = []
-    for video in dataset.split_videos(split):
-        rows = dataset.video_rows(video)
-        first_end = rows.start + sequence_length - 1
-        if first_end < rows.stop:
-            ends.append(np.arange(first_end, rows.stop, dtype=np.int64))
-    return np.concatenate(ends) if ends else np.empty(0, dtype=np.int64)
+from zoo.data import window_ends as window_ends  # lives beside Dataset: keras-free callers
 
 
 def gather_windows(source: np.ndarray, ends: np.ndarray, sequence_length: int, windowed: bool) -> np.ndarray:

@@ -70,6 +70,8 @@ def test_multi_objective_study_latency_in_mlflow_front_and_budgeted_export(sweep
                 if not any(a >= acc and b <= lat and (a > acc or b < lat) for a, b in points.values())}
     assert {row["run_id"] for row in front} == expected
     assert all(set(row) == {"trial_key", "run_id", "val_accuracy", "latency_ms"} for row in front)
+    best = run_cli("best", str(path), "--workdir", str(workdir), "--json")
+    assert best.returncode == 0 and json.loads(best.stdout)["run_id"] in expected  # best is on the front
 
     slowest = max(lat for _, lat in points.values())
     out = tmp_path / "export"

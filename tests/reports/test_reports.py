@@ -45,6 +45,15 @@ def mlflow_trials(workdir: Path) -> tuple[MlflowClient, list]:
     return client, runs
 
 
+def majority_share(split: str, length: int) -> tuple[str, float]:
+    """(class, share) of the majority class among the labels of `split`'s windows of `length` frames, counted
+    from labels.csv: each video's frames from the length-th on (a window takes its last frame's label)."""
+    labels = pd.read_csv(SEALS / "labels.csv", dtype=str)
+    counts = (labels[labels.split == split].groupby("video", sort=False).label
+              .apply(lambda v: v.iloc[length - 1:]).value_counts())
+    return counts.idxmax(), counts.max() / counts.sum()
+
+
 def without_timestamps(text: str) -> str:
     return re.sub(r"generated \d{4}-\d\d-\d\d \d\d:\d\d", "generated -", text)
 
@@ -57,17 +66,26 @@ def test_report_ranks_like_mlflow_embeds_its_images_and_is_stable(sweep, tmp_pat
     client, runs = mlflow_trials(workdir)
     finished = [r for r in runs if r.info.status == "FINISHED"]
     # The expectation comes from the trials' own results.json files (not MLflow, not the report's code): best
-    # validation accuracy first, ties by test accuracy, then fewer parameters, then the key.
+    # validation accuracy first, ties by validation loss, then latency, fewer parameters, the key (never the test
+    # split).
     saved = pd.DataFrame([json.loads(p.read_text()) for p in (workdir / "trials").glob("*/results.json")])
-    expected = saved.sort_values(["fit_val_acc", "fit_test_acc", "model_param_count", "trial_key"],
-                                 ascending=[False, False, True, True])
+    expected = saved.sort_values(["fit_val_acc", "fit_val_loss", "model_latency_ms", "model_param_count",
+                                  "trial_key"], ascending=[False, True, True, True, True])
     board = pd.read_csv(out / "leaderboard.csv", dtype={"trial_key": str})
     assert len(finished) == len(expected) == 4
     assert list(board.trial_key) == list(expected.trial_key)
     assert list(board["rank"]) == [1, 2, 3, 4]
     assert board.val_accuracy.tolist() == pytest.approx(expected.fit_val_acc.tolist())
+    # each trial's margin is over the majority baseline of its own windows (image models: 1 frame; LRCNN: 3)
+    lengths = [3 if arch == "video_lrcnn_frozen" else 1 for arch in board.architecture]
+    assert set(lengths) == {1, 3}
+    for split, column in (("valid", "val"), ("test", "test")):
+        shares = [majority_share(split, length)[1] for length in lengths]
+        assert board[f"{column}_majority_accuracy"].tolist() == pytest.approx(shares)
+        assert board[f"{column}_margin"].tolist() == pytest.approx((board[f"{column}_accuracy"] - shares).tolist())
     markdown = (out / "leaderboard.md").read_text()
     assert markdown.count("\n| ") == len(finished) + 1 and board.trial_key[0] in markdown
+    assert "val_margin" in markdown and "always answering the majority class scores" in markdown
     page = (out / "report.html").read_text()
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
     assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
@@ -76,6 +94,13 @@ def test_report_ranks_like_mlflow_embeds_its_images_and_is_stable(sweep, tmp_pat
     assert not re.search(r"<script[^>]*\ssrc=", page)
     assert "Confusion matrix of the best trial" in page and "injected failure" in page
     parent = client.search_runs([runs[0].info.experiment_id], "tags.`videosweep.role` = 'sweep'")[0]
+    for length in (1, 3):  # the parent run holds the baselines of every window length the sweep uses
+        majority, share = majority_share("valid", length)
+        assert parent.data.params[f"baseline.L{length}.val.majority_class"] == majority
+        assert float(parent.data.params[f"baseline.L{length}.val.majority_accuracy"]) == pytest.approx(share)
+    assert parent.data.params["baseline.chance"] == "0.5"
+    header = re.search(r'<div class="cards">(.*?)</div><h2>', page, flags=re.S).group(1)
+    assert "val majority baseline" in header and "test majority baseline (held out)" in header
     logged = {a.path for a in client.list_artifacts(parent.info.run_id, "report")}
     assert logged == {"report/leaderboard.csv", "report/leaderboard.md", "report/report.html"}
     before = {f.name: f.read_text() for f in out.iterdir()}
@@ -109,10 +134,17 @@ def test_best_names_the_leaderboards_first_trial(sweep):
     best = json.loads(result.stdout)
     _, runs = mlflow_trials(workdir)
     top = max((r for r in runs if r.info.status == "FINISHED"),
-              key=lambda r: (r.data.metrics["val_accuracy_best"], r.data.metrics["test_accuracy"],
-                             -r.data.metrics["param_count"]))
+              key=lambda r: (r.data.metrics["val_accuracy_best"], -r.data.metrics["val_loss_best"],
+                             -r.data.metrics["latency_ms"], -r.data.metrics["param_count"]))
     assert best["run_id"] == top.info.run_id and best["value"] == pytest.approx(top.data.metrics["val_accuracy_best"])
     assert best["trial_key"] == top.data.tags["videosweep.trial_key"]
+    length = 3 if top.data.params["architecture"] == "video_lrcnn_frozen" else 1
+    majority, share = majority_share("valid", length)
+    assert best["baselines"]["val"] == {"majority_accuracy": pytest.approx(share), "majority_class": majority,
+                                        "chance": 0.5, "effective_units": 1.0}  # one validation video
+    assert best["beats_baseline"] is False and best["val_interval"][0] < share < best["val_interval"][1]
+    assert best["baselines"]["test"]["majority_accuracy"] == pytest.approx(majority_share("test", length)[1])
+    assert best["val_margin"] == pytest.approx(best["value"] - share)
     # The parameters shown are the trial's own (params.json), less those its architecture ignores.
     saved = json.loads((workdir / "trials" / best["trial_key"] / "params.json").read_text())
     assert best["params"] and all(str(value) == str(saved[key]) for key, value in best["params"].items())
@@ -143,6 +175,9 @@ def test_export_then_predict_reproduces_the_trials_test_predictions(sweep, tmp_p
     assert meta["input"]["frame_size"] == "32x32" and meta["input"]["channel_order"] == "RGB"
     card = (out / "model_card.md").read_text()
     assert "Confusion matrix" in card and "convolution_kernel_size" not in card  # only Conv1D models have one
+    length = 3 if architecture == "video_lrcnn_frozen" else 1
+    majority, share = majority_share("test", length)
+    assert f"| test (held out) | {majority} | {share:.4f} |" in card and "Chance (1 / 2 classes): 0.5000" in card
     predictions = tmp_path / "frame_predictions.csv"
     result = run_cli("predict", str(out), "--data", str(SEALS), "--out", str(predictions))
     assert result.returncode == 0, result.stderr

@@ -48,11 +48,19 @@ def test_target_and_patience_decide_on_finished_trials_in_order():
 
 
 def test_a_rule_may_watch_another_recorded_metric_but_not_an_unrecorded_one():
-    sweep = make_sweep(stop={"target": 0.7, "metric": "test_accuracy"})
-    assert stop.decide(sweep, finished([0.99], {"fit_test_acc": 0.5})) is None
-    assert "test_accuracy" in stop.decide(sweep, finished([0.1], {"fit_test_acc": 0.8}))
+    sweep = make_sweep(stop={"target": 0.3, "metric": "val_loss"})
+    assert stop.decide(sweep, finished([0.99], {"fit_val_loss": 0.5})) is None
+    assert "val_loss <= 0.3" in stop.decide(sweep, finished([0.1], {"fit_val_loss": 0.2}))
     with pytest.raises(UserError, match="does not record 'f1'"):
         stop.watched(make_sweep(stop={"target": 0.7, "metric": "f1"}))
+
+
+@pytest.mark.parametrize("search", [{"metric": "test_accuracy"}, {"stop": {"target": 0.7, "metric": "test_loss"}},
+                                    {"objectives": [{"metric": "val_accuracy", "direction": "maximize"},
+                                                    {"metric": "test_accuracy", "direction": "maximize"}]}])
+def test_nothing_that_chooses_may_read_the_test_split(search):
+    with pytest.raises(UserError, match="held-out test split.*never chooses"):
+        make_sweep(**search)
 
 
 def test_the_decision_is_recorded_in_the_study_and_cleared_by_ignore_stop():
@@ -288,3 +296,23 @@ def test_run_resume_and_worker_all_refuse_a_bad_notify_url(tmp_path, command):
     result = run_cli(command, str(sweep), "--workdir", str(tmp_path / "work"), *extra, "--notify", "ftp://x/y")
     assert result.returncode == 2 and "error: notify URL ftp://x/*** is not an http" in result.stderr, result.stderr
     assert not (tmp_path / "work").exists()
+
+
+def test_a_sweeps_baselines_cover_every_window_length_its_space_gives(seals):
+    from runner.baselines import baseline_lines, baselines_json, parent_params, sweep_baselines, window_lengths
+    from zoo.data import load_dataset
+
+    space = [{"architecture": ["image_mlp_frozen", "video_lrcnn_frozen"], "backbone": ["mobilenet_v2"],
+              "sequence_length": [3, 5]},
+             {"architecture": ["video_lrcnn_frozen"], "backbone": ["mobilenet_v2"],
+              "sequence_length": {"low": 4, "high": 8, "step": 4}}]
+    sweep = sweep_from_mapping({"name": "u", "data": {"root": "."}, "search": {"strategy": "random", "trials": 2},
+                                "space": space}, "t")
+    assert window_lengths(sweep) == [1, 3, 4, 5, 8]
+    dataset = load_dataset(seals)
+    params = parent_params(sweep_baselines(sweep, dataset))
+    assert params["baseline.L1.val.majority_class"] == "noseal" and params["baseline.chance"] == "0.5"
+    assert float(params["baseline.L1.test.majority_accuracy"]) == pytest.approx(152 / 285)
+    assert int(params["baseline.L5.test.windows"]) < int(params["baseline.L1.test.windows"])
+    lines = baseline_lines(baselines_json(sweep, dataset))
+    assert len(lines) == 5 and "val 0.5230 (noseal, 174 windows)" in lines[0]

@@ -74,6 +74,9 @@ def test_grid_runs_what_plan_says_once_and_a_rerun_trains_nothing(tmp_path, cach
     assert planned.returncode == 0, planned.stderr
     plan = json.loads(planned.stdout)
     assert plan["trials"] == 4 and plan["states"]["pending"] == 4
+    # image models see 1-frame windows: the baselines are labels.csv's own shares (noseal: 91/174 val, 152/285 test)
+    assert list(plan["baselines"]) == ["1"] and plan["baselines"]["1"]["test"]["majority_class"] == "noseal"
+    assert plan["baselines"]["1"]["val"]["majority_accuracy"] == pytest.approx(91 / 174)
     env = {"VIDEOSWEEP_FAULT": f"count:@{counter}"}
     first = run_cli("run", str(sweep), "--workdir", str(workdir), env=env)
     assert first.returncode == 0, first.stderr
@@ -90,6 +93,7 @@ def test_grid_runs_what_plan_says_once_and_a_rerun_trains_nothing(tmp_path, cach
     assert replanned["states"] == {"finished": 4, "failed": 0, "pending": 0, "running": 0}
     status = run_cli("status", str(sweep), "--workdir", str(workdir))
     assert status.returncode == 0 and "4 finished" in status.stdout and "complete" not in status.stdout
+    assert "val 0.5230 (noseal, 174 windows)" in " ".join(status.stdout.split())  # the baselines, as plan's
 
 
 def test_raising_and_segfaulting_trials_fail_with_reasons_are_retried_and_the_sweep_goes_on(tmp_path, cache_dir):

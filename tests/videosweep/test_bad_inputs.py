@@ -201,6 +201,11 @@ CASES = [
          "notify URL http://127.0.0.1:9/*** is unreachable"),
     Case("stop rule on a metric the sweep does not record",
          lambda f: plan(f, search={"stop": {"target": 0.9, "metric": "f1_score"}}), "does not record 'f1_score'"),
+    # results a user can trust (#25): the held-out test split chooses nothing
+    Case("search metric on the test split", lambda f: plan(f, search={"metric": "test_accuracy"}),
+         "test_accuracy is measured on the held-out test split"),
+    Case("stop rule on the test split", lambda f: plan(f, search={"stop": {"target": 0.1, "metric": "test_loss"}}),
+         "test_loss is measured on the held-out test split"),
     Case("warm start from an unknown sweep", lambda f: run(f, search={"strategy": "optuna", "trials": 1,
                                                                        "warm_start": ["nosuch-sweep"]}),
          "no sweep 'nosuch-sweep'"),

@@ -62,3 +62,31 @@ def test_windows_read_from_a_memory_mapped_cache(tmp_path, seals):
     mapped = np.load(tmp_path / "f.npy", mmap_mode="r")
     ends = window_ends(dataset, "test", 6)
     np.testing.assert_array_equal(gather_windows(mapped, ends, 6, True), gather_windows(array, ends, 6, True))
+
+
+@pytest.mark.parametrize("length", [1, 5, 20])
+def test_baselines_count_the_windows_trials_are_evaluated_on(seals, length):
+    from zoo.baselines import window_baselines
+
+    dataset = load_dataset(seals)
+    baselines = window_baselines(dataset, length)
+    assert list(baselines) == ["train", "val", "test"]
+    for split, name in (("train", "train"), ("valid", "val"), ("test", "test")):
+        # the reference counts labels.csv directly: the last frame's label of every full window of each video
+        frames = dataset.labels[dataset.labels.split == split]
+        labels = frames.groupby("video", sort=False).label.apply(lambda v: v.iloc[length - 1:]).value_counts()
+        got = baselines[name]
+        assert got.windows == labels.sum() and got.majority_class == labels.idxmax()
+        assert got.majority_accuracy == pytest.approx(labels.max() / labels.sum()) and got.chance == 0.5
+        assert got.effective_units == 1.0  # one video per split: its windows are one unit's worth of evidence
+    if length == 1:  # every labelled frame: labels.csv's own shares (noseal 91 of 174 val, 152 of 285 test)
+        assert baselines["val"].majority_accuracy == pytest.approx(91 / 174)
+        assert baselines["test"].majority_accuracy == pytest.approx(152 / 285)
+
+
+def test_effective_units_weigh_videos_by_their_windows():
+    from zoo.baselines import effective_units
+
+    assert effective_units(np.array(["a"] * 5 + ["b"] * 5)) == 2.0
+    assert effective_units(np.array(["a"] * 3 + ["b"])) == pytest.approx(16 / 10)  # a long video dominates
+    assert effective_units(np.arange(7)) == 7.0  # independent windows
