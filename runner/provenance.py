@@ -21,6 +21,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runner.backends import device, version
 from zoo.secrets import mask_secrets
 
 GIT_TIMEOUT_SECONDS = 5
@@ -95,13 +96,6 @@ def requirements_txt() -> str:
     return "\n".join(seen[k] for k in sorted(seen)) + "\n"
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def gpus() -> list[dict[str, str]]:
     """GPU model, memory and driver of each NVIDIA GPU (from nvidia-smi), empty without one."""
     if shutil.which("nvidia-smi") is None:
@@ -149,11 +143,8 @@ def environment() -> dict[str, Any]:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     env: dict[str, Any] = {
         "python": sys.version.split()[0], "python_implementation": platform.python_implementation(),
-        "keras": _version("keras"), "backend": backend,
-        "backend_version": _version({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend,
-                                                                                                    backend))
-        or _version("tensorflow-cpu"),
-        "optuna": _version("optuna"), "mlflow": _version("mlflow") or _version("mlflow-skinny"),
+        "keras": version("keras"), "backend": backend, "backend_version": version(backend),
+        "optuna": version("optuna"), "mlflow": version("mlflow") or version("mlflow-skinny"),
         "host": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
     }
@@ -185,19 +176,6 @@ def log_sweep_provenance(client: Any, run_id: str, source: str | None, log_diff:
     client.log_text(run_id, json.dumps(environment(), indent=2, sort_keys=True), "environment/environment.json")
 
 
-@lru_cache(maxsize=8)
-def device_name(gpu: str | None) -> str:
-    """What a trial runs on, e.g. `GPU 0: NVIDIA H100 80GB HBM3` or `CPU: x86_64 (16 cores)`."""
-    import os
-
-    if gpu:
-        for row in gpus():
-            if row["index"] == gpu.split(",")[0]:
-                return f"GPU {row['index']}: {row['name']}"
-        return f"GPU {gpu}"
-    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def trial_tags(source: str | None, gpu: str | None) -> dict[str, str]:
-    """A child run's provenance tags: git (as the parent's), host and device."""
-    return {**git_tags(source), "host": socket.gethostname(), "device": device_name(gpu)}
+def trial_tags(source: str | None, backend: str) -> dict[str, str]:
+    """A child run's provenance tags: git (as the parent's), host and the device `backend` computes on."""
+    return {**git_tags(source), "host": socket.gethostname(), "device": device(backend)}

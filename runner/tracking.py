@@ -141,8 +141,9 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
-BACKEND_TAGS = {"backend": "backend", "backend_version": "backend_version", "keras_version": "keras_version",
-                "backend_device": "device"}
+# Tag: results.json key. The device is tagged `device` when the run starts (runner/provenance.py), by the same
+# function, in the same process.
+BACKEND_TAGS = {"backend": "backend", "backend_version": "backend_version", "keras_version": "keras_version"}
 
 
 class Tracker:
@@ -328,7 +329,7 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric(name, value, now, 0) for name, value in final_metrics(results).items()]
-        # Where it ran, as the trial saw it (backend, its version, the device it computed on).
+        # Where it ran, as the trial saw it (backend and versions).
         ran = {tag: results.get(key) for tag, key in BACKEND_TAGS.items() if results.get(key) is not None}
         tags = [RunTag(STATE, state), *(RunTag(k, str(v)) for k, v in ran.items())]
         if results.get("model_latency_device"):  # latency_ms and throughput_fps were measured there

@@ -193,7 +193,7 @@ class ClaimRun:
                        f"({source.info.artifact_uri})")
             return None
         tags = {"optuna_trial": self.trial.number, "slot": self.config.slot,
-                **provenance.trial_tags(self.config.sweep_source, self.config.gpu)}
+                **provenance.trial_tags(self.config.sweep_source, self.config.backend)}
         self.run_id = reuse.copy_run(self.tracker, self.config.parent_run_id, self.claim.key,
                                      self.claim.spec.used_flat(), source, tags)
         value = float(source.data.metrics[final])
@@ -215,7 +215,7 @@ class ClaimRun:
         config, claim = self.config, self.claim
         tags = {"optuna_trial": self.trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
                 "host": socket.gethostname(), "retry": claim.attempt, **_backend_tags(config.backend),
-                **trial_tags(config.sweep_source, config.gpu)}
+                **trial_tags(config.sweep_source, config.backend)}
         if claim.epoch_budget is not None:
             tags.update({"videosweep.rung": claim.attrs.get("rung", 0), "epoch_budget": claim.epoch_budget})
         return tags
