@@ -22,6 +22,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import tracking
 from runner.metrics import EPOCH_METRICS, FINAL_METRICS, STUDY_RESULTS
 from runner.spec import with_unused
 from runner.tracking import KEY_TAG, REUSED_TAG, ROLE, STATE, typed_param
@@ -56,21 +57,6 @@ def store_exists(tracking_uri: str) -> bool:
     if tracking_uri.startswith("sqlite:///"):
         return Path(tracking_uri.removeprefix("sqlite:///")).is_file()
     return True
-
-
-def client(tracking_uri: str) -> Any:
-    import os
-
-    from mlflow import MlflowClient
-
-    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
-                        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
-        os.environ.setdefault(name, value)  # as runner.tracking.Tracker: a dead server is not waited on for long
-    if tracking_uri.startswith("sqlite:"):
-        from runner.storage import sqlite_wal_on_connect
-
-        sqlite_wal_on_connect()
-    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def _experiment_ids(mlflow: Any, exclude: str | None) -> tuple[list[str], list[str]]:
@@ -183,7 +169,7 @@ def reusable_keys(tracking_uri: str, sweep_name: str, keys: list[str],
     and lines saying what was left unread."""
     if not keys or not store_exists(tracking_uri):
         return {}, []
-    read = finished_runs(client(tracking_uri), sweep_name)
+    read = finished_runs(tracking.client(tracking_uri), sweep_name)
     found = sources(read.runs, metric_final)
     return {key: found[key] for key in keys if key in found}, [f"reuse: {phrase}" for phrase in read.capped]
 
@@ -191,7 +177,7 @@ def reusable_keys(tracking_uri: str, sweep_name: str, keys: list[str],
 def check_sources(tracking_uri: str, sweep_name: str, keys: list[str], metric_final: str) -> list[str]:
     """Preflight: exit 2 when a source's artefacts are gone; else lines saying what was left unread."""
     found, capped = reusable_keys(tracking_uri, sweep_name, keys, metric_final)
-    mlflow = client(tracking_uri) if found else None
+    mlflow = tracking.client(tracking_uri) if found else None
     for key, run in found.items():
         if not artifacts_present(mlflow, run):
             raise UserError(f"trial {key} would reuse run {run.info.run_id} of sweep {sweep_of(mlflow, run)}, "
@@ -259,7 +245,7 @@ def warm_start_runs(tracking_uri: str, names: list[str], metric_final: str) -> d
     (exit 2) for a sweep the store does not hold."""
     if not names:
         return {}
-    mlflow = client(tracking_uri) if store_exists(tracking_uri) else None
+    mlflow = tracking.client(tracking_uri) if store_exists(tracking_uri) else None
     found: dict[str, Found] = {}
     for name in names:
         experiment = mlflow.get_experiment_by_name(name) if mlflow is not None else None

@@ -146,25 +146,35 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
 BACKEND_TAGS = {"backend": "backend", "backend_version": "backend_version", "keras_version": "keras_version"}
 
 
+# A dead tracking server is not waited on for long: MLflow's own HTTP retries are few, our retry policy decides.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def client(uri: str, seed: bool = False, cache_dir: str | Path | None = None) -> Any:
+    """The one way to open an MlflowClient on `uri`: SQLite in WAL mode (with `seed`, a new store is copied from
+    the cached empty schema), short HTTP retries."""
+    from mlflow import MlflowClient
+
+    if uri.startswith("sqlite:"):
+        from runner import embedded_store
+        from runner.storage import sqlite_wal_on_connect
+
+        sqlite_wal_on_connect()
+        if seed:
+            embedded_store.seed(uri, cache_dir)
+    for name, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    return MlflowClient(tracking_uri=uri)
+
+
 class Tracker:
     """MLflow access for one sweep: its experiment, parent run and trial runs."""
 
     def __init__(self, uri: str, workdir: Path, experiment: str, create: bool = True,
                  cache_dir: str | Path | None = None):
-        from mlflow import MlflowClient
-
-        if uri.startswith("sqlite:"):
-            from runner import embedded_store
-            from runner.storage import sqlite_wal_on_connect
-
-            sqlite_wal_on_connect()
-            if create:
-                embedded_store.seed(uri, cache_dir)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.uri, self.workdir, self.experiment_name = uri, workdir, experiment
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = client(uri, seed=create, cache_dir=cache_dir)
         self.experiment_id = self._experiment(create)
 
     # ------------------------------------------------------------------ set-up
