@@ -20,6 +20,7 @@ from typing import Any
 
 import yaml
 
+from runner import checkpoints
 from runner.metrics import CONTINUED_METRIC, EPOCH_METRICS, final_metrics
 from runner.retry import retry, tracking_budget
 from zoo.errors import StoreUnreachable, UserError, one_line
@@ -348,7 +349,7 @@ class Tracker:
             tags.append(RunTag("videosweep.rung", str(results["rung"])))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         for entry in sorted(Path(trial_dir).iterdir()):
-            if entry.name == "checkpoint":  # a paused trial's checkpoint stays where it runs
+            if entry.name == checkpoints.FOLDER:  # a paused trial's checkpoint stays where it runs
                 continue
             if entry.is_dir():
                 self.client.log_artifacts(run_id, str(entry), artifact_path=f"trial/{entry.name}")

@@ -341,11 +341,9 @@ class ClaimRun:
 
 def _remove_checkpoint(out: Path) -> None:
     """A pruned trial never continues: its checkpoint goes, and its folder if nothing else is in it."""
-    import shutil
+    from runner import checkpoints
 
-    from runner.checkpoints import FOLDER
-
-    shutil.rmtree(out / FOLDER, ignore_errors=True)
+    checkpoints.remove(out)
     try:
         out.rmdir()
     except OSError:
