@@ -258,8 +258,9 @@ class SweepTraining(TrainingConfig):
     """The sweep's training settings: a trial's (part of its key) plus how often it is checkpointed (not)."""
 
     checkpoint_seconds: float = Field(
-        checkpoints.DEFAULT_SECONDS, ge=0, description="A trial is checkpointed after an epoch at most this often, and at every "
-                                "round's end (not part of the trial key).")
+        checkpoints.DEFAULT_SECONDS, ge=0,
+        description="A trial is checkpointed after an epoch at most this often, and at every round's end (not part "
+                    "of the trial key).")
 
 
 class TrackingConfig(BaseModel):
