@@ -36,9 +36,11 @@ PAUSED_ATTR = "paused"  # True when it stopped at its rung's budget with trainin
 
 
 def full_epochs(training: TrainingConfig | dict[str, Any]) -> int:
-    if isinstance(training, dict):
-        return int(training["epochs"]) * len(training["learning_rates"])
-    return training.epochs * len(training.learning_rates)
+    """Epochs times learning-rate rounds: a trial's whole training (each round runs up to `epochs`), the one
+    place this is counted (the last rung, Hyperband's `max_epochs`, plan's budget and estimate)."""
+    epochs, rates = ((training["epochs"], training["learning_rates"]) if isinstance(training, dict)
+                     else (training.epochs, training.learning_rates))
+    return int(epochs) * len(rates)
 
 
 def rung_budgets(schedule: Any, maximum: int) -> list[int]:
