@@ -7,7 +7,6 @@ before any process starts, so bad input never leaves a half-made sweep behind.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -28,7 +27,8 @@ from runner.search import make_pruner, make_sampler, make_search
 from runner import backends
 from runner.sweep import ResourcesConfig, Sweep, load_sweep, merged_resources
 from runner.metrics import objective
-from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri, tracking_errors
+from runner.tracking import (Tracker, check_tracking_reachable, default_tracking_uri, given_tracking_uri,
+                             tracking_errors)
 from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec, weights
 from zoo.data import Dataset
@@ -110,10 +110,10 @@ def worker_context(sweep_file: Path | None, storage_url: str | None, study_name:
     if sweep_file is None and study_name is None:
         raise UserError("give the sweep file or --study NAME to join")
     sweep = sweep_from_study(storage_url, study_name) if sweep_file is None else None
-    if sweep is not None and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri):
+    chosen = given_tracking_uri(tracking_uri, sweep.tracking.uri if sweep else None)
+    if sweep is not None and not chosen:  # the study keeps the URI the sweep was started with
         found = storage.existing_study(sweep.name, storage.open_storage(storage_url))
-        tracking_uri = found.user_attrs.get("tracking_uri") if found is not None else None
-    chosen = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (sweep.tracking.uri if sweep else None)
+        tracking_uri = chosen = found.user_attrs.get("tracking_uri") if found is not None else None
     if sweep is not None and MASK in (chosen or ""):  # the study keeps URIs masked: the password is not there
         raise UserError(f"study {study_name!r} keeps its tracking URI without the password; give it with "
                         "--tracking-uri or $MLFLOW_TRACKING_URI (or $MLFLOW_TRACKING_USERNAME/PASSWORD)")
@@ -123,8 +123,7 @@ def worker_context(sweep_file: Path | None, storage_url: str | None, study_name:
 
 def resolve_tracking_uri(sweep: Sweep, workdir: Path, tracking_uri: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else the sweep file's tracking.uri, else SQLite in the workdir."""
-    return (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri
-            or default_tracking_uri(workdir))
+    return given_tracking_uri(tracking_uri, sweep.tracking.uri) or default_tracking_uri(workdir)
 
 
 def load_tracking_only(path: Path, workdir: Path | None, tracking_uri: str | None) -> tuple[Sweep, Path, str]:

@@ -44,6 +44,12 @@ def default_tracking_uri(workdir: Path) -> str:
     return f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
 
 
+def given_tracking_uri(flag: str | None, sweep_uri: str | None = None) -> str | None:
+    """The tracking URI asked for: --tracking-uri, else $MLFLOW_TRACKING_URI, else the sweep file's tracking.uri;
+    None when none is (a sweep then falls back to default_tracking_uri)."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or sweep_uri
+
+
 def check_tracking_reachable(uri: str, workdir: Path) -> None:
     """Fail fast, before anything is written, when the tracking store cannot be reached or refuses us.
 
