@@ -10,7 +10,6 @@ the network.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import socket
@@ -157,23 +156,6 @@ def environment() -> dict[str, Any]:
         env["gpus"] = found
         env["driver"] = found[0]["driver"]
     return env
-
-
-def log_sweep_provenance(client: Any, run_id: str, source: str | None, log_diff: bool = False,
-                         webhooks: tuple[str | None, ...] = ()) -> None:
-    """The parent run's git tags, with `log_diff` the masked uncommitted diff when dirty (`webhooks`: URLs whose
-    path is a secret, masked in it too), and its `environment/` artefacts."""
-    from mlflow.entities import RunTag
-
-    tags = git_tags(source)
-    if tags:
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        if log_diff and tags[DIRTY_TAG] == "true":
-            diff = git_diff(str(source), webhooks)
-            if diff:
-                client.log_text(run_id, diff, DIFF_ARTIFACT)
-    client.log_text(run_id, requirements_txt(), "environment/requirements.txt")
-    client.log_text(run_id, json.dumps(environment(), indent=2, sort_keys=True), "environment/environment.json")
 
 
 def trial_tags(source: str | None, backend: str) -> dict[str, str]:

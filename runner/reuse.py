@@ -25,7 +25,7 @@ from typing import Any
 from runner import tracking
 from runner.metrics import EPOCH_METRICS, FINAL_METRICS, STUDY_RESULTS
 from runner.spec import with_unused
-from runner.tracking import KEY_TAG, REUSED_TAG, ROLE, STATE, typed_param
+from runner.tracking import KEY_TAG, REUSED_TAG, ROLE, typed_param
 from zoo.errors import UserError
 
 ARTIFACT_TAG = "videosweep.reused_artifact_uri"
@@ -129,24 +129,19 @@ def copy_run(tracker: Any, parent_id: str, key: str, spec_flat: dict[str, Any], 
              tags: dict[str, Any]) -> str:
     """The new sweep's child run for a reused key: parameters, final metrics, per-epoch histories, a link to
     the original artefacts and `videosweep.reused_from`; FINISHED."""
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric
 
     client = tracker.client
-    # Only what the store says of the source run itself (its id, artefact URI and sweep), never its tags.
-    run_id = tracker.trial_run(parent_id, key, spec_flat, {**tags, REUSED_TAG: source.info.run_id,
-                                                           ARTIFACT_TAG: source.info.artifact_uri,
-                                                           "reused_sweep": sweep_of(client, source)})
     now = int(time.time() * 1000)
     metrics = [Metric(name, value, now, 0) for name, value in source.data.metrics.items()
                if name not in EPOCH_METRICS]
     for name in EPOCH_METRICS:
         metrics += [Metric(name, m.value, m.timestamp, m.step) for m in client.get_metric_history(source.info.run_id,
                                                                                                    name)]
-    for start in range(0, len(metrics), 900):
-        client.log_batch(run_id, metrics=metrics[start:start + 900])
-    client.log_batch(run_id, tags=[RunTag(STATE, "finished")])
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    # Only what the store says of the source run itself (its id, artefact URI and sweep), never its tags.
+    return tracker.copied_trial_run(parent_id, key, spec_flat, {**tags, REUSED_TAG: source.info.run_id,
+                                                                ARTIFACT_TAG: source.info.artifact_uri,
+                                                                "reused_sweep": sweep_of(client, source)}, metrics)
 
 
 def sweep_of(mlflow: Any, run: Any) -> str:

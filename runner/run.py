@@ -17,7 +17,7 @@ from typing import Any, Protocol
 from filelock import FileLock
 from optuna.trial import TrialState
 
-from runner import liveness, notify, provenance, queue, reuse, stop, storage
+from runner import liveness, notify, queue, reuse, stop, storage
 from runner import optuna_internals as internals
 from runner.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
 from runner.events import Event, TrialFinished, TrialNote
@@ -267,9 +267,8 @@ class SweepTracking:
             with queue.study_lock(self.study, ctx.workdir):  # one parent run, whichever machine starts first
                 self.parent = self.tracker.sweep_run(ctx.sweep, storage.mask_url(ctx.storage_url), ctx.dataset)
                 self.tracker.close_dead_runs(self._settled_keys)
-            provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source, self.log_diff,
-                                            self.webhooks)
-            self.tracker.client.set_tag(self.parent, SLOTS_TAG, str(self.slots))
+            self.tracker.log_provenance(self.parent, ctx.source, self.log_diff, self.webhooks)
+            self.tracker.set_tags(self.parent, {SLOTS_TAG: self.slots})
         atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": self.parent})
 
     def _settled_keys(self) -> set[str]:
@@ -302,21 +301,14 @@ class SweepTracking:
 
     def _finish(self, interrupted: bool, stopped: str | None) -> None:
         if self.tracker is not None:
-            from mlflow.entities import Metric
-
-            if stopped:
-                self.tracker.client.set_tag(self.parent, stop.STOP_TAG, stopped)
-            elif stop.STOP_TAG in self.tracker.client.get_run(self.parent).data.tags:  # went on (--ignore-stop)
-                self.tracker.client.delete_tag(self.parent, stop.STOP_TAG)
-            now = int(time.time() * 1000)
+            self.tracker.set_stop_reason(self.parent, stop.STOP_TAG, stopped)
             trained = sum(t.duration.total_seconds() for t in self.study.get_trials(  # slot time of trials
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
                 if t.duration and t.datetime_start
                 and t.datetime_start.timestamp() >= self.started and not t.user_attrs.get(reuse.REUSED_ATTR))
             if trained:  # what `plan` estimates from: this run's wall time against its trials' slot time
-                self.tracker.client.log_batch(self.parent, metrics=[
-                    Metric(SWEEP_SECONDS_METRIC, time.time() - _process_start(self.started), now, 0),
-                    Metric("trained_seconds", trained, now, 0)])
+                self.tracker.log_metrics(self.parent, {
+                    SWEEP_SECONDS_METRIC: time.time() - _process_start(self.started), "trained_seconds": trained})
             self.tracker.finish_sweep(self.parent, interrupted)
 
 

@@ -236,14 +236,16 @@ class ClaimRun:
         self._note(f"starts over: {reason}")
         self._fresh_run(reason)
         if self.tracker is not None and self.run_id is not None:
-            self.tracker.client.set_tag(self.run_id, "videosweep.started_over", reason[:5000])
+            self.tracker.mark_started_over(self.run_id, reason)
 
     def _fresh_run(self, reason: str) -> None:
+        from runner.tracking import STARTED_OVER_TAG
+
         if self.tracker is None or self.logged < 0:
             return
         self.run_id = self.tracker.restart_trial_run(self.run_id, self.config.parent_run_id, self.claim.key,
                                                      self.claim.spec.used_flat(),
-                                                     {**self._tags(), "videosweep.started_over": reason})
+                                                     {**self._tags(), STARTED_OVER_TAG: reason})
         self._set_attrs(mlflow_run_id=self.run_id)
         self.logged = -1
 
