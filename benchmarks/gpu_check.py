@@ -183,7 +183,7 @@ def main() -> int:
         shutil.rmtree(scratch, ignore_errors=True)
 
     trials = shared["trials"]
-    on_gpu = [t for t in trials if str(t.get("device", "")).startswith(("gpu", "cuda"))]
+    on_gpu = [t for t in trials if str(t.get("device", "")).startswith("GPU ")]
     lines = [
         "# GPU check (issue #16)", "",
         f"Generated {dt.datetime.now():%Y-%m-%d %H:%M} by `python benchmarks/gpu_check.py --backend {args.backend} "

@@ -8,8 +8,10 @@ here imports a backend at module level: the scheduler and the CLI stay free of T
 
 from __future__ import annotations
 
+import functools
 import importlib.util
 import os
+import platform
 import re
 import sys
 from importlib import metadata
@@ -182,30 +184,51 @@ def deterministic(backend: str) -> None:
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 
+def cpu_name() -> str:
+    """This process's CPU: its model and the cores it may run on (a slot's share where it is pinned)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return f"CPU {platform.processor() or platform.machine()} ({cores} cores)"
+
+
+def _accelerator(backend: str) -> str | None:
+    """The first accelerator `backend` computes on, e.g. 'GPU NVIDIA H100 80GB HBM3'; None on the CPU."""
+    if backend == "jax":
+        import jax
+
+        first = jax.devices()[0]
+        kind = str(getattr(first, "device_kind", ""))
+        if first.platform == "cpu":
+            return None
+        return first.platform.upper() if kind.lower() == first.platform else f"{first.platform.upper()} {kind}"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        gpus = tf.config.list_physical_devices("GPU")
+        if not gpus:
+            return None
+        try:
+            details = tf.config.experimental.get_device_details(gpus[0])
+        except Exception:  # noqa: BLE001 - details are best effort
+            details = {}
+        return f"GPU {details.get('device_name', gpus[0].name)}"
+    if backend == "torch":
+        import torch
+
+        return f"GPU {torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else None
+    return None
+
+
+@functools.lru_cache(maxsize=len(BACKENDS))
 def device(backend: str) -> str:
-    """Where this process's backend computes: e.g. 'gpu:NVIDIA H100' or 'cpu'."""
+    """Where this process's backend computes, e.g. 'GPU NVIDIA H100 80GB HBM3' or 'CPU x86_64 (16 cores)'.
+
+    The one name of the device: results.json's `device` and `model_latency_device`, the trial run's `device`
+    and `videosweep.latency_device` tags and the latency table's key all come from here. A process keeps its
+    device, so it is asked once."""
     try:
-        if backend == "jax":
-            import jax
-
-            first = jax.devices()[0]
-            kind = str(getattr(first, "device_kind", ""))
-            return first.platform if kind.lower() == first.platform else f"{first.platform}:{kind}"
-        if backend == "tensorflow":
-            import tensorflow as tf
-
-            gpus = tf.config.list_physical_devices("GPU")
-            if gpus:
-                details = tf.config.experimental.get_device_details(gpus[0])
-                return f"gpu:{details.get('device_name', gpus[0].name)}"
-            return "cpu"
-        if backend == "torch":
-            import torch
-
-            return f"gpu:{torch.cuda.get_device_name(0)}" if torch.cuda.is_available() else "cpu"
+        return _accelerator(backend) or cpu_name()
     except Exception:  # noqa: BLE001 - a description only
         return "unknown"
-    return "unknown"
 
 
 def active() -> str:

@@ -34,7 +34,7 @@ from zoo import atomic
 FORMAT = 1
 FOLDER = "checkpoint"
 LATEST = "latest.json"
-DEFAULT_SECONDS = 30.0
+DEFAULT_SECONDS = 30.0  # at most this often after an epoch: the sweep file's training.checkpoint_seconds default
 
 
 class CheckpointError(Exception):
@@ -67,6 +67,11 @@ def _package_digest() -> str:
             digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
+
+
+def remove(trial_dir: Path) -> None:
+    """A trial that will never continue keeps no checkpoint."""
+    shutil.rmtree(Path(trial_dir) / FOLDER, ignore_errors=True)
 
 
 def identity(spec_flat: dict[str, Any], fingerprint: str) -> dict[str, Any]:

@@ -14,6 +14,7 @@ import math
 import statistics
 from typing import Any
 
+from runner.schedule import full_epochs
 from runner.tracking import ROLE
 
 # The rough model without history: a CPU slot, tiny frames; seconds per trial and per epoch-round.
@@ -30,12 +31,12 @@ LEVEL_WORDS = ("the same architecture, backbone, frame size and sequence length"
 
 
 def _budget(params: dict[str, Any]) -> float:
-    """Epochs times learning-rate rounds: what a trial's time scales with."""
+    """A trial's whole training in epochs (schedule.full_epochs), from its parameters as the spec or MLflow
+    (as text) holds them: what a trial's time scales with."""
     rates = params.get("learning_rates")
     if isinstance(rates, str):
         rates = [part for part in rates.strip("[]()").split(",") if part.strip()]
-    epochs = float(params.get("epochs") or 20)
-    return max(1.0, epochs * max(1, len(rates or [1])))
+    return max(1.0, float(full_epochs({"epochs": float(params.get("epochs") or 20), "learning_rates": rates or [1]})))
 
 
 def _group(params: dict[str, Any], level: tuple[str, ...]) -> tuple[str, ...]:

@@ -16,7 +16,6 @@ import hashlib
 import json
 import math
 import os
-import platform
 import socket
 import statistics
 import time
@@ -42,27 +41,6 @@ def _tensorflow() -> bool:
     import keras
 
     return keras.backend.backend() == "tensorflow"
-
-
-def device_name() -> str:
-    """Where the measurement ran: the GPU the worker sees, else the CPU (model and visible cores)."""
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-    cpu = f"CPU {platform.processor() or platform.machine()} ({cores} cores)"
-    if not _tensorflow():  # other backends name their accelerator themselves
-        from runner import backends
-
-        device = str(backends.describe(backends.active()).get("device", ""))
-        return device if device and not device.lower().startswith("cpu") else cpu
-    import tensorflow as tf
-
-    gpus = tf.config.list_logical_devices("GPU")
-    if gpus:
-        try:
-            details = tf.config.experimental.get_device_details(tf.config.list_physical_devices("GPU")[0])
-            return f"GPU {details.get('device_name', gpus[0].name)}"
-        except Exception:  # noqa: BLE001 - details are best effort
-            return f"GPU {gpus[0].name}"
-    return cpu
 
 
 def _timed(call: Any, inputs: Any) -> float:
@@ -110,12 +88,11 @@ def front_key(spec: ModelSpec) -> dict[str, Any]:
     from runner import backends
     from zoo.deploy import is_windowed
 
-    backend = backends.active()
     return {"backbone": spec.backbone, "weights": spec.weights, "pooling": spec.pooling,
             "frame_size": list(spec.frame_size or ()), "frames": spec.sequence_length if is_windowed(spec) else 1,
-            "weights_file": spec.model_weights_path, "host": socket.gethostname(), "device": device_name(),
-            "cpu_threads": os.environ.get("VIDEOSWEEP_CPU_THREADS", ""), "backend": backend,
-            "backend_version": backends.version(backend), "keras_version": backends.version("keras")}
+            "weights_file": spec.model_weights_path, "host": socket.gethostname(),
+            "cpu_threads": os.environ.get("VIDEOSWEEP_CPU_THREADS", ""),
+            **backends.describe()}  # backend, its version, Keras's version and the device
 
 
 def _table_path(key: dict[str, Any], cache_dir: str | Path | None) -> Path:
@@ -197,6 +174,7 @@ def measure(spec: ModelSpec, trained: Any, cache_dir: str | Path | None = None) 
     add up. The backbone's figures come from the machine's table (`front_figures`), so a trial pays only for
     timing its own small head."""
     import zoo
+    from runner import backends
     from zoo.deploy import head_of
 
     started = time.perf_counter()
@@ -212,6 +190,6 @@ def measure(spec: ModelSpec, trained: Any, cache_dir: str | Path | None = None) 
         "model_throughput_fps": THROUGHPUT_BATCH / timings.batch,
         "model_e2e_param_count": params,
         "model_size_mb": params * 4 / 1e6,
-        "model_latency_device": device_name(),
+        "model_latency_device": backends.device(backends.active()),
         "model_latency_seconds": time.perf_counter() - started,
     }

@@ -104,7 +104,7 @@ def _sample_specs(sweep: Any, count: int) -> list[Any]:
 
 def _estimate(ctx: SweepContext, expansion: Any, study: Any, remaining: int) -> dict[str, Any]:
     """How many pending trials will be reused from other sweeps, and how long the rest will take."""
-    from runner import estimate, reuse, stop
+    from runner import estimate, reuse, stop, tracking
     from runner.metrics import objective
     from runner.scheduler import plan_slots
 
@@ -121,7 +121,7 @@ def _estimate(ctx: SweepContext, expansion: Any, study: Any, remaining: int) -> 
         reuse.warm_start_runs(ctx.tracking_uri, list(ctx.sweep.search.warm_start), final)
         reusable, capped = reuse.reusable_keys(ctx.tracking_uri, ctx.sweep.name, [k for k, _ in pending if k], final)
         to_train = [spec for key, spec in pending if key not in reusable]
-        mlflow = reuse.client(ctx.tracking_uri) if reuse.store_exists(ctx.tracking_uri) else None
+        mlflow = tracking.client(ctx.tracking_uri) if reuse.store_exists(ctx.tracking_uri) else None
         guess = estimate.estimate(to_train, slots, mlflow)
     except UserError:
         raise

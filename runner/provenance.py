@@ -10,7 +10,6 @@ the network.
 
 from __future__ import annotations
 
-import json
 import platform
 import shutil
 import socket
@@ -21,6 +20,7 @@ from importlib import metadata
 from pathlib import Path
 from typing import Any
 
+from runner.backends import device, version
 from zoo.secrets import mask_secrets
 
 GIT_TIMEOUT_SECONDS = 5
@@ -95,13 +95,6 @@ def requirements_txt() -> str:
     return "\n".join(seen[k] for k in sorted(seen)) + "\n"
 
 
-def _version(name: str) -> str | None:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return None
-
-
 def gpus() -> list[dict[str, str]]:
     """GPU model, memory and driver of each NVIDIA GPU (from nvidia-smi), empty without one."""
     if shutil.which("nvidia-smi") is None:
@@ -149,11 +142,8 @@ def environment() -> dict[str, Any]:
     backend = os.environ.get("KERAS_BACKEND", "tensorflow")
     env: dict[str, Any] = {
         "python": sys.version.split()[0], "python_implementation": platform.python_implementation(),
-        "keras": _version("keras"), "backend": backend,
-        "backend_version": _version({"tensorflow": "tensorflow", "jax": "jax", "torch": "torch"}.get(backend,
-                                                                                                    backend))
-        or _version("tensorflow-cpu"),
-        "optuna": _version("optuna"), "mlflow": _version("mlflow") or _version("mlflow-skinny"),
+        "keras": version("keras"), "backend": backend, "backend_version": version(backend),
+        "optuna": version("optuna"), "mlflow": version("mlflow") or version("mlflow-skinny"),
         "host": socket.gethostname(), "platform": platform.platform(), "machine": platform.machine(),
         "cpu_count": os.cpu_count(),
     }
@@ -168,36 +158,6 @@ def environment() -> dict[str, Any]:
     return env
 
 
-def log_sweep_provenance(client: Any, run_id: str, source: str | None, log_diff: bool = False,
-                         webhooks: tuple[str | None, ...] = ()) -> None:
-    """The parent run's git tags, with `log_diff` the masked uncommitted diff when dirty (`webhooks`: URLs whose
-    path is a secret, masked in it too), and its `environment/` artefacts."""
-    from mlflow.entities import RunTag
-
-    tags = git_tags(source)
-    if tags:
-        client.log_batch(run_id, tags=[RunTag(k, v) for k, v in tags.items()])
-        if log_diff and tags[DIRTY_TAG] == "true":
-            diff = git_diff(str(source), webhooks)
-            if diff:
-                client.log_text(run_id, diff, DIFF_ARTIFACT)
-    client.log_text(run_id, requirements_txt(), "environment/requirements.txt")
-    client.log_text(run_id, json.dumps(environment(), indent=2, sort_keys=True), "environment/environment.json")
-
-
-@lru_cache(maxsize=8)
-def device_name(gpu: str | None) -> str:
-    """What a trial runs on, e.g. `GPU 0: NVIDIA H100 80GB HBM3` or `CPU: x86_64 (16 cores)`."""
-    import os
-
-    if gpu:
-        for row in gpus():
-            if row["index"] == gpu.split(",")[0]:
-                return f"GPU {row['index']}: {row['name']}"
-        return f"GPU {gpu}"
-    return f"CPU: {platform.processor() or platform.machine()} ({os.cpu_count()} cores)"
-
-
-def trial_tags(source: str | None, gpu: str | None) -> dict[str, str]:
-    """A child run's provenance tags: git (as the parent's), host and device."""
-    return {**git_tags(source), "host": socket.gethostname(), "device": device_name(gpu)}
+def trial_tags(source: str | None, backend: str) -> dict[str, str]:
+    """A child run's provenance tags: git (as the parent's), host and the device `backend` computes on."""
+    return {**git_tags(source), "host": socket.gethostname(), "device": device(backend)}

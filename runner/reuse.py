@@ -22,9 +22,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from runner import tracking
 from runner.metrics import EPOCH_METRICS, FINAL_METRICS, STUDY_RESULTS
 from runner.spec import with_unused
-from runner.tracking import KEY_TAG, REUSED_TAG, ROLE, STATE, typed_param
+from runner.tracking import KEY_TAG, REUSED_TAG, ROLE, typed_param
 from zoo.errors import UserError
 
 ARTIFACT_TAG = "videosweep.reused_artifact_uri"
@@ -56,21 +57,6 @@ def store_exists(tracking_uri: str) -> bool:
     if tracking_uri.startswith("sqlite:///"):
         return Path(tracking_uri.removeprefix("sqlite:///")).is_file()
     return True
-
-
-def client(tracking_uri: str) -> Any:
-    import os
-
-    from mlflow import MlflowClient
-
-    for name, value in (("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2"), ("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1"),
-                        ("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")):
-        os.environ.setdefault(name, value)  # as runner.tracking.Tracker: a dead server is not waited on for long
-    if tracking_uri.startswith("sqlite:"):
-        from runner.storage import sqlite_wal_on_connect
-
-        sqlite_wal_on_connect()
-    return MlflowClient(tracking_uri=tracking_uri)
 
 
 def _experiment_ids(mlflow: Any, exclude: str | None) -> tuple[list[str], list[str]]:
@@ -143,24 +129,19 @@ def copy_run(tracker: Any, parent_id: str, key: str, spec_flat: dict[str, Any], 
              tags: dict[str, Any]) -> str:
     """The new sweep's child run for a reused key: parameters, final metrics, per-epoch histories, a link to
     the original artefacts and `videosweep.reused_from`; FINISHED."""
-    from mlflow.entities import Metric, RunTag
+    from mlflow.entities import Metric
 
     client = tracker.client
-    # Only what the store says of the source run itself (its id, artefact URI and sweep), never its tags.
-    run_id = tracker.trial_run(parent_id, key, spec_flat, {**tags, REUSED_TAG: source.info.run_id,
-                                                           ARTIFACT_TAG: source.info.artifact_uri,
-                                                           "reused_sweep": sweep_of(client, source)})
     now = int(time.time() * 1000)
     metrics = [Metric(name, value, now, 0) for name, value in source.data.metrics.items()
                if name not in EPOCH_METRICS]
     for name in EPOCH_METRICS:
         metrics += [Metric(name, m.value, m.timestamp, m.step) for m in client.get_metric_history(source.info.run_id,
                                                                                                    name)]
-    for start in range(0, len(metrics), 900):
-        client.log_batch(run_id, metrics=metrics[start:start + 900])
-    client.log_batch(run_id, tags=[RunTag(STATE, "finished")])
-    client.set_terminated(run_id, "FINISHED")
-    return run_id
+    # Only what the store says of the source run itself (its id, artefact URI and sweep), never its tags.
+    return tracker.copied_trial_run(parent_id, key, spec_flat, {**tags, REUSED_TAG: source.info.run_id,
+                                                                ARTIFACT_TAG: source.info.artifact_uri,
+                                                                "reused_sweep": sweep_of(client, source)}, metrics)
 
 
 def sweep_of(mlflow: Any, run: Any) -> str:
@@ -183,7 +164,7 @@ def reusable_keys(tracking_uri: str, sweep_name: str, keys: list[str],
     and lines saying what was left unread."""
     if not keys or not store_exists(tracking_uri):
         return {}, []
-    read = finished_runs(client(tracking_uri), sweep_name)
+    read = finished_runs(tracking.client(tracking_uri), sweep_name)
     found = sources(read.runs, metric_final)
     return {key: found[key] for key in keys if key in found}, [f"reuse: {phrase}" for phrase in read.capped]
 
@@ -191,7 +172,7 @@ def reusable_keys(tracking_uri: str, sweep_name: str, keys: list[str],
 def check_sources(tracking_uri: str, sweep_name: str, keys: list[str], metric_final: str) -> list[str]:
     """Preflight: exit 2 when a source's artefacts are gone; else lines saying what was left unread."""
     found, capped = reusable_keys(tracking_uri, sweep_name, keys, metric_final)
-    mlflow = client(tracking_uri) if found else None
+    mlflow = tracking.client(tracking_uri) if found else None
     for key, run in found.items():
         if not artifacts_present(mlflow, run):
             raise UserError(f"trial {key} would reuse run {run.info.run_id} of sweep {sweep_of(mlflow, run)}, "
@@ -259,7 +240,7 @@ def warm_start_runs(tracking_uri: str, names: list[str], metric_final: str) -> d
     (exit 2) for a sweep the store does not hold."""
     if not names:
         return {}
-    mlflow = client(tracking_uri) if store_exists(tracking_uri) else None
+    mlflow = tracking.client(tracking_uri) if store_exists(tracking_uri) else None
     found: dict[str, Found] = {}
     for name in names:
         experiment = mlflow.get_experiment_by_name(name) if mlflow is not None else None

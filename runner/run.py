@@ -7,7 +7,6 @@ before any process starts, so bad input never leaves a half-made sweep behind.
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
@@ -18,7 +17,7 @@ from typing import Any, Protocol
 from filelock import FileLock
 from optuna.trial import TrialState
 
-from runner import liveness, memory, notify, provenance, queue, reuse, stop, storage
+from runner import liveness, memory, notify, queue, reuse, stop, storage
 from runner import optuna_internals as internals
 from runner.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
 from runner.events import Event, TrialFinished, TrialNote
@@ -28,7 +27,8 @@ from runner.search import make_pruner, make_sampler, make_search
 from runner import backends
 from runner.sweep import ResourcesConfig, Sweep, load_sweep, merged_resources
 from runner.metrics import objective
-from runner.tracking import Tracker, check_tracking_reachable, default_tracking_uri, tracking_errors
+from runner.tracking import (Tracker, check_tracking_reachable, default_tracking_uri, given_tracking_uri,
+                             tracking_errors)
 from runner.worker import TRACKING_READY, WorkerConfig
 from zoo import atomic, load_dataset, validated_spec, weights
 from zoo.data import Dataset
@@ -110,10 +110,10 @@ def worker_context(sweep_file: Path | None, storage_url: str | None, study_name:
     if sweep_file is None and study_name is None:
         raise UserError("give the sweep file or --study NAME to join")
     sweep = sweep_from_study(storage_url, study_name) if sweep_file is None else None
-    if sweep is not None and not (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri):
+    chosen = given_tracking_uri(tracking_uri, sweep.tracking.uri if sweep else None)
+    if sweep is not None and not chosen:  # the study keeps the URI the sweep was started with
         found = storage.existing_study(sweep.name, storage.open_storage(storage_url))
-        tracking_uri = found.user_attrs.get("tracking_uri") if found is not None else None
-    chosen = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or (sweep.tracking.uri if sweep else None)
+        tracking_uri = chosen = found.user_attrs.get("tracking_uri") if found is not None else None
     if sweep is not None and MASK in (chosen or ""):  # the study keeps URIs masked: the password is not there
         raise UserError(f"study {study_name!r} keeps its tracking URI without the password; give it with "
                         "--tracking-uri or $MLFLOW_TRACKING_URI (or $MLFLOW_TRACKING_USERNAME/PASSWORD)")
@@ -123,8 +123,7 @@ def worker_context(sweep_file: Path | None, storage_url: str | None, study_name:
 
 def resolve_tracking_uri(sweep: Sweep, workdir: Path, tracking_uri: str | None) -> str:
     """--tracking-uri, else $MLFLOW_TRACKING_URI, else the sweep file's tracking.uri, else SQLite in the workdir."""
-    return (tracking_uri or os.environ.get("MLFLOW_TRACKING_URI") or sweep.tracking.uri
-            or default_tracking_uri(workdir))
+    return given_tracking_uri(tracking_uri, sweep.tracking.uri) or default_tracking_uri(workdir)
 
 
 def load_tracking_only(path: Path, workdir: Path | None, tracking_uri: str | None) -> tuple[Sweep, Path, str]:
@@ -270,9 +269,8 @@ class SweepTracking:
             with queue.study_lock(self.study, ctx.workdir):  # one parent run, whichever machine starts first
                 self.parent = self.tracker.sweep_run(ctx.sweep, storage.mask_url(ctx.storage_url), ctx.dataset)
                 self.tracker.close_dead_runs(self._settled_keys)
-            provenance.log_sweep_provenance(self.tracker.client, self.parent, ctx.source, self.log_diff,
-                                            self.webhooks)
-            self.tracker.client.set_tag(self.parent, SLOTS_TAG, str(self.slots))
+            self.tracker.log_provenance(self.parent, ctx.source, self.log_diff, self.webhooks)
+            self.tracker.set_tags(self.parent, {SLOTS_TAG: self.slots})
         atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": self.parent})
 
     def _settled_keys(self) -> set[str]:
@@ -305,21 +303,14 @@ class SweepTracking:
 
     def _finish(self, interrupted: bool, stopped: str | None) -> None:
         if self.tracker is not None:
-            from mlflow.entities import Metric
-
-            if stopped:
-                self.tracker.client.set_tag(self.parent, stop.STOP_TAG, stopped)
-            elif stop.STOP_TAG in self.tracker.client.get_run(self.parent).data.tags:  # went on (--ignore-stop)
-                self.tracker.client.delete_tag(self.parent, stop.STOP_TAG)
-            now = int(time.time() * 1000)
+            self.tracker.set_stop_reason(self.parent, stop.STOP_TAG, stopped)
             trained = sum(t.duration.total_seconds() for t in self.study.get_trials(  # slot time of trials
                 deepcopy=False, states=(TrialState.COMPLETE, TrialState.FAIL, TrialState.PRUNED))
                 if t.duration and t.datetime_start
                 and t.datetime_start.timestamp() >= self.started and not t.user_attrs.get(reuse.REUSED_ATTR))
             if trained:  # what `plan` estimates from: this run's wall time against its trials' slot time
-                self.tracker.client.log_batch(self.parent, metrics=[
-                    Metric(SWEEP_SECONDS_METRIC, time.time() - _process_start(self.started), now, 0),
-                    Metric("trained_seconds", trained, now, 0)])
+                self.tracker.log_metrics(self.parent, {
+                    SWEEP_SECONDS_METRIC: time.time() - _process_start(self.started), "trained_seconds": trained})
             self.tracker.finish_sweep(self.parent, interrupted)
 
 

@@ -19,7 +19,6 @@ and their checkpoints are removed); `asha` (random/optuna) promotes as soon as a
 
 from __future__ import annotations
 
-import shutil
 from collections import defaultdict
 from pathlib import Path
 from typing import Any
@@ -27,7 +26,7 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from runner import queue
+from runner import checkpoints, queue
 from runner.metrics import STUDY_RESULTS
 from runner.queue import RUNG_ATTR, current_trials  # noqa: F401 - the rung a study trial trains to
 from runner.spec import TrainingConfig
@@ -37,9 +36,11 @@ PAUSED_ATTR = "paused"  # True when it stopped at its rung's budget with trainin
 
 
 def full_epochs(training: TrainingConfig | dict[str, Any]) -> int:
-    if isinstance(training, dict):
-        return int(training["epochs"]) * len(training["learning_rates"])
-    return training.epochs * len(training.learning_rates)
+    """Epochs times learning-rate rounds: a trial's whole training (each round runs up to `epochs`), the one
+    place this is counted (the last rung, Hyperband's `max_epochs`, plan's budget and estimate)."""
+    epochs, rates = ((training["epochs"], training["learning_rates"]) if isinstance(training, dict)
+                     else (training.epochs, training.learning_rates))
+    return int(epochs) * len(rates)
 
 
 def rung_budgets(schedule: Any, maximum: int) -> list[int]:
@@ -89,7 +90,7 @@ def remove_stopped_checkpoints(study: optuna.Study, workdir: Path) -> None:
         top = current_trials(trials)
         if all(is_paused(t) for t in top) and not any(t.state in (TrialState.WAITING, TrialState.RUNNING)
                                                        for t in trials):
-            shutil.rmtree(workdir / "trials" / key / "checkpoint", ignore_errors=True)
+            checkpoints.remove(workdir / "trials" / key)
 
 
 def _rung_results(study: optuna.Study, wanted: set[str] | None) -> tuple[dict[int, list[tuple[Any, ...]]], dict]:
@@ -129,7 +130,7 @@ def promote(study: optuna.Study, schedule: Any, direction: str, synchronous: boo
         if synchronous and workdir is not None:  # the rest stop here for good: their checkpoints go
             for _, _, key, trial in ranked[keep:]:
                 if is_paused(trial) and not any(int(t.user_attrs.get(RUNG_ATTR, 0)) > rung for t in by_key[key]):
-                    shutil.rmtree(workdir / "trials" / key / "checkpoint", ignore_errors=True)
+                    checkpoints.remove(workdir / "trials" / key)
         for value, first, key, trial in ranked[:keep]:
             if not is_paused(trial):
                 continue

@@ -4,6 +4,8 @@ Every call names its run id explicitly (the fluent API's global active run break
 threads). A trial's run is found again by its trial-key tag, so a retried or resumed trial reuses its run;
 runs left RUNNING by a dead process are closed as KILLED when the sweep starts again. Per-epoch metrics go in
 one `log_batch` per epoch. Embedded default: SQLite in the workdir, artefacts under `<workdir>/mlartifacts`.
+The runner writes MLflow only through `Tracker` (its methods, never a raw client call elsewhere), and opens
+every client with `client`; reports/ still writes its report and export artefacts itself.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ from typing import Any
 
 import yaml
 
+from runner import checkpoints, provenance
 from runner.metrics import CONTINUED_METRIC, EPOCH_METRICS, final_metrics
 from runner.retry import retry, tracking_budget
 from zoo.baselines import SPLIT_NAMES
@@ -34,6 +37,7 @@ FAILURE_KIND_TAG = "videosweep.failure_kind"  # oom: the trial ran out of memory
 REUSED_TAG = "videosweep.reused_from"  # a copy of another sweep's run (runner.reuse): not trained, no artefacts
 BASELINE_CLASS_TAG = "videosweep.baseline_majority_class"  # .<split>: the class a constant answer would name
 LATENCY_DEVICE_TAG = "videosweep.latency_device"  # where a trial's latency_ms / throughput_fps were measured
+STARTED_OVER_TAG = "videosweep.started_over"  # why a trial that had checkpointed trained from epoch 0
 os.environ.setdefault("MLFLOW_LOGGING_LEVEL", "WARNING")
 # MLflow's "View run at <uri>" lines would print a tracking URI's password (unpickling is off: runner/__init__).
 os.environ["MLFLOW_SUPPRESS_PRINTING_URL_TO_STDOUT"] = "true"
@@ -44,6 +48,12 @@ logging.getLogger("alembic").setLevel(logging.ERROR)
 
 def default_tracking_uri(workdir: Path) -> str:
     return f"sqlite:///{(workdir / 'mlflow.db').resolve()}"
+
+
+def given_tracking_uri(flag: str | None, sweep_uri: str | None = None) -> str | None:
+    """The tracking URI asked for: --tracking-uri, else $MLFLOW_TRACKING_URI, else the sweep file's tracking.uri;
+    None when none is (a sweep then falls back to default_tracking_uri)."""
+    return flag or os.environ.get("MLFLOW_TRACKING_URI") or sweep_uri
 
 
 def check_tracking_reachable(uri: str, workdir: Path) -> None:
@@ -144,8 +154,31 @@ def _chunks(items: list[Any], size: int) -> Iterable[list[Any]]:
         yield items[start : start + size]
 
 
-BACKEND_TAGS = {"backend": "backend", "backend_version": "backend_version", "keras_version": "keras_version",
-                "backend_device": "device"}
+# Tag: results.json key. The device is tagged `device` when the run starts (runner/provenance.py), by the same
+# function, in the same process.
+BACKEND_TAGS = {"backend": "backend", "backend_version": "backend_version", "keras_version": "keras_version"}
+
+
+# A dead tracking server is not waited on for long: MLflow's own HTTP retries are few, our retry policy decides.
+_HTTP_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                  "MLFLOW_HTTP_REQUEST_TIMEOUT": "10"}
+
+
+def client(uri: str, seed: bool = False, cache_dir: str | Path | None = None) -> Any:
+    """The one way to open an MlflowClient on `uri`: SQLite in WAL mode (with `seed`, a new store is copied from
+    the cached empty schema), short HTTP retries."""
+    from mlflow import MlflowClient
+
+    if uri.startswith("sqlite:"):
+        from runner import embedded_store
+        from runner.storage import sqlite_wal_on_connect
+
+        sqlite_wal_on_connect()
+        if seed:
+            embedded_store.seed(uri, cache_dir)
+    for name, value in _HTTP_DEFAULTS.items():
+        os.environ.setdefault(name, value)
+    return MlflowClient(tracking_uri=uri)
 
 
 class Tracker:
@@ -153,20 +186,8 @@ class Tracker:
 
     def __init__(self, uri: str, workdir: Path, experiment: str, create: bool = True,
                  cache_dir: str | Path | None = None):
-        from mlflow import MlflowClient
-
-        if uri.startswith("sqlite:"):
-            from runner import embedded_store
-            from runner.storage import sqlite_wal_on_connect
-
-            sqlite_wal_on_connect()
-            if create:
-                embedded_store.seed(uri, cache_dir)
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "2")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
-        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
         self.uri, self.workdir, self.experiment_name = uri, workdir, experiment
-        self.client = MlflowClient(tracking_uri=uri)
+        self.client = client(uri, seed=create, cache_dir=cache_dir)
         self.experiment_id = self._experiment(create)
 
     # ------------------------------------------------------------------ set-up
@@ -256,6 +277,40 @@ class Tracker:
             tags.append(RunTag("best_trial_key", best[0]))
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
 
+    def log_provenance(self, run_id: str, source: str | None, log_diff: bool = False,
+                       webhooks: tuple[str | None, ...] = ()) -> None:
+        """The parent run's git tags, with `log_diff` the masked uncommitted diff when dirty (`webhooks`: URLs whose
+        path is a secret, masked in it too), and its `environment/` artefacts (runner/provenance.py)."""
+        tags = provenance.git_tags(source)
+        if tags:
+            self.set_tags(run_id, tags)
+            if log_diff and tags[provenance.DIRTY_TAG] == "true":
+                diff = provenance.git_diff(str(source), webhooks)
+                if diff:
+                    self.client.log_text(run_id, diff, provenance.DIFF_ARTIFACT)
+        self.client.log_text(run_id, provenance.requirements_txt(), "environment/requirements.txt")
+        self.client.log_text(run_id, json.dumps(provenance.environment(), indent=2, sort_keys=True),
+                             "environment/environment.json")
+
+    def set_tags(self, run_id: str, tags: dict[str, Any]) -> None:
+        from mlflow.entities import RunTag
+
+        self.client.log_batch(run_id, tags=[RunTag(k, str(v)) for k, v in tags.items()])
+
+    def log_metrics(self, run_id: str, metrics: dict[str, float]) -> None:
+        """Final values (step 0), one batch."""
+        from mlflow.entities import Metric
+
+        now = int(time.time() * 1000)
+        self.client.log_batch(run_id, metrics=[Metric(name, value, now, 0) for name, value in metrics.items()])
+
+    def set_stop_reason(self, run_id: str, tag: str, reason: str | None) -> None:
+        """The stop rule that ended the sweep under `tag`; none (it went on, --ignore-stop): an earlier one goes."""
+        if reason:
+            self.client.set_tag(run_id, tag, reason)
+        elif tag in self.client.get_run(run_id).data.tags:
+            self.client.delete_tag(run_id, tag)
+
     def finish_sweep(self, run_id: str, interrupted: bool) -> None:
         self.client.set_terminated(run_id, "KILLED" if interrupted else "FINISHED")
 
@@ -281,6 +336,22 @@ class Tracker:
         params = [Param(k, str(v)) for k, v in spec_flat.items()]
         self.client.log_batch(run.info.run_id, params=params)
         return run.info.run_id
+
+    def copied_trial_run(self, parent_id: str, key: str, spec_flat: dict[str, Any], tags: dict[str, Any],
+                         metrics: list[Any]) -> str:
+        """A key's child run answered from another sweep's run (runner/reuse.py): its `metrics` (MLflow Metric
+        entities, final and per epoch) copied in, FINISHED."""
+        from mlflow.entities import RunTag
+
+        run_id = self.trial_run(parent_id, key, spec_flat, tags)
+        for chunk in _chunks(metrics, 900):
+            self.client.log_batch(run_id, metrics=chunk)
+        self.client.log_batch(run_id, tags=[RunTag(STATE, "finished")])
+        self.client.set_terminated(run_id, "FINISHED")
+        return run_id
+
+    def mark_started_over(self, run_id: str, reason: str) -> None:
+        self.set_tags(run_id, {STARTED_OVER_TAG: reason[:5000]})
 
     def finished_trial(self, key: str) -> tuple[str, dict[str, Any]] | None:
         """(run id, results) of the key's run if it already FINISHED with its model, else None."""
@@ -335,7 +406,7 @@ class Tracker:
 
         now = int(time.time() * 1000)
         metrics = [Metric(name, value, now, 0) for name, value in final_metrics(results).items()]
-        # Where it ran, as the trial saw it (backend, its version, the device it computed on).
+        # Where it ran, as the trial saw it (backend and versions).
         ran = {tag: results.get(key) for tag, key in BACKEND_TAGS.items() if results.get(key) is not None}
         tags = [RunTag(STATE, state), *(RunTag(k, str(v)) for k, v in ran.items())]
         if results.get("model_latency_device"):  # latency_ms and throughput_fps were measured there
@@ -346,7 +417,7 @@ class Tracker:
                  if (key := f"baseline_{split}_majority_class") in results]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         for entry in sorted(Path(trial_dir).iterdir()):
-            if entry.name == "checkpoint":  # a paused trial's checkpoint stays where it runs
+            if entry.name == checkpoints.FOLDER:  # a paused trial's checkpoint stays where it runs
                 continue
             if entry.is_dir():
                 self.client.log_artifacts(run_id, str(entry), artifact_path=f"trial/{entry.name}")

@@ -21,6 +21,7 @@ import pandas as pd
 
 import zoo
 from runner import liveness
+from runner.checkpoints import DEFAULT_SECONDS
 from runner.spec import TrialSpec
 from zoo import atomic
 from zoo.baselines import result_entries, split_baselines
@@ -354,7 +355,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
               on_epoch: EpochHook | None = None, overwrite: bool = False,
               extra_results: dict[str, Any] | None = None,
               on_model: Callable[[Any], None] | None = None, checkpoints: bool = False,
-              checkpoint_seconds: float = 30.0, epoch_budget: int | None = None,
+              checkpoint_seconds: float = DEFAULT_SECONDS, epoch_budget: int | None = None,
               on_rows: Callable[[list[dict[str, Any]]], None] | None = None,
               on_start_over: Callable[[str], None] | None = None, batch_size: int | None = None) -> dict[str, Any]:
     """Train `spec` on `dataset`, write the artefacts into `out`, return results.json's content.

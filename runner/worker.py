@@ -197,7 +197,7 @@ class ClaimRun:
                        f"({source.info.artifact_uri})")
             return None
         tags = {"optuna_trial": self.trial.number, "slot": self.config.slot,
-                **provenance.trial_tags(self.config.sweep_source, self.config.gpu)}
+                **provenance.trial_tags(self.config.sweep_source, self.config.backend)}
         self.run_id = reuse.copy_run(self.tracker, self.config.parent_run_id, self.claim.key,
                                      self.claim.spec.used_flat(), source, tags)
         value = float(source.data.metrics[final])
@@ -219,7 +219,7 @@ class ClaimRun:
         config, claim = self.config, self.claim
         tags = {"optuna_trial": self.trial.number, "slot": config.slot, "gpu": config.gpu or "cpu",
                 "host": socket.gethostname(), "retry": claim.attempt, **_backend_tags(config.backend),
-                **trial_tags(config.sweep_source, config.gpu)}
+                **trial_tags(config.sweep_source, config.backend)}
         if claim.epoch_budget is not None:
             tags.update({"videosweep.rung": claim.attrs.get("rung", 0), "epoch_budget": claim.epoch_budget})
         if claim.batch_size is not None:  # the key's parameters say the sweep file's batch; this one trained
@@ -243,14 +243,16 @@ class ClaimRun:
         self._note(f"starts over: {reason}")
         self._fresh_run(reason)
         if self.tracker is not None and self.run_id is not None:
-            self.tracker.client.set_tag(self.run_id, "videosweep.started_over", reason[:5000])
+            self.tracker.mark_started_over(self.run_id, reason)
 
     def _fresh_run(self, reason: str) -> None:
+        from runner.tracking import STARTED_OVER_TAG
+
         if self.tracker is None or self.logged < 0:
             return
         self.run_id = self.tracker.restart_trial_run(self.run_id, self.config.parent_run_id, self.claim.key,
                                                      self.claim.spec.used_flat(),
-                                                     {**self._tags(), "videosweep.started_over": reason})
+                                                     {**self._tags(), STARTED_OVER_TAG: reason})
         self._set_attrs(mlflow_run_id=self.run_id)
         self.logged = -1
 
@@ -364,11 +366,9 @@ class ClaimRun:
 
 def _remove_checkpoint(out: Path) -> None:
     """A pruned trial never continues: its checkpoint goes, and its folder if nothing else is in it."""
-    import shutil
+    from runner import checkpoints
 
-    from runner.checkpoints import FOLDER
-
-    shutil.rmtree(out / FOLDER, ignore_errors=True)
+    checkpoints.remove(out)
     try:
         out.rmdir()
     except OSError:

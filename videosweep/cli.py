@@ -591,12 +591,13 @@ def predict(
 ) -> None:
     """Predict every frame (windows end at it) of a dataset or of video files; write the frame prediction CSV."""
     from reports.predict import load_predictor, predict_dataset, predict_videos
+    from runner.tracking import given_tracking_uri
     from zoo import atomic
 
     if (data is None) == (not video):
         raise UserError("give either --data DATASET or --video FILE (one or more), not both")
     exporter = None
-    registry = tracking_uri or os.environ.get("MLFLOW_TRACKING_URI")
+    registry = given_tracking_uri(tracking_uri)
     if sweep is not None:
         from reports.export import export_trial
         from runner.run import load_tracking_only

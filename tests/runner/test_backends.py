@@ -134,7 +134,7 @@ def test_jax_sweep_report_export_predict_without_tensorflow(no_tensorflow, tiny_
     assert len(runs) == 2
     for run in runs:
         assert run.data.tags["backend"] == "jax" and run.data.tags["backend_version"] == backends.version("jax")
-        assert run.data.tags["backend_device"] == "cpu" and run.data.params["precision"] == "float32"
+        assert run.data.tags["device"].startswith("CPU ") and run.data.params["precision"] == "float32"
         assert "compile_seconds" in run.data.metrics
         model_dirs = {a.path for a in client.list_artifacts(run.info.run_id)}
         assert "trial" in model_dirs

@@ -8,7 +8,7 @@ import json
 import keras
 import pytest
 
-from runner import latency
+from runner import backends, latency, provenance
 from runner.spec import TrialSpec
 from zoo.deploy import frames_to_features
 
@@ -79,7 +79,16 @@ def test_the_table_key_names_the_setting_and_where_it_runs():
     spec = TrialSpec.from_flat(SPEC).model
     key = latency.front_key(spec)
     assert key["backbone"] == "mobilenet_v2" and key["frame_size"] == [32, 32] and key["frames"] == 1
-    assert key["device"] == latency.device_name() and key["host"] and key["backend"] == keras.backend.backend()
+    assert key["device"] == backends.device(backends.active()) and key["host"]
+    assert key["backend"] == keras.backend.backend()
     windowed = TrialSpec.from_flat({**SPEC, "architecture": "video_lrcnn_frozen", "sequence_length": 4,
                                     "sequence_model": "GRU"}).model
     assert latency.front_key(windowed)["frames"] == 4
+
+
+def test_the_device_has_one_name_wherever_it_is_written():
+    """The latency table's key, the trial run's tag and results.json name the device the same way."""
+    named = backends.device(keras.backend.backend())
+    assert named.startswith(("CPU ", "GPU ")) and named.endswith("cores)") == named.startswith("CPU ")
+    assert provenance.trial_tags(None, keras.backend.backend())["device"] == named
+    assert backends.describe()["device"] == named == latency.front_key(TrialSpec.from_flat(SPEC).model)["device"]

@@ -10,7 +10,7 @@ import optuna
 import pytest
 from mlflow import MlflowClient
 
-from runner import reuse
+from runner import reuse, tracking
 from runner.reuse import REUSED_TAG
 from runner.tracking import KEY_TAG, ROLE, STATE
 
@@ -35,7 +35,7 @@ def plant(client: MlflowClient, experiment: str, key: str, metrics: dict[str, fl
 def new_store(folder: Path) -> tuple[str, MlflowClient]:
     folder.mkdir(parents=True, exist_ok=True)
     uri = f"sqlite:///{folder / 'mlflow.db'}"
-    return uri, reuse.client(uri)
+    return uri, tracking.client(uri)
 
 
 def new_experiment(client: MlflowClient, folder: Path, name: str) -> str:

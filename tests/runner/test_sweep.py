@@ -139,3 +139,17 @@ def test_example_sweeps_validate():
     for path in paths:
         sweep_ = load_sweep(path)
         assert sweep_.name and yaml.safe_load(sweep_.to_yaml())["name"] == sweep_.name
+
+
+def test_the_tracking_uri_is_the_flag_then_the_environment_then_the_sweep_file_then_the_workdir(tmp_path,
+                                                                                               monkeypatch):
+    from runner.run import resolve_tracking_uri
+
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
+    plain, named = sweep([{"architecture": ["image_mlp"]}]), sweep([{"architecture": ["image_mlp"]}],
+                                                                   tracking={"uri": "http://file:5000"})
+    assert resolve_tracking_uri(plain, tmp_path, None) == f"sqlite:///{(tmp_path / 'mlflow.db').resolve()}"
+    assert resolve_tracking_uri(named, tmp_path, None) == "http://file:5000"
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", "http://env:5000")
+    assert resolve_tracking_uri(named, tmp_path, None) == "http://env:5000"
+    assert resolve_tracking_uri(named, tmp_path, "http://flag:5000") == "http://flag:5000"
