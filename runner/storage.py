@@ -373,14 +373,19 @@ def open_study(name: str, storage: optuna.storages.BaseStorage, direction: str |
                pruner: optuna.pruners.BasePruner | None = None) -> optuna.Study:
     """`direction` is one direction, or a list of them for a multi-objective study."""
     ways = {"direction": direction} if isinstance(direction, str) else {"directions": list(direction)}
+    # Retried as a whole too (it is idempotent): a failover round once saw a worker's opening end in a dropped
+    # connection that no call of the storage proxy had waited out.
     with storage_errors(storage):
-        return optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
-                                   load_if_exists=True, **ways)
+        return retrying(lambda: optuna.create_study(study_name=name, storage=storage, sampler=sampler, pruner=pruner,
+                                                    load_if_exists=True, **ways), "opening the study")
 
 
 def existing_study(name: str, storage: optuna.storages.BaseStorage) -> optuna.Study | None:
-    with storage_errors(storage):
+    def load() -> optuna.Study | None:
         try:
             return optuna.load_study(study_name=name, storage=storage)
         except KeyError:
             return None
+
+    with storage_errors(storage):
+        return retrying(load, "opening the study")
