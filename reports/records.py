@@ -51,6 +51,11 @@ class SweepRuns:
         base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
         return f"{base}/#/experiments/{self._experiment_of(run_id)}/runs/{run_id}"
 
+    def files_run(self, run_id: str) -> str:
+        """The run holding a trial run's files: a reused trial's original, else the run itself."""
+        rows = self.trials[self.trials.run_id == run_id]
+        return str(rows.artefacts_run_id.iloc[0]) if len(rows) else run_id
+
     def _experiment_of(self, run_id: str) -> str:
         """The experiment holding a run: this sweep's, or another sweep's for the original of a reused trial."""
         if run_id in set(self.trials.run_id):

@@ -112,8 +112,8 @@ def learning_curves_figure(runs: SweepRuns, top: pd.DataFrame) -> Figure | None:
 def best_confusion_figure(runs: SweepRuns, best: pd.Series) -> Figure | None:
     with tempfile.TemporaryDirectory() as folder:
         try:
-            path = runs.tracker.client.download_artifacts(best["artefacts_run_id"], "trial/confusion_matrix.csv",
-                                                          folder)
+            path = runs.tracker.client.download_artifacts(runs.files_run(best["run_id"]),
+                                                          "trial/confusion_matrix.csv", folder)
         except Exception:  # an older run without the artefact: the report still builds
             return None
         matrix = pd.read_csv(path, index_col=0)

@@ -191,6 +191,11 @@ def test_a_reused_trial_exports_and_links_from_its_original_run(night):
     assert runs.run_link(row.artefacts_run_id).endswith(
         f"/#/experiments/{original.info.experiment_id}/runs/{original.info.run_id}")
     assert original.info.experiment_id != copy.info.experiment_id
+    from reports.report import best_confusion_figure
+
+    assert runs.files_run(copy.info.run_id) == original.info.run_id
+    reused_row = runs.trials[runs.trials.trial_key == key].iloc[0]
+    assert best_confusion_figure(runs, reused_row) is not None  # the copy has no confusion matrix itself
     out = night["folder"] / "export-reused"
     result = run_cli("export", str(night["repo"] / "night-b.yaml"), "--workdir", str(night["folder"] / "wb"),
                      "--out", str(out), "--trial", key, "--no-register")
