@@ -29,12 +29,14 @@ from typing import Any
 
 import numpy as np
 
+from runner.spec import CHECKPOINT_SECONDS
+from runner.workdir import CHECKPOINT_FOLDER
 from zoo import atomic
 
 FORMAT = 1
-FOLDER = "checkpoint"
+FOLDER = CHECKPOINT_FOLDER
 LATEST = "latest.json"
-DEFAULT_SECONDS = 30.0  # at most this often after an epoch: the sweep file's training.checkpoint_seconds default
+DEFAULT_SECONDS = CHECKPOINT_SECONDS
 
 
 class CheckpointError(Exception):
@@ -67,11 +69,6 @@ def _package_digest() -> str:
             digest.update(f"{path.relative_to(root).as_posix()}\0".encode())
             digest.update(path.read_bytes())
     return digest.hexdigest()[:16]
-
-
-def remove(trial_dir: Path) -> None:
-    """A trial that will never continue keeps no checkpoint."""
-    shutil.rmtree(Path(trial_dir) / FOLDER, ignore_errors=True)
 
 
 def identity(spec_flat: dict[str, Any], fingerprint: str) -> dict[str, Any]:

@@ -22,12 +22,6 @@ GRACE_SECONDS = 20  # default; VIDEOSWEEP_HEARTBEAT_GRACE_SECONDS for slow netwo
 INTERRUPTED = "interrupted by the user"  # not the trial's fault: does not use up a retry
 PREEMPTED = "preempted (SIGTERM): continues from its last checkpoint"  # nor is this
 DEAD_WORKER = "worker stopped sending heartbeats"
-preemption = threading.Event()  # set by a worker's SIGTERM handler: training stops at its next batch
-
-
-class Preempted(Exception):
-    """Training stopped at a batch boundary because the machine is being taken away (SIGTERM)."""
-
 
 def not_the_trials_fault(failure: object) -> bool:
     """Whether a failure reason is an interruption or a preemption, which uses up no retry."""

@@ -26,7 +26,8 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from runner import checkpoints, queue
+from runner import queue
+from runner.workdir import remove_checkpoint, trial_folder
 from runner.metrics import STUDY_RESULTS
 from runner.queue import RUNG_ATTR, current_trials  # noqa: F401 - the rung a study trial trains to
 from runner.spec import TrainingConfig
@@ -90,7 +91,7 @@ def remove_stopped_checkpoints(study: optuna.Study, workdir: Path) -> None:
         top = current_trials(trials)
         if all(is_paused(t) for t in top) and not any(t.state in (TrialState.WAITING, TrialState.RUNNING)
                                                        for t in trials):
-            checkpoints.remove(workdir / "trials" / key)
+            remove_checkpoint(trial_folder(workdir, key))
 
 
 def _rung_results(study: optuna.Study, wanted: set[str] | None) -> tuple[dict[int, list[tuple[Any, ...]]], dict]:
@@ -130,7 +131,7 @@ def promote(study: optuna.Study, schedule: Any, direction: str, synchronous: boo
         if synchronous and workdir is not None:  # the rest stop here for good: their checkpoints go
             for _, _, key, trial in ranked[keep:]:
                 if is_paused(trial) and not any(int(t.user_attrs.get(RUNG_ATTR, 0)) > rung for t in by_key[key]):
-                    checkpoints.remove(workdir / "trials" / key)
+                    remove_checkpoint(trial_folder(workdir, key))
         for value, first, key, trial in ranked[:keep]:
             if not is_paused(trial):
                 continue

@@ -21,6 +21,8 @@ from zoo import ModelSpec, canonical_spec
 from zoo.errors import UserError, did_you_mean, one_line
 from zoo.spec import MODEL_FIELDS, file_parameters, format_frame_size, used_parameters
 
+CHECKPOINT_SECONDS = 30.0  # at most this often after an epoch: the sweep file's training.checkpoint_seconds default
+
 
 class TrainingConfig(BaseModel):
     """How a trial is trained: rounds of Adam at decreasing learning rates with early stopping."""

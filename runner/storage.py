@@ -11,7 +11,6 @@ import abc
 import copy
 import logging
 import math
-import os
 import threading
 import uuid
 import warnings
@@ -28,6 +27,7 @@ from optuna.trial import FrozenTrial, TrialState
 from runner import liveness
 from runner import optuna_internals as internals
 from runner.retry import database_budget, retry
+from runner.sqlite import busy_timeout_seconds, sqlite_wal_on_connect
 from zoo.errors import StoreUnreachable, UserError, one_line
 from zoo.secrets import mask_text, mask_url  # storage.mask_url is also used by callers
 
@@ -41,37 +41,6 @@ warnings.filterwarnings("ignore", category=optuna.exceptions.ExperimentalWarning
 
 def default_storage(workdir: Path) -> str:
     return f"sqlite:///{(workdir / 'optuna.db').resolve()}"
-
-
-def _busy_timeout_seconds() -> float:
-    return float(os.environ.get("VIDEOSWEEP_DB_TIMEOUT", 60))
-
-
-_WAL = {"on": False}
-
-
-def sqlite_wal_on_connect() -> None:
-    """Every SQLite connection of this process (study and MLflow stores): WAL, normal syncing, busy timeout.
-
-    A commit then appends to the write-ahead log without an fsync of its own (still safe if a process is
-    killed; only an OS crash can lose the last commits), and readers no longer block the writer, which
-    matters with several workers heart-beating into one file.
-    """
-    if _WAL["on"]:
-        return
-    from sqlalchemy import event
-    from sqlalchemy.engine import Engine
-
-    @event.listens_for(Engine, "connect")
-    def _pragmas(connection: Any, record: Any) -> None:
-        if type(connection).__module__.startswith("sqlite3"):
-            cursor = connection.cursor()
-            cursor.execute("PRAGMA journal_mode=WAL")
-            cursor.execute("PRAGMA synchronous=NORMAL")
-            cursor.execute(f"PRAGMA busy_timeout={int(_busy_timeout_seconds() * 1000)}")
-            cursor.close()
-
-    _WAL["on"] = True
 
 
 def check_storage_url(url: str) -> str:
@@ -325,7 +294,7 @@ def open_storage(url: str) -> RetryingStorage:
     scheme = check_storage_url(url)
     engine_kwargs: dict[str, Any] = {}
     if scheme == "sqlite":
-        engine_kwargs["connect_args"] = {"timeout": _busy_timeout_seconds()}
+        engine_kwargs["connect_args"] = {"timeout": busy_timeout_seconds()}
         sqlite_wal_on_connect()
     else:
         engine_kwargs.update(pool_pre_ping=True, connect_args={"connect_timeout": 10})

@@ -15,10 +15,9 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from runner import checkpoints
 from runner.constraints import ConstraintError, Constraint, parse_constraint
 from runner.metrics import HELD_OUT, OBJECTIVES, held_out
-from runner.spec import (PARAMETER_ALIASES, PARAMETERS, TrainingConfig, canonical_parameter, read_yaml_mapping,
+from runner.spec import (CHECKPOINT_SECONDS, PARAMETER_ALIASES, PARAMETERS, TrainingConfig, canonical_parameter, read_yaml_mapping,
                          validation_message)
 from zoo.errors import UserError, did_you_mean
 from zoo.secrets import MASK, mask_text, mask_webhook
@@ -273,7 +272,7 @@ class SweepTraining(TrainingConfig):
     """The sweep's training settings: a trial's (part of its key) plus how often it is checkpointed (not)."""
 
     checkpoint_seconds: float = Field(
-        checkpoints.DEFAULT_SECONDS, ge=0,
+        CHECKPOINT_SECONDS, ge=0,
         description="A trial is checkpointed after an epoch at most this often, and at every round's end (not part "
                     "of the trial key).")
 

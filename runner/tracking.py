@@ -22,7 +22,8 @@ from typing import Any
 
 import yaml
 
-from runner import checkpoints, provenance
+from runner import provenance
+from runner.workdir import CHECKPOINT_FOLDER
 from runner.metrics import CONTINUED_METRIC, EPOCH_METRICS, final_metrics
 from runner.retry import retry, tracking_budget
 from zoo.baselines import SPLIT_NAMES
@@ -171,7 +172,7 @@ def client(uri: str, seed: bool = False, cache_dir: str | Path | None = None) ->
 
     if uri.startswith("sqlite:"):
         from runner import embedded_store
-        from runner.storage import sqlite_wal_on_connect
+        from runner.sqlite import sqlite_wal_on_connect
 
         sqlite_wal_on_connect()
         if seed:
@@ -417,7 +418,7 @@ class Tracker:
                  if (key := f"baseline_{split}_majority_class") in results]
         self.client.log_batch(run_id, metrics=metrics, tags=tags)
         for entry in sorted(Path(trial_dir).iterdir()):
-            if entry.name == checkpoints.FOLDER:  # a paused trial's checkpoint stays where it runs
+            if entry.name == CHECKPOINT_FOLDER:  # a paused trial's checkpoint stays where it runs
                 continue
             if entry.is_dir():
                 self.client.log_artifacts(run_id, str(entry), artifact_path=f"trial/{entry.name}")

@@ -20,7 +20,7 @@ import numpy as np
 import pandas as pd
 
 import zoo
-from runner import liveness
+from runner import preemption
 from runner.checkpoints import DEFAULT_SECONDS
 from runner.spec import TrialSpec
 from zoo import atomic
@@ -213,8 +213,8 @@ class _Training:
                 self.started = time.perf_counter()
 
             def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-                if liveness.preemption.is_set():  # SIGTERM: the last checkpoint is what survives
-                    raise liveness.Preempted(f"stopped at batch {batch + 1} of epoch {training.epoch + 1}")
+                if preemption.requested.is_set():  # SIGTERM: the last checkpoint is what survives
+                    raise preemption.Preempted(f"stopped at batch {batch + 1} of epoch {training.epoch + 1}")
 
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
                 logs = {k: float(v) for k, v in (logs or {}).items()}

@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner import hooks, liveness, memory
+from runner import hooks, liveness, memory, preemption
 from runner import optuna_internals as internals
 from runner.events import (EpochEnded, Event, TrialFinished, TrialNote, TrialStarted, WorkerExited, WorkerGaveUp,
                            WorkerReady)
@@ -72,7 +72,7 @@ def configure_process(config: WorkerConfig) -> None:
     from runner import backends
 
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler decides
-    signal.signal(signal.SIGTERM, lambda *_: liveness.preemption.set())  # preempted: stop at the next batch
+    signal.signal(signal.SIGTERM, lambda *_: preemption.requested.set())  # preempted: stop at the next batch
     os.environ.update(backends.slot_environment(config.backend, config.gpu, config.trials_per_gpu,
                                                 config.cpu_threads))
     backends.configure(config.backend, config.cpu_threads, config.cache_dir)
@@ -132,7 +132,7 @@ class ClaimRun:
             return self._complete(*self._train())
         except optuna.TrialPruned as pruned:
             return self._pruned(str(pruned))
-        except liveness.Preempted as preempted:
+        except preemption.Preempted as preempted:
             return self._preempted(str(preempted))
         except Exception as err:  # the trial failed; the sweep goes on
             return self._failed(err)
@@ -366,9 +366,9 @@ class ClaimRun:
 
 def _remove_checkpoint(out: Path) -> None:
     """A pruned trial never continues: its checkpoint goes, and its folder if nothing else is in it."""
-    from runner import checkpoints
+    from runner.workdir import remove_checkpoint
 
-    checkpoints.remove(out)
+    remove_checkpoint(out)
     try:
         out.rmdir()
     except OSError:
@@ -486,7 +486,7 @@ def work(config: WorkerConfig) -> int:
     ran, reason = 0, "recycle"
     _emit(config, WorkerReady(config.slot, pid=os.getpid()))
     while config.max_trials is None or ran < config.max_trials:
-        if stop_requested(config) or liveness.preemption.is_set():
+        if stop_requested(config) or preemption.requested.is_set():
             reason = "stop"
             break
         if stop.evaluate(study, sweep, config.deadline, rules_on=not config.ignore_stop):

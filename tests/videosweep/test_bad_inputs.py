@@ -279,7 +279,7 @@ def _gone_reuse_source(folder: Path) -> list[str]:
     from mlflow import MlflowClient
 
     from runner.expand import expand_grid
-    from runner.storage import sqlite_wal_on_connect
+    from runner.sqlite import sqlite_wal_on_connect
     from runner.sweep import load_sweep
     from zoo import load_dataset
 
