@@ -2,7 +2,7 @@
 
     python benchmarks/claims.py [--workers 4] [--trials 400] [--postgres postgresql://postgres@127.0.0.1/test]
 
-N worker processes claim WAITING trials exactly as `videosweep` workers do (runner.queue.claim_waiting: the
+N worker processes claim WAITING trials exactly as `videosweep` workers do (runner.study.claims.claim_waiting: the
 storage's compare-and-set under a row lock), record a heartbeat and tell a value, with no training in between.
 Claims per second = trials / wall time; bookkeeping latency = per-trial claim + heartbeat + tell, median and p95.
 Run on SQLite (WAL, one file) and on PostgreSQL (a database created and dropped for the run).
@@ -24,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 
 
 def _worker(url: str, name: str, out: mp.Queue) -> None:
-    from runner.queue import claim_waiting
-    from runner.storage import existing_study, open_storage
+    from runner.study.claims import claim_waiting
+    from runner.study.storage import existing_study, open_storage
 
     study = existing_study(name, open_storage(url))
     latencies = []
@@ -40,7 +40,7 @@ def _worker(url: str, name: str, out: mp.Queue) -> None:
 
 
 def measure(url: str, workers: int, trials: int) -> dict[str, float]:
-    from runner.storage import open_storage, open_study
+    from runner.study.storage import open_storage, open_study
 
     name = f"claims-{uuid.uuid4().hex[:8]}"
     study = open_study(name, open_storage(url), "maximize")

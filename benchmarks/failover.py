@@ -35,7 +35,7 @@ def main() -> None:
         os.environ["VIDEOSWEEP_TEST_POSTGRES"] = args.postgres
     from tests.conftest import POSTGRES_URL
     from tests.runner.failover import sweep_through_cuts
-    from tests.runner.test_scale_out import database_url, drop_database, new_database
+    from tests.runner.execution.test_scale_out import database_url, drop_database, new_database
 
     print(f"failover: {args.rounds} rounds, seed {args.seed}, connections dropped 4x/s, PostgreSQL "
           f"{POSTGRES_URL.rsplit('@', 1)[-1]}", flush=True)

@@ -159,7 +159,7 @@ def main() -> int:
     args = parser.parse_args()
 
     from runner import backends
-    from runner.scheduler import detect_gpus
+    from runner.execution.scheduler import detect_gpus
 
     reason = backends.problem(args.backend)
     if reason is not None:

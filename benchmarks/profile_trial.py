@@ -21,20 +21,20 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 PHASES = {  # (file suffix, function) -> phase name
-    ("runner/trial.py", "prepare_source"): "frames/features (cache or extraction)",
+    ("runner/trial/training.py", "prepare_source"): "frames/features (cache or extraction)",
     ("zoo/__init__.py", "create_model"): "build the model",
-    ("runner/trial.py", "run"): "training rounds (fit)",
-    ("runner/trial.py", "_predict"): "test predictions",
-    ("runner/latency.py", "measure"): "latency/throughput of the end-to-end model (#20)",
-    ("runner/plots.py", "write_confusion_matrices"): "confusion matrix plots",
-    ("runner/trial.py", "_model_summary"): "model summary",
+    ("runner/trial/training.py", "run"): "training rounds (fit)",
+    ("runner/trial/training.py", "_predict"): "test predictions",
+    ("runner/trial/latency.py", "measure"): "latency/throughput of the end-to-end model (#20)",
+    ("runner/trial/plots.py", "write_confusion_matrices"): "confusion matrix plots",
+    ("runner/trial/training.py", "_model_summary"): "model summary",
     ("keras/src/saving/saving_api.py", "save_model"): "save model_best.keras",
-    ("runner/trial.py", "run_trial"): "whole trial",
+    ("runner/trial/training.py", "run_trial"): "whole trial",
 }
 
 
 def profile_once(spec, dataset, cache: Path) -> dict[str, float]:
-    from runner.trial import run_trial
+    from runner.trial.training import run_trial
 
     with tempfile.TemporaryDirectory() as out:
         profiler = cProfile.Profile()
@@ -53,7 +53,7 @@ def profile_once(spec, dataset, cache: Path) -> dict[str, float]:
 def main() -> None:
     import yaml
 
-    from runner.spec import TrialSpec
+    from runner.spec.trial_spec import TrialSpec
     from zoo import load_dataset
 
     parser = argparse.ArgumentParser()

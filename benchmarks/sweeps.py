@@ -52,7 +52,7 @@ def bare_loop_seconds(trials: int, cache: Path) -> float:
     import keras
     import numpy as np
 
-    from runner.spec import TrialSpec
+    from runner.spec.trial_spec import TrialSpec
     from zoo import create_model, load_dataset
     from zoo.cache import load_features
     from zoo.windows import window_ends

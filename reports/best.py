@@ -9,7 +9,7 @@ import pandas as pd
 
 import zoo
 from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
-from runner.metrics import objective
+from runner.spec.metrics import objective
 from zoo.baselines import from_entries
 from zoo.errors import UserError
 

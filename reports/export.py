@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 import pandas as pd
 
 from reports.records import SweepRuns
-from runner.spec import TRAINING_FIELDS, TrialSpec, unlisted_files
+from runner.spec.trial_spec import TRAINING_FIELDS, TrialSpec, unlisted_files
 from zoo import atomic, deploy
 from zoo.baselines import from_entries
 from zoo.errors import UserError, one_line
@@ -266,19 +266,11 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], files
 def register_champion(runs: SweepRuns, run_id: str, model: keras.Model, meta: dict[str, Any],
                       folder: Path) -> str:
     """Log the deployable model to the trial's run, register it under the sweep's name, alias `champion`."""
-    from mlflow.exceptions import MlflowException
-
     tracker = runs.tracker
     name = tracker.experiment_name
     info = tracker.log_model(run_id, model, name="export", metadata={"videosweep_export": json.dumps(meta)})
-    for file in ("labels.json", "export.json", "model_card.md"):
-        tracker.client.log_artifact(run_id, str(folder / file), artifact_path="export_files")
-    try:
-        tracker.client.create_registered_model(name, description=f"Best models of the videosweep sweep {name}")
-    except MlflowException as err:
-        if "ALREADY_EXISTS" not in str(err.error_code):
-            raise
-    version = tracker.client.create_model_version(name, info.model_uri, run_id=run_id, model_id=info.model_id,
-                                                  tags={"trial_key": meta["trial_key"]}).version
-    tracker.client.set_registered_model_alias(name, CHAMPION, str(version))
+    tracker.log_files(run_id, [folder / file for file in ("labels.json", "export.json", "model_card.md")],
+                      "export_files")
+    version = tracker.register_version(run_id, info.model_uri, info.model_id, CHAMPION,
+                                       {"trial_key": meta["trial_key"]})
     return f"models:/{name}@{CHAMPION} (version {version})"

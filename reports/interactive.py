@@ -15,7 +15,7 @@ from typing import Any
 import pandas as pd
 
 from reports.records import MIN_TRIALS_FOR_IMPORTANCE
-from runner.metrics import objective
+from runner.spec.metrics import objective
 
 
 def _text(value: Any) -> str:

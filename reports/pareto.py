@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from runner.metrics import DEFAULT_COST, OBJECTIVES, objective
+from runner.spec.metrics import DEFAULT_COST, OBJECTIVES, objective
 from zoo.errors import UserError
 
 

@@ -123,7 +123,7 @@ def _load_registered(uri: str, tracking_uri: str | None, workdir: Path | None = 
 def local_artifact_root(tracking_uri: str, workdir: Path | None) -> Path | None:
     """Where an embedded (SQLite) store keeps its artefacts, as the tracker lays it out: `<workdir>/mlartifacts`,
     the workdir being the database's folder unless given; None for other stores (they serve their own)."""
-    from runner.embedded_store import sqlite_path
+    from runner.tracking.embedded_store import sqlite_path
 
     database = sqlite_path(tracking_uri)
     if database is None:

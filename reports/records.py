@@ -14,8 +14,8 @@ from typing import Any
 
 import pandas as pd
 
-from runner.metrics import DEFAULT_COST, FINAL_METRICS, OBJECTIVES, objective
-from runner.tracking import BASELINE_CLASS_TAG, KEY_TAG, REUSED_TAG, ROLE, STATE, Tracker, typed_param
+from runner.spec.metrics import DEFAULT_COST, FINAL_METRICS, OBJECTIVES, objective
+from runner.tracking.mlflow_runs import BASELINE_CLASS_TAG, KEY_TAG, REUSED_TAG, ROLE, STATE, Tracker, typed_param
 from zoo.baselines import SPLIT_NAMES, from_entries
 from zoo.errors import UserError
 from zoo.secrets import mask_url

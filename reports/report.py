@@ -21,9 +21,9 @@ import pandas as pd
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
 from reports.leaderboard import leaderboard, to_markdown
 from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, trial_baselines
-from runner.metrics import CONTINUED_METRIC, objective
-from runner.plots import confusion_figure
-from runner.stop import STOP_TAG
+from runner.spec.metrics import CONTINUED_METRIC, objective
+from runner.trial.plots import confusion_figure
+from runner.search.stop import STOP_TAG
 from zoo import atomic
 
 REPORT_FILES = ("leaderboard.csv", "leaderboard.md", "report.html")
@@ -241,8 +241,7 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
         atomic.write_text(staging / "leaderboard.md", markdown)
         atomic.write_text(staging / "report.html", page)
     if log_to_mlflow and runs.parent is not None:
-        for file in REPORT_FILES:
-            runs.tracker.client.log_artifact(runs.parent.info.run_id, str(out / file), artifact_path="report")
+        runs.tracker.log_files(runs.parent.info.run_id, [out / file for file in REPORT_FILES], "report")
     return {"out": str(out), "finished": len(board), "trials": len(runs.trials), "importances": importances,
             "stopped": stopped,
             "best": None if best is None else {"trial_key": best["trial_key"], metric: best.get(metric)}}

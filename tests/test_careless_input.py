@@ -9,7 +9,7 @@ import shutil
 from pathlib import Path
 
 from tests.conftest import derive_dataset, run_cli
-from tests.runner.test_run import FEATURES, write_sweep
+from tests.runner.execution.test_run import FEATURES, write_sweep
 
 
 def plan_json(path: Path, *extra: str, env: dict[str, str] | None = None) -> dict:

@@ -50,7 +50,7 @@ def test_every_sweep_snippet_of_the_readme_loads():
     (the README's own `notify: {url: ..., on: [...]}` once failed: YAML reads `on` as a boolean)."""
     import yaml
 
-    from runner.sweep import sweep_from_mapping
+    from runner.spec.sweep import sweep_from_mapping
 
     snippets = _readme_sweep_snippets()
     assert len(snippets) >= 3 and any(s.startswith("notify:") for s in snippets)

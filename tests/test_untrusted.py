@@ -19,8 +19,8 @@ import pytest
 from mlflow import MlflowClient
 
 from tests.conftest import CLI, ROOT, SEALS, copy_tree, require, run_cli
-from tests.runner.test_reuse import keyed_sweep, new_experiment, new_store, plant
-from tests.runner.test_run import FEATURES, load_study, trainings, write_sweep
+from tests.runner.search.test_reuse import keyed_sweep, new_experiment, new_store, plant
+from tests.runner.execution.test_run import FEATURES, load_study, trainings, write_sweep
 
 pytestmark = pytest.mark.slow
 SECRET = "hunter2"
@@ -69,7 +69,7 @@ def planted_file(tmp_path: Path) -> Path:
 
 def key_of(params: dict, fingerprint: str) -> str:
     """A trial key as anyone who can read the code computes it."""
-    from runner.spec import TrialSpec
+    from runner.spec.trial_spec import TrialSpec
 
     return TrialSpec.from_flat({k: v for k, v in params.items() if k != "data_root"}).key(fingerprint)
 
@@ -197,7 +197,7 @@ def test_an_edited_checkpoint_starts_the_trial_over_with_the_reason(tmp_path, ca
 
 
 def test_a_key_with_quotes_does_not_break_the_mlflow_search(copied):
-    from runner.tracking import Tracker
+    from runner.tracking.mlflow_runs import Tracker
 
     _, workdir = copied
     tracker = Tracker(f"sqlite:///{workdir / 'mlflow.db'}", workdir, "t", create=False)
@@ -279,9 +279,9 @@ def test_a_full_disk_while_writing_a_trial_is_the_same_one_line_as_for_the_cache
 
 
 def test_a_heartbeat_that_keeps_failing_stops_the_trial_with_the_reason(tmp_path, monkeypatch):
-    from runner.liveness import Heartbeat, HeartbeatLost
-    from runner.queue import claim_waiting
-    from runner.storage import open_storage
+    from runner.study.liveness import Heartbeat, HeartbeatLost
+    from runner.study.claims import claim_waiting
+    from runner.study.storage import open_storage
 
     monkeypatch.setenv("VIDEOSWEEP_DB_RETRY_SECONDS", "1")
     url = f"sqlite:///{tmp_path / 'o.db'}"
@@ -442,7 +442,7 @@ def _live_command_line(process) -> list[str] | None:
 def test_ui_keeps_a_database_password_off_every_command_line(tmp_path, postgres_admin):
     import psutil
 
-    from tests.runner.test_scale_out import database_url, drop_database, new_database
+    from tests.runner.execution.test_scale_out import database_url, drop_database, new_database
     from tests.videosweep.test_ui import wait_for
 
     name = new_database()
@@ -486,13 +486,13 @@ def test_two_runs_of_a_new_sweep_started_a_second_apart_both_finish_it(tmp_path,
 
 def test_each_scheduler_has_its_own_stop_file(tmp_path):
     """A second `run` of the sweep on this machine stops its own workers on Ctrl-C, never the first run's."""
-    probe = ("import sys; from runner.scheduler import Scheduler, SchedulerOptions; from runner.worker import "
-             "WorkerConfig; t = WorkerConfig('', '', sys.argv[1], 'sqlite://'); "
+    probe = ("import sys; from runner.execution.scheduler import Scheduler, SchedulerOptions; "
+             "from runner.execution.worker import WorkerConfig; t = WorkerConfig('', '', sys.argv[1], 'sqlite://'); "
              "print(Scheduler(t, [], SchedulerOptions(), None, None, None).template.stop_file)")
     files = [subprocess.run([sys.executable, "-c", probe, str(tmp_path)], capture_output=True, text=True, cwd=ROOT,
                             check=True).stdout.strip() for _ in range(2)]
     assert files[0] != files[1] and all(Path(f).parent == tmp_path for f in files)
-    from runner.worker import WorkerConfig, stop_requested
+    from runner.execution.worker import WorkerConfig, stop_requested
 
     Path(files[1]).touch()  # the other run was interrupted
     first = WorkerConfig("", "", str(tmp_path), "sqlite://", stop_file=files[0])
@@ -502,7 +502,7 @@ def test_each_scheduler_has_its_own_stop_file(tmp_path):
 
 
 def test_a_worker_joining_by_name_is_told_the_study_keeps_no_tracking_password(tmp_path, postgres_admin):
-    from tests.runner.test_scale_out import database_url, drop_database, new_database
+    from tests.runner.execution.test_scale_out import database_url, drop_database, new_database
 
     name = new_database()
     try:
@@ -645,7 +645,7 @@ def test_the_jax_compilation_cache_is_private_and_one_others_can_write_is_refuse
 def test_a_notification_carries_text_from_the_study_escaped_and_bounded_and_no_local_path(tmp_path):
     """Anyone who can write the shared study writes failure reasons and keys: a webhook gets them as one
     bounded line, chat markup (<!channel>) escaped; the report is named inside the workdir, not by its path."""
-    from runner import notify
+    from runner.execution import notify
 
     study = optuna.create_study(storage=f"sqlite:///{tmp_path / 'shared.db'}", study_name="s")
     planted = "<!channel> <https://evil.example|click> & " + "x" * 5000 + "\nsecond line"

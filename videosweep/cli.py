@@ -99,7 +99,7 @@ def train(
         help="Keras backend: tensorflow | jax | torch (default: $KERAS_BACKEND, else tensorflow).")] = None,
 ) -> None:
     """Train one model on a dataset and write params, results, history, confusion matrices and the model."""
-    from runner.spec import TrialSpec, parse_assignments, read_yaml_mapping
+    from runner.spec.trial_spec import TrialSpec, parse_assignments, read_yaml_mapping
     from zoo import atomic, load_dataset, validated_spec
 
     params: dict[str, Any] = read_yaml_mapping(config, "config file") if config else {}
@@ -115,7 +115,7 @@ def train(
     atomic.check_replaceable(out, overwrite, atomic.TRIAL_MARKER)
 
     quiet_tensorflow(load=True, backend=backend, cache_dir=cache_dir)
-    from runner.trial import run_trial
+    from runner.trial.training import run_trial
 
     def show_epoch(step: int, row: dict[str, Any]) -> None:
         console.print(
@@ -145,7 +145,7 @@ def schema() -> None:
     """Print the sweep file's JSON schema."""
     import json
 
-    from runner.sweep import Sweep
+    from runner.spec.sweep import Sweep
 
     console.print_json(json.dumps(Sweep.model_json_schema()))
 
@@ -161,9 +161,9 @@ def plan(
     """Dry run: trials per sub-space, dropped combinations by reason, study progress, shared extractions."""
     import json
 
-    from runner.baselines import baseline_lines
-    from runner.overview import plan_report
-    from runner.run import load_context
+    from runner.spec.baselines import baseline_lines
+    from runner.execution.overview import plan_report
+    from runner.execution.context import load_context
 
     ctx = load_context(sweep_file, workdir, storage, create_workdir=False)
     report = plan_report(ctx, verbose)
@@ -208,7 +208,7 @@ def plan(
         size = "size unknown" if weights["bytes"] is None else f"{weights['bytes'] / 2**20:,.1f} MiB"
         console.print(f"weights to fetch before the workers start: {weights['file']} ({size}) from {weights['url']}",
                       highlight=False)
-    from runner.estimate import describe
+    from runner.execution.estimate import describe
 
     if report["reused"]:
         console.print(f"{report['reused']} trial(s) finished in other sweeps of the tracking store: reused, not "
@@ -220,7 +220,7 @@ def plan(
 
 
 # Options shared by run, resume and worker; each overrides the sweep file's `resources` key of the same name
-# and is validated by the same model (runner.sweep.merged_resources).
+# and is validated by the same model (runner.spec.sweep.merged_resources).
 GpusOpt = Annotated[Optional[str], typer.Option(help="auto | none | 0,1,3 (default: the sweep's resources).")]
 TrialsPerGpuOpt = Annotated[Optional[int], typer.Option(help="Concurrent trials per GPU.")]
 WorkersOpt = Annotated[Optional[int], typer.Option(help="CPU slots when no GPU is used.")]
@@ -251,7 +251,7 @@ def _run(ctx: Any, cache_dir: Path | None, retry_failed: bool, **overrides: Any)
     """Run a loaded sweep with validated options; the outcome becomes the last line and the exit code
     (the same for run, resume and worker): 0 all finished (or a stop rule stopped the sweep), 1 some trials
     failed for good, 2 bad input (raised before anything runs), 130 interrupted, 143 preempted (SIGTERM)."""
-    from runner.run import RunOptions, run_sweep
+    from runner.execution.run import RunOptions, run_sweep
     from videosweep.progress import SweepProgress
 
     options = RunOptions.build(ctx.sweep, cache_dir=cache_dir, retry_failed=retry_failed, **overrides)
@@ -299,7 +299,7 @@ def run(
     log_diff: LogDiffOpt = False,
 ) -> None:
     """Run a sweep (again: only what has not finished runs)."""
-    from runner.run import load_context
+    from runner.execution.context import load_context
 
     ctx = load_context(sweep_file, workdir, storage, create_workdir=False, tracking_uri=tracking_uri)
     _run(ctx, cache_dir, retry_failed, notify_url=notify_url, ignore_stop=ignore_stop, reuse=not no_reuse,
@@ -336,7 +336,7 @@ def worker(
     no_reuse: NoReuseOpt = False,
 ) -> None:
     """Join a sweep from this machine: take trials from the shared study until none are left."""
-    from runner.run import worker_context
+    from runner.execution.context import worker_context
 
     ctx = worker_context(sweep_file, storage, study, workdir, tracking_uri, data)
     _run(ctx, cache_dir, False, notify_url=notify_url, ignore_stop=ignore_stop, reuse=not no_reuse,
@@ -348,10 +348,10 @@ def worker(
 @app.command()
 def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None) -> None:
     """A table of the sweep's trials (key, state, metric, duration) and totals."""
-    from runner.baselines import baseline_lines, baselines_json
-    from runner.overview import state_word, status_rows
-    from runner.queue import state_counts
-    from runner.run import load_context
+    from runner.spec.baselines import baseline_lines, baselines_json
+    from runner.execution.overview import state_word, status_rows
+    from runner.study.claims import state_counts
+    from runner.execution.context import load_context
 
     ctx = load_context(sweep_file, workdir, storage, create_workdir=False)
     study = ctx.open_study(create=False) if ctx.has_study() else None
@@ -374,7 +374,7 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
     console.print(", ".join(f"{v} {state_word(k)}" for k, v in state_counts(study).items() if v))
     for line in baseline_lines(baselines_json(ctx.sweep, ctx.dataset)):
         console.print(line, highlight=False)
-    from runner.stop import stop_reason
+    from runner.search.stop import stop_reason
 
     reason = stop_reason(study)
     if reason:
@@ -396,8 +396,8 @@ def ui(
     """Start the MLflow UI on the sweep's tracking store, opened on its experiment (or the Optuna dashboard)."""
     import subprocess
 
-    from runner.run import load_context
-    from runner.tracking import Tracker
+    from runner.execution.context import load_context
+    from runner.tracking.mlflow_runs import Tracker
 
     if dashboard not in ("mlflow", "optuna"):
         raise UserError(f"--dashboard {dashboard!r}: choose mlflow or optuna")
@@ -432,7 +432,7 @@ def _optuna_dashboard(ctx: Any, host: str, port: int) -> None:
         import optuna_dashboard
     except ImportError:
         raise UserError("--dashboard optuna needs the optuna-dashboard package: pip install 'videosweep[dashboard]'")
-    from runner import optuna_internals, storage
+    from runner.study import optuna_internals, storage
 
     study = ctx.open_study(create=False) if ctx.has_study() else None
     if study is None:
@@ -451,7 +451,7 @@ MetricOpt = Annotated[Optional[str], typer.Option(help="Rank by this metric (def
 
 def _sweep_runs(sweep_file: Path, workdir: Path | None, tracking_uri: str | None) -> tuple[Any, Path, Any]:
     from reports.records import open_sweep_runs
-    from runner.run import load_tracking_only
+    from runner.execution.context import load_tracking_only
 
     sweep, workdir, uri = load_tracking_only(sweep_file, workdir, tracking_uri)
     return sweep, workdir, open_sweep_runs(uri, workdir, sweep.name)
@@ -501,7 +501,7 @@ def best(
     sweep, _, runs = _sweep_runs(sweep_file, workdir, tracking_uri)
     if pareto:
         from reports.pareto import front_goals, front_records, pareto_front
-        from runner.metrics import objective
+        from runner.spec.metrics import objective
 
         goals = front_goals([(metric, objective(metric).direction)] if metric else sweep.search.goals())
         front = front_records(pareto_front(runs.trials, goals))
@@ -549,7 +549,7 @@ def export(
     from reports.best import best_trial
     from reports.export import export_trial, parse_formats
     from reports.pareto import check_budget, within_budget
-    from runner.metrics import objective
+    from runner.spec.metrics import objective
 
     formats = parse_formats(format_)
     check_budget(max_latency_ms, max_params)
@@ -591,7 +591,7 @@ def predict(
 ) -> None:
     """Predict every frame (windows end at it) of a dataset or of video files; write the frame prediction CSV."""
     from reports.predict import load_predictor, predict_dataset, predict_videos
-    from runner.tracking import given_tracking_uri
+    from runner.tracking.mlflow_runs import given_tracking_uri
     from zoo import atomic
 
     if (data is None) == (not video):
@@ -600,7 +600,7 @@ def predict(
     registry = given_tracking_uri(tracking_uri)
     if sweep is not None:
         from reports.export import export_trial
-        from runner.run import load_tracking_only
+        from runner.execution.context import load_tracking_only
 
         _, workdir, registry = load_tracking_only(sweep, workdir, tracking_uri)
 

@@ -13,13 +13,13 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
                            TransferSpeedColumn)
 from rich.table import Table
 
-from runner.events import Event, TrialFinished, TrialStarted
-from runner.metrics import objective
-from runner.scheduler import SlotState
+from runner.execution.events import Event, TrialFinished, TrialStarted
+from runner.spec.metrics import objective
+from runner.execution.scheduler import SlotState
 
 
 class SweepProgress:
-    """The CLI's `SweepDisplay` (runner/run.py): messages, a live table, and a line per trial event."""
+    """The CLI's `SweepDisplay` (runner/execution/run.py): messages, a live table, and a line per trial event."""
 
     def __init__(self, console: Console, metric: str):
         self.console, self.metric, self.objective = console, metric, objective(metric)

@@ -52,8 +52,8 @@ def fetch(
                                                "an air-gapped machine) instead of Keras's cache.")] = None,
 ) -> None:
     """Download ImageNet weights now (a sweep fetches what it lacks itself, before its workers start)."""
-    from runner.expand import imagenet_weights_needed
-    from runner.sweep import load_sweep
+    from runner.search.expand import imagenet_weights_needed
+    from runner.spec.sweep import load_sweep
     from videosweep.progress import DownloadProgress
     from zoo.spec import parse_frame_size
     from zoo.weights import fetch as fetch_files

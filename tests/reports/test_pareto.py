@@ -13,7 +13,7 @@ from mlflow import MlflowClient
 
 from reports.pareto import front_goals, non_dominated, pareto_front
 from tests.conftest import run_cli
-from tests.runner.test_run import FEATURES, write_sweep
+from tests.runner.execution.test_run import FEATURES, write_sweep
 
 OBJECTIVES = [{"metric": "val_accuracy", "direction": "maximize"}, {"metric": "latency_ms", "direction": "minimize"}]
 SPACE = [

@@ -27,7 +27,7 @@ def test_a_trial_read_back_from_the_store_must_make_its_key_and_name_only_the_sw
     import pytest
 
     from reports.export import stored_spec
-    from runner.spec import TrialSpec
+    from runner.spec.trial_spec import TrialSpec
     from zoo.errors import UserError
 
     params = {"architecture": "image_mlp_frozen", "backbone": "mobilenet_v2", "frame_size": "32x32",
@@ -104,7 +104,7 @@ def test_the_best_of_a_multi_objective_sweep_is_on_its_front_and_test_metrics_ch
     from reports.best import best_trial
     from reports.pareto import front_goals, pareto_front
     from reports.records import MODEL_PARAMS, SweepRuns
-    from runner.metrics import objective
+    from runner.spec.metrics import objective
     from zoo.errors import UserError
 
     goals = [("val_accuracy", "maximize"), ("param_count", "minimize")]

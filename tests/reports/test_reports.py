@@ -15,7 +15,7 @@ from mlflow import MlflowClient
 
 from tests.browser import ARTIFACTS, chromium, needs_chromium
 from tests.conftest import SEALS, run_cli
-from tests.runner.test_run import FEATURES, write_sweep
+from tests.runner.execution.test_run import FEATURES, write_sweep
 
 pytestmark = pytest.mark.slow
 SPACE = [

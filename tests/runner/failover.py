@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 
 from tests.conftest import CLI, POSTGRES_URL, ROOT
-from tests.runner.test_run import FEATURES, write_sweep
+from tests.runner.execution.test_run import FEATURES, write_sweep
 
 KEYS = 4  # successive halving, factor 2: 4 keys for one epoch, then the best 2 for two
 HALVING = {"strategy": "grid", "schedule": {"kind": "successive_halving", "min_epochs": 1, "reduction_factor": 2}}

@@ -14,11 +14,11 @@ import yaml
 from mlflow import MlflowClient
 
 from runner import backends
-from runner.scheduler import plan_slots
-from runner.spec import TrialSpec
-from runner.sweep import load_sweep, merged_resources
+from runner.execution.scheduler import plan_slots
+from runner.spec.trial_spec import TrialSpec
+from runner.spec.sweep import load_sweep, merged_resources
 from tests.conftest import ROOT, run_cli
-from tests.runner.test_run import FEATURES, write_sweep
+from tests.runner.execution.test_run import FEATURES, write_sweep
 from zoo.errors import UserError
 
 pytestmark = pytest.mark.skipif(not backends.installed("jax"), reason="jax is not installed ([jax] extra)")

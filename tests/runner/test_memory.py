@@ -9,7 +9,7 @@ import optuna
 from optuna.trial import TrialState
 
 from runner import memory
-from runner.queue import KEY_ATTR, next_attempt
+from runner.study.claims import KEY_ATTR, next_attempt
 
 KEY = "0123456789ab"
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from tests.conftest import SEALS, derive_dataset, run_cli
-from tests.runner.test_run import FEATURES
+from tests.runner.execution.test_run import FEATURES
 
 GOOD_SPACE = [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0]}]
 
@@ -278,9 +278,9 @@ def _gone_reuse_source(folder: Path) -> list[str]:
     """A tracking store holding a finished run of the sweep's only trial key whose artefacts were deleted."""
     from mlflow import MlflowClient
 
-    from runner.expand import expand_grid
+    from runner.search.expand import expand_grid
     from runner.sqlite import sqlite_wal_on_connect
-    from runner.sweep import load_sweep
+    from runner.spec.sweep import load_sweep
     from zoo import load_dataset
 
     store = folder / "store"

@@ -10,9 +10,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from runner.sweep import load_sweep, merged_resources
+from runner.spec.sweep import load_sweep, merged_resources
 from tests.conftest import ROOT, SEALS, run_cli
-from tests.runner.test_run import FEATURES
+from tests.runner.execution.test_run import FEATURES
 from zoo.errors import UserError
 
 BAD_OVERRIDES = [

@@ -16,7 +16,7 @@ import pytest
 
 from tests.browser import ARTIFACTS, chromium, needs_chromium
 from tests.conftest import CLI, ROOT, run_cli
-from tests.runner.test_run import FEATURES, write_sweep
+from tests.runner.execution.test_run import FEATURES, write_sweep
 
 pytestmark = pytest.mark.slow
 
@@ -90,7 +90,7 @@ def test_the_optuna_dashboard_shows_a_running_sweeps_trials_read_only(tmp_path, 
     nothing)."""
     import json
 
-    from tests.runner.test_run import start_run_until_sleeping
+    from tests.runner.execution.test_run import start_run_until_sleeping
 
     sweep = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8]}],
                         name="live")

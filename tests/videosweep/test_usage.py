@@ -7,8 +7,8 @@ import pytest
 import yaml
 
 from tests.conftest import SEALS, run_cli
-from runner.spec import read_yaml_mapping
-from runner.sweep import sweep_from_mapping
+from runner.spec.trial_spec import read_yaml_mapping
+from runner.spec.sweep import sweep_from_mapping
 from zoo.errors import UserError
 
 
@@ -63,7 +63,7 @@ def test_unknown_names_in_a_sweep_file_suggest_the_closest(mapping, expected):
 
 
 def test_unknown_architecture_and_backbone_suggest_the_closest(tmp_path):
-    from runner.spec import TrialSpec
+    from runner.spec.trial_spec import TrialSpec
     from zoo.weights import weights_file
 
     with pytest.raises(UserError, match="unknown architecture 'c3dsmal'; choose one of: .*; did you mean c3dsmall\\?"):

@@ -267,8 +267,8 @@ def test_weights_list_and_verify_say_what_is_cached_unverified_or_corrupt(server
 
 @pytest.mark.parametrize("strategy", ["grid", "random"])
 def test_a_sweep_needs_the_files_of_its_imagenet_trials_only(strategy):
-    from runner.expand import imagenet_weights_needed
-    from runner.sweep import sweep_from_mapping
+    from runner.search.expand import imagenet_weights_needed
+    from runner.spec.sweep import sweep_from_mapping
 
     space = [{"architecture": ["image_mlp_frozen"], "backbone": ["mobilenet_v2", "vgg16"],
               "weights": ["imagenet", "none"], "frame_size": ["32x32", "128x128"], "layer_1_size": [0, 8]},

@@ -1,0 +1,1 @@
+"""Processes and slots: the sweep context, run, scheduler, workers, events, notifications, the plan."""

@@ -1,0 +1,1 @@
+"""What to try next: expansion, sub-spaces, grid / Optuna / Keras Tuner behind one base, halving, stop rules, reuse."""

@@ -1,0 +1,1 @@
+"""One trial on one slot: training, checkpoints, latency, plots."""
