@@ -3,7 +3,7 @@
     python benchmarks/profile_trial.py [--architecture video_lrcnn_frozen]
 
 Runs one trial of sweeps/seals-demo.yaml under cProfile twice (cold: features extracted; warm: from the
-cache, as most trials of a sweep run) and reports the cumulative time of each phase of runner.trial.run_trial.
+cache, as most trials of a sweep run) and reports the cumulative time of each phase of runner.trial.training.run_trial.
 """
 
 from __future__ import annotations

@@ -59,8 +59,8 @@ def test_a_claim_records_its_start_time_in_any_time_zone(tmp_path):
         new_york = dt.datetime.now(ZoneInfo("America/New_York")).utcoffset()
     except ZoneInfoNotFoundError:
         pytest.fail("no time zone data (install tzdata): America/New_York is unknown")
-    claim = ("import time; from runner.queue import claim_waiting; from runner.storage import existing_study, "
-             "open_storage; "
+    claim = ("import time; from runner.study.claims import claim_waiting; "
+             "from runner.study.storage import existing_study, open_storage; "
              f"print(claim_waiting(existing_study('tz', open_storage({url!r}))).number, time.localtime().tm_gmtoff)")
     result = subprocess.run([sys.executable, "-c", claim], cwd=ROOT, capture_output=True, text=True,
                             env={**os.environ, "TZ": "America/New_York"})
