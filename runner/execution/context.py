@@ -6,16 +6,15 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-
-from runner.study import storage
 from runner.search.optuna_search import make_pruner, make_sampler
 from runner.spec.sweep import Sweep, load_sweep
-from runner.tracking.mlflow_runs import (default_tracking_uri, given_tracking_uri)
+from runner.study import storage
+from runner.tracking.mlflow_runs import default_tracking_uri, given_tracking_uri
 from zoo import atomic, load_dataset
 from zoo.data import Dataset
 from zoo.errors import UserError
-from zoo.spec import WEIGHTS_WITHOUT_FILE
 from zoo.secrets import MASK, mask_url
+from zoo.spec import WEIGHTS_WITHOUT_FILE
 
 
 @dataclass

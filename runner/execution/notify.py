@@ -21,8 +21,8 @@ from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
-from zoo.secrets import mask_webhook
 from zoo.errors import UserError, one_line
+from zoo.secrets import mask_webhook
 
 SEND_TIMEOUT_SECONDS = 5.0
 CHECK_TIMEOUT_SECONDS = 3.0

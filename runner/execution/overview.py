@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from runner.study import claims, storage
-from runner.search import halving
-from runner.spec.baselines import baselines_json
-from runner.search.expand import cache_sizes, expand_grid, shared_extractions
 from runner.execution.context import SweepContext
+from runner.search import halving
+from runner.search.expand import cache_sizes, expand_grid, shared_extractions
+from runner.spec.baselines import baselines_json
+from runner.study import claims, storage
 from zoo.errors import UserError
 
 STATES = ("finished", "failed", "pending", "running")
@@ -106,10 +106,10 @@ def _sample_specs(sweep: Any, count: int) -> list[Any]:
 def _estimate(ctx: SweepContext, expansion: Any, study: Any, remaining: int) -> dict[str, Any]:
     """How many pending trials will be reused from other sweeps, and how long the rest will take."""
     from runner.execution import estimate
-    from runner.search import reuse, stop
-    from runner.tracking import mlflow_runs
-    from runner.spec.metrics import objective
     from runner.execution.scheduler import plan_slots
+    from runner.search import reuse, stop
+    from runner.spec.metrics import objective
+    from runner.tracking import mlflow_runs
 
     stop.watched(ctx.sweep)
     finished: set[str] = set()

@@ -17,22 +17,21 @@ from typing import Any, Protocol
 from filelock import FileLock
 from optuna.trial import TrialState
 
-from runner.study import liveness, claims, storage
-from runner import memory
+from runner import backends, memory
 from runner.execution import notify
-from runner.search import reuse, stop
-from runner.study import optuna_internals as internals
+from runner.execution.context import SweepContext
 from runner.execution.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
 from runner.execution.events import Event, TrialFinished, TrialNote
-from runner.search.expand import expand_grid, imagenet_weights_needed
 from runner.execution.scheduler import Scheduler, SchedulerOptions, SlotState, Work, plan_slots
-from runner.search.base import make_search
-from runner import backends
-from runner.execution.context import (SweepContext)
-from runner.spec.sweep import ResourcesConfig, Sweep, merged_resources
-from runner.spec.metrics import objective
-from runner.tracking.mlflow_runs import (Tracker, check_tracking_reachable, tracking_errors)
 from runner.execution.worker import TRACKING_READY, WorkerConfig
+from runner.search import reuse, stop
+from runner.search.base import make_search
+from runner.search.expand import expand_grid, imagenet_weights_needed
+from runner.spec.metrics import objective
+from runner.spec.sweep import ResourcesConfig, Sweep, merged_resources
+from runner.study import claims, liveness, storage
+from runner.study import optuna_internals as internals
+from runner.tracking.mlflow_runs import Tracker, check_tracking_reachable, tracking_errors
 from zoo import atomic, validated_spec, weights
 from zoo.errors import StoreUnreachable, UserError, one_line
 

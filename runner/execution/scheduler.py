@@ -11,12 +11,12 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
-from multiprocessing.connection import Connection, wait
 import shutil
 import signal
 import subprocess
 import time
 from dataclasses import dataclass, replace
+from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
 
@@ -24,8 +24,8 @@ import psutil
 
 from runner import memory
 from runner.execution.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerGaveUp
-from runner.study.liveness import INTERRUPTED, PREEMPTED
 from runner.execution.worker import GAVE_UP_EXIT, WorkerConfig, worker_main
+from runner.study.liveness import INTERRUPTED, PREEMPTED
 from zoo.errors import StoreUnreachable, UserError
 
 POLL_SECONDS = 0.2

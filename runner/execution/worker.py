@@ -157,14 +157,14 @@ def stop_requested(config: WorkerConfig) -> bool:
 def work(config: WorkerConfig) -> int:
     """Claim and run trials until none are left or `max_trials` ran. Returns how many ran here."""
     configure_process(config)
-    from runner.search import stop
-    from runner.search.optuna_search import make_pruner, make_sampler
-    from runner.search.base import make_search
-    from runner.study.storage import open_storage, open_study
-    from runner.spec.sweep import sweep_from_mapping
-    from zoo import load_dataset
-
     import yaml
+
+    from runner.search import stop
+    from runner.search.base import make_search
+    from runner.search.optuna_search import make_pruner, make_sampler
+    from runner.spec.sweep import sweep_from_mapping
+    from runner.study.storage import open_storage, open_study
+    from zoo import load_dataset
 
     sweep = sweep_from_mapping(yaml.safe_load(config.sweep_yaml), config.sweep_source)
     dataset = load_dataset(sweep.data.root, sweep.data.labels, config.cache_dir)

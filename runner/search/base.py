@@ -13,11 +13,10 @@ from typing import Any, Protocol
 
 import optuna
 
-from runner.study.claims import Claim
-from runner.spec.sweep import Sweep
-
 from runner.search.grid import GridSearch
 from runner.search.optuna_search import OptunaSearch
+from runner.spec.sweep import Sweep
+from runner.study.claims import Claim
 
 
 class Search(Protocol):

@@ -12,8 +12,8 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from runner.spec.trial_spec import TRAINING_FIELDS, TrialSpec
 from runner.spec.sweep import Range, Sweep
+from runner.spec.trial_spec import TRAINING_FIELDS, TrialSpec
 from zoo.errors import UserError
 from zoo.spec import invalid_reason
 

@@ -10,11 +10,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from runner.study import liveness, claims
 from runner.search import halving
 from runner.search.expand import Expansion, expand_grid
-from runner.study.claims import Claim, claim_for
 from runner.spec.sweep import Sweep
+from runner.study import claims, liveness
+from runner.study.claims import Claim, claim_for
 
 RUNG_WAIT_SECONDS = 1.0  # a successive-halving worker waits this long between looks at the rung's end
 

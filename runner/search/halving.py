@@ -26,11 +26,11 @@ from typing import Any
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from runner.study import claims
-from runner.workdir import remove_checkpoint, trial_folder
 from runner.spec.metrics import STUDY_RESULTS
-from runner.study.claims import RUNG_ATTR, current_trials  # noqa: F401 - the rung a study trial trains to
 from runner.spec.trial_spec import TrainingConfig
+from runner.study import claims
+from runner.study.claims import RUNG_ATTR, current_trials  # noqa: F401 - the rung a study trial trains to
+from runner.workdir import remove_checkpoint, trial_folder
 
 BUDGET_ATTR = "epoch_budget"  # its epoch budget (None without a schedule: the whole training)
 PAUSED_ATTR = "paused"  # True when it stopped at its rung's budget with training left

@@ -27,12 +27,12 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from runner.study import liveness, claims
 from runner.search import halving, subspace
-from runner.study import optuna_internals as internals
 from runner.search.expand import judge
-from runner.study.claims import Claim, claim_for
 from runner.spec.sweep import Range, Sweep
+from runner.study import claims, liveness
+from runner.study import optuna_internals as internals
+from runner.study.claims import Claim, claim_for
 
 KT_ATTR = "keras_tuner_trial"
 _CLAIMS = count()

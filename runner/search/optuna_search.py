@@ -8,11 +8,11 @@ from typing import Any
 import optuna
 from optuna.trial import TrialState
 
-from runner.study import claims
 from runner.search import halving, subspace
 from runner.search.expand import judge
-from runner.study.claims import Claim, claim_for
 from runner.spec.sweep import Range, Sweep
+from runner.study import claims
+from runner.study.claims import Claim, claim_for
 from zoo.errors import UserError
 
 MAX_INVALID_DRAWS = 200

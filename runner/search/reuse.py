@@ -22,9 +22,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from runner.tracking import mlflow_runs
 from runner.spec.metrics import EPOCH_METRICS, FINAL_METRICS, STUDY_RESULTS
 from runner.spec.trial_spec import with_unused
+from runner.tracking import mlflow_runs
 from runner.tracking.mlflow_runs import KEY_TAG, REUSED_TAG, ROLE, typed_param
 from zoo.errors import UserError
 

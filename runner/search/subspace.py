@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any
 
-from runner.spec.sweep import Range, Sweep, SpaceValue
+from runner.spec.sweep import Range, SpaceValue, Sweep
 
 SUBSPACE = "subspace"
 

@@ -15,9 +15,17 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from runner.spec.constraints import ConstraintError, Constraint, parse_constraint
+from runner.spec.constraints import Constraint, ConstraintError, parse_constraint
 from runner.spec.metrics import HELD_OUT, OBJECTIVES, held_out
-from runner.spec.trial_spec import (CHECKPOINT_SECONDS, PARAMETER_ALIASES, PARAMETERS, TrainingConfig, canonical_parameter, read_yaml_mapping, validation_message)
+from runner.spec.trial_spec import (
+    CHECKPOINT_SECONDS,
+    PARAMETER_ALIASES,
+    PARAMETERS,
+    TrainingConfig,
+    canonical_parameter,
+    read_yaml_mapping,
+    validation_message,
+)
 from zoo.errors import UserError, did_you_mean
 from zoo.secrets import MASK, mask_text, mask_webhook
 from zoo.spec import FILE_PARAMETERS, canonical_value

@@ -22,9 +22,9 @@ from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from runner import memory
+from runner.spec.trial_spec import TrialSpec, is_trial_key, unlisted_files
 from runner.study import optuna_internals as internals
 from runner.study.liveness import fail_trial, not_the_trials_fault
-from runner.spec.trial_spec import TrialSpec, is_trial_key, unlisted_files
 from runner.study.storage import LockLost, fenced, retrying, unreachable
 from zoo.errors import UserError, one_line
 

@@ -24,10 +24,10 @@ from urllib.parse import urlsplit
 import optuna
 from optuna.trial import FrozenTrial, TrialState
 
-from runner.study import liveness
-from runner.study import optuna_internals as internals
 from runner.retry import database_budget, retry
 from runner.sqlite import busy_timeout_seconds, sqlite_wal_on_connect
+from runner.study import liveness
+from runner.study import optuna_internals as internals
 from zoo.errors import StoreUnreachable, UserError, one_line
 from zoo.secrets import mask_text, mask_url  # storage.mask_url is also used by callers
 

@@ -17,7 +17,6 @@ from pathlib import Path
 from zoo import atomic
 from zoo.cache import cache_root
 
-
 EMPTY_TABLES = ("experiments", "runs", "registered_models", "model_versions")  # what a sweep would show
 
 

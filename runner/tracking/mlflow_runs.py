@@ -22,10 +22,10 @@ from typing import Any
 
 import yaml
 
+from runner.retry import retry, tracking_budget
+from runner.spec.metrics import CONTINUED_METRIC, EPOCH_METRICS, final_metrics
 from runner.tracking import provenance
 from runner.workdir import CHECKPOINT_FOLDER
-from runner.spec.metrics import CONTINUED_METRIC, EPOCH_METRICS, final_metrics
-from runner.retry import retry, tracking_budget
 from zoo.baselines import SPLIT_NAMES
 from zoo.errors import StoreUnreachable, UserError, one_line
 from zoo.secrets import mask_text, mask_url
@@ -171,8 +171,8 @@ def client(uri: str, seed: bool = False, cache_dir: str | Path | None = None) ->
     from mlflow import MlflowClient
 
     if uri.startswith("sqlite:"):
-        from runner.tracking import embedded_store
         from runner.sqlite import sqlite_wal_on_connect
+        from runner.tracking import embedded_store
 
         sqlite_wal_on_connect()
         if seed:

@@ -21,8 +21,8 @@ import pandas as pd
 
 import zoo
 from runner import preemption
-from runner.trial.checkpoints import DEFAULT_SECONDS
 from runner.spec.trial_spec import TrialSpec
+from runner.trial.checkpoints import DEFAULT_SECONDS
 from zoo import atomic
 from zoo.baselines import result_entries, split_baselines
 from zoo.cache import load_features, load_frames
