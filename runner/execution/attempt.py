@@ -24,6 +24,7 @@ from runner.study import optuna_internals as internals
 from runner.study.claims import Claim
 from runner.study.liveness import Heartbeat
 from runner.study.storage import retrying
+from runner.workdir import trial_folder
 from zoo.errors import one_line
 from zoo.secrets import mask_text
 
@@ -184,7 +185,7 @@ class Attempt:
         self.run_log = RunLog(tracker, config.parent_run_id, claim)
         self.objective = objective(sweep.search.metric)  # the first objective: progress, stop rules, pruner
         self.objectives = [objective(name) for name, _ in sweep.search.goals()]
-        self.out = Path(config.workdir) / "trials" / claim.key
+        self.out = trial_folder(Path(config.workdir), claim.key)
         self.started_over = ""
         self.epochs_seen = False  # this attempt has trained an epoch (the first one says if it continued)
 
