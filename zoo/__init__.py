@@ -9,9 +9,9 @@
 
 from __future__ import annotations
 
+import importlib
 from typing import TYPE_CHECKING, Any
 
-from zoo.data import Dataset, load_dataset
 from zoo.errors import DataError, InvalidSpec, UserError
 from zoo.registry import (
     Architecture,
@@ -23,15 +23,32 @@ from zoo.registry import (
     register_architecture,
     register_backbone,
 )
-from zoo.spec import ModelSpec, canonical_spec, invalid_reason, missing_file_problem
+
+# Loaded on first use (PEP 562): `import zoo` (and so `zoo.errors`, which every command imports) stays cheap,
+# so `videosweep --help` and the commands that only read do not pay for pandas and pydantic.
+_LAZY = {"Dataset": "zoo.data", "load_dataset": "zoo.data", "ModelSpec": "zoo.spec", "canonical_spec": "zoo.spec",
+         "invalid_reason": "zoo.spec", "missing_file_problem": "zoo.spec"}
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'zoo' has no attribute {name!r}")
+
 
 if TYPE_CHECKING:  # pragma: no cover
     import keras
+
+    from zoo.data import Dataset, load_dataset
+    from zoo.spec import ModelSpec, canonical_spec, invalid_reason, missing_file_problem
 
 
 def validated_spec(spec: ModelSpec | dict[str, Any]) -> ModelSpec:
     """Canonical spec the zoo can build, or InvalidSpec/UserError with the reason."""
     from zoo.backbones import resolve_weights
+    from zoo.spec import ModelSpec, canonical_spec, invalid_reason, missing_file_problem
 
     canonical = canonical_spec(spec if isinstance(spec, ModelSpec) else ModelSpec.model_validate(spec))
     reason = invalid_reason(canonical)
@@ -67,6 +84,7 @@ __all__ = [
     "list_architectures",
     "list_backbones",
     "load_dataset",
+    "missing_file_problem",
     "register_architecture",
     "register_backbone",
     "validated_spec",

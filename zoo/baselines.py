@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from zoo.data import Dataset, window_ends
+if TYPE_CHECKING:  # pragma: no cover - zoo.data (pandas) only where a dataset is read
+    from zoo.data import Dataset
 
 # The dataset's split names -> the names metrics use (val_accuracy, test_accuracy).
 SPLIT_NAMES = {"train": "train", "valid": "val", "test": "test"}
@@ -67,6 +68,8 @@ def split_baselines(dataset: Dataset, ends: dict[str, np.ndarray]) -> dict[str, 
 
 def window_baselines(dataset: Dataset, sequence_length: int) -> dict[str, Baseline]:
     """Per split with windows of `sequence_length` frames: its baseline."""
+    from zoo.data import window_ends
+
     return split_baselines(dataset, {split: window_ends(dataset, split, sequence_length) for split in SPLIT_NAMES})
 
 

@@ -91,3 +91,15 @@ def test_a_yaml_mistake_keeps_its_place_and_says_what_is_likely_wrong(tmp_path, 
     path.write_text(text)
     with pytest.raises(UserError, match=rf"s.yaml: malformed YAML at line \d+, column \d+: .*likely.*{hint}"):
         read_yaml_mapping(path, "sweep file")
+
+
+def test_the_command_line_starts_without_the_heavy_libraries():
+    """`--help`, `zoo` and `schema` answer at once: importing the CLI loads no data, tracking or training library
+    (they are imported by the commands that use them)."""
+    import subprocess
+    import sys
+
+    heavy = ("pandas", "pydantic", "mlflow", "optuna", "keras", "tensorflow", "jax", "matplotlib")
+    probe = f"import sys, videosweep.cli; print([m for m in {heavy!r} if m in sys.modules])"
+    loaded = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True).stdout
+    assert loaded.strip() == "[]"
