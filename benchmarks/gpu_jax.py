@@ -8,7 +8,9 @@
    out-of-memory failure (a trial recorded as `oom`, retried with half the batch under
    `resources.on_oom: retry_smaller_batch`), not an ordinary crash.
 
-Run: `KERAS_BACKEND=jax python benchmarks/gpu_jax.py` (prints figures; exits 1 if a check fails).
+Run: `KERAS_BACKEND=jax python benchmarks/gpu_jax.py` (prints figures; exits 1 if a check fails). Narrower than
+gpu_check.py (a whole sweep, so MLflow and Optuna installed): it needs only JAX, keras, pydantic and pandas, so it
+runs where those are all that can be carried, and it checks what gpu_check does not: a GPU out-of-memory error.
 """
 
 from __future__ import annotations
