@@ -9,6 +9,7 @@ its number of windows.
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 import pandas as pd
@@ -18,13 +19,10 @@ ONE_CLASS = 1.0 - 1e-9  # a majority share this high: the split holds a single c
 
 
 def _finite(value: Any) -> float | None:
-    """A real number, or None for None, pd.NA, NaN, infinities and anything not a number."""
-    if value is None or value is pd.NA or isinstance(value, bool):
+    """A real number, or None for None, pd.NA, NaN, infinities and anything not a number (text included)."""
+    if not isinstance(value, numbers.Real) or isinstance(value, bool):
         return None
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
+    number = float(value)
     return number if math.isfinite(number) else None
 
 
