@@ -23,6 +23,7 @@ RENAMED = {"val_accuracy_best": "val_accuracy", "val_loss_best": "val_loss",
            "baseline_test_majority_accuracy": "test_majority_accuracy",
            "baseline_val_effective_units": "val_effective_units",
            "baseline_test_effective_units": "test_effective_units"}
+NO_TRIAL = "No finished trial to rank."
 VAL_INTERVAL, TEST_INTERVAL = "val 95% interval", "test 95% interval (held out)"
 MARKDOWN_COLUMNS = ("rank", "tie", "trial_key", "architecture", "backbone", "pooling", "frame_size",
                     "sequence_length", "sequence_model", "layer_1_size", "layer_2_size", "val_accuracy",
@@ -83,7 +84,9 @@ def to_markdown(table: pd.DataFrame, title: str, note: str = "", banner: str = "
     """The leaderboard in Markdown; a banner (reports/uncertainty.chance_banner) comes first, in bold."""
     table = markdown_view(table)
     columns = [c for c in MARKDOWN_COLUMNS if c in table and table[c].map(_cell).ne("").any()]
-    lines = [f"# {title}", "", *([f"**{banner}**", ""] if banner else []), *([note, ""] if note else []),
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [f"# {title}", "", *([f"**{banner}**", ""] if banner else []), *([note, ""] if note else [])]
+    if table.empty:
+        return "\n".join([*lines, NO_TRIAL]) + "\n"
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for _, row in table.iterrows()]
     return "\n".join(lines) + "\n"

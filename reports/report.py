@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
-from reports.leaderboard import TEST_INTERVAL, VAL_INTERVAL, leaderboard, markdown_view, to_markdown
+from reports.leaderboard import NO_TRIAL, TEST_INTERVAL, VAL_INTERVAL, leaderboard, markdown_view, to_markdown
 from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, trial_baselines
 from reports.uncertainty import chance_banner
 from runner.spec.metrics import CONTINUED_METRIC, objective
@@ -209,7 +209,8 @@ def render_html(title: str, generated: str, cards: dict[str, str], board: pd.Dat
     warning = (f'<div class="banner" role="alert" style="{BANNER_STYLE}"><b>{html.escape(banner)}</b></div>'
                if banner else "")
     body = ((f"<p><b>{html.escape(notice)}</b></p>" if notice else "") +
-            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown)}{interactive}'
+            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>'
+            f"{table_html(shown) if len(shown) else f'<p>{NO_TRIAL}</p>'}{interactive}"
             f"<h2>Plots</h2>{''.join(figure_html(f) for f in figures)}"
             f"<h2>Trials by outcome</h2>{table_html(outcomes)}")
     return page(title, f"generated {generated} from MLflow", body, warning)
