@@ -21,7 +21,7 @@ import pandas as pd
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
 from reports.leaderboard import NO_TRIAL, TEST_INTERVAL, VAL_INTERVAL, leaderboard, markdown_view, to_markdown
 from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, trial_baselines
-from reports.uncertainty import chance_banner
+from reports.uncertainty import chance_banner, one_class_note
 from runner.spec.metrics import CONTINUED_METRIC, objective
 from runner.trial.plots import confusion_figure
 from runner.search.stop import STOP_TAG
@@ -252,7 +252,8 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
              "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
     baselines = {} if best is None else trial_baselines(runs, best["run_id"])
     cards.update(baseline_cards(baselines, board))
-    note = "" if best is None else f"Baselines on the best trial's windows: {baseline_text(baselines)}. {TIE_NOTE}"
+    note = "" if best is None else " ".join(filter(None, [
+        f"Baselines on the best trial's windows: {baseline_text(baselines)}.", one_class_note(baselines), TIE_NOTE]))
     banner = chance_banner(board, runs.trials.state.value_counts().to_dict())
     stopped = runs.parent.data.tags.get(STOP_TAG) if runs.parent is not None else None
     notice = f"The sweep stopped early: {stopped}" if stopped else ""

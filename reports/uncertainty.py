@@ -105,6 +105,13 @@ def single_class_splits(baselines: dict[str, dict[str, Any]]) -> dict[str, str |
             if (share := _finite(value.get("majority_accuracy"))) is not None and share >= ONE_CLASS}
 
 
+def one_class_note(baselines: dict[str, dict[str, Any]]) -> str:
+    """A sentence for each split of one class ('' when none): what its accuracies then mean."""
+    return " ".join(f"The {split} split{' (held out)' if split == 'test' else ''} holds only class "
+                    f"{label or '?'}: a model that always answers it scores 1.0 there, so its accuracy shows only how "
+                    "often a model answers that class." for split, label in single_class_splits(baselines).items())
+
+
 def chance_banner(board: pd.DataFrame, states: dict[str, int]) -> str:
     """The warning a report opens with, or '' when none is due: no trial finished (`states`: trials per state),
     or no finished trial's val interval clears its own val majority baseline (the leaderboard's

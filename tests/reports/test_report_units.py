@@ -176,7 +176,7 @@ def test_an_accuracy_interval_says_nothing_rather_than_divide_by_zero_or_read_no
 
 
 def test_clearing_the_baseline_needs_the_whole_interval_above_it_and_one_class_splits_cannot_be_cleared():
-    from reports.uncertainty import accuracy_interval, clears_baseline, single_class_splits
+    from reports.uncertainty import accuracy_interval, clears_baseline, one_class_note, single_class_splits
 
     assert clears_baseline((0.60, 0.70), 0.55) is True
     assert clears_baseline((0.55, 0.70), 0.55) is False  # touching is not clearing
@@ -189,6 +189,12 @@ def test_clearing_the_baseline_needs_the_whole_interval_above_it_and_one_class_s
                  "test": {"majority_accuracy": 152 / 285, "majority_class": "noseal"}}
     assert single_class_splits(baselines) == {"val": "noseal"}
     assert single_class_splits({}) == {} and single_class_splits({"val": {"majority_accuracy": None}}) == {}
+    assert one_class_note(baselines) == ("The val split holds only class noseal: a model that always answers it "
+                                         "scores 1.0 there, so its accuracy shows only how often a model answers "
+                                         "that class.")
+    assert one_class_note({"test": {"majority_accuracy": 1.0}}).startswith("The test split (held out) holds only "
+                                                                           "class ?:")
+    assert one_class_note({}) == "" and one_class_note({"val": baselines["test"]}) == ""
 
 
 def test_ties_with_the_leader_use_newcombes_interval_of_the_difference():
