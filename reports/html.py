@@ -69,7 +69,8 @@ def figure_html(figure: Figure) -> str:
             f'<img alt="{html.escape(figure.title)}" src="data:image/png;base64,{data}">{caption}</figure>')
 
 
-def page(title: str, subtitle: str, body: str) -> str:
+def page(title: str, subtitle: str, body: str, banner: str = "") -> str:
+    """A whole page; `banner` (HTML) opens its body, above the title, so no reader misses it."""
     return (f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(title)}</title>"
-            f"<style>{STYLE}</style></head><body><h1>{html.escape(title)}</h1>"
+            f"<style>{STYLE}</style></head><body>{banner}<h1>{html.escape(title)}</h1>"
             f'<p class="meta">{html.escape(subtitle)}</p>{body}</body></html>\n')

@@ -8,19 +8,27 @@ from typing import Any
 import pandas as pd
 
 from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
+from reports.uncertainty import accuracy_interval, clears_baseline, tie_column, tie_mark
 
-COLUMNS = ("rank", "trial_key", *MODEL_PARAMS, "val_accuracy_best", "val_margin", "baseline_val_majority_accuracy",
-           "val_loss_best", "test_accuracy", "test_margin", "baseline_test_majority_accuracy", "test_loss",
+COLUMNS = ("rank", "trial_key", "tied_with_leader", *MODEL_PARAMS, "val_accuracy_best", "val_accuracy_low",
+           "val_accuracy_high", "val_beats_baseline", "val_margin", "baseline_val_majority_accuracy",
+           "baseline_val_effective_units", "val_loss_best", "test_accuracy", "test_accuracy_low", "test_accuracy_high",
+           "test_margin", "baseline_test_majority_accuracy", "baseline_test_effective_units", "test_loss",
            "best_round", "epochs", "rung", "duration_seconds", "param_count", "latency_ms", "throughput_fps",
            "deployed_param_count", "model_size_mb", "gpu", "run_id", "run_link")
-# margin: the accuracy less what always answering the majority class scores on the trial's own windows
+# margin: the accuracy less what always answering the majority class scores on the trial's own windows;
+# _low/_high: its 95% interval over the split's effective number of videos (reports/uncertainty.py)
 RENAMED = {"val_accuracy_best": "val_accuracy", "val_loss_best": "val_loss",
            "baseline_val_majority_accuracy": "val_majority_accuracy",
-           "baseline_test_majority_accuracy": "test_majority_accuracy"}
-MARKDOWN_COLUMNS = ("rank", "trial_key", "architecture", "backbone", "pooling", "frame_size", "sequence_length",
-                    "sequence_model", "layer_1_size", "layer_2_size", "val_accuracy", "val_margin", "test_accuracy",
-                    "test_margin", "val_loss", "best_round", "epochs", "rung", "duration_seconds", "param_count",
-                    "latency_ms", "throughput_fps")
+           "baseline_test_majority_accuracy": "test_majority_accuracy",
+           "baseline_val_effective_units": "val_effective_units",
+           "baseline_test_effective_units": "test_effective_units"}
+NO_TRIAL = "No finished trial to rank."
+VAL_INTERVAL, TEST_INTERVAL = "val 95% interval", "test 95% interval (held out)"
+MARKDOWN_COLUMNS = ("rank", "tie", "trial_key", "architecture", "backbone", "pooling", "frame_size",
+                    "sequence_length", "sequence_model", "layer_1_size", "layer_2_size", "val_accuracy",
+                    VAL_INTERVAL, "val_margin", "test_accuracy", TEST_INTERVAL, "test_margin", "val_loss",
+                    "best_round", "epochs", "rung", "duration_seconds", "param_count", "latency_ms", "throughput_fps")
 
 
 def leaderboard(runs: SweepRuns, metric: str, goals: list[tuple[str, str]] | None = None) -> pd.DataFrame:
@@ -28,10 +36,40 @@ def leaderboard(runs: SweepRuns, metric: str, goals: list[tuple[str, str]] | Non
     them)."""
     ranked = rank_trials(runs.trials, metric, goals)
     ranked["run_link"] = [runs.run_link(run_id) for run_id in ranked.artefacts_run_id]  # a reused trial's original
-    table = ranked.reindex(columns=list(COLUMNS)).rename(columns=RENAMED)
+    table = with_intervals(ranked).reindex(columns=list(COLUMNS)).rename(columns=RENAMED)
     for name in ("best_round", "epochs", "param_count", "deployed_param_count"):
         table[name] = table[name].astype("Int64")
     return table
+
+
+def with_intervals(ranked: pd.DataFrame) -> pd.DataFrame:
+    """Each trial's val and (held-out) test accuracy intervals over its own splits' effective units, whether its
+    val interval clears its val majority baseline, and whether it is tied with the leader (row 0)."""
+    ranked = ranked.reindex(columns=list(dict.fromkeys([*ranked.columns, *COLUMNS])))
+    for split, accuracy in (("val", "val_accuracy_best"), ("test", "test_accuracy")):
+        units = ranked[f"baseline_{split}_effective_units"]
+        intervals = [accuracy_interval(value, count) for value, count in zip(ranked[accuracy], units)]
+        ranked[f"{split}_accuracy_low"] = [math.nan if i is None else i[0] for i in intervals]
+        ranked[f"{split}_accuracy_high"] = [math.nan if i is None else i[1] for i in intervals]
+    ranked["val_beats_baseline"] = pd.array([
+        clears_baseline(None if math.isnan(low) else (low, high), majority) for low, high, majority
+        in zip(ranked.val_accuracy_low, ranked.val_accuracy_high, ranked.baseline_val_majority_accuracy)],
+        dtype="boolean")
+    ranked["tied_with_leader"] = tie_column(ranked.val_accuracy_best, ranked.val_accuracy_low,
+                                            ranked.val_accuracy_high)
+    return ranked
+
+
+def _interval_text(low: Any, high: Any) -> str:
+    return "" if pd.isna(low) or pd.isna(high) else f"[{low:.4f}, {high:.4f}]"
+
+
+def markdown_view(table: pd.DataFrame) -> pd.DataFrame:
+    """The leaderboard as people read it: intervals as [low, high] and the tie mark beside the rank."""
+    return table.assign(**{
+        "tie": [tie_mark(rank, tied) for rank, tied in zip(table["rank"], table["tied_with_leader"])],
+        VAL_INTERVAL: [_interval_text(*pair) for pair in zip(table.val_accuracy_low, table.val_accuracy_high)],
+        TEST_INTERVAL: [_interval_text(*pair) for pair in zip(table.test_accuracy_low, table.test_accuracy_high)]})
 
 
 def _cell(value: Any) -> str:
@@ -42,9 +80,13 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|")
 
 
-def to_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
-    columns = [c for c in MARKDOWN_COLUMNS if c in table and table[c].notna().any()]
-    lines = [f"# {title}", "", *([note, ""] if note else []),
-             "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+def to_markdown(table: pd.DataFrame, title: str, note: str = "", banner: str = "") -> str:
+    """The leaderboard in Markdown; a banner (reports/uncertainty.chance_banner) comes first, in bold."""
+    table = markdown_view(table)
+    columns = [c for c in MARKDOWN_COLUMNS if c in table and table[c].map(_cell).ne("").any()]
+    lines = [f"# {title}", "", *([f"**{banner}**", ""] if banner else []), *([note, ""] if note else [])]
+    if table.empty:
+        return "\n".join([*lines, NO_TRIAL]) + "\n"
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for _, row in table.iterrows()]
     return "\n".join(lines) + "\n"

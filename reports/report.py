@@ -19,14 +19,17 @@ import numpy as np
 import pandas as pd
 
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
-from reports.leaderboard import leaderboard, to_markdown
+from reports.leaderboard import NO_TRIAL, TEST_INTERVAL, VAL_INTERVAL, leaderboard, markdown_view, to_markdown
 from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, trial_baselines
+from reports.uncertainty import chance_banner, one_class_note
 from runner.spec.metrics import CONTINUED_METRIC, objective
 from runner.trial.plots import confusion_figure
 from runner.search.stop import STOP_TAG
 from zoo import atomic
 
 REPORT_FILES = ("leaderboard.csv", "leaderboard.md", "report.html")
+TIE_NOTE = ("Accuracies carry 95% intervals over each split's effective number of videos; ≈ marks a trial whose val "
+            "accuracy cannot be told apart from the leader's (their difference's 95% interval holds 0).")
 
 
 def _missing_as_dash(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -156,9 +159,17 @@ def importance_figure(importances: dict[str, float]) -> Figure | None:
                   "How much of the metric's variance each parameter explains across finished trials.")
 
 
-def baseline_cards(baselines: dict[str, dict[str, Any]]) -> dict[str, str]:
-    """Header cards: what always answering the majority class scores on the best trial's windows, and chance."""
+def baseline_cards(baselines: dict[str, dict[str, Any]], board: pd.DataFrame | None = None) -> dict[str, str]:
+    """Header cards: what always answering the majority class scores on the best trial's windows, and chance;
+    with the leaderboard, the leader's val accuracy interval and how many trials are tied with it."""
     cards = {}
+    if board is not None and not board.empty:
+        leader = board.iloc[0]
+        if pd.notna(leader["val_accuracy_low"]):
+            cards["best val accuracy, 95% interval"] = (f"[{leader['val_accuracy_low']:.4f}, "
+                                                        f"{leader['val_accuracy_high']:.4f}]")
+            tied = int(board["tied_with_leader"].fillna(False).astype(bool).iloc[1:].sum())
+            cards["trials tied with the best (≈)"] = str(tied)
     for split, label in (("val", "val majority baseline"), ("test", "test majority baseline (held out)")):
         if split in baselines:
             value = baselines[split]
@@ -180,17 +191,29 @@ def outcome_table(runs: SweepRuns) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["state", "trials", "reasons"])
 
 
+BANNER_STYLE = ("background:#fdecea;border:2px solid #b3261e;color:#5f1410;border-radius:8px;"
+                "padding:.9rem 1.2rem;margin:0 0 1rem;font-size:1.05rem")
+
+
 def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
-                figures: list[Figure], notice: str = "", interactive: str = "") -> str:
-    first = ["rank", "trial_key", "architecture", "val_accuracy", "val_margin", "test_accuracy", "test_margin",
-             "val_loss", "test_loss"]
-    shown = board[first + [c for c in board.columns if c not in first]].dropna(axis=1, how="all")
+                figures: list[Figure], notice: str = "", interactive: str = "", banner: str = "") -> str:
+    """The page; `banner` (chance_banner) is the first thing in its body. The table shows each accuracy with its
+    95% interval and the tie mark beside the rank (the CSV keeps the raw columns)."""
+    first = ["rank", "tie", "trial_key", "architecture", "val_accuracy", VAL_INTERVAL, "val_margin", "test_accuracy",
+             TEST_INTERVAL, "test_margin", "val_loss", "test_loss"]
+    raw = ["tied_with_leader", "val_accuracy_low", "val_accuracy_high", "test_accuracy_low", "test_accuracy_high"]
+    view = markdown_view(board).drop(columns=raw)
+    ordered = first + [c for c in view.columns if c not in first]
+    shown = view[[c for c in ordered if view[c].map(cell_text).ne("").any()]]  # no column left empty
     card_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>' for k, v in cards.items())
+    warning = (f'<div class="banner" role="alert" style="{BANNER_STYLE}"><b>{html.escape(banner)}</b></div>'
+               if banner else "")
     body = ((f"<p><b>{html.escape(notice)}</b></p>" if notice else "") +
-            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown)}{interactive}'
+            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>'
+            f"{table_html(shown) if len(shown) else f'<p>{NO_TRIAL}</p>'}{interactive}"
             f"<h2>Plots</h2>{''.join(figure_html(f) for f in figures)}"
             f"<h2>Trials by outcome</h2>{table_html(outcomes)}")
-    return page(title, f"generated {generated} from MLflow", body)
+    return page(title, f"generated {generated} from MLflow", body, warning)
 
 
 # ---------------------------------------------------------------- the whole report
@@ -228,20 +251,22 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
              f"best {metric}": "-" if best is None else cell_text(float(best[metric if metric in board else column])),
              "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
     baselines = {} if best is None else trial_baselines(runs, best["run_id"])
-    cards.update(baseline_cards(baselines))
-    note = "" if best is None else f"Baselines on the best trial's windows: {baseline_text(baselines)}."
+    cards.update(baseline_cards(baselines, board))
+    note = "" if best is None else " ".join(filter(None, [
+        f"Baselines on the best trial's windows: {baseline_text(baselines)}.", one_class_note(baselines), TIE_NOTE]))
+    banner = chance_banner(board, runs.trials.state.value_counts().to_dict())
     stopped = runs.parent.data.tags.get(STOP_TAG) if runs.parent is not None else None
     notice = f"The sweep stopped early: {stopped}" if stopped else ""
     interactive = interactive_section(finished, params, front_goals(goals or [(metric, direction)]))
     page = render_html(f"Sweep {name}", generated, cards, board, outcomes, [f for f in figures if f is not None],
-                       notice, interactive)
+                       notice, interactive, banner)
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.REPORT_MARKER, what="report folder") as staging:
         atomic.write_text(staging / "leaderboard.csv", board.to_csv(index=False))
-        markdown = to_markdown(board, f"Leaderboard of sweep {name} by {metric}", note)
+        markdown = to_markdown(board, f"Leaderboard of sweep {name} by {metric}", note, banner)
         atomic.write_text(staging / "leaderboard.md", markdown)
         atomic.write_text(staging / "report.html", page)
     if log_to_mlflow and runs.parent is not None:
         runs.tracker.log_files(runs.parent.info.run_id, [out / file for file in REPORT_FILES], "report")
     return {"out": str(out), "finished": len(board), "trials": len(runs.trials), "importances": importances,
-            "stopped": stopped,
+            "stopped": stopped, "banner": banner,
             "best": None if best is None else {"trial_key": best["trial_key"], metric: best.get(metric)}}

@@ -479,6 +479,8 @@ def report(
                   f"{best['trial_key'] if best else '-'}")
     if summary.get("stopped"):
         console.print(f"the sweep stopped early: {summary['stopped']}", highlight=False)
+    if summary.get("banner"):  # no trial finished, or none clears the majority baseline: the report opens with it
+        console.print(summary["banner"], highlight=False)
     folder = Path(summary["out"])
     console.print(f"report: {folder / 'report.html'}  leaderboard: {folder / 'leaderboard.md'}")
 

@@ -132,7 +132,8 @@ def test_the_best_of_a_multi_objective_sweep_is_on_its_front_and_test_metrics_ch
 def test_wilson_interval_and_whether_the_best_clears_the_majority_baseline():
     import pytest
 
-    from reports.best import baseline_verdict, best_trial, wilson_interval
+    from reports.best import baseline_verdict, best_trial
+    from reports.uncertainty import wilson_interval
     from reports.records import MODEL_PARAMS, SweepRuns
 
     assert wilson_interval(0.5, 100) == pytest.approx((0.4038, 0.5962), abs=1e-4)  # the textbook values
@@ -151,3 +152,176 @@ def test_wilson_interval_and_whether_the_best_clears_the_majority_baseline():
     assert best(0.95, 40.0)["val_interval"] == pytest.approx(list(wilson_interval(0.95, 40.0)))
     assert baseline_verdict(best(0.95, 1.0)).endswith("over 1 effective video(s) does not clear it")
     assert "val majority baseline 0.5230 (noseal), chance 0.5000" in baseline_verdict(best(0.95, 40.0))
+
+
+def test_an_accuracy_interval_says_nothing_rather_than_divide_by_zero_or_read_nonsense():
+    import math
+
+    import pytest
+
+    from reports.uncertainty import Z95, accuracy_interval
+
+    for accuracy, units in ((0.5, 0), (0.5, 0.0), (0.5, -3.0), (math.nan, 4.0), (0.5, math.nan), (None, 4.0),
+                            (0.5, None), (pd.NA, 4.0), (1.5, 4.0), (-0.1, 4.0), ("0.5", 4.0), (0.5, math.inf)):
+        assert accuracy_interval(accuracy, units) is None, (accuracy, units)
+    # accuracy 0 and 1 are proper intervals: they touch their end and stay inside [0, 1]
+    assert accuracy_interval(1.0, 1.0) == pytest.approx((1 / (1 + Z95**2), 1.0))
+    assert accuracy_interval(0.0, 1.0) == pytest.approx((0.0, Z95**2 / (1 + Z95**2)))
+    low, high = accuracy_interval(0.0, 0.25)  # a fraction of a unit: wide, still sane
+    assert low == 0.0 and 0.9 < high <= 1.0
+    assert accuracy_interval(np.float64(0.5), np.int64(100)) == pytest.approx((0.4038, 0.5962), abs=1e-4)
+    narrower = accuracy_interval(0.7, 400.0)
+    wider = accuracy_interval(0.7, 4.0)
+    assert wider[0] < narrower[0] < 0.7 < narrower[1] < wider[1]  # more videos, a narrower interval
+
+
+def test_clearing_the_baseline_needs_the_whole_interval_above_it_and_one_class_splits_cannot_be_cleared():
+    from reports.uncertainty import accuracy_interval, clears_baseline, one_class_note, single_class_splits
+
+    assert clears_baseline((0.60, 0.70), 0.55) is True
+    assert clears_baseline((0.55, 0.70), 0.55) is False  # touching is not clearing
+    assert clears_baseline((0.50, 0.70), 0.55) is False
+    assert clears_baseline(None, 0.55) is None and clears_baseline((0.6, 0.7), None) is None
+    assert clears_baseline((0.6, 0.7), float("nan")) is None
+    # a validation split of one class: always answering it scores 1.0, and a perfect model does no better
+    assert clears_baseline(accuracy_interval(1.0, 1e6), 1.0) is False
+    baselines = {"val": {"majority_accuracy": 1.0, "majority_class": "noseal"},
+                 "test": {"majority_accuracy": 152 / 285, "majority_class": "noseal"}}
+    assert single_class_splits(baselines) == {"val": "noseal"}
+    assert single_class_splits({}) == {} and single_class_splits({"val": {"majority_accuracy": None}}) == {}
+    assert one_class_note(baselines) == ("The val split holds only class noseal: a model that always answers it "
+                                         "scores 1.0 there, so its accuracy shows only how often a model answers "
+                                         "that class.")
+    assert one_class_note({"test": {"majority_accuracy": 1.0}}).startswith("The test split (held out) holds only "
+                                                                           "class ?:")
+    assert one_class_note({}) == "" and one_class_note({"val": baselines["test"]}) == ""
+
+
+def test_ties_with_the_leader_use_newcombes_interval_of_the_difference():
+    import pytest
+
+    from reports.uncertainty import difference_interval, tie_column, tie_mark, tied_with_leader, wilson_interval
+
+    def trial(hits: int, units: float) -> tuple[float, float, float]:
+        return (hits / units, *wilson_interval(hits / units, units))
+
+    # Newcombe (1998), example (a), method 10: 56/70 - 48/80 has the 95% interval 0.0524 to 0.3339
+    assert difference_interval(trial(56, 70), trial(48, 80)) == pytest.approx((0.0524, 0.3339), abs=1e-4)
+    assert tied_with_leader(trial(56, 70), trial(48, 80)) is False
+    assert tied_with_leader(trial(9, 20), trial(8, 20)) is True
+    # the same two accuracies on one effective video each are indistinguishable; on 400 they are not
+    assert tied_with_leader((0.9, *wilson_interval(0.9, 1)), (0.5, *wilson_interval(0.5, 1))) is True
+    assert tied_with_leader((0.9, *wilson_interval(0.9, 400)), (0.5, *wilson_interval(0.5, 400))) is False
+    # overlapping intervals are not a tie when the difference is clear: stricter than eyeballing the overlap
+    leader, other = trial(62, 100), trial(48, 100)
+    assert leader[1] < other[2] and tied_with_leader(leader, other) is False
+    assert tied_with_leader(trial(40, 40), trial(0, 40)) is False and tied_with_leader(trial(4, 4), trial(4, 4))
+    assert tied_with_leader(None, trial(1, 2)) is None and tied_with_leader(trial(1, 2), None) is None
+
+    nan = float("nan")
+    accuracies = pd.Series([0.90, 0.88, 0.70, 0.50])
+    lows, highs = pd.Series([0.85, 0.83, nan, 0.45]), pd.Series([0.94, 0.92, nan, 0.55])
+    assert tie_column(accuracies, lows, highs).tolist() == [True, True, pd.NA, False]
+    assert tie_column(accuracies, lows.shift(1), highs.shift(1)).isna().all()  # a leader without an interval
+    assert tie_column(pd.Series(dtype=float), pd.Series(dtype=float), pd.Series(dtype=float)).empty
+    assert [tie_mark(r, t) for r, t in ((1, True), (1, pd.NA), (2, True), (3, pd.NA), (4, False))] == [
+        "leader", "leader", "≈ tied", "", ""]
+
+
+def test_the_chance_banner_speaks_only_when_nothing_clears_the_baseline_and_says_why():
+    from reports.uncertainty import chance_banner
+
+    def board(beats: list, majority: float = 91 / 174, units: float = 1.0) -> pd.DataFrame:
+        return pd.DataFrame({"val_beats_baseline": pd.array(beats, dtype="boolean"),
+                             "val_majority_accuracy": majority, "val_effective_units": units})
+
+    assert chance_banner(board([False, True]), {"finished": 2}) == ""
+    assert chance_banner(board([pd.NA, pd.NA]), {"finished": 2}) == ""  # no baseline recorded: nothing to say
+    text = chance_banner(board([False, False, pd.NA]), {"finished": 3})
+    assert text.startswith("No trial beats always answering the majority class: none of the 2 finished trial(s)")
+    assert "counts 1 effective video(s)" in text and "single class" not in text
+    one_class = chance_banner(board([False], majority=1.0, units=3.0), {"finished": 1})
+    assert "The validation split holds a single class" in one_class and "effective video" not in one_class
+    failed = chance_banner(board([]), {"failed": 3, "pruned": 1})
+    assert failed == ("No trial finished: none of the 4 trial(s) of this sweep has a result (3 failed, 1 pruned), "
+                      "so there is nothing to rank, compare or export.")
+
+
+def test_leaderboard_intervals_ties_banner_and_best_agree_on_one_crafted_sweep():
+    """Four trials on 40 effective validation videos: a and b cannot be told apart, c can (and is under the
+    baseline); d recorded no baseline. The Markdown, the HTML page and best --json all say the same."""
+    import re
+
+    import pytest
+
+    from reports.best import baseline_verdict, best_trial
+    from reports.leaderboard import COLUMNS, RENAMED, to_markdown, with_intervals
+    from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
+    from reports.report import render_html
+    from reports.uncertainty import accuracy_interval, chance_banner
+
+    trials = trial_table([("a", 0.90, 0.30, 1.0, 100, 0.70), ("b", 0.85, 0.35, 1.0, 100, 0.99),
+                          ("c", 0.40, 0.70, 1.0, 100, 0.50), ("d", 0.30, 0.70, 1.0, 100, 0.50)], units=40.0)
+    trials["baseline_test_effective_units"] = 30.0
+    trials.loc[trials.trial_key == "d", ["baseline_val_effective_units", "baseline_val_majority_accuracy"]] = None
+    trials = trials.reindex(columns=[*trials.columns, *MODEL_PARAMS]).assign(architecture="image_mlp_frozen")
+    board = with_intervals(rank_trials(trials, "val_accuracy")).reindex(columns=list(COLUMNS)).rename(
+        columns=RENAMED)
+    assert board.trial_key.tolist() == ["a", "b", "c", "d"]
+    assert board.tied_with_leader.tolist() == [True, True, False, pd.NA]
+    assert board.val_beats_baseline.tolist() == [True, True, False, pd.NA]
+    for split, accuracy, units in (("val", "val_accuracy", 40.0), ("test", "test_accuracy", 30.0)):
+        expected = [accuracy_interval(a, units) for a in board[accuracy]]
+        assert board[f"{split}_accuracy_low"].iloc[:3].tolist() == pytest.approx([e[0] for e in expected[:3]])
+        assert board[f"{split}_accuracy_high"].iloc[:3].tolist() == pytest.approx([e[1] for e in expected[:3]])
+    assert board.val_accuracy_low.isna().iloc[3] and board.test_accuracy_low.notna().iloc[3]
+    assert chance_banner(board, {"finished": 4}) == ""
+    markdown = to_markdown(board, "t", banner="")
+    header, _, *rows = [line for line in markdown.splitlines() if line.startswith("|")]
+    names = [c.strip() for c in header.strip("|").split("|")]
+    assert names[:3] == ["rank", "tie", "trial_key"] and "test 95% interval (held out)" in names
+    cells = [dict(zip(names, (c.strip() for c in row.strip("|").split("|")))) for row in rows]
+    assert [c["tie"] for c in cells] == ["leader", "≈ tied", "", ""]
+    low, high = accuracy_interval(0.9, 40.0)
+    assert cells[0]["val 95% interval"] == f"[{low:.4f}, {high:.4f}]" and cells[3]["val 95% interval"] == ""
+
+    best = best_trial(SweepRuns(tracker=None, parent=None, trials=trials), "val_accuracy", "s")
+    assert best["trial_key"] == "a" and best["tied_with"] == ["b"] and best["beats_baseline"] is True
+    assert best["val_interval"] == pytest.approx([board.val_accuracy_low[0], board.val_accuracy_high[0]])
+    assert best["test_interval"] == pytest.approx([board.test_accuracy_low[0], board.test_accuracy_high[0]])
+    assert "clears it" in baseline_verdict(best)
+
+    page = render_html("t", "now", {}, board, pd.DataFrame(), [])
+    assert 'class="banner"' not in page and "≈ tied" in page and "test 95% interval (held out)" in page
+    assert "tied_with_leader" not in page and "val_accuracy_low" not in page  # shown as a mark and [low, high]
+    # the same sweep at chance: every trial's interval dips under the baseline
+    chance = trials.assign(val_accuracy_best=[0.55, 0.54, 0.40, 0.30], baseline_val_effective_units=1.0)
+    board = with_intervals(rank_trials(chance, "val_accuracy")).reindex(columns=list(COLUMNS)).rename(
+        columns=RENAMED)
+    banner = chance_banner(board, {"finished": 4})
+    assert banner.startswith("No trial beats always answering the majority class")
+    assert best_trial(SweepRuns(None, None, chance), "val_accuracy", "s")["beats_baseline"] is False
+    assert to_markdown(board, "t", "a note", banner).splitlines()[2] == f"**{banner}**"
+    page = render_html("t", "now", {}, board, pd.DataFrame(), [], banner=banner)
+    assert re.search(r"<body><div class=\"banner\" role=\"alert\"[^>]*><b>No trial beats", page)
+
+
+def test_a_validation_split_of_one_class_is_said_so_not_divided_by():
+    from reports.best import baseline_verdict, best_trial
+    from reports.leaderboard import COLUMNS, RENAMED, with_intervals
+    from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
+    from reports.uncertainty import chance_banner
+
+    trials = trial_table([("a", 1.0, 0.01, 1.0, 100, 0.9), ("b", 0.0, 2.0, 1.0, 100, 0.1)], units=3.0)
+    trials["baseline_val_majority_accuracy"] = 1.0  # every validation window is noseal
+    trials["val_margin"] = trials.val_accuracy_best - 1.0
+    trials = trials.reindex(columns=[*trials.columns, *MODEL_PARAMS]).assign(architecture="image_mlp_frozen")
+    best = best_trial(SweepRuns(None, None, trials), "val_accuracy", "s")
+    assert best["beats_baseline"] is False and best["val_margin"] == 0.0
+    assert best["test_interval"] is None  # the test split recorded no effective units: no interval, no crash
+    assert baseline_verdict(best).endswith("(the validation split holds a single class: no accuracy on it can "
+                                           "show learning)")
+    board = with_intervals(rank_trials(trials, "val_accuracy")).reindex(columns=list(COLUMNS)).rename(
+        columns=RENAMED)
+    assert board.val_beats_baseline.tolist() == [False, False] and board.tied_with_leader.tolist() == [True, False]
+    assert "validation split holds a single class" in chance_banner(board, {"finished": 2})

@@ -112,6 +112,64 @@ def test_report_ranks_like_mlflow_embeds_its_images_and_is_stable(sweep, tmp_pat
     assert {k: without_timestamps(v) for k, v in before.items()} == {k: without_timestamps(v) for k, v in after.items()}
 
 
+def test_a_sweep_at_chance_gets_intervals_ties_and_the_banner_everywhere(sweep, tmp_path):
+    """The shared sweep trains 1-epoch models on one validation video: one effective unit, so no interval can clear
+    the majority baseline and every trial is tied with the leader. The CSV, the Markdown, the page, the CLI and
+    best --json must all say so, from the same numbers."""
+    path, workdir = sweep
+    out = tmp_path / "report"
+    result = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out))
+    assert result.returncode == 0, result.stderr
+    best = json.loads(run_cli("best", str(path), "--workdir", str(workdir), "--json").stdout)
+    assert best["beats_baseline"] is False  # verified first: this sweep is at chance
+    board = pd.read_csv(out / "leaderboard.csv", dtype={"trial_key": str})
+    assert len(board) == 4 and (board.val_effective_units == 1.0).all()
+    for split in ("val", "test"):
+        low, high = board[f"{split}_accuracy_low"], board[f"{split}_accuracy_high"]
+        accuracy = board[f"{split}_accuracy"]
+        assert ((low <= accuracy) & (accuracy <= high) & (low >= 0) & (high <= 1)).all(), split
+        assert ((high - low) > 0.5).all(), split  # one video's worth of evidence: wide intervals
+    assert [board.val_accuracy_low[0], board.val_accuracy_high[0]] == pytest.approx(best["val_interval"])
+    assert [board.test_accuracy_low[0], board.test_accuracy_high[0]] == pytest.approx(best["test_interval"])
+    assert board.trial_key[0] == best["trial_key"] and not board.val_beats_baseline.any()
+    assert board.tied_with_leader.all() and best["tied_with"] == board.trial_key[1:].tolist()
+    banner = "No trial beats always answering the majority class: none of the 4 finished trial(s)"
+    assert banner in result.stdout
+    markdown = (out / "leaderboard.md").read_text().splitlines()
+    assert markdown[2].startswith(f"**{banner}") and "counts 1 effective video(s)" in markdown[2]
+    rows = [line for line in markdown if line.startswith("| ")]
+    assert rows[0].startswith("| rank | tie | trial_key |") and "val 95% interval" in rows[0]
+    assert rows[1].startswith("| 1 | leader |") and all(row.split(" | ")[1] == "≈ tied" for row in rows[2:])
+    page = (out / "report.html").read_text()
+    assert re.search(r'<body><div class="banner" role="alert"[^>]*><b>' + re.escape(banner), page)
+    assert page.count("<td>≈ tied</td>") == 3 and "test 95% interval (held out)" in page
+
+
+def test_a_report_on_a_sweep_whose_trials_all_failed_says_exactly_that(tmp_path):
+    path = write_sweep(tmp_path, [{"architecture": ["image_mlp_frozen"], **FEATURES, "layer_1_size": [0, 8]}],
+                       name="allfail")
+    workdir = tmp_path / "work"
+    ran = run_cli("run", str(path), "--workdir", str(workdir), "--max-retries", "0",
+                  env={"VIDEOSWEEP_FAULT": "raise:architecture=image_mlp_frozen"})
+    assert ran.returncode == 1, ran.stderr
+    out = tmp_path / "report"
+    result = run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out))
+    said = ("No trial finished: none of the 2 trial(s) of this sweep has a result (2 failed), so there is nothing "
+            "to rank, compare or export.")
+    assert result.returncode == 0 and said in result.stdout, result.stderr
+    assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
+        ["leaderboard.csv", "leaderboard.md", "report.html"])
+    assert pd.read_csv(out / "leaderboard.csv").empty
+    assert (out / "leaderboard.md").read_text().splitlines()[2:] == [f"**{said}**", "", "No finished trial to rank."]
+    page = (out / "report.html").read_text()
+    assert re.search(r'<body><div class="banner" role="alert"[^>]*><b>' + re.escape(said), page)
+    assert "<p>No finished trial to rank.</p>" in page and "injected failure" in page and "<tr></tr>" not in page
+    for args in ([], ["--json"]):
+        refused = run_cli("best", str(path), "--workdir", str(workdir), *args)
+        assert refused.returncode == 2 and refused.stderr.strip().endswith("sweep allfail has no finished trial yet")
+        assert len(refused.stderr.strip().splitlines()) == 1 and not refused.stdout.strip()
+
+
 @needs_chromium
 def test_report_renders_in_chromium(sweep, tmp_path):
     path, workdir = sweep
