@@ -26,11 +26,11 @@ def best_trial(runs: SweepRuns, metric: str, sweep_name: str,
     uses = zoo.get_architecture(str(row.architecture)).uses
     params = {k: row[k] for k in MODEL_PARAMS if k in uses and not pd.isna(row[k])}  # None, NaN and pd.NA
     baselines = from_entries(row)
-    interval = val_interval(float(row.val_accuracy_best), baselines)
+    interval, beats = baseline_check(row)
     return {"trial_key": row.trial_key, "run_id": row.run_id, "metric": metric,
             "value": float(row[objective(metric).final]), "val_accuracy": float(row.val_accuracy_best),
             "val_interval": interval, "val_margin": _number(row.val_margin),
-            "beats_baseline": None if interval is None else interval[0] > baselines["val"]["majority_accuracy"],
+            "beats_baseline": beats, "run_link": runs.run_link(str(row.artefacts_run_id)) or None,
             "test_accuracy": float(row.test_accuracy), "test_margin": _number(row.test_margin),
             "baselines": baselines, "params": params}
 
@@ -50,6 +50,18 @@ def val_interval(accuracy: float, baselines: dict[str, dict[str, Any]]) -> list[
     if not units or not math.isfinite(accuracy):
         return None
     return list(wilson_interval(accuracy, units))
+
+
+def baseline_check(row: Any) -> tuple[list[float] | None, bool | None]:
+    """The one decision whether a trial beats the baseline (`best`, `export`): its val accuracy's 95% interval
+    (val_interval) lies wholly above the val majority baseline of its own windows. `row`: a trial's row of the
+    reports (or any mapping with its metrics); (None, None) where it recorded no baseline, so none can be judged."""
+    baselines = from_entries(row)
+    accuracy = row.get("val_accuracy_best")
+    if "val" not in baselines or not isinstance(accuracy, (int, float)):
+        return None, None
+    interval = val_interval(float(accuracy), baselines)
+    return interval, None if interval is None else interval[0] > baselines["val"]["majority_accuracy"]
 
 
 def baseline_verdict(best: dict[str, Any]) -> str:

@@ -46,5 +46,15 @@ def to_markdown(table: pd.DataFrame, title: str, note: str = "") -> str:
     columns = [c for c in MARKDOWN_COLUMNS if c in table and table[c].notna().any()]
     lines = [f"# {title}", "", *([note, ""] if note else []),
              "| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for _, row in table.iterrows()]
+    linked = "run_link" in table and table.run_link.fillna("").astype(bool).any()  # a tracking server's pages
+    if linked:
+        lines[-2:] = [lines[-2] + " run |", lines[-1] + "---|"]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" + (f" {_run_cell(row)} |" if linked else "")
+              for _, row in table.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+def _run_cell(row: pd.Series) -> str:
+    """The run id, linked to its page on the tracking server when there is one."""
+    run = str(row.get("run_id") or "")[:8]
+    return f"[{run}]({row['run_link']})" if row.get("run_link") else run

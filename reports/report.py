@@ -181,13 +181,14 @@ def outcome_table(runs: SweepRuns) -> pd.DataFrame:
 
 
 def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
-                figures: list[Figure], notice: str = "", interactive: str = "") -> str:
+                figures: list[Figure], notice: str = "", interactive: str = "", links: str = "") -> str:
     first = ["rank", "trial_key", "architecture", "val_accuracy", "val_margin", "test_accuracy", "test_margin",
              "val_loss", "test_loss"]
     shown = board[first + [c for c in board.columns if c not in first]].dropna(axis=1, how="all")
     card_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>' for k, v in cards.items())
     body = ((f"<p><b>{html.escape(notice)}</b></p>" if notice else "") +
-            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown)}{interactive}'
+            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>'
+            + (f'<p class="meta">{html.escape(links)}</p>' if links else "") + f"{table_html(shown)}{interactive}"
             f"<h2>Plots</h2>{''.join(figure_html(f) for f in figures)}"
             f"<h2>Trials by outcome</h2>{table_html(outcomes)}")
     return page(title, f"generated {generated} from MLflow", body)
@@ -229,12 +230,13 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
              "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
     baselines = {} if best is None else trial_baselines(runs, best["run_id"])
     cards.update(baseline_cards(baselines))
-    note = "" if best is None else f"Baselines on the best trial's windows: {baseline_text(baselines)}."
+    note = " ".join(filter(None, ["" if best is None else f"Baselines on the best trial's windows: "
+                                  f"{baseline_text(baselines)}.", runs.link_hint()]))
     stopped = runs.parent.data.tags.get(STOP_TAG) if runs.parent is not None else None
     notice = f"The sweep stopped early: {stopped}" if stopped else ""
     interactive = interactive_section(finished, params, front_goals(goals or [(metric, direction)]))
     page = render_html(f"Sweep {name}", generated, cards, board, outcomes, [f for f in figures if f is not None],
-                       notice, interactive)
+                       notice, interactive, runs.link_hint())
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.REPORT_MARKER, what="report folder") as staging:
         atomic.write_text(staging / "leaderboard.csv", board.to_csv(index=False))
         markdown = to_markdown(board, f"Leaderboard of sweep {name} by {metric}", note)

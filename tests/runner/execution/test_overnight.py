@@ -198,7 +198,7 @@ def test_a_reused_trial_exports_and_links_from_its_original_run(night):
     assert best_confusion_figure(runs, reused_row) is not None  # the copy has no confusion matrix itself
     out = night["folder"] / "export-reused"
     result = run_cli("export", str(night["repo"] / "night-b.yaml"), "--workdir", str(night["folder"] / "wb"),
-                     "--out", str(out), "--trial", key, "--no-register")
+                     "--out", str(out), "--trial", key, "--no-register", "--allow-baseline")
     assert result.returncode == 0, result.stderr[-2000:]
     meta = json.loads((out / "export.json").read_text())
     assert meta["run_id"] == copy.info.run_id and meta["artefacts_run_id"] == original.info.run_id
