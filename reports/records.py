@@ -52,7 +52,7 @@ class SweepRuns:
         """The run's page on the tracking server; "" for a store no server serves (see link_hint)."""
         if server_base(self.tracker.uri) is None:
             return ""
-        return run_url(self.tracker.uri, self._experiment_of(run_id), run_id)
+        return run_url(self.tracker.uri, self.experiment_of(run_id), run_id)
 
     def link_hint(self) -> str:
         """For a store with no server: the command that serves it (links would be dead); else ""."""
@@ -66,7 +66,7 @@ class SweepRuns:
         rows = self.trials[self.trials.run_id == run_id]
         return str(rows.artefacts_run_id.iloc[0]) if len(rows) else run_id
 
-    def _experiment_of(self, run_id: str) -> str:
+    def experiment_of(self, run_id: str) -> str:
         """The experiment holding a run: this sweep's, or another sweep's for the original of a reused trial."""
         if run_id in set(self.trials.run_id):
             return str(self.tracker.experiment_id)
