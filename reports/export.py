@@ -333,7 +333,8 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], files
     row = find_trial(runs, key)
     warning = baseline_warning(row)
     if warning and not allow_baseline:
-        raise UserError(f"trial {key} does not beat the majority-class baseline: {warning}; nothing exported (--allow-baseline exports it anyway, its model card saying so)")
+        raise UserError(f"trial {key} does not beat the majority-class baseline: {warning}; nothing exported "
+                        "(--allow-baseline exports it anyway, its model card saying so)")
     atomic.check_replaceable(out, overwrite, atomic.EXPORT_MARKER, "export folder")
     sweep = runs.tracker.experiment_name
     with tempfile.TemporaryDirectory() as download:
