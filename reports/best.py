@@ -29,16 +29,28 @@ def best_trial(runs: SweepRuns, metric: str, sweep_name: str,
     uses = zoo.get_architecture(str(row.architecture)).uses
     params = {k: row[k] for k in MODEL_PARAMS if k in uses and not pd.isna(row[k])}  # None, NaN and pd.NA
     baselines = from_entries(row)
-    interval = val_interval(float(row.val_accuracy_best), baselines)
+    interval, beats = baseline_check(row)
     test_interval = accuracy_interval(row.test_accuracy, baselines.get("test", {}).get("effective_units"))
     tied = ranked.trial_key[ranked.tied_with_leader.fillna(False).astype(bool) & (ranked["rank"] > 1)]
     return {"trial_key": row.trial_key, "run_id": row.run_id, "metric": metric,
             "value": float(row[objective(metric).final]), "val_accuracy": float(row.val_accuracy_best),
-            "val_interval": interval, "val_margin": _number(row.val_margin),
-            "beats_baseline": clears_baseline(interval, baselines.get("val", {}).get("majority_accuracy")),
-            "tied_with": tied.tolist(), "test_accuracy": float(row.test_accuracy),
+            "val_interval": interval, "val_margin": _number(row.val_margin), "beats_baseline": beats,
+            "tied_with": tied.tolist(), "run_link": runs.run_link(str(row.artefacts_run_id)) or None,
+            "test_accuracy": float(row.test_accuracy),
             "test_interval": None if test_interval is None else list(test_interval),
             "test_margin": _number(row.test_margin), "baselines": baselines, "params": params}
+
+
+def baseline_check(row: Any) -> tuple[list[float] | None, bool | None]:
+    """The one decision whether a trial beats the baseline (`best`, `export`): its val accuracy's 95% interval
+    (val_interval) lies wholly above the val majority baseline of its own windows. `row`: a trial's row of the
+    reports (or any mapping with its metrics); (None, None) where it recorded no baseline, so none can be judged."""
+    baselines = from_entries(row)
+    accuracy = row.get("val_accuracy_best")
+    if "val" not in baselines or not isinstance(accuracy, (int, float)):
+        return None, None
+    interval = val_interval(float(accuracy), baselines)
+    return interval, clears_baseline(interval, baselines["val"]["majority_accuracy"])
 
 
 def baseline_verdict(best: dict[str, Any]) -> str:

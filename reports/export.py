@@ -9,6 +9,7 @@ The model is registered in MLflow's model registry under the sweep's name with t
 from __future__ import annotations
 
 import json
+import shlex
 import tempfile
 from collections.abc import Collection
 from dataclasses import dataclass
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 import pandas as pd
 
+from reports.best import baseline_check
 from reports.records import SweepRuns
 from runner.spec.trial_spec import TRAINING_FIELDS, TrialSpec, unlisted_files
 from zoo import atomic, deploy
@@ -163,23 +165,106 @@ def baseline_section(results: dict[str, Any]) -> list[str]:
     return lines
 
 
-def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], classes: list[str]) -> str:
+@dataclass
+class Shipped:
+    """What the export folder holds, for its model card: where it lands, its files and their sizes, the shipped
+    model's own parameter count (backbone included), and the baseline warning ("" when none is due)."""
+
+    folder: Path
+    files: dict[str, str]
+    sizes: dict[str, int]
+    param_count: int
+    warning: str = ""
+    link: str = ""  # the trial run's page on the tracking server, or how to open a local store
+
+
+def baseline_warning(row: Any) -> str:
+    """Why a trial does not beat the val majority baseline, in figures (for the refusal and the model card's first
+    line); empty when it beats it or recorded no baseline to judge by (baseline_check)."""
+    interval, beats = baseline_check(row)
+    if beats is not False or interval is None:
+        return ""
+    val = from_entries(row)["val"]
+    majority = f"{val['majority_accuracy']:.4f}" + (f" ({val['majority_class']})" if val["majority_class"] else "")
+    return (f"its val accuracy "
+            f"{float(row['val_accuracy_best']):.4f} has a 95% interval [{interval[0]:.4f}, {interval[1]:.4f}] over "
+            f"{val['effective_units']:.3g} effective video(s), which does not clear the val majority baseline "
+            f"{majority}")
+
+
+def epochs_line(results: dict[str, Any], learning_rates: list[float], most: int) -> str:
+    """One epoch count, said once: all epochs trained over every learning-rate round (results' fit_num_epochs), the
+    rounds' own counts, and `epochs`, the most any one round may run."""
+    rounds = [(rate, results.get(f"fit_stopped_epoch{index}")) for index, rate in enumerate(learning_rates, start=1)]
+    shown = ", ".join(f"learning rate {rate:g}: {count}" for rate, count in rounds if count is not None)
+    return (f"Trained {results.get('fit_num_epochs', '?')} epochs in all ({shown}; each round at most {most}, stopping "
+            f"early after {results.get('patience', '?')} without improvement); the shipped weights are the best of "
+            f"round {results.get('fit_best_round', '?')}.")
+
+
+def usage_snippet(folder: Path, contract: dict[str, Any]) -> list[str]:
+    """Python that applies the exported model to one folder of frames exactly as `videosweep predict` does (frames in
+    natural name order, decoded and resized as export.json says) and prints one CSV row per frame with a window."""
+    return ["```python", "# python this.py FRAMES_FOLDER  (needs keras, opencv-python, numpy)",
+            "import json, re, sys", "from pathlib import Path", "", "import cv2, keras, numpy as np", "",
+            f"export = Path({str(folder.resolve())!r})  # this export folder",
+            'contract = json.loads((export / "export.json").read_text())["input"]',
+            'classes = json.loads((export / "labels.json").read_text())',
+            'model = keras.models.load_model(export / "model.keras")',
+            'size, length = (contract["width"], contract["height"]), contract["sequence_length"]', "",
+            "def read(path):  # RGB at `size`: large JPEGs decoded at 1/8, 1/4 or 1/2 scale, then INTER_AREA",
+            "    image = cv2.imread(str(path))",
+            "    for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),",
+            "                         (2, cv2.IMREAD_REDUCED_COLOR_2)):",
+            '        if path.suffix.lower() in (".jpg", ".jpeg") and image.shape[1] >= factor * size[0] \\',
+            "                and image.shape[0] >= factor * size[1]:",
+            "            image = cv2.imread(str(path), flag)",
+            "            break",
+            "    if (image.shape[1], image.shape[0]) != size:",
+            "        image = cv2.resize(image, size, interpolation=cv2.INTER_AREA)",
+            "    return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)", "",
+            'paths = sorted((p for p in Path(sys.argv[1]).iterdir() if p.suffix.lower() in (".jpg", ".jpeg", ".png")),',
+            '               key=lambda p: [int(t) if t.isdigit() else t for t in re.split(r"(\\d+)", p.name)])',
+            'frames = np.stack([read(p) for p in paths]).astype("float32")  # values 0-255, as trained',
+            "ends = range(length - 1, len(frames))  # a window belongs to its last frame",
+            'inputs = np.stack([frames[end - length + 1:end + 1] for end in ends]) if contract["windowed"] else frames',
+            "probabilities = model.predict(inputs, verbose=0)",
+            'print("frame,prediction," + ",".join(classes))',
+            "for end, row in zip(ends, probabilities):",
+            '    print(f"{paths[end].name},{classes[row.argmax()]}," + ",".join(f"{p:.6f}" for p in row))', "```"]
+
+
+def _size(size: int) -> str:
+    return f"{size / 1e6:.1f} MB" if size >= 1e5 else f"{size / 1e3:.1f} kB"
+
+
+def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], classes: list[str],
+               shipped: Shipped) -> str:
+    """model_card.md: what the model is, how well it does against the baselines, and how to call it; a model that
+    does not beat the baseline says so in its first line."""
     results = trial.results
     metrics = [("validation accuracy", results.get("fit_val_acc")),
                ("test accuracy (held out)", results.get("fit_test_acc")),
-               ("test loss (held out)", results.get("fit_test_loss")), ("parameters", results.get("model_param_count")),
-               ("best round", results.get("fit_best_round")), ("epochs", results.get("fit_num_epochs"))]
-    lines = [f"# {trial.spec.model.architecture} from sweep {sweep}", "",
-             f"Trial `{trial.key}` (MLflow run `{trial.run_id}`), dataset fingerprint "
-             f"`{results.get('data_fingerprint', '?')}`." + (
-                 f" Reused from another sweep: trained in MLflow run `{trial.artefacts_run_id}`."
-                 if trial.artefacts_run_id != trial.run_id else ""), "", "## Metrics", "", "| metric | value |", "|---|---|"]
+               ("test loss (held out)", results.get("fit_test_loss")), ("best round", results.get("fit_best_round")),
+               ("parameters (the exported model, backbone included)", f"{shipped.param_count:,}"),
+               *((f"{file} size", _size(shipped.sizes[file])) for file in shipped.files.values())]
+    lines = ([f"**This model does not beat the majority-class baseline** (exported with --allow-baseline): "
+              f"{shipped.warning}.", ""] if shipped.warning else [])
+    lines += [f"# {trial.spec.model.architecture} from sweep {sweep}", "",
+              f"Trial `{trial.key}` (MLflow run `{trial.run_id}`), dataset fingerprint "
+              f"`{results.get('data_fingerprint', '?')}`." + (
+                  f" Reused from another sweep: trained in MLflow run `{trial.artefacts_run_id}`."
+                  if trial.artefacts_run_id != trial.run_id else ""), *(["", shipped.link] if shipped.link else []),
+              "", "## Metrics", "", "| metric | value |", "|---|---|"]
     lines += [f"| {name} | {value:.4f} |" if isinstance(value, float) else f"| {name} | {value} |"
               for name, value in metrics if value is not None]
+    training = trial.spec.training
+    lines += ["", epochs_line(results, list(training.learning_rates), training.epochs)]
     lines += baseline_section(results)
     lines += ["", "## Parameters", "", "| parameter | value |", "|---|---|"]
     used = used_parameters(trial.spec.model.architecture, trial.spec.model.sequence_model) | set(TRAINING_FIELDS)
-    lines += [f"| {k} | {v} |" for k, v in trial.spec.flat().items() if v is not None and k in used]
+    lines += [f"| {'epochs (at most, per round)' if k == 'epochs' else k} | {v} |"
+              for k, v in trial.spec.flat().items() if v is not None and k in used]
     if trial.confusion is not None:
         lines += ["", "## Confusion matrix (test; rows true, columns predicted)", "",
                   "| true \\ predicted | " + " | ".join(map(str, trial.confusion.columns)) + " |",
@@ -187,9 +272,12 @@ def model_card(trial: TrialArtifacts, sweep: str, contract: dict[str, Any], clas
         lines += [f"| {index} | " + " | ".join(str(v) for v in row) + " |" for index, row in trial.confusion.iterrows()]
     lines += ["", "## Input", "", f"`{contract['shape']}` float32 RGB frames in [0, 255] of "
               f"{contract['frame_size']} (width x height); {contract['window_label']}.", "",
-              f"Classes, in output order: {', '.join(classes)}.", "", "## Use", "", "```",
-              "videosweep predict THIS_FOLDER --video clip.mp4 --fps 2 --out frame_predictions.csv",
-              "python -c \"import keras; m = keras.models.load_model('model.keras')\"", "```", ""]
+              f"Classes, in output order: {', '.join(classes)}.", "", "## Use", "",
+              "Frames of a video, or video files sampled at a rate, to a frame prediction CSV:", "", "```",
+              f"videosweep predict {shlex.quote(str(shipped.folder.resolve()))} --video clip.mp4 --fps 2 "
+              "--out frame_predictions.csv", "```", "",
+              "In Python, on one folder of frames (the same probabilities as `videosweep predict --data`):", "",
+              *usage_snippet(shipped.folder, contract), ""]
     return "\n".join(lines)
 
 
@@ -234,13 +322,19 @@ def parse_formats(text: str) -> list[str]:
 
 
 def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], files: Collection[tuple[str, str]],
-                 register: bool = True, overwrite: bool = False,
-                 selection: dict[str, Any] | None = None) -> dict[str, Any]:
+                 register: bool = True, overwrite: bool = False, selection: dict[str, Any] | None = None,
+                 allow_baseline: bool = False) -> dict[str, Any]:
     """Write the export folder atomically; register the model with alias `champion` when asked. `files`: the
-    files the user's sweep file names (`Sweep.named_files`), the only ones the trial's backbone may load."""
+    files the user's sweep file names (`Sweep.named_files`), the only ones the trial's backbone may load. A model
+    whose val accuracy does not clear the majority baseline (baseline_check) is refused, nothing written, unless
+    `allow_baseline`; then its model card says so first."""
     import keras
 
     row = find_trial(runs, key)
+    warning = baseline_warning(row)
+    if warning and not allow_baseline:
+        raise UserError(f"trial {key} does not beat the majority-class baseline: {warning}; nothing exported "
+                        "(--allow-baseline exports it anyway, its model card saying so)")
     atomic.check_replaceable(out, overwrite, atomic.EXPORT_MARKER, "export folder")
     sweep = runs.tracker.experiment_name
     with tempfile.TemporaryDirectory() as download:
@@ -252,15 +346,32 @@ def export_trial(runs: SweepRuns, key: str, out: Path, formats: list[str], files
             "artefacts_run_id": trial.artefacts_run_id,
             "architecture": trial.spec.model.architecture, "classes": classes, "input": contract,
             "params": trial.spec.flat(), "data_fingerprint": trial.results.get("data_fingerprint"),
+            "param_count": int(model.count_params()), "baseline": baseline_meta(row, warning),
             **({"selection": selection} if selection else {})}
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.EXPORT_MARKER, what="export folder") as staging:
         meta["files"] = _save_formats(model, staging, formats)
+        shipped = Shipped(out, meta["files"], {file: _bytes(staging / file) for file in meta["files"].values()},
+                          meta["param_count"], warning,
+                          runs.run_link(trial.artefacts_run_id) or runs.link_hint())
         atomic.write_json(staging / "labels.json", classes)
         atomic.write_json(staging / "export.json", meta)
-        atomic.write_text(staging / "model_card.md", model_card(trial, sweep, contract, classes))
+        atomic.write_text(staging / "model_card.md", model_card(trial, sweep, contract, classes, shipped))
     if register:
         meta["registered"] = register_champion(runs, trial.run_id, model, meta, out)
     return meta
+
+
+def baseline_meta(row: Any, warning: str) -> dict[str, Any]:
+    """export.json's record of the baseline decision (baseline_check): the interval, the baseline, the verdict."""
+    interval, beats = baseline_check(row)
+    val = from_entries(row).get("val", {})
+    return {"beats_baseline": beats, "val_interval": interval, "val_majority_accuracy": val.get("majority_accuracy"),
+            "val_majority_class": val.get("majority_class"), "exported_below_baseline": bool(warning)}
+
+
+def _bytes(path: Path) -> int:
+    """A file's size, or a folder's (a SavedModel): the sum of its files."""
+    return path.stat().st_size if path.is_file() else sum(f.stat().st_size for f in path.rglob("*") if f.is_file())
 
 
 def register_champion(runs: SweepRuns, run_id: str, model: keras.Model, meta: dict[str, Any],

@@ -55,7 +55,7 @@ def table_html(frame: pd.DataFrame) -> str:
         cells = []
         for column in columns:
             text = html.escape(cell_text(row[column]))
-            if column == "run_id" and text and "run_link" in row:
+            if column == "run_id" and text and row.get("run_link"):  # "" where no server serves the store
                 text = f'<a href="{html.escape(str(row["run_link"]))}">{text[:8]}</a>'
             cells.append(f"<td>{text}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")

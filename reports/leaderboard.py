@@ -81,12 +81,22 @@ def _cell(value: Any) -> str:
 
 
 def to_markdown(table: pd.DataFrame, title: str, note: str = "", banner: str = "") -> str:
-    """The leaderboard in Markdown; a banner (reports/uncertainty.chance_banner) comes first, in bold."""
+    """The leaderboard in Markdown; a banner (reports/uncertainty.chance_banner) comes first, in bold; a run column
+    links each trial to its page where the tracking store is a server."""
     table = markdown_view(table)
     columns = [c for c in MARKDOWN_COLUMNS if c in table and table[c].map(_cell).ne("").any()]
     lines = [f"# {title}", "", *([f"**{banner}**", ""] if banner else []), *([note, ""] if note else [])]
     if table.empty:
         return "\n".join([*lines, NO_TRIAL]) + "\n"
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" for _, row in table.iterrows()]
+    linked = "run_link" in table and table.run_link.fillna("").astype(bool).any()  # a tracking server's pages
+    lines += ["| " + " | ".join(columns) + " |" + (" run |" if linked else ""),
+              "|" + "---|" * (len(columns) + linked)]
+    lines += ["| " + " | ".join(_cell(row[c]) for c in columns) + " |" + (f" {_run_cell(row)} |" if linked else "")
+              for _, row in table.iterrows()]
     return "\n".join(lines) + "\n"
+
+
+def _run_cell(row: pd.Series) -> str:
+    """The run id, linked to its page on the tracking server when there is one."""
+    run = str(row.get("run_id") or "")[:8]
+    return f"[{run}]({row['run_link']})" if row.get("run_link") else run

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -35,6 +36,7 @@ class SweepRuns:
     tracker: Tracker
     parent: Any | None
     trials: pd.DataFrame
+    sweep_file: Path | None = None  # for the `videosweep ui` hint of a local store
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -47,16 +49,24 @@ class SweepRuns:
                 if name in finished and finished[name].astype(object).map(str).nunique() > 1]
 
     def run_link(self, run_id: str) -> str:
-        uri = mask_url(self.tracker.uri)  # links land in shared reports: never with a password
-        base = uri.rstrip("/") if uri.startswith("http") else "http://127.0.0.1:5000"
-        return f"{base}/#/experiments/{self._experiment_of(run_id)}/runs/{run_id}"
+        """The run's page on the tracking server; "" for a store no server serves (see link_hint)."""
+        if server_base(self.tracker.uri) is None:
+            return ""
+        return run_url(self.tracker.uri, self.experiment_of(run_id), run_id)
+
+    def link_hint(self) -> str:
+        """For a store with no server: the command that serves it (links would be dead); else ""."""
+        if server_base(self.tracker.uri) is not None:
+            return ""
+        command = ui_command(self.sweep_file, self.tracker.workdir, self.tracker.experiment_name)
+        return f"The runs are in a local MLflow store, which no server serves: `{command}` opens them in MLflow's UI."
 
     def files_run(self, run_id: str) -> str:
         """The run holding a trial run's files: a reused trial's original, else the run itself."""
         rows = self.trials[self.trials.run_id == run_id]
         return str(rows.artefacts_run_id.iloc[0]) if len(rows) else run_id
 
-    def _experiment_of(self, run_id: str) -> str:
+    def experiment_of(self, run_id: str) -> str:
         """The experiment holding a run: this sweep's, or another sweep's for the original of a reused trial."""
         if run_id in set(self.trials.run_id):
             return str(self.tracker.experiment_id)
@@ -64,6 +74,26 @@ class SweepRuns:
             return str(self.tracker.client.get_run(run_id).info.experiment_id)
         except Exception:  # noqa: BLE001 - a link is not worth failing a report over: this sweep's, then
             return str(self.tracker.experiment_id)
+
+
+def server_base(tracking_uri: str) -> str | None:
+    """The web address of the MLflow server a tracking URI names (password masked: links land in shared reports);
+    None for a store no server serves (SQLite, a folder, a database)."""
+    uri = mask_url(tracking_uri)
+    return uri.rstrip("/") if uri.startswith(("http://", "https://")) else None
+
+
+def run_url(tracking_uri: str, experiment_id: str, run_id: str) -> str:
+    """`<server>/#/experiments/<experiment>/runs/<run>` on a tracking server; "" where no server serves the store."""
+    base = server_base(tracking_uri)
+    return f"{base}/#/experiments/{experiment_id}/runs/{run_id}" if base else ""
+
+
+def ui_command(sweep_file: Path | None, workdir: Path, sweep_name: str) -> str:
+    """`videosweep ui <sweep file>`, with --workdir when it is not the default runs/<sweep name>."""
+    command = f"videosweep ui {shlex.quote(str(sweep_file)) if sweep_file else '<sweep.yaml>'}"
+    workdir = Path(workdir)
+    return command if workdir == Path("runs") / sweep_name else f"{command} --workdir {shlex.quote(str(workdir))}"
 
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow names runs: a tag that is not one is not followed
@@ -180,7 +210,7 @@ def baseline_text(baselines: dict[str, dict[str, Any]]) -> str:
             f"{next(iter(baselines.values()))['chance']:.4f}")
 
 
-def open_sweep_runs(tracking_uri: str, workdir: Path, sweep_name: str) -> SweepRuns:
+def open_sweep_runs(tracking_uri: str, workdir: Path, sweep_name: str, sweep_file: Path | None = None) -> SweepRuns:
     """The sweep's runs, or a clear error when the store holds no finished trial of it yet."""
     local = tracking_uri.startswith("sqlite:///")
     if local and not Path(tracking_uri.removeprefix("sqlite:///")).is_file():
@@ -190,4 +220,5 @@ def open_sweep_runs(tracking_uri: str, workdir: Path, sweep_name: str) -> SweepR
     runs = read_sweep_runs(tracker)
     if runs.trials.empty:
         raise UserError(f"MLflow holds no trial of sweep {sweep_name} at {mask_url(tracking_uri)}")
+    runs.sweep_file = sweep_file
     return runs

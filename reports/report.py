@@ -196,9 +196,10 @@ BANNER_STYLE = ("background:#fdecea;border:2px solid #b3261e;color:#5f1410;borde
 
 
 def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
-                figures: list[Figure], notice: str = "", interactive: str = "", banner: str = "") -> str:
+                figures: list[Figure], notice: str = "", interactive: str = "", banner: str = "",
+                links: str = "") -> str:
     """The page; `banner` (chance_banner) is the first thing in its body. The table shows each accuracy with its
-    95% interval and the tie mark beside the rank (the CSV keeps the raw columns)."""
+    95% interval and the tie mark beside the rank (the CSV keeps the raw columns); `links` says where the runs are."""
     first = ["rank", "tie", "trial_key", "architecture", "val_accuracy", VAL_INTERVAL, "val_margin", "test_accuracy",
              TEST_INTERVAL, "test_margin", "val_loss", "test_loss"]
     raw = ["tied_with_leader", "val_accuracy_low", "val_accuracy_high", "test_accuracy_low", "test_accuracy_high"]
@@ -210,7 +211,8 @@ def render_html(title: str, generated: str, cards: dict[str, str], board: pd.Dat
                if banner else "")
     body = ((f"<p><b>{html.escape(notice)}</b></p>" if notice else "") +
             f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>'
-            f"{table_html(shown) if len(shown) else f'<p>{NO_TRIAL}</p>'}{interactive}"
+            + (f'<p class="meta">{html.escape(links)}</p>' if links else "")
+            + f"{table_html(shown) if len(shown) else f'<p>{NO_TRIAL}</p>'}{interactive}"
             f"<h2>Plots</h2>{''.join(figure_html(f) for f in figures)}"
             f"<h2>Trials by outcome</h2>{table_html(outcomes)}")
     return page(title, f"generated {generated} from MLflow", body, warning)
@@ -252,14 +254,15 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
              "best trial": "-" if best is None else f"{best['architecture']} {best['trial_key']}"}
     baselines = {} if best is None else trial_baselines(runs, best["run_id"])
     cards.update(baseline_cards(baselines, board))
-    note = "" if best is None else " ".join(filter(None, [
-        f"Baselines on the best trial's windows: {baseline_text(baselines)}.", one_class_note(baselines), TIE_NOTE]))
+    note = " ".join(filter(None, [
+        "" if best is None else f"Baselines on the best trial's windows: {baseline_text(baselines)}.",
+        one_class_note(baselines), "" if best is None else TIE_NOTE, runs.link_hint()]))
     banner = chance_banner(board, runs.trials.state.value_counts().to_dict())
     stopped = runs.parent.data.tags.get(STOP_TAG) if runs.parent is not None else None
     notice = f"The sweep stopped early: {stopped}" if stopped else ""
     interactive = interactive_section(finished, params, front_goals(goals or [(metric, direction)]))
     page = render_html(f"Sweep {name}", generated, cards, board, outcomes, [f for f in figures if f is not None],
-                       notice, interactive, banner)
+                       notice, interactive, banner, runs.link_hint())
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.REPORT_MARKER, what="report folder") as staging:
         atomic.write_text(staging / "leaderboard.csv", board.to_csv(index=False))
         markdown = to_markdown(board, f"Leaderboard of sweep {name} by {metric}", note, banner)

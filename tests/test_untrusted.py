@@ -140,7 +140,8 @@ def test_export_and_predict_never_load_a_weights_file_planted_in_the_store(copie
     key = key_of(params, json.loads((stored / "results.json").read_text())["data_fingerprint"])
     (stored / "params.json").write_text(json.dumps(params))
     client.set_tag(run.info.run_id, "videosweep.trial_key", key)  # params and key agree: only the path is foreign
-    exported = run_cli("export", str(sweep), "--workdir", str(workdir), "--trial", key, "--out", str(tmp_path / "e"))
+    exported = run_cli("export", str(sweep), "--workdir", str(workdir), "--trial", key, "--out", str(tmp_path / "e"),
+                       "--allow-baseline")
     predicted = run_cli("predict", key, "--sweep", str(sweep), "--workdir", str(workdir), "--data", str(SEALS),
                         "--out", str(tmp_path / "p.csv"))
     for result in (exported, predicted):
@@ -155,7 +156,8 @@ def test_predict_copies_a_registered_model_only_from_the_store(copied, tmp_path)
     import shutil
 
     sweep, workdir = copied
-    assert run_cli("export", str(sweep), "--workdir", str(workdir), "--out", str(tmp_path / "e")).returncode == 0
+    assert run_cli("export", str(sweep), "--workdir", str(workdir), "--out", str(tmp_path / "e"),
+                   "--allow-baseline").returncode == 0
     command = ("predict", "models:/t@champion", "--sweep", str(sweep), "--workdir", str(workdir), "--data", str(SEALS),
                "--out", str(tmp_path / "p.csv"))
     honest = run_cli(*command)
@@ -303,7 +305,7 @@ def test_export_names_an_unreachable_artefact_store_not_a_missing_artefact(copie
     with sqlite3.connect(workdir / "mlflow.db") as connection:  # the artefacts now live on a server that is down
         connection.execute("UPDATE runs SET artifact_uri = 'http://127.0.0.1:9/artifacts'")
     result = run_cli("export", str(sweep), "--workdir", str(workdir), "--out", str(tmp_path / "e"),
-                     "--no-register", env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
+                     "--no-register", "--allow-baseline", env={"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "0"})
     assert result.returncode == 2, result.stderr[-2000:]
     assert "cannot list trial" in result.stderr and "has no artefact" not in result.stderr
     assert not (tmp_path / "e").exists()
@@ -314,7 +316,8 @@ def test_export_names_an_unreachable_artefact_store_not_a_missing_artefact(copie
 
 def test_predict_never_runs_code_planted_beside_a_registered_model(copied, tmp_path):
     sweep, workdir = copied
-    exported = run_cli("export", str(sweep), "--workdir", str(workdir), "--out", str(tmp_path / "export"))
+    exported = run_cli("export", str(sweep), "--workdir", str(workdir), "--out", str(tmp_path / "export"),
+                       "--allow-baseline")
     assert exported.returncode == 0, exported.stderr
     client, _ = mlflow_client(workdir)
     source = client.get_model_version_by_alias("t", "champion").source  # models:/<logged model id>

@@ -454,7 +454,7 @@ def _sweep_runs(sweep_file: Path, workdir: Path | None, tracking_uri: str | None
     from runner.execution.context import load_tracking_only
 
     sweep, workdir, uri = load_tracking_only(sweep_file, workdir, tracking_uri)
-    return sweep, workdir, open_sweep_runs(uri, workdir, sweep.name)
+    return sweep, workdir, open_sweep_runs(uri, workdir, sweep.name, sweep_file)
 
 
 @app.command()
@@ -528,6 +528,7 @@ def best(
     console.print(", ".join(f"{k}={v}" for k, v in params.items()))
     if result["baselines"].get("val"):
         console.print(baseline_verdict(result), highlight=False)
+    console.print(result["run_link"] or runs.link_hint(), highlight=False, markup=False)
 
 
 @app.command()
@@ -546,6 +547,9 @@ def export(
     ] = None,
     max_params: Annotated[Optional[float], typer.Option(
         help="Export the most accurate trial whose end-to-end model has at most this many parameters.")] = None,
+    allow_baseline: Annotated[bool, typer.Option(
+        "--allow-baseline", help="Export a model whose val accuracy's 95% interval does not clear the majority "
+        "baseline (refused otherwise); its model card says so in its first line.")] = False,
 ) -> None:
     """A self-contained model on raw frames with labels.json, export.json and model_card.md."""
     from reports.best import best_trial
@@ -572,11 +576,14 @@ def export(
         goals = None if metric else sweep.search.goals()
         trial = str(best_trial(runs, metric or sweep.search.metric, sweep.name, goals)["trial_key"])
     meta = export_trial(runs, trial, out, formats, sweep.named_files(), register=register, overwrite=overwrite,
-                        selection=selection if budgeted else None)
+                        selection=selection if budgeted else None, allow_baseline=allow_baseline)
     console.print(f"exported {meta['architecture']} trial {trial} to {out} ({', '.join(meta['files'].values())}); "
                   f"input {meta['input']['shape']} RGB 0-255")
     if meta.get("registered"):
         console.print(f"registered as {meta['registered']}")
+    if meta["baseline"]["exported_below_baseline"]:
+        console.print("--allow-baseline: exported although it does not beat the majority baseline (model_card.md "
+                      "says so first)", highlight=False)
 
 
 @app.command()
@@ -608,7 +615,8 @@ def predict(
 
         def exporter(key: str, folder: Path) -> None:
             user_sweep, _, runs = _sweep_runs(sweep, workdir, tracking_uri)
-            export_trial(runs, key, folder, ["keras"], user_sweep.named_files(), register=False)
+            export_trial(runs, key, folder, ["keras"], user_sweep.named_files(), register=False,
+                         allow_baseline=True)  # to predict with, not to ship
 
     quiet_tensorflow(load=True)
     predictor = load_predictor(model, exporter, registry, workdir)

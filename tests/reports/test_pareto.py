@@ -76,7 +76,7 @@ def test_multi_objective_study_latency_in_mlflow_front_and_budgeted_export(sweep
     slowest = max(lat for _, lat in points.values())
     out = tmp_path / "export"
     result = run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), "--no-register",
-                     "--max-latency-ms", str(slowest * 2))
+                     "--max-latency-ms", str(slowest * 2), "--allow-baseline")
     assert result.returncode == 0, result.stderr
     meta = json.loads((out / "export.json").read_text())
     best_acc = max(acc for acc, _ in points.values())

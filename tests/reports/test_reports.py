@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import json
 import re
 import shutil
@@ -90,7 +91,9 @@ def test_report_ranks_like_mlflow_embeds_its_images_and_is_stable(sweep, tmp_pat
     images = re.findall(r'<img [^>]*src="([^"]+)"', page)
     assert len(images) >= 5 and all(src.startswith("data:image/png;base64,") for src in images)
     markup = re.sub(r"<script[^>]*>.*?</script>", "", page, flags=re.S)  # plotly.js inlined: its strings aside
-    assert not re.search(r'(src|href)="(?!data:|http://127.0.0.1:5000/#)', markup)  # nothing to fetch
+    assert not re.search(r'(src|href)="(?!data:)', markup)  # nothing to fetch, no dead link to a server
+    hint = f"`videosweep ui {path} --workdir {workdir}` opens them"  # a local store: how to open its runs
+    assert hint in page and hint in markdown and not board.run_link.notna().any()
     assert not re.search(r"<script[^>]*\ssrc=", page)
     assert "Confusion matrix of the best trial" in page and "injected failure" in page
     parent = client.search_runs([runs[0].info.experiment_id], "tags.`videosweep.role` = 'sweep'")[0]
@@ -203,6 +206,10 @@ def test_best_names_the_leaderboards_first_trial(sweep):
     assert best["beats_baseline"] is False and best["val_interval"][0] < share < best["val_interval"][1]
     assert best["baselines"]["test"]["majority_accuracy"] == pytest.approx(majority_share("test", length)[1])
     assert best["val_margin"] == pytest.approx(best["value"] - share)
+    assert best["run_link"] is None  # a local store: no server to link to
+    shown = run_cli("best", str(path), "--workdir", str(workdir))
+    assert shown.returncode == 0 and f"`videosweep ui {path} --workdir {workdir}`" in shown.stdout
+    assert "does not clear it" in shown.stdout
     # The parameters shown are the trial's own (params.json), less those its architecture ignores.
     saved = json.loads((workdir / "trials" / best["trial_key"] / "params.json").read_text())
     assert best["params"] and all(str(value) == str(saved[key]) for key, value in best["params"].items())
@@ -226,9 +233,12 @@ def test_export_then_predict_reproduces_the_trials_test_predictions(sweep, tmp_p
     path, workdir = sweep
     key = trial_key(workdir, architecture)
     out = tmp_path / "export"
-    result = run_cli("export", str(path), "--workdir", str(workdir), "--trial", key, "--out", str(out))
+    result = run_cli("export", str(path), "--workdir", str(workdir), "--trial", key, "--out", str(out),
+                     "--allow-baseline")  # every trial here is at chance
     assert result.returncode == 0, result.stderr
+    assert "--allow-baseline: exported although it does not beat the majority baseline" in result.stdout
     meta = json.loads((out / "export.json").read_text())
+    assert meta["baseline"]["beats_baseline"] is False and meta["baseline"]["exported_below_baseline"] is True
     assert json.loads((out / "labels.json").read_text()) == ["noseal", "seal"]
     assert meta["input"]["frame_size"] == "32x32" and meta["input"]["channel_order"] == "RGB"
     card = (out / "model_card.md").read_text()
@@ -236,6 +246,7 @@ def test_export_then_predict_reproduces_the_trials_test_predictions(sweep, tmp_p
     length = 3 if architecture == "video_lrcnn_frozen" else 1
     majority, share = majority_share("test", length)
     assert f"| test (held out) | {majority} | {share:.4f} |" in card and "Chance (1 / 2 classes): 0.5000" in card
+    check_card(card, out, meta, workdir, key)
     predictions = tmp_path / "frame_predictions.csv"
     result = run_cli("predict", str(out), "--data", str(SEALS), "--out", str(predictions))
     assert result.returncode == 0, result.stderr
@@ -255,6 +266,97 @@ def test_export_then_predict_reproduces_the_trials_test_predictions(sweep, tmp_p
     assert run_cli("predict", "models:/rep@champion", "--sweep", str(path), "--workdir", str(workdir),
                    "--data", str(SEALS), "--out", str(registered)).returncode == 0
     assert registered.read_text() == predictions.read_text()
+    check_snippet(card, table, tmp_path)
+
+
+def check_card(card: str, out: Path, meta: dict, workdir: Path, key: str) -> None:
+    """The model card of a chance model exported with --allow-baseline: says so first; the shipped model's own size;
+    one epoch count that matches the trial's history; no placeholder."""
+    import keras
+
+    lines = card.splitlines()
+    assert lines[0].startswith("**This model does not beat the majority-class baseline** (exported with "
+                               "--allow-baseline): its val accuracy ") and lines[2].startswith("# ")
+    model = keras.models.load_model(out / "model.keras")
+    assert model.count_params() == meta["param_count"]
+    assert f"| parameters (the exported model, backbone included) | {model.count_params():,} |" in card
+    size = (out / "model.keras").stat().st_size
+    assert f"| model.keras size | {f'{size / 1e6:.1f} MB' if size >= 1e5 else f'{size / 1e3:.1f} kB'} |" in card
+    history = pd.read_csv(workdir / "trials" / key / "fit_history.csv")
+    assert f"Trained {len(history)} epochs in all (learning rate 0.001: {len(history)}; each round at most 1" in card
+    assert len(re.findall(r"epochs", card)) == 2  # that line and the parameter: "epochs (at most, per round)"
+    assert "THIS_FOLDER" not in card and f"videosweep predict {out.resolve()} --video" in card
+
+
+def check_snippet(card: str, predicted: pd.DataFrame, tmp_path: Path) -> None:
+    """The card's Python snippet, run as a user would on one video's frames, gives `videosweep predict`'s answers."""
+    import subprocess
+    import sys
+
+    [code] = re.findall(r"```python\n(.*?)```", card, flags=re.S)
+    script = tmp_path / "snippet.py"
+    script.write_text(code)
+    video = "s28-20"
+    result = subprocess.run([sys.executable, str(script), str(SEALS / video)], capture_output=True, text=True,
+                            timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    got = pd.read_csv(io.StringIO(result.stdout))
+    expected = predicted[(predicted.video == video) & (predicted.prediction != "")]
+    assert list(got.frame) == list(expected.frame) and len(got) > 200
+    np.testing.assert_allclose(got[["noseal", "seal"]].to_numpy(), expected[["noseal", "seal"]].to_numpy(dtype=float),
+                               atol=1e-4)
+    assert (got.prediction.to_numpy() == expected.prediction.to_numpy()).all()
+
+
+def test_export_refuses_a_model_at_chance_and_writes_nothing(sweep, tmp_path):
+    """No trial here clears the val majority baseline (one validation video): export says so in one line, exit 2,
+    no folder, nothing registered; `best --json` reaches the same verdict."""
+    path, workdir = sweep
+    client, _ = mlflow_trials(workdir)
+    versions = len(client.search_model_versions("name = 'rep'"))
+    for args in ([], ["--trial", trial_key(workdir, "image_mlp_trainable")]):
+        out = tmp_path / "refused"
+        result = run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), *args)
+        assert result.returncode == 2 and len(result.stderr.strip().splitlines()) == 1, result.stderr
+        assert "does not beat the majority-class baseline: its val accuracy" in result.stderr
+        assert "nothing exported (--allow-baseline exports it anyway" in result.stderr
+        assert not out.exists() and "Traceback" not in result.stderr
+    assert len(client.search_model_versions("name = 'rep'")) == versions
+    assert json.loads(run_cli("best", str(path), "--workdir", str(workdir), "--json").stdout)["beats_baseline"] is False
+
+
+def test_allow_baseline_is_a_no_op_on_a_model_that_beats_the_baseline(sweep, tmp_path):
+    """A copy of the store in which the trial's recorded val baseline is low and rests on many videos, so that its
+    interval clears it: export needs no flag, and with the flag writes the same folder; best agrees."""
+    import sqlite3
+
+    path, workdir = sweep
+    copy = tmp_path / "work"
+    copy.mkdir()
+    with sqlite3.connect(workdir / "mlflow.db") as source, sqlite3.connect(copy / "mlflow.db") as target:
+        source.backup(target)  # the artefacts stay where the original store keeps them: only read here
+    client, runs = mlflow_trials(copy)
+    key = trial_key(copy, "image_mlp_trainable")
+    run = next(r for r in runs if r.data.tags["videosweep.trial_key"] == key)
+    client.log_metric(run.info.run_id, "baseline_val_majority_accuracy", 0.05, step=1)
+    client.log_metric(run.info.run_id, "baseline_val_effective_units", 10_000, step=1)
+    cards = []
+    for name, flag in (("plain", []), ("flagged", ["--allow-baseline"])):
+        out = tmp_path / name
+        result = run_cli("export", str(path), "--workdir", str(copy), "--trial", key, "--out", str(out),
+                         "--no-register", *flag)
+        assert result.returncode == 0, result.stderr
+        assert "--allow-baseline:" not in result.stdout
+        meta = json.loads((out / "export.json").read_text())
+        assert meta["baseline"]["beats_baseline"] is True and meta["baseline"]["exported_below_baseline"] is False
+        cards.append((out / "model_card.md").read_text().replace(str(out.resolve()), "OUT"))
+    assert cards[0] == cards[1] and cards[0].startswith("# image_mlp_trainable from sweep rep")
+    from reports.best import baseline_check
+    from reports.records import read_sweep_runs
+    from runner.tracking.mlflow_runs import Tracker
+
+    runs = read_sweep_runs(Tracker(f"sqlite:///{copy / 'mlflow.db'}", copy, "rep", create=False))
+    assert baseline_check(runs.trials.set_index("trial_key").loc[key])[1] is True  # best's decision too
 
 
 def write_video(path: Path, frames: list[Path], fps: float) -> None:
@@ -270,7 +372,7 @@ def exported(sweep, tmp_path: Path, architecture: str) -> Path:
     out = tmp_path / "export"
     key = trial_key(workdir, architecture)
     assert run_cli("export", str(path), "--workdir", str(workdir), "--trial", key, "--out", str(out),
-                   "--no-register").returncode == 0
+                   "--no-register", "--allow-baseline").returncode == 0
     return out
 
 
@@ -335,13 +437,15 @@ def test_report_and_export_replace_only_folders_they_wrote(sweep, tmp_path):
     mine.mkdir()
     (mine / "notes.txt").write_text("precious")
     common = [str(path), "--workdir", str(workdir), "--out", str(mine), "--overwrite"]
-    for command in (["report", *common], ["export", *common, "--no-register"]):
+    for command in (["report", *common], ["export", *common, "--no-register", "--allow-baseline"]):
         result = run_cli(*command)
         assert result.returncode == 2 and "not written by this command" in result.stderr, result.stderr
     assert [p.name for p in mine.iterdir()] == ["notes.txt"]
     out = exported(sweep, tmp_path, "image_mlp_frozen")
-    assert run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), "--no-register").returncode == 2
-    again = run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), "--no-register", "--overwrite")
+    assert run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), "--no-register",
+                   "--allow-baseline").returncode == 2
+    again = run_cli("export", str(path), "--workdir", str(workdir), "--out", str(out), "--no-register", "--overwrite",
+                    "--allow-baseline")
     assert again.returncode == 0, again.stderr
 
 
@@ -367,7 +471,7 @@ def test_export_savedmodel_and_tflite_give_the_keras_models_predictions(sweep, t
     out = tmp_path / "export"
     result = run_cli("export", str(path), "--workdir", str(workdir), "--trial",
                      trial_key(workdir, "image_mlp_frozen"), "--out", str(out), "--format", "keras,savedmodel,tflite",
-                     "--no-register")
+                     "--no-register", "--allow-baseline")
     assert result.returncode == 0, result.stderr
     meta = json.loads((out / "export.json").read_text())
     assert meta["files"] == {"keras": "model.keras", "savedmodel": "savedmodel", "tflite": "model.tflite"}
