@@ -35,7 +35,7 @@ def best_trial(runs: SweepRuns, metric: str, sweep_name: str,
     return {"trial_key": row.trial_key, "run_id": row.run_id, "metric": metric,
             "value": float(row[objective(metric).final]), "val_accuracy": float(row.val_accuracy_best),
             "val_interval": interval, "val_margin": _number(row.val_margin), "beats_baseline": beats,
-            "tied_with": tied.tolist(), "run_link": runs.run_link(str(row.artefacts_run_id)) or None,
+            "tied_with": tied.tolist(), "run_link": runs.run_link(str(row.get("artefacts_run_id") or row.run_id)) or None,
             "test_accuracy": float(row.test_accuracy),
             "test_interval": None if test_interval is None else list(test_interval),
             "test_margin": _number(row.test_margin), "baselines": baselines, "params": params}

@@ -65,7 +65,10 @@ def _interval_text(low: Any, high: Any) -> str:
 
 
 def markdown_view(table: pd.DataFrame) -> pd.DataFrame:
-    """The leaderboard as people read it: intervals as [low, high] and the tie mark beside the rank."""
+    """The leaderboard as people read it: intervals as [low, high] and the tie mark beside the rank (blank where a
+    table lacks those columns)."""
+    raw = ["tied_with_leader", "val_accuracy_low", "val_accuracy_high", "test_accuracy_low", "test_accuracy_high"]
+    table = table.reindex(columns=list(dict.fromkeys([*table.columns, *raw])))
     return table.assign(**{
         "tie": [tie_mark(rank, tied) for rank, tied in zip(table["rank"], table["tied_with_leader"])],
         VAL_INTERVAL: [_interval_text(*pair) for pair in zip(table.val_accuracy_low, table.val_accuracy_high)],

@@ -50,13 +50,13 @@ class SweepRuns:
 
     def run_link(self, run_id: str) -> str:
         """The run's page on the tracking server; "" for a store no server serves (see link_hint)."""
-        if server_base(self.tracker.uri) is None:
+        if self.tracker is None or server_base(self.tracker.uri) is None:  # (tables built without a store: none)
             return ""
         return run_url(self.tracker.uri, self.experiment_of(run_id), run_id)
 
     def link_hint(self) -> str:
         """For a store with no server: the command that serves it (links would be dead); else ""."""
-        if server_base(self.tracker.uri) is not None:
+        if self.tracker is None or server_base(self.tracker.uri) is not None:
             return ""
         command = ui_command(self.sweep_file, self.tracker.workdir, self.tracker.experiment_name)
         return f"The runs are in a local MLflow store, which no server serves: `{command}` opens them in MLflow's UI."
