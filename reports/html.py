@@ -63,10 +63,11 @@ def table_html(frame: pd.DataFrame) -> str:
 
 
 def figure_html(figure: Figure) -> str:
+    """A figure with its caption; one without an image (a plot hidden for a stated reason) is its caption alone."""
     data = base64.b64encode(figure.png).decode("ascii")
     caption = f"<figcaption>{html.escape(figure.caption)}</figcaption>" if figure.caption else ""
-    return (f'<figure><h3>{html.escape(figure.title)}</h3>'
-            f'<img alt="{html.escape(figure.title)}" src="data:image/png;base64,{data}">{caption}</figure>')
+    image = f'<img alt="{html.escape(figure.title)}" src="data:image/png;base64,{data}">' if figure.png else ""
+    return f"<figure><h3>{html.escape(figure.title)}</h3>{image}{caption}</figure>"
 
 
 def page(title: str, subtitle: str, body: str) -> str:
