@@ -32,12 +32,22 @@ class Figure:
     caption: str = ""
 
 
-def png(figure: plt.Figure) -> bytes:
-    """A figure as PNG bytes (no software/date metadata, so the same plot gives the same bytes)."""
+def png(figure: plt.Figure, palette: bool = False) -> bytes:
+    """A figure as PNG bytes with no software/date metadata, so the same plot gives the same bytes. `palette`: 256
+    colours, a third of the bytes and the same to the eye for charts (not for photographs)."""
+    from PIL import Image
+
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=100, bbox_inches="tight", metadata={"Software": None})
     plt.close(figure)
-    return buffer.getvalue()
+    if not palette:
+        return buffer.getvalue()
+    buffer.seek(0)
+    with Image.open(buffer) as image:
+        reduced = image.convert("RGB").quantize(colors=256, method=Image.Quantize.MEDIANCUT)
+    out = io.BytesIO()
+    reduced.save(out, format="PNG", optimize=True)
+    return out.getvalue()
 
 
 def cell_text(value: Any) -> str:

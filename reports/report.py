@@ -20,7 +20,8 @@ from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 
-from reports.html import Figure, cell_text, figure_html, page, png, table_html
+from reports.html import Figure, cell_text, figure_html, page, table_html
+from reports.html import png as _png
 from reports.leaderboard import leaderboard, to_markdown
 from reports.plot_data import (importance_reason, is_accuracy, missing_as_dash, natural_key, span_with,
                                tied_groups, val_baseline, varied_parameters)
@@ -31,6 +32,11 @@ from runner.search.stop import STOP_TAG
 from zoo import atomic
 
 REPORT_FILES = ("leaderboard.csv", "leaderboard.md", "report.html")
+
+
+def png(figure: plt.Figure) -> bytes:
+    """The report's charts as 256-colour PNGs: the page stays small (see html.png)."""
+    return _png(figure, palette=True)
 
 
 def _baseline(axes: plt.Axes, frame: pd.DataFrame, metric: str, legend: bool = False) -> None:
