@@ -102,7 +102,7 @@ def history_figure(finished: pd.DataFrame, metric: str, direction: str, baseline
     figure.add_scatter(x=x, y=best_so_far(list(values), direction), mode="lines", name="best so far",
                        line={"color": BEST_COLOUR, "width": 2, "shape": "hv"}, hoverinfo="skip")
     figure.update_layout(xaxis={"title": {"text": "trial (in the order they ran)"}, "tickmode": "linear",
-                                "tick0": 0, "dtick": integer_dtick(len(x)), "tickformat": "d"},
+                                "tick0": 0, "dtick": integer_dtick(max(x) - min(x) + 1), "tickformat": "d"},
                          yaxis=_metric_axis(rows[column], metric, baseline))
     if is_accuracy(metric):
         _baseline_line(figure, baseline, "y")
@@ -125,9 +125,9 @@ def parallel_figure(finished: pd.DataFrame, params: list[str], metric: str, dire
     values = rows[column].to_numpy(dtype=float)
     low, high = span_with(values, baseline if is_accuracy(metric) else None, pad=0.0)
     dimensions.append({"label": metric, "values": values, "range": [low, high]})
+    cmin = float(values.min())
     line = {"color": values, "colorscale": LINE_SCALE, "reversescale": direction != "maximize", "showscale": True,
-            "cmin": float(values.min()), "cmax": float(values.max()) if values.max() > values.min() else
-            float(values.min()) + 1e-9, "colorbar": {"title": {"text": metric}}}
+            "cmin": cmin, "cmax": max(float(values.max()), cmin + 1e-9), "colorbar": {"title": {"text": metric}}}
     figure = go.Figure(go.Parcoords(line=line, dimensions=dimensions, domain={"x": [0.1, 0.86]},
                                     labelangle=0, labelside="top"))
     return figure.update_layout(margin={"l": 40, "r": 40, "t": 70, "b": 30})

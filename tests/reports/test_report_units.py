@@ -138,6 +138,10 @@ def test_parallel_coordinates_filter_in_value_order_with_the_best_in_a_visible_c
     # rows run worst first so the best are drawn last, on top
     assert list(metric["values"]) == [0.50, 0.55, 0.60, 0.60] and list(trace.line.color) == [0.50, 0.55, 0.60, 0.60]
     assert metric.range[0] <= 0.50 and metric.range[1] >= 0.60
+    loss = parallel_figure(plotted_trials().assign(val_loss_best=[0.3, 0.2, 0.6, 0.1]), ["architecture"],
+                           "val_loss", "minimize", 0.53)
+    assert list(loss.data[0].line.color) == [0.6, 0.3, 0.2, 0.1] and loss.data[0].line.reversescale  # best on top
+    assert loss.data[0].dimensions[-1].range == (0.1, 0.6)  # no accuracy baseline on a loss axis
     best = to_rgb(LINE_SCALE[-1][1])
     assert LINE_SCALE[-1][0] == 1.0 and not trace.line.reversescale and sum(best) / 3 < 0.5  # dark, not near-white
     # an accuracy axis holds the baseline even when every trial sits below it
@@ -156,6 +160,11 @@ def test_history_draws_best_so_far_on_whole_trial_numbers_and_pareto_hover_names
     assert history.layout.xaxis.dtick == 1 and history.layout.xaxis.tickformat == "d"
     assert history.layout.yaxis.range[0] <= 0.50 and history.layout.yaxis.range[1] >= 0.60
     assert [shape.y0 for shape in history.layout.shapes] == [0.53]  # the baseline, labelled
+    gaps = history_figure(plotted_trials().assign(optuna_trial=[0, 5, 12, 30], val_loss_best=[0.7, 0.6, 0.65, 0.5]),
+                         "val_loss", "minimize", 0.53)
+    assert list(gaps.data[0].x) == [0, 5, 12, 30] and gaps.layout.xaxis.dtick == 2  # 31 trial numbers: every 2nd
+    assert list(gaps.data[1].y) == [0.7, 0.6, 0.6, 0.5]
+    assert not gaps.layout.shapes  # no majority baseline on a loss axis
     assert "val majority baseline 0.5300" in [a.text for a in history.layout.annotations]
     goals = [("val_accuracy", "maximize"), ("latency_ms", "minimize")]
     pareto = pareto_figure(plotted_trials(), goals, 0.53)
