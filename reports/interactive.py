@@ -15,7 +15,8 @@ from typing import Any
 import pandas as pd
 
 from reports.pareto import on_front
-from reports.plot_data import axis_encoding, best_so_far, integer_dtick, is_accuracy, span_with, val_baseline
+from reports.plot_data import (Baseline, axis_encoding, baseline_value, best_so_far, integer_dtick, is_accuracy,
+                               span_with, val_baseline)
 from runner.spec.metrics import objective
 
 PLOTLY_JS = Path(__file__).with_name("static") / "plotly-videosweep.min.js"
@@ -44,27 +45,27 @@ def _hover(rows: pd.DataFrame, goals: list[tuple[str, str]]) -> list[str]:
             for _, row in rows.iterrows()]
 
 
-def _baseline_line(figure: Any, baseline: float | None, axis: str) -> None:
+def _baseline_line(figure: Any, baseline: Baseline | None, axis: str) -> None:
     """The val majority baseline as a labelled dashed line along `axis` ('x' or 'y')."""
     if baseline is None:
         return
     line = {"line_dash": "dash", "line_color": BASELINE_COLOUR, "line_width": 1.5,
-            "annotation_text": f"val majority baseline {baseline:.4f}", "annotation_font_color": BASELINE_COLOUR}
+            "annotation_text": baseline.label, "annotation_font_color": BASELINE_COLOUR}
     if axis == "y":
-        figure.add_hline(y=baseline, annotation_position="bottom right", **line)
+        figure.add_hline(y=baseline.value, annotation_position="bottom right", **line)
     else:
-        figure.add_vline(x=baseline, annotation_position="top left", **line)
+        figure.add_vline(x=baseline.value, annotation_position="top left", **line)
 
 
-def _metric_axis(values: pd.Series, name: str, baseline: float | None) -> dict[str, Any]:
+def _metric_axis(values: pd.Series, name: str, baseline: Baseline | None) -> dict[str, Any]:
     """An axis of `name`; for an accuracy its range holds the val majority baseline, so noise is not separation."""
     axis: dict[str, Any] = {"title": {"text": name}}
     if is_accuracy(name):
-        axis["range"] = list(span_with(values.to_numpy(dtype=float), baseline))
+        axis["range"] = list(span_with(values.to_numpy(dtype=float), baseline_value(baseline)))
     return axis
 
 
-def pareto_figure(finished: pd.DataFrame, goals: list[tuple[str, str]], baseline: float | None) -> Any:
+def pareto_figure(finished: pd.DataFrame, goals: list[tuple[str, str]], baseline: Baseline | None) -> Any:
     """The first two objectives, the trials on the front (over every objective) highlighted and joined."""
     import plotly.graph_objects as go
 
@@ -86,7 +87,7 @@ def pareto_figure(finished: pd.DataFrame, goals: list[tuple[str, str]], baseline
     return figure
 
 
-def history_figure(finished: pd.DataFrame, metric: str, direction: str, baseline: float | None) -> Any:
+def history_figure(finished: pd.DataFrame, metric: str, direction: str, baseline: Baseline | None) -> Any:
     """Each finished trial's metric in the order they ran, and the best so far as a step line."""
     import plotly.graph_objects as go
 
@@ -110,7 +111,7 @@ def history_figure(finished: pd.DataFrame, metric: str, direction: str, baseline
 
 
 def parallel_figure(finished: pd.DataFrame, params: list[str], metric: str, direction: str,
-                    baseline: float | None) -> Any:
+                    baseline: Baseline | None) -> Any:
     """plotly's parcoords (brushing an axis filters the lines): the swept parameters in value order, then the
     metric; lines coloured by the metric, the best dark red and drawn last (on top)."""
     import plotly.graph_objects as go
@@ -123,7 +124,7 @@ def parallel_figure(finished: pd.DataFrame, params: list[str], metric: str, dire
         dimensions.append({"label": param, "values": axis.values, "tickvals": axis.tickvals,
                            "ticktext": axis.ticktext})
     values = rows[column].to_numpy(dtype=float)
-    low, high = span_with(values, baseline if is_accuracy(metric) else None, pad=0.0)
+    low, high = span_with(values, baseline_value(baseline) if is_accuracy(metric) else None, pad=0.0)
     dimensions.append({"label": metric, "values": values, "range": [low, high]})
     cmin = float(values.min())
     line = {"color": values, "colorscale": LINE_SCALE, "reversescale": direction != "maximize", "showscale": True,

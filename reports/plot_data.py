@@ -125,13 +125,27 @@ def is_accuracy(metric: str) -> bool:
     return "accuracy" in metric
 
 
-def val_baseline(frame: pd.DataFrame) -> float | None:
+@dataclass(frozen=True)
+class Baseline:
+    """The validation majority-class baseline a plot draws, and its label."""
+
+    value: float
+    label: str
+
+
+def val_baseline(frame: pd.DataFrame) -> Baseline | None:
     """The validation majority-class baseline to draw: the highest among the rows (trials of different window
-    lengths see slightly different windows), None when none was recorded."""
+    lengths see slightly different windows, and the label then says so), None when none was recorded."""
     for column in BASELINE_COLUMNS:
         if column in frame and frame[column].notna().any():
-            return float(frame[column].max())
+            values = frame[column].dropna().astype(float)
+            varied = " (the highest over the trials' window lengths)" if values.round(6).nunique() > 1 else ""
+            return Baseline(float(values.max()), f"val majority baseline {values.max():.4f}{varied}")
     return None
+
+
+def baseline_value(baseline: Baseline | None) -> float | None:
+    return None if baseline is None else baseline.value
 
 
 def span_with(values: list[float] | np.ndarray, extra: float | None, pad: float = 0.05) -> tuple[float, float]:

@@ -45,12 +45,12 @@ def _baseline(axes: plt.Axes, frame: pd.DataFrame, metric: str, legend: bool = F
     baseline = val_baseline(frame) if is_accuracy(metric) else None
     if baseline is None:
         return
-    text = f"val majority baseline {baseline:.4f}"
-    axes.axhline(baseline, linestyle="--", color="#555555", linewidth=1.2, zorder=1, label=text if legend else None)
+    axes.axhline(baseline.value, linestyle="--", color="#555555", linewidth=1.2, zorder=1,
+                 label=baseline.label if legend else None)
     if not legend:
-        axes.annotate(text, (1, baseline), xycoords=("axes fraction", "data"), xytext=(-4, 3),
+        axes.annotate(baseline.label, (1, baseline.value), xycoords=("axes fraction", "data"), xytext=(-4, 3),
                       textcoords="offset points", ha="right", va="bottom", fontsize=7, color="#555555")
-    axes.set_ylim(*span_with(list(axes.get_ylim()), baseline, pad=0.0))
+    axes.set_ylim(*span_with(list(axes.get_ylim()), baseline.value, pad=0.0))
 
 
 def _strip_box(axes: plt.Axes, frame: pd.DataFrame, group: str, value: str) -> None:

@@ -98,7 +98,7 @@ def test_tied_curves_are_grouped_and_named_together():
 def test_whole_number_ticks_best_so_far_and_ranges_that_hold_the_baseline():
     import math
 
-    from reports.plot_data import best_so_far, integer_dtick, span_with, val_baseline
+    from reports.plot_data import Baseline, best_so_far, integer_dtick, span_with, val_baseline
 
     assert [integer_dtick(n) for n in (1, 6, 20, 21, 41, 101, 5000)] == [1, 1, 1, 2, 5, 10, 500]
     assert best_so_far([0.5, 0.4, math.nan, 0.7, 0.6], "maximize") == [0.5, 0.5, 0.5, 0.7, 0.7]
@@ -109,9 +109,17 @@ def test_whole_number_ticks_best_so_far_and_ranges_that_hold_the_baseline():
     assert span_with([0.51, 0.52], 0.523, pad=0.0) == (0.51, 0.523)
     low, high = span_with([0.523], 0.523)  # one value: still a visible band
     assert low < 0.523 < high
-    assert val_baseline(pd.DataFrame({"baseline_val_majority_accuracy": [0.52, 0.53, np.nan]})) == 0.53
-    assert val_baseline(pd.DataFrame({"val_majority_accuracy": [0.52]})) == 0.52
+    mixed = val_baseline(pd.DataFrame({"baseline_val_majority_accuracy": [0.52, 0.53, np.nan]}))
+    assert mixed == Baseline(0.53, "val majority baseline 0.5300 (the highest over the trials' window lengths)")
+    assert val_baseline(pd.DataFrame({"val_majority_accuracy": [0.52, 0.52]})) == Baseline(
+        0.52, "val majority baseline 0.5200")
     assert val_baseline(pd.DataFrame({"baseline_val_majority_accuracy": [np.nan]})) is None
+
+
+def baseline_of_plots():
+    from reports.plot_data import Baseline
+
+    return Baseline(0.53, "val majority baseline 0.5300")
 
 
 def plotted_trials() -> pd.DataFrame:
@@ -129,7 +137,8 @@ def test_parallel_coordinates_filter_in_value_order_with_the_best_in_a_visible_c
 
     from reports.interactive import LINE_SCALE, parallel_figure
 
-    figure = parallel_figure(plotted_trials(), ["architecture", "layer_1_size"], "val_accuracy", "maximize", 0.53)
+    figure = parallel_figure(plotted_trials(), ["architecture", "layer_1_size"], "val_accuracy", "maximize",
+                             baseline_of_plots())
     (trace,) = figure.data
     assert trace.type == "parcoords"  # brushing an axis filters: plotly's own parcoords, not drawn lines
     arch, size, metric = trace.dimensions
@@ -139,21 +148,21 @@ def test_parallel_coordinates_filter_in_value_order_with_the_best_in_a_visible_c
     assert list(metric["values"]) == [0.50, 0.55, 0.60, 0.60] and list(trace.line.color) == [0.50, 0.55, 0.60, 0.60]
     assert metric.range[0] <= 0.50 and metric.range[1] >= 0.60
     loss = parallel_figure(plotted_trials().assign(val_loss_best=[0.3, 0.2, 0.6, 0.1]), ["architecture"],
-                           "val_loss", "minimize", 0.53)
+                           "val_loss", "minimize", baseline_of_plots())
     assert list(loss.data[0].line.color) == [0.6, 0.3, 0.2, 0.1] and loss.data[0].line.reversescale  # best on top
     assert loss.data[0].dimensions[-1].range == (0.1, 0.6)  # no accuracy baseline on a loss axis
     best = to_rgb(LINE_SCALE[-1][1])
     assert LINE_SCALE[-1][0] == 1.0 and not trace.line.reversescale and sum(best) / 3 < 0.5  # dark, not near-white
     # an accuracy axis holds the baseline even when every trial sits below it
     low = parallel_figure(plotted_trials().assign(val_accuracy_best=[0.40, 0.41, 0.41, 0.42]), ["architecture"],
-                          "val_accuracy", "maximize", 0.53)
+                          "val_accuracy", "maximize", baseline_of_plots())
     assert low.data[0].dimensions[-1].range[1] >= 0.53
 
 
 def test_history_draws_best_so_far_on_whole_trial_numbers_and_pareto_hover_names_the_trial_first():
     from reports.interactive import history_figure, pareto_figure
 
-    history = history_figure(plotted_trials(), "val_accuracy", "maximize", 0.53)
+    history = history_figure(plotted_trials(), "val_accuracy", "maximize", baseline_of_plots())
     trials, best = history.data
     assert list(trials.x) == [0, 1, 2, 3] and list(best.y) == [0.55, 0.60, 0.60, 0.60]
     assert best.name == "best so far" and best.mode == "lines"
@@ -161,13 +170,13 @@ def test_history_draws_best_so_far_on_whole_trial_numbers_and_pareto_hover_names
     assert history.layout.yaxis.range[0] <= 0.50 and history.layout.yaxis.range[1] >= 0.60
     assert [shape.y0 for shape in history.layout.shapes] == [0.53]  # the baseline, labelled
     gaps = history_figure(plotted_trials().assign(optuna_trial=[0, 5, 12, 30], val_loss_best=[0.7, 0.6, 0.65, 0.5]),
-                         "val_loss", "minimize", 0.53)
+                         "val_loss", "minimize", baseline_of_plots())
     assert list(gaps.data[0].x) == [0, 5, 12, 30] and gaps.layout.xaxis.dtick == 2  # 31 trial numbers: every 2nd
     assert list(gaps.data[1].y) == [0.7, 0.6, 0.6, 0.5]
     assert not gaps.layout.shapes  # no majority baseline on a loss axis
     assert "val majority baseline 0.5300" in [a.text for a in history.layout.annotations]
     goals = [("val_accuracy", "maximize"), ("latency_ms", "minimize")]
-    pareto = pareto_figure(plotted_trials(), goals, 0.53)
+    pareto = pareto_figure(plotted_trials(), goals, baseline_of_plots())
     dominated, front = pareto.data
     # c (as accurate as b, faster) dominates a and b; d is the fastest: the front is c and d, named first on hover
     assert list(front.text) == ["<b>d image_mlp_frozen</b><br>val_accuracy: 0.5<br>latency_ms: 0.5",
