@@ -15,8 +15,8 @@ from typing import Any
 import pandas as pd
 
 from reports.pareto import on_front
-from reports.plot_data import (Baseline, axis_encoding, baseline_value, best_so_far, integer_dtick, is_accuracy,
-                               span_with, val_baseline)
+from reports.plot_data import (Baseline, axis_encoding, best_so_far, integer_dtick, is_accuracy, span_with,
+                               val_baselines)
 from runner.spec.metrics import objective
 
 PLOTLY_JS = Path(__file__).with_name("static") / "plotly-videosweep.min.js"
@@ -45,27 +45,27 @@ def _hover(rows: pd.DataFrame, goals: list[tuple[str, str]]) -> list[str]:
             for _, row in rows.iterrows()]
 
 
-def _baseline_line(figure: Any, baseline: Baseline | None, axis: str) -> None:
-    """The val majority baseline as a labelled dashed line along `axis` ('x' or 'y')."""
-    if baseline is None:
-        return
-    line = {"line_dash": "dash", "line_color": BASELINE_COLOUR, "line_width": 1.5,
-            "annotation_text": baseline.label, "annotation_font_color": BASELINE_COLOUR}
-    if axis == "y":
-        figure.add_hline(y=baseline.value, annotation_position="bottom right", **line)
-    else:
-        figure.add_vline(x=baseline.value, annotation_position="top left", **line)
+def _baseline_lines(figure: Any, baselines: list[Baseline], axis: str) -> None:
+    """Each val majority baseline as a labelled dashed line along `axis` ('x' or 'y')."""
+    for number, baseline in enumerate(baselines):
+        line = {"line_dash": "dash", "line_color": BASELINE_COLOUR, "line_width": 1.5,
+                "annotation_text": baseline.label, "annotation_font_color": BASELINE_COLOUR}
+        if axis == "y":
+            below = number == 0 and len(baselines) > 1  # the lowest labelled under its line, the others over
+            figure.add_hline(y=baseline.value, annotation_position="bottom right" if below else "top right", **line)
+        else:
+            figure.add_vline(x=baseline.value, annotation_position="top left" if number else "bottom left", **line)
 
 
-def _metric_axis(values: pd.Series, name: str, baseline: Baseline | None) -> dict[str, Any]:
+def _metric_axis(values: pd.Series, name: str, baselines: list[Baseline]) -> dict[str, Any]:
     """An axis of `name`; for an accuracy its range holds the val majority baseline, so noise is not separation."""
     axis: dict[str, Any] = {"title": {"text": name}}
     if is_accuracy(name):
-        axis["range"] = list(span_with(values.to_numpy(dtype=float), baseline_value(baseline)))
+        axis["range"] = list(span_with(values.to_numpy(dtype=float), [b.value for b in baselines]))
     return axis
 
 
-def pareto_figure(finished: pd.DataFrame, goals: list[tuple[str, str]], baseline: Baseline | None) -> Any:
+def pareto_figure(finished: pd.DataFrame, goals: list[tuple[str, str]], baselines: list[Baseline]) -> Any:
     """The first two objectives, the trials on the front (over every objective) highlighted and joined."""
     import plotly.graph_objects as go
 
@@ -79,15 +79,15 @@ def pareto_figure(finished: pd.DataFrame, goals: list[tuple[str, str]], baseline
         figure.add_scatter(x=part[x_col], y=part[y_col], name=f"{name} ({len(part)})", text=_hover(part, goals),
                            hovertemplate="%{text}<extra></extra>", mode="lines+markers" if name != "dominated"
                            else "markers", marker={"color": colour, "size": 9}, line={"color": colour, "width": 1})
-    figure.update_layout(xaxis=_metric_axis(rows[x_col], x_name, baseline),
-                         yaxis=_metric_axis(rows[y_col], y_name, baseline))
+    figure.update_layout(xaxis=_metric_axis(rows[x_col], x_name, baselines),
+                         yaxis=_metric_axis(rows[y_col], y_name, baselines))
     for axis, name in (("x", x_name), ("y", y_name)):
         if is_accuracy(name):
-            _baseline_line(figure, baseline, axis)
+            _baseline_lines(figure, baselines, axis)
     return figure
 
 
-def history_figure(finished: pd.DataFrame, metric: str, direction: str, baseline: Baseline | None) -> Any:
+def history_figure(finished: pd.DataFrame, metric: str, direction: str, baselines: list[Baseline]) -> Any:
     """Each finished trial's metric in the order they ran, and the best so far as a step line."""
     import plotly.graph_objects as go
 
@@ -104,14 +104,14 @@ def history_figure(finished: pd.DataFrame, metric: str, direction: str, baseline
                        line={"color": BEST_COLOUR, "width": 2, "shape": "hv"}, hoverinfo="skip")
     figure.update_layout(xaxis={"title": {"text": "trial (in the order they ran)"}, "tickmode": "linear",
                                 "tick0": 0, "dtick": integer_dtick(max(x) - min(x) + 1), "tickformat": "d"},
-                         yaxis=_metric_axis(rows[column], metric, baseline))
+                         yaxis=_metric_axis(rows[column], metric, baselines))
     if is_accuracy(metric):
-        _baseline_line(figure, baseline, "y")
+        _baseline_lines(figure, baselines, "y")
     return figure
 
 
 def parallel_figure(finished: pd.DataFrame, params: list[str], metric: str, direction: str,
-                    baseline: Baseline | None) -> Any:
+                    baselines: list[Baseline]) -> Any:
     """plotly's parcoords (brushing an axis filters the lines): the swept parameters in value order, then the
     metric; lines coloured by the metric, the best dark red and drawn last (on top)."""
     import plotly.graph_objects as go
@@ -124,7 +124,7 @@ def parallel_figure(finished: pd.DataFrame, params: list[str], metric: str, dire
         dimensions.append({"label": param, "values": axis.values, "tickvals": axis.tickvals,
                            "ticktext": axis.ticktext})
     values = rows[column].to_numpy(dtype=float)
-    low, high = span_with(values, baseline_value(baseline) if is_accuracy(metric) else None, pad=0.0)
+    low, high = span_with(values, [b.value for b in baselines] if is_accuracy(metric) else [], pad=0.0)
     dimensions.append({"label": metric, "values": values, "range": [low, high]})
     cmin = float(values.min())
     line = {"color": values, "colorscale": LINE_SCALE, "reversescale": direction != "maximize", "showscale": True,
@@ -137,20 +137,20 @@ def parallel_figure(finished: pd.DataFrame, params: list[str], metric: str, dire
 def _figures(finished: pd.DataFrame, params: list[str], goals: list[tuple[str, str]]) -> list[tuple[str, Any, str]]:
     metric, direction = goals[0]
     names = [name for name, _ in goals]
-    baseline = val_baseline(finished)
-    said = "" if baseline is None else " The dashed line is the val majority baseline (always answering the " \
-                                       "majority class)."
+    baselines = val_baselines(finished)
+    said = "" if not baselines else " Dashed: the val majority baseline (always answering the majority class) " \
+                                    "of the trials' windows."
     extra = "" if len(goals) < 3 else f" Only {names[0]} and {names[1]} are drawn; the front is over all of them."
     drawn = [
-        ("Pareto front", pareto_figure(finished, goals, baseline),
+        ("Pareto front", pareto_figure(finished, goals, baselines),
          f"Every finished trial over {' and '.join(names[:2])}; red: no other trial is better on every objective. "
          f"Hover a point for its trial.{extra}{said}"),
-        ("Optimisation history", history_figure(finished, metric, direction, baseline),
+        ("Optimisation history", history_figure(finished, metric, direction, baselines),
          f"{metric} of each finished trial in the order they ran, and the best so far (red step line).{said}"),
     ]
     if params:
         drawn.append(("Parallel coordinates of the swept parameters",
-                      parallel_figure(finished, params, metric, direction, baseline),
+                      parallel_figure(finished, params, metric, direction, baselines),
                       f"One line per finished trial, coloured by {metric} (best dark red). Drag along an axis to "
                       "keep only the lines crossing that range; click the axis outside the range to clear it. "
                       "Categories and numbers run in value order; '-' is a parameter the trial's architecture "

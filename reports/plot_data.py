@@ -127,30 +127,29 @@ def is_accuracy(metric: str) -> bool:
 
 @dataclass(frozen=True)
 class Baseline:
-    """The validation majority-class baseline a plot draws, and its label."""
+    """A validation majority-class baseline a plot draws, and its label."""
 
     value: float
     label: str
 
 
-def val_baseline(frame: pd.DataFrame) -> Baseline | None:
-    """The validation majority-class baseline to draw: the highest among the rows (trials of different window
-    lengths see slightly different windows, and the label then says so), None when none was recorded."""
-    for column in BASELINE_COLUMNS:
-        if column in frame and frame[column].notna().any():
-            values = frame[column].dropna().astype(float)
-            varied = " (the highest over the trials' window lengths)" if values.round(6).nunique() > 1 else ""
-            return Baseline(float(values.max()), f"val majority baseline {values.max():.4f}{varied}")
-    return None
+def val_baselines(frame: pd.DataFrame) -> list[Baseline]:
+    """The validation majority-class baselines to draw, lowest first: one per distinct value among the rows (trials
+    of different window lengths see different windows, so each is compared with its own), labelled with how many
+    trials it belongs to when there are several; none when none was recorded."""
+    column = next((c for c in BASELINE_COLUMNS if c in frame and frame[c].notna().any()), None)
+    if column is None:
+        return []
+    counts = frame[column].dropna().astype(float).round(6).value_counts().sort_index()
+    total = int(counts.sum())
+    return [Baseline(float(value), f"val majority baseline {value:.4f}" +
+                     (f" ({count} of {total} trials)" if len(counts) > 1 else ""))
+            for value, count in counts.items()]
 
 
-def baseline_value(baseline: Baseline | None) -> float | None:
-    return None if baseline is None else baseline.value
-
-
-def span_with(values: list[float] | np.ndarray, extra: float | None, pad: float = 0.05) -> tuple[float, float]:
-    """An axis range holding every value and `extra` (the baseline), padded by `pad` of its width on each side."""
-    points = [float(v) for v in values if not math.isnan(float(v))] + ([extra] if extra is not None else [])
+def span_with(values: list[float] | np.ndarray, extras: list[float], pad: float = 0.05) -> tuple[float, float]:
+    """An axis range holding every value and the `extras` (baselines), padded by `pad` of its width each side."""
+    points = [float(v) for v in values if not math.isnan(float(v))] + [float(e) for e in extras]
     if not points:
         return 0.0, 1.0
     low, high = min(points), max(points)

@@ -24,7 +24,7 @@ from reports.html import Figure, cell_text, figure_html, page, table_html
 from reports.html import png as _png
 from reports.leaderboard import leaderboard, to_markdown
 from reports.plot_data import (importance_reason, is_accuracy, missing_as_dash, natural_key, span_with,
-                               tied_groups, val_baseline, varied_parameters)
+                               tied_groups, val_baselines, varied_parameters)
 from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, trial_baselines
 from runner.spec.metrics import CONTINUED_METRIC, objective
 from runner.trial.plots import confusion_figure
@@ -40,17 +40,19 @@ def png(figure: plt.Figure) -> bytes:
 
 
 def _baseline(axes: plt.Axes, frame: pd.DataFrame, metric: str, legend: bool = False) -> None:
-    """For an accuracy: the val majority baseline as a labelled dashed line, inside the axis range, so noise near it
-    does not look like separation."""
-    baseline = val_baseline(frame) if is_accuracy(metric) else None
-    if baseline is None:
-        return
-    axes.axhline(baseline.value, linestyle="--", color="#555555", linewidth=1.2, zorder=1,
-                 label=baseline.label if legend else None)
-    if not legend:
-        axes.annotate(baseline.label, (1, baseline.value), xycoords=("axes fraction", "data"), xytext=(-4, 3),
-                      textcoords="offset points", ha="right", va="bottom", fontsize=7, color="#555555")
-    axes.set_ylim(*span_with(list(axes.get_ylim()), baseline.value, pad=0.0))
+    """For an accuracy: each val majority baseline as a labelled dashed line, inside the axis range, so noise near
+    it does not look like separation."""
+    baselines = val_baselines(frame) if is_accuracy(metric) else []
+    for number, baseline in enumerate(baselines):
+        axes.axhline(baseline.value, linestyle="--", color="#555555", linewidth=1.2, zorder=1,
+                     label=baseline.label if legend else None)
+        if not legend:
+            axes.annotate(baseline.label, (1, baseline.value), xycoords=("axes fraction", "data"),
+                          xytext=(-4, 3 if number == len(baselines) - 1 else -3), textcoords="offset points",
+                          ha="right", va="bottom" if number == len(baselines) - 1 else "top", fontsize=7,
+                          color="#555555")
+    if baselines:
+        axes.set_ylim(*span_with(list(axes.get_ylim()), [b.value for b in baselines], pad=0.0))
 
 
 def _strip_box(axes: plt.Axes, frame: pd.DataFrame, group: str, value: str) -> None:

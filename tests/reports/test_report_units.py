@@ -98,28 +98,30 @@ def test_tied_curves_are_grouped_and_named_together():
 def test_whole_number_ticks_best_so_far_and_ranges_that_hold_the_baseline():
     import math
 
-    from reports.plot_data import Baseline, best_so_far, integer_dtick, span_with, val_baseline
+    from reports.plot_data import Baseline, best_so_far, integer_dtick, span_with, val_baselines
 
     assert [integer_dtick(n) for n in (1, 6, 20, 21, 41, 101, 5000)] == [1, 1, 1, 2, 5, 10, 500]
     assert best_so_far([0.5, 0.4, math.nan, 0.7, 0.6], "maximize") == [0.5, 0.5, 0.5, 0.7, 0.7]
     assert best_so_far([0.69, 0.70, 0.65], "minimize") == [0.69, 0.69, 0.65]
     assert math.isnan(best_so_far([math.nan, 0.3], "maximize")[0])
-    low, high = span_with([0.60, 0.62], 0.523)
+    low, high = span_with([0.60, 0.62], [0.523])
     assert low < 0.523 and high > 0.62
-    assert span_with([0.51, 0.52], 0.523, pad=0.0) == (0.51, 0.523)
-    low, high = span_with([0.523], 0.523)  # one value: still a visible band
+    assert span_with([0.51, 0.52], [0.523, 0.5], pad=0.0) == (0.5, 0.523)
+    low, high = span_with([0.523], [0.523])  # one value: still a visible band
     assert low < 0.523 < high
-    mixed = val_baseline(pd.DataFrame({"baseline_val_majority_accuracy": [0.52, 0.53, np.nan]}))
-    assert mixed == Baseline(0.53, "val majority baseline 0.5300 (the highest over the trials' window lengths)")
-    assert val_baseline(pd.DataFrame({"val_majority_accuracy": [0.52, 0.52]})) == Baseline(
-        0.52, "val majority baseline 0.5200")
-    assert val_baseline(pd.DataFrame({"baseline_val_majority_accuracy": [np.nan]})) is None
+    # trials of different window lengths: each baseline drawn, saying how many trials it belongs to
+    mixed = val_baselines(pd.DataFrame({"baseline_val_majority_accuracy": [0.53, 0.52, np.nan, 0.53]}))
+    assert mixed == [Baseline(0.52, "val majority baseline 0.5200 (1 of 3 trials)"),
+                     Baseline(0.53, "val majority baseline 0.5300 (2 of 3 trials)")]
+    assert val_baselines(pd.DataFrame({"val_majority_accuracy": [0.52, 0.52]})) == [
+        Baseline(0.52, "val majority baseline 0.5200")]
+    assert val_baselines(pd.DataFrame({"baseline_val_majority_accuracy": [np.nan]})) == []
 
 
 def baseline_of_plots():
     from reports.plot_data import Baseline
 
-    return Baseline(0.53, "val majority baseline 0.5300")
+    return [Baseline(0.53, "val majority baseline 0.5300")]
 
 
 def plotted_trials() -> pd.DataFrame:
