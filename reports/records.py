@@ -15,14 +15,16 @@ from typing import Any
 
 import pandas as pd
 
+from reports.plot_data import varied_parameters
 from runner.spec.metrics import DEFAULT_COST, FINAL_METRICS, OBJECTIVES, objective
 from runner.tracking.mlflow_runs import BASELINE_CLASS_TAG, KEY_TAG, REUSED_TAG, ROLE, STATE, Tracker, typed_param
 from zoo.baselines import SPLIT_NAMES, from_entries
 from zoo.errors import UserError
 from zoo.secrets import mask_url
 
-# fANOVA importances (static and interactive report) need a few finished trials to say anything.
-MIN_TRIALS_FOR_IMPORTANCE = 6
+# Below this many finished trials the report hides parameter importances (and says why): a handful of trials,
+# often near chance, ranks noise.
+MIN_TRIALS_FOR_IMPORTANCE = 20
 
 MODEL_PARAMS = ("architecture", "backbone", "weights", "pooling", "frame_size", "sequence_length",
                 "sequence_model", "sequence_model_layers", "convolution_kernel_size", "layer_1_size",
@@ -43,10 +45,9 @@ class SweepRuns:
         return self.trials[self.trials.status == "FINISHED"]
 
     def swept_parameters(self) -> list[str]:
-        """Model parameters that take more than one value among finished trials (in MODEL_PARAMS order)."""
-        finished = self.finished
-        return [name for name in MODEL_PARAMS
-                if name in finished and finished[name].astype(object).map(str).nunique() > 1]
+        """Model parameters that took two or more non-missing values among finished trials (in MODEL_PARAMS order);
+        one a single architecture alone uses, with one value, was not swept."""
+        return varied_parameters(self.finished, MODEL_PARAMS)
 
     def run_link(self, run_id: str) -> str:
         """The run's page on the tracking server; "" for a store no server serves (see link_hint)."""

@@ -11,15 +11,20 @@ import datetime as dt
 import html
 import math
 import tempfile
+import textwrap
 from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
 import numpy as np
 import pandas as pd
 
-from reports.html import Figure, cell_text, figure_html, page, png, table_html
+from reports.html import Figure, cell_text, figure_html, page, table_html
+from reports.html import png as _png
 from reports.leaderboard import NO_TRIAL, TEST_INTERVAL, VAL_INTERVAL, leaderboard, markdown_view, to_markdown
+from reports.plot_data import (importance_reason, is_accuracy, missing_as_dash, natural_key, span_with,
+                               tied_groups, val_baselines, varied_parameters)
 from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, trial_baselines
 from reports.uncertainty import chance_banner, one_class_note
 from runner.spec.metrics import CONTINUED_METRIC, objective
@@ -32,23 +37,30 @@ TIE_NOTE = ("Accuracies carry 95% intervals over each split's effective number o
             "accuracy cannot be told apart from the leader's (their difference's 95% interval holds 0).")
 
 
-def _missing_as_dash(frame: pd.DataFrame, column: str) -> pd.DataFrame:
-    """Parameters an architecture does not use are missing; plots show them as '-'."""
-    values = frame[column].astype(object)
-    return frame.assign(**{column: values.where(frame[column].notna(), "-")})
+def png(figure: plt.Figure) -> bytes:
+    """The report's charts as 256-colour PNGs: the page stays small (see html.png)."""
+    return _png(figure, palette=True)
 
 
-def _natural(text: str) -> tuple[int, float, str]:
-    """Numbers in numeric order before words (8 before 16), words alphabetically."""
-    try:
-        return 0, float(text), ""
-    except ValueError:
-        return 1, 0.0, text
+def _baseline(axes: plt.Axes, frame: pd.DataFrame, metric: str, legend: bool = False) -> None:
+    """For an accuracy: each val majority baseline as a labelled dashed line, inside the axis range, so noise near
+    it does not look like separation."""
+    baselines = val_baselines(frame) if is_accuracy(metric) else []
+    for number, baseline in enumerate(baselines):
+        axes.axhline(baseline.value, linestyle="--", color="#555555", linewidth=1.2, zorder=1,
+                     label=baseline.label if legend else None)
+        if not legend:
+            axes.annotate(baseline.label, (1, baseline.value), xycoords=("axes fraction", "data"),
+                          xytext=(-4, 3 if number == len(baselines) - 1 else -3), textcoords="offset points",
+                          ha="right", va="bottom" if number == len(baselines) - 1 else "top", fontsize=7,
+                          color="#555555")
+    if baselines:
+        axes.set_ylim(*span_with(list(axes.get_ylim()), [b.value for b in baselines], pad=0.0))
 
 
 def _strip_box(axes: plt.Axes, frame: pd.DataFrame, group: str, value: str) -> None:
     """Box per group with every trial drawn on top (jittered, seeded): small sweeps stay honest."""
-    labels = sorted(frame[group].astype(str).unique(), key=_natural)
+    labels = sorted(frame[group].astype(str).unique(), key=natural_key)
     values = [frame.loc[frame[group].astype(str) == label, value].to_numpy() for label in labels]
     axes.boxplot(values, tick_labels=labels, showfliers=False, widths=0.5)
     jitter = np.random.default_rng(0)
@@ -62,8 +74,9 @@ def by_group_figure(finished: pd.DataFrame, group: str, column: str, metric: str
     if group not in finished or finished[group].isna().all():
         return None
     figure, axes = plt.subplots(figsize=(max(4.0, 1.1 * finished[group].nunique() + 2), 3.4))
-    _strip_box(axes, _missing_as_dash(finished, group), group, column)
+    _strip_box(axes, missing_as_dash(finished, group), group, column)
     axes.set_ylabel(metric)
+    _baseline(axes, finished, metric)
     return Figure(f"{metric} by {group}", png(figure))
 
 
@@ -76,40 +89,75 @@ def parameter_figure(finished: pd.DataFrame, params: list[str], column: str, met
     rows = math.ceil(len(shown) / cols)
     figure, grid = plt.subplots(rows, cols, figsize=(4.2 * cols, 3.2 * rows), squeeze=False)
     for axes, param in zip(grid.flat, shown):
-        _strip_box(axes, _missing_as_dash(finished, param), param, column)
+        _strip_box(axes, missing_as_dash(finished, param), param, column)
         axes.set_ylabel(metric)
+        _baseline(axes, finished, metric)
     for axes in list(grid.flat)[len(shown):]:
         axes.set_visible(False)
     figure.tight_layout()
     return Figure(f"{metric} against each swept parameter", png(figure))
 
 
+CURVE_STYLES = [(marker, dash) for dash in ("-", "--", "-.", ":") for marker in ("o", "s", "^", "D", "v", "X")]
+CURVES = ("val_accuracy", "val_loss")
+
+
+def curve_label(rows: list[pd.Series]) -> str:
+    """One legend entry for trials whose curves coincide: '#2 = #3 (identical): arch key, arch key'."""
+    def name(row: pd.Series) -> str:
+        rung = f" (rung {int(row['rung'])})" if pd.notna(row.get("rung")) else ""  # halving: one curve, rung to rung
+        return f"{row['architecture']} {row['trial_key']}{rung}"
+
+    ranks = " = ".join(f"#{row['rank']}" for row in rows)
+    text = f"{ranks} {name(rows[0])}" if len(rows) == 1 else \
+        f"{ranks} (identical): {', '.join(name(row) for row in rows)}"
+    return textwrap.fill(text, 80, subsequent_indent="    ")
+
+
+def _draw_curves(axes: plt.Axes, rows: list[pd.Series], curves: list[dict[int, float]],
+                 continued: list[set[int]]) -> bool:
+    """One panel: each group of coinciding curves drawn once in its first trial's style (colour, marker, dash),
+    rings where a trial continued from a checkpoint; whether any ring was drawn."""
+    ringed = False
+    for group in tied_groups([(curve,) for curve in curves]):
+        first, points = group[0], curves[group[0]]
+        if not points:
+            continue
+        marker, dash = CURVE_STYLES[first % len(CURVE_STYLES)]
+        (line,) = axes.plot(list(points), list(points.values()), marker=marker, linestyle=dash, markersize=5,
+                            color=f"C{first % 10}", label=curve_label([rows[i] for i in group]))
+        marks = sorted(set().union(*(continued[i] for i in group)) & points.keys())
+        ringed = ringed or bool(marks)
+        axes.plot(marks, [points[s] for s in marks], linestyle="none", marker="o", markersize=11,
+                  markerfacecolor="none", color=line.get_color())
+    return ringed
+
+
 def learning_curves_figure(runs: SweepRuns, top: pd.DataFrame) -> Figure | None:
-    """Validation accuracy and loss per epoch (all rounds) of the top trials, from MLflow's metric history."""
+    """Validation accuracy and loss per epoch (all rounds) of the top trials, from MLflow's metric history; each
+    trial its own colour, marker and dash, and trials whose curves coincide on a panel drawn once there, named
+    together in that panel's legend."""
     if top.empty:
         return None
-    figure, (acc_axes, loss_axes) = plt.subplots(1, 2, figsize=(11, 3.8))
+    history = runs.tracker.client.get_metric_history
+    rows = [row for _, row in top.iterrows()]
+    continued = [{int(m.step) for m in history(row["run_id"], CONTINUED_METRIC)} for row in rows]
+    figure, panels = plt.subplots(1, 2, figsize=(12, 4.2))
     any_continued = False
-    for _, row in top.iterrows():
-        label = f"#{row['rank']} {row['architecture']} {row['trial_key']}"
-        if pd.notna(row.get("rung")):  # successive halving: continued from rung to rung on one curve
-            label += f" (rung {int(row['rung'])})"
-        continued = {int(m.step) for m in runs.tracker.client.get_metric_history(row["run_id"], CONTINUED_METRIC)}
-        for axes, name in ((acc_axes, "val_accuracy"), (loss_axes, "val_loss")):
-            history = runs.tracker.client.get_metric_history(row["run_id"], name)
-            points = dict(sorted((int(m.step), m.value) for m in history))
-            if points:
-                (line,) = axes.plot(list(points), list(points.values()), marker=".", label=label)
-                marks = sorted(continued & points.keys())
-                any_continued = any_continued or bool(marks)
-                axes.plot(marks, [points[s] for s in marks], linestyle="none", marker="o", markersize=9,
-                          markerfacecolor="none", color=line.get_color())
-            axes.set(xlabel="epoch (all rounds)", ylabel=name)
+    for axes, name in zip(panels, CURVES):
+        curves = [dict(sorted((int(m.step), m.value) for m in history(row["run_id"], name))) for row in rows]
+        any_continued = _draw_curves(axes, rows, curves, continued) or any_continued
+        axes.set(xlabel="epoch (all rounds)", ylabel=name)
+        axes.xaxis.set_major_locator(MaxNLocator(integer=True))
+    _baseline(panels[0], top, "val_accuracy", legend=True)
     if any_continued:
-        acc_axes.plot([], [], linestyle="none", marker="o", markerfacecolor="none", color="grey",
-                      label="continued from a checkpoint at this epoch")
-    acc_axes.legend(fontsize=7)
-    return Figure(f"Learning curves of the top {len(top)}", png(figure))
+        panels[0].plot([], [], linestyle="none", marker="o", markerfacecolor="none", color="grey",
+                       label="continued from a checkpoint at this epoch")
+    for axes in panels:  # below each panel: long tied names never squeeze the plot
+        axes.legend(fontsize=7, loc="upper left", bbox_to_anchor=(0, -0.16), frameon=False)
+    return Figure(f"Learning curves of the top {len(top)}", png(figure),
+                  "Each trial has its own colour, marker and dash; trials whose curves coincide on a panel share one "
+                  "line and one legend entry there.")
 
 
 def best_confusion_figure(runs: SweepRuns, best: pd.Series) -> Figure | None:
@@ -125,38 +173,54 @@ def best_confusion_figure(runs: SweepRuns, best: pd.Series) -> Figure | None:
     return Figure("Confusion matrix of the best trial", png(figure))
 
 
+def _importance_inputs(finished: pd.DataFrame, params: list[str], column: str) -> tuple[pd.DataFrame, list[str]]:
+    """The finished trials holding the metric, and the parameters that took two or more values among them."""
+    rows = finished.dropna(subset=[column])
+    return rows, varied_parameters(rows, params)
+
+
+def why_no_importances(finished: pd.DataFrame, params: list[str], column: str) -> str | None:
+    """Why the report shows no parameter importances (too few finished trials, nothing varied); None if it does."""
+    rows, varied = _importance_inputs(finished, params, column)
+    return importance_reason(len(rows), varied, MIN_TRIALS_FOR_IMPORTANCE)
+
+
 def parameter_importances(finished: pd.DataFrame, params: list[str], column: str,
                           direction: str) -> dict[str, float]:
-    """Optuna's fANOVA importances of the swept parameters (empty when too few trials to say)."""
+    """Optuna's fANOVA importances (normalised) of the parameters that took two or more values, over the finished
+    trials; empty when why_no_importances gives a reason or fANOVA cannot fit. The report's only importances."""
     import optuna
     from optuna.distributions import CategoricalDistribution
 
-    if len(finished) < MIN_TRIALS_FOR_IMPORTANCE or not params:
+    rows, varied = _importance_inputs(finished, params, column)
+    if importance_reason(len(rows), varied, MIN_TRIALS_FOR_IMPORTANCE) is not None:
         return {}
-    text = {p: _missing_as_dash(finished, p)[p].map(str) for p in params}  # unused parameters become "-"
-    choices = {p: tuple(sorted(text[p].unique())) for p in params}
+    text = {p: missing_as_dash(rows, p)[p].map(str) for p in varied}  # unused parameters become "-"
+    distributions = {p: CategoricalDistribution(tuple(sorted(text[p].unique(), key=natural_key))) for p in varied}
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=direction)
-    for index, row in finished.iterrows():
-        values = {p: text[p][index] for p in params}
-        study.add_trial(optuna.trial.create_trial(
-            params=values, distributions={p: CategoricalDistribution(choices[p]) for p in params},
-            value=float(row[column])))
+    for index, row in rows.iterrows():
+        study.add_trial(optuna.trial.create_trial(params={p: text[p][index] for p in varied},
+                                                  distributions=distributions, value=float(row[column])))
     evaluator = optuna.importance.FanovaImportanceEvaluator(seed=0)
     try:
         return optuna.importance.get_param_importances(study, evaluator=evaluator, normalize=True)
-    except (RuntimeError, ValueError):
+    except (RuntimeError, ValueError, ZeroDivisionError):
         return {}
 
 
-def importance_figure(importances: dict[str, float]) -> Figure | None:
+def importance_figure(importances: dict[str, float], reason: str | None = None) -> Figure:
+    """The importances as bars, or, when there are none, the reason in their place."""
+    title = "Parameter importances"
     if not importances:
-        return None
+        return Figure(title, b"", reason or "Not shown: fANOVA could not fit the finished trials (too few distinct "
+                                            "ones).")
     names = list(importances)[::-1]
     figure, axes = plt.subplots(figsize=(6, 0.4 * len(names) + 1.2))
     axes.barh(names, [importances[n] for n in names])
     axes.set(xlabel="importance (fANOVA, normalised)")
-    return Figure("Parameter importances", png(figure),
-                  "How much of the metric's variance each parameter explains across finished trials.")
+    return Figure(title, png(figure), "How much of the metric's variance each parameter explains across finished "
+                                      "trials (fANOVA; only parameters that took two or more values).")
 
 
 def baseline_cards(baselines: dict[str, dict[str, Any]], board: pd.DataFrame | None = None) -> dict[str, str]:
@@ -246,7 +310,7 @@ def build_report(runs: SweepRuns, out: Path, metric: str, top_k: int = 5, log_to
     if not board.empty:
         figures.append(best_confusion_figure(runs, board.iloc[0]))
     importances = parameter_importances(finished, params, column, direction)
-    figures.append(importance_figure(importances))
+    figures.append(importance_figure(importances, why_no_importances(finished, params, column)))
     outcomes = outcome_table(runs)
     best = board.iloc[0] if not board.empty else None
     cards = {"finished trials": str(len(board)), "trials in all": str(len(runs.trials)),

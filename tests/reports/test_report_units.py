@@ -8,19 +8,205 @@ import pandas as pd
 from reports.report import parameter_importances
 
 
-def test_importances_cope_with_parameters_an_architecture_does_not_use():
+def importance_table(image_trials: int = 16) -> pd.DataFrame:
+    """Finished trials of two architectures: layer_1_size drives the metric (0.30 .. 0.94) on the image model; the
+    C3D trials (no backbone, no layer_1_size) sit near the middle with tiny noise; backbone takes one value."""
     rng = np.random.default_rng(0)
-    # layer_1_size drives the metric (0.30 .. 0.94); the other architecture sits near the middle with tiny noise
     rows = [{"architecture": "c3dsmall", "backbone": np.nan, "layer_1_size": pd.NA, "val": rng.uniform(0.55, 0.57)}
             for _ in range(4)]
+    sizes = [(0, 8, 16, 32, 64)[i % 5] for i in range(image_trials)]
     rows += [{"architecture": "image_mlp_frozen", "backbone": "mobilenet_v2", "layer_1_size": size,
-              "val": 0.3 + size / 100} for size in (0, 8, 16, 32, 64)]
-    finished = pd.DataFrame(rows).astype({"layer_1_size": "Int64"})
-    importances = parameter_importances(finished, ["architecture", "backbone", "layer_1_size"], "val", "maximize")
-    assert set(importances) == {"architecture", "backbone", "layer_1_size"}
+              "val": 0.3 + size / 100 + rng.uniform(0, 0.001)} for size in sizes]
+    return pd.DataFrame(rows).astype({"layer_1_size": "Int64"})
+
+
+def test_importances_rank_only_varied_parameters_and_hide_below_the_minimum_with_the_reason():
+    from reports.records import MIN_TRIALS_FOR_IMPORTANCE
+    from reports.report import importance_figure, why_no_importances
+
+    assert MIN_TRIALS_FOR_IMPORTANCE == 20
+    params = ["architecture", "backbone", "layer_1_size", "pooling"]
+    finished = importance_table(16).assign(pooling="avg")  # 20 trials
+    importances = parameter_importances(finished, params, "val", "maximize")
+    # backbone took one value (missing elsewhere) and pooling one value everywhere: neither is ranked
+    assert set(importances) == {"architecture", "layer_1_size"}
     assert abs(sum(importances.values()) - 1) < 1e-6
     assert max(importances, key=importances.get) == "layer_1_size"  # the parameter that drives the metric
     assert importances["layer_1_size"] > 0.5, importances
+    assert why_no_importances(finished, params, "val") is None
+    shown = importance_figure(importances)
+    assert shown.png.startswith(b"\x89PNG") and "two or more values" in shown.caption
+    fewer = importance_table(15)  # 19 trials: hidden, and the page says why
+    assert parameter_importances(fewer, params, "val", "maximize") == {}
+    reason = why_no_importances(fewer, params, "val")
+    assert reason == "Not shown: 19 finished trials, fewer than the 20 an importance needs to mean anything."
+    hidden = importance_figure({}, reason)
+    assert hidden.png == b"" and hidden.caption == reason
+    missing_metric = finished.assign(val=[np.nan] + list(finished.val[1:]))  # a trial without the metric: 19
+    assert why_no_importances(missing_metric, params, "val").startswith("Not shown: 19 finished trials")
+    flat = finished.assign(layer_1_size=8, architecture="image_mlp_frozen")
+    assert why_no_importances(flat, params, "val") == ("Not shown: no parameter took two or more values among the "
+                                                       "finished trials.")
+
+
+def test_varied_parameters_count_only_non_missing_values():
+    from reports.plot_data import varied_parameters
+
+    finished = pd.DataFrame({"backbone": ["mobilenet_v2", None, None], "weights": ["none", "none", "none"],
+                             "layer_1_size": pd.array([0, 64, pd.NA], dtype="Int64"), "unused": [None] * 3,
+                             "sequence_model": ["GRU", "LSTM", np.nan]})
+    assert varied_parameters(finished, ["backbone", "weights", "layer_1_size", "unused", "sequence_model",
+                                        "absent"]) == ["layer_1_size", "sequence_model"]
+
+
+def test_axes_run_in_value_order_numbers_numerically_words_then_missing():
+    from reports.plot_data import axis_encoding, natural_key
+
+    numeric = axis_encoding(pd.Series([0, 64, 32, 64, 8]))
+    assert numeric.tickvals == [0.0, 8.0, 32.0, 64.0] and numeric.ticktext == ["0", "8", "32", "64"]
+    assert numeric.values == [0.0, 64.0, 32.0, 64.0, 8.0]  # each trial at its own value on a numeric axis
+    assert axis_encoding(pd.Series([0.5, 0.2])).ticktext == ["0.2", "0.5"]
+    # a number some trials lack becomes categories: numbers in numeric order, '-' (not used) last
+    mixed = axis_encoding(pd.Series([64, None, 8, 16], dtype="Int64"))
+    assert mixed.ticktext == ["8", "16", "64", "-"] and mixed.values == [2.0, 3.0, 0.0, 1.0]
+    words = axis_encoding(pd.Series(["video_lrcnn_frozen", "c3dsmall", "image_mlp_frozen", "c3dsmall"]))
+    assert words.ticktext == ["c3dsmall", "image_mlp_frozen", "video_lrcnn_frozen"]
+    assert words.values == [2.0, 0.0, 1.0, 0.0] and words.tickvals == [0.0, 1.0, 2.0]
+    assert sorted(["64", "-", "GRU", "8", "32"], key=natural_key) == ["8", "32", "64", "GRU", "-"]
+
+
+def test_tied_curves_are_grouped_and_named_together():
+    from reports.plot_data import tied_groups
+    from reports.report import curve_label
+
+    a = {0: 0.523, 1: 0.523}
+    near = {0: 0.523 + 1e-8, 1: 0.523}
+    other = {0: 0.523, 1: 0.53}
+    shorter = {0: 0.523}
+    assert tied_groups([(a,), (other,), (near,), (shorter,), (dict(a),)]) == [[0, 2, 4], [1], [3]]
+    # with two series (accuracy and loss) a tie needs both to coincide
+    loss_a, loss_b = {0: 0.69, 1: 0.68}, {0: 0.69, 1: 0.60}
+    assert tied_groups([(a, loss_a), (a, loss_b), (near, loss_a)]) == [[0, 2], [1]]
+    assert tied_groups([]) == []
+    rows = [pd.Series({"rank": rank, "architecture": "image_mlp_frozen", "trial_key": key, "rung": rung})
+            for rank, key, rung in ((2, "2b2ee8fad994", None), (3, "219dc404be20", 1))]
+    assert curve_label(rows[:1]) == "#2 image_mlp_frozen 2b2ee8fad994"
+    assert curve_label(rows).replace("\n   ", "") == (
+        "#2 = #3 (identical): image_mlp_frozen 2b2ee8fad994, image_mlp_frozen 219dc404be20 (rung 1)")
+
+
+def test_whole_number_ticks_best_so_far_and_ranges_that_hold_the_baseline():
+    import math
+
+    from reports.plot_data import Baseline, best_so_far, integer_dtick, span_with, val_baselines
+
+    assert [integer_dtick(n) for n in (1, 6, 20, 21, 41, 101, 5000)] == [1, 1, 1, 2, 5, 10, 500]
+    assert best_so_far([0.5, 0.4, math.nan, 0.7, 0.6], "maximize") == [0.5, 0.5, 0.5, 0.7, 0.7]
+    assert best_so_far([0.69, 0.70, 0.65], "minimize") == [0.69, 0.69, 0.65]
+    assert math.isnan(best_so_far([math.nan, 0.3], "maximize")[0])
+    low, high = span_with([0.60, 0.62], [0.523])
+    assert low < 0.523 and high > 0.62
+    assert span_with([0.51, 0.52], [0.523, 0.5], pad=0.0) == (0.5, 0.523)
+    low, high = span_with([0.523], [0.523])  # one value: still a visible band
+    assert low < 0.523 < high
+    # trials of different window lengths: each baseline drawn, saying how many trials it belongs to
+    mixed = val_baselines(pd.DataFrame({"baseline_val_majority_accuracy": [0.53, 0.52, np.nan, 0.53]}))
+    assert mixed == [Baseline(0.52, "val majority baseline 0.5200 (1 of 3 trials)"),
+                     Baseline(0.53, "val majority baseline 0.5300 (2 of 3 trials)")]
+    assert val_baselines(pd.DataFrame({"val_majority_accuracy": [0.52, 0.52]})) == [
+        Baseline(0.52, "val majority baseline 0.5200")]
+    assert val_baselines(pd.DataFrame({"baseline_val_majority_accuracy": [np.nan]})) == []
+
+
+def baseline_of_plots():
+    from reports.plot_data import Baseline
+
+    return [Baseline(0.53, "val majority baseline 0.5300")]
+
+
+def plotted_trials() -> pd.DataFrame:
+    """Finished trials as the interactive plots read them: b and c tie at the top, d is the worst."""
+    return pd.DataFrame({
+        "trial_key": ["a", "b", "c", "d"], "run_id": ["r1", "r2", "r3", "r4"], "status": "FINISHED",
+        "architecture": ["image_mlp_frozen", "image_mlp_frozen", "c3dsmall", "image_mlp_frozen"],
+        "layer_1_size": pd.array([0, 64, pd.NA, 32], dtype="Int64"), "optuna_trial": [0, 1, 2, 3],
+        "val_accuracy_best": [0.55, 0.60, 0.60, 0.50], "latency_ms": [2.0, 3.0, 1.0, 0.5],
+        "baseline_val_majority_accuracy": [0.523, 0.523, 0.53, 0.523]})
+
+
+def test_parallel_coordinates_filter_in_value_order_with_the_best_in_a_visible_colour():
+    from matplotlib.colors import to_rgb
+
+    from reports.interactive import LINE_SCALE, parallel_figure
+
+    figure = parallel_figure(plotted_trials(), ["architecture", "layer_1_size"], "val_accuracy", "maximize",
+                             baseline_of_plots())
+    (trace,) = figure.data
+    assert trace.type == "parcoords"  # brushing an axis filters: plotly's own parcoords, not drawn lines
+    arch, size, metric = trace.dimensions
+    assert list(arch.ticktext) == ["c3dsmall", "image_mlp_frozen"]
+    assert list(size.ticktext) == ["0", "32", "64", "-"]  # numbers in numeric order, then not used
+    # rows run worst first so the best are drawn last, on top
+    assert list(metric["values"]) == [0.50, 0.55, 0.60, 0.60] and list(trace.line.color) == [0.50, 0.55, 0.60, 0.60]
+    assert metric.range[0] <= 0.50 and metric.range[1] >= 0.60
+    loss = parallel_figure(plotted_trials().assign(val_loss_best=[0.3, 0.2, 0.6, 0.1]), ["architecture"],
+                           "val_loss", "minimize", baseline_of_plots())
+    assert list(loss.data[0].line.color) == [0.6, 0.3, 0.2, 0.1] and loss.data[0].line.reversescale  # best on top
+    assert loss.data[0].dimensions[-1].range == (0.1, 0.6)  # no accuracy baseline on a loss axis
+    best = to_rgb(LINE_SCALE[-1][1])
+    assert LINE_SCALE[-1][0] == 1.0 and not trace.line.reversescale and sum(best) / 3 < 0.5  # dark, not near-white
+    # an accuracy axis holds the baseline even when every trial sits below it
+    low = parallel_figure(plotted_trials().assign(val_accuracy_best=[0.40, 0.41, 0.41, 0.42]), ["architecture"],
+                          "val_accuracy", "maximize", baseline_of_plots())
+    assert low.data[0].dimensions[-1].range[1] >= 0.53
+
+
+def test_history_draws_best_so_far_on_whole_trial_numbers_and_pareto_hover_names_the_trial_first():
+    from reports.interactive import history_figure, pareto_figure
+
+    history = history_figure(plotted_trials(), "val_accuracy", "maximize", baseline_of_plots())
+    trials, best = history.data
+    assert list(trials.x) == [0, 1, 2, 3] and list(best.y) == [0.55, 0.60, 0.60, 0.60]
+    assert best.name == "best so far" and best.mode == "lines"
+    assert history.layout.xaxis.dtick == 1 and history.layout.xaxis.tickformat == "d"
+    assert history.layout.yaxis.range[0] <= 0.50 and history.layout.yaxis.range[1] >= 0.60
+    assert [shape.y0 for shape in history.layout.shapes] == [0.53]  # the baseline, labelled
+    gaps = history_figure(plotted_trials().assign(optuna_trial=[0, 5, 12, 30], val_loss_best=[0.7, 0.6, 0.65, 0.5]),
+                         "val_loss", "minimize", baseline_of_plots())
+    assert list(gaps.data[0].x) == [0, 5, 12, 30] and gaps.layout.xaxis.dtick == 2  # 31 trial numbers: every 2nd
+    assert list(gaps.data[1].y) == [0.7, 0.6, 0.6, 0.5]
+    assert not gaps.layout.shapes  # no majority baseline on a loss axis
+    assert "val majority baseline 0.5300" in [a.text for a in history.layout.annotations]
+    goals = [("val_accuracy", "maximize"), ("latency_ms", "minimize")]
+    pareto = pareto_figure(plotted_trials(), goals, baseline_of_plots())
+    dominated, front = pareto.data
+    # c (as accurate as b, faster) dominates a and b; d is the fastest: the front is c and d, named first on hover
+    assert list(front.text) == ["<b>d image_mlp_frozen</b><br>val_accuracy: 0.5<br>latency_ms: 0.5",
+                                "<b>c c3dsmall</b><br>val_accuracy: 0.6<br>latency_ms: 1"]
+    assert front.name == "on the front (2)" and dominated.name == "dominated (2)"
+    assert [t.split("<br>")[0] for t in dominated.text] == ["<b>a image_mlp_frozen</b>", "<b>b image_mlp_frozen</b>"]
+    assert pareto.layout.xaxis.range[1] >= 0.60 and [s.x0 for s in pareto.layout.shapes] == [0.53]
+
+
+def test_the_inlined_plotly_is_the_partial_build_of_the_python_packages_version():
+    from plotly.offline import get_plotlyjs_version
+
+    from reports.interactive import PLOTLY_JS, TRACE_TYPES, _figures, interactive_section, plotly_js
+
+    script = plotly_js()
+    assert script.startswith(f"/*! plotly.js v{get_plotlyjs_version()}, partial build for videosweep")
+    assert "</script" not in script and len(script) < 1_300_000  # the full plotly.js is 4.8 MB
+    for trace in TRACE_TYPES:
+        assert f'name:"{trace}"' in script
+    for absent in ("bar", "scattergl", "choroplethmap", "scatter3d"):
+        assert f'moduleType:"trace",name:"{absent}"' not in script and f'name:"{absent}",' not in script
+    assert (PLOTLY_JS.parent / "LICENSE-plotly.js.txt").read_text().startswith("MIT License")
+    params, goals = ["architecture", "layer_1_size"], [("val_accuracy", "maximize"), ("latency_ms", "minimize")]
+    page = interactive_section(plotted_trials(), params, goals)
+    assert page.count(script[:200]) == 1 and page.count("Plotly.newPlot") == 3
+    drawn = {trace.type for _, figure, _ in _figures(plotted_trials(), params, goals) for trace in figure.data}
+    assert drawn == set(TRACE_TYPES)  # nothing the partial build cannot draw, nothing in it unused
+    assert interactive_section(plotted_trials().iloc[:0], [], [("val_accuracy", "maximize")]) == ""
 
 
 def test_a_trial_read_back_from_the_store_must_make_its_key_and_name_only_the_sweep_files():

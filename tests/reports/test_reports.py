@@ -491,3 +491,28 @@ def test_export_savedmodel_and_tflite_give_the_keras_models_predictions(sweep, t
     [name] = runner.get_input_details()
     lite = np.concatenate([next(iter(runner(**{name: batch[i:i + 1]}).values())) for i in range(len(batch))])
     np.testing.assert_allclose(lite, expected, atol=1e-4)
+
+
+@needs_chromium
+def test_report_is_small_inlines_the_partial_plotly_once_and_its_plots_run_without_js_errors(sweep, tmp_path):
+    from reports.interactive import PLOTLY_JS
+
+    path, workdir = sweep
+    out = tmp_path / "report"
+    assert run_cli("report", str(path), "--workdir", str(workdir), "--out", str(out)).returncode == 0
+    report = out / "report.html"
+    page = report.read_text()
+    assert report.stat().st_size <= 1_500_000, report.stat().st_size  # the full plotly.js alone was 4.8 MB
+    assert page.count("partial build for videosweep") == 1 and page.count("plotly.js v") == 1
+    assert PLOTLY_JS.read_text()[:5000] in page
+    assert "Parallel coordinates of the swept parameters" in page and "best so far" in page
+    assert "Not shown: 4 finished trials, fewer than the 20" in page  # importances hidden, with the reason
+    # WebGL (parcoords) through SwiftShader: headless Chromium no longer falls back to it on its own
+    dom = chromium("--enable-unsafe-swiftshader", "--enable-logging=stderr", "--v=0", "--dump-dom", report.as_uri(),
+                   profile=tmp_path / "p1")
+    assert dom.returncode == 0
+    errors = [line for line in dom.stderr.splitlines() if "CONSOLE" in line and "Uncaught" in line]
+    assert not errors, errors
+    markup = re.sub(r"<script[^>]*>.*?</script>", "", dom.stdout, flags=re.S)
+    assert markup.count('class="main-svg"') >= 3 and 'class="parcoords"' in markup
+    assert "gl-canvas-focus" in markup and "WebGL is not supported" not in markup
