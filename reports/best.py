@@ -8,7 +8,7 @@ from typing import Any
 import pandas as pd
 
 import zoo
-from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
+from reports.records import MODEL_PARAMS, SweepRuns, point_summary, rank_trials
 from runner.spec.metrics import objective
 from zoo.baselines import from_entries
 from zoo.errors import UserError
@@ -18,7 +18,8 @@ def best_trial(runs: SweepRuns, metric: str, sweep_name: str,
                goals: list[tuple[str, str]] | None = None) -> dict[str, Any]:
     """The best finished trial (rank_trials; `goals`: the sweep's objectives): its key, run id, metric value,
     held-out test accuracy (shown, never used to choose) and the parameters its architecture uses (the others are
-    left out, not shown as defaults)."""
+    left out, not shown as defaults). With seed repeats the figures are the point's means, with their spread, and
+    the key and run are its repeat 0's."""
     ranked = rank_trials(runs.trials, metric, goals)
     if ranked.empty:
         raise UserError(f"sweep {sweep_name} has no finished trial yet")
@@ -32,7 +33,7 @@ def best_trial(runs: SweepRuns, metric: str, sweep_name: str,
             "val_interval": interval, "val_margin": _number(row.val_margin),
             "beats_baseline": None if interval is None else interval[0] > baselines["val"]["majority_accuracy"],
             "test_accuracy": float(row.test_accuracy), "test_margin": _number(row.test_margin),
-            "baselines": baselines, "params": params}
+            "baselines": baselines, "params": params, **point_summary(row)}
 
 
 def wilson_interval(accuracy: float, units: float, z: float = 1.959964) -> tuple[float, float]:

@@ -189,6 +189,17 @@ def point_rows(finished: pd.DataFrame) -> pd.DataFrame:
     return rows[[*finished.columns, *(name for name in POINT_COLUMNS if name not in finished)]]
 
 
+def point_summary(row: pd.Series) -> dict[str, Any]:
+    """A ranked point's seed repeats for JSON (`best`): how many, the spread of its figures, their keys, its point
+    key; {} for a point trained once, so sweeps without repeats read as before."""
+    repeats = int(row.get("repeats", 1) or 1)
+    if repeats < 2:
+        return {}
+    spread = {f"{name.removesuffix('_best')}_std": (None if pd.isna(row[f"{name}_std"]) else float(row[f"{name}_std"]))
+              for name in SPREAD}
+    return {"point_key": row.point_key, "repeats": repeats, **spread, "repeat_keys": str(row.repeat_keys).split()}
+
+
 def rank_trials(trials: pd.DataFrame, metric: str, goals: list[tuple[str, str]] | None = None) -> pd.DataFrame:
     """Finished points best first by `metric` (a point: one trial, or the mean of its seed repeats, `point_rows`).
     A multi-objective sweep (`goals`, more than one) puts the points on its Pareto front first within a tie, so its
