@@ -176,7 +176,7 @@ def plan(
         console.print(f"budget: {ctx.sweep.search.trials} trials (sampler {ctx.sweep.search.sampler}, "
                       f"pruner {ctx.sweep.search.pruner})")
     else:
-        repeats = f" ({report['points']} points x {report['repeats']} seed repeats)" if report["repeats"] > 1 else ""
+        repeats = f" ({report['points']} point(s) x {report['repeats']} seed repeats)" if report["repeats"] > 1 else ""
         table = Table(title=f"{report['trials']} trials{repeats} from {report['combinations']} combinations")
         for column, justify in (("sub-space", "left"), ("architecture", "left"), ("trials", "right")):
             table.add_column(column, justify=justify)
