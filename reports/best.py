@@ -8,7 +8,7 @@ import pandas as pd
 
 import zoo
 from reports.leaderboard import with_intervals
-from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
+from reports.records import MODEL_PARAMS, SweepRuns, point_summary, rank_trials
 from reports.uncertainty import accuracy_interval, clears_baseline, single_class_splits, val_interval
 from reports.uncertainty import wilson_interval  # noqa: F401 - its old home: callers may still import it here
 from runner.spec.metrics import objective
@@ -21,7 +21,8 @@ def best_trial(runs: SweepRuns, metric: str, sweep_name: str,
     """The best finished trial (rank_trials; `goals`: the sweep's objectives): its key, run id, metric value,
     held-out test accuracy (shown, never used to choose) and the parameters its architecture uses (the others are
     left out, not shown as defaults). `tied_with`: the other trials whose val accuracy cannot be told apart from
-    its own (reports/uncertainty.tied_with_leader), as the leaderboard marks them."""
+    its own (reports/uncertainty.tied_with_leader), as the leaderboard marks them. With seed repeats the figures are
+    the point's means, with their spread, and the key and run are its repeat 0's."""
     ranked = with_intervals(rank_trials(runs.trials, metric, goals))
     if ranked.empty:
         raise UserError(f"sweep {sweep_name} has no finished trial yet")
@@ -38,7 +39,7 @@ def best_trial(runs: SweepRuns, metric: str, sweep_name: str,
             "tied_with": tied.tolist(), "run_link": runs.run_link(str(row.get("artefacts_run_id") or row.run_id)) or None,
             "test_accuracy": float(row.test_accuracy),
             "test_interval": None if test_interval is None else list(test_interval),
-            "test_margin": _number(row.test_margin), "baselines": baselines, "params": params}
+            "test_margin": _number(row.test_margin), "baselines": baselines, "params": params, **point_summary(row)}
 
 
 def baseline_check(row: Any) -> tuple[list[float] | None, bool | None]:

@@ -7,36 +7,42 @@ from typing import Any
 
 import pandas as pd
 
-from reports.records import MODEL_PARAMS, SweepRuns, rank_trials
+from reports.records import MODEL_PARAMS, POINT_COLUMNS, SweepRuns, rank_trials
 from reports.uncertainty import accuracy_interval, clears_baseline, tie_column, tie_mark
 
-COLUMNS = ("rank", "trial_key", "tied_with_leader", *MODEL_PARAMS, "val_accuracy_best", "val_accuracy_low",
-           "val_accuracy_high", "val_beats_baseline", "val_margin", "baseline_val_majority_accuracy",
-           "baseline_val_effective_units", "val_loss_best", "test_accuracy", "test_accuracy_low", "test_accuracy_high",
-           "test_margin", "baseline_test_majority_accuracy", "baseline_test_effective_units", "test_loss",
+COLUMNS = ("rank", "trial_key", "tied_with_leader", *MODEL_PARAMS, "val_accuracy_best", "val_accuracy_best_std",
+           "repeats", "val_accuracy_low", "val_accuracy_high", "val_beats_baseline", "val_margin",
+           "baseline_val_majority_accuracy", "baseline_val_effective_units", "val_loss_best", "val_loss_best_std",
+           "test_accuracy", "test_accuracy_std", "test_accuracy_low", "test_accuracy_high", "test_margin",
+           "baseline_test_majority_accuracy", "baseline_test_effective_units", "test_loss",
            "best_round", "epochs", "rung", "duration_seconds", "param_count", "latency_ms", "throughput_fps",
-           "deployed_param_count", "model_size_mb", "gpu", "run_id", "run_link")
+           "deployed_param_count", "model_size_mb", "gpu", "run_id", "run_link", "repeat_keys")
 # margin: the accuracy less what always answering the majority class scores on the trial's own windows;
 # _low/_high: its 95% interval over the split's effective number of videos (reports/uncertainty.py)
+# training.repeats: a point's figures are its seed repeats' mean, `_std` their spread, `repeats` how many; its
+# trial_key and run are repeat 0's (what export ships); those columns appear only when some point has repeats
 RENAMED = {"val_accuracy_best": "val_accuracy", "val_loss_best": "val_loss",
            "baseline_val_majority_accuracy": "val_majority_accuracy",
            "baseline_test_majority_accuracy": "test_majority_accuracy",
            "baseline_val_effective_units": "val_effective_units",
-           "baseline_test_effective_units": "test_effective_units"}
+           "baseline_test_effective_units": "test_effective_units", "val_accuracy_best_std": "val_accuracy_std",
+           "val_loss_best_std": "val_loss_std"}
 NO_TRIAL = "No finished trial to rank."
 VAL_INTERVAL, TEST_INTERVAL = "val 95% interval", "test 95% interval (held out)"
 MARKDOWN_COLUMNS = ("rank", "tie", "trial_key", "architecture", "backbone", "pooling", "frame_size",
                     "sequence_length", "sequence_model", "layer_1_size", "layer_2_size", "val_accuracy",
-                    VAL_INTERVAL, "val_margin", "test_accuracy", TEST_INTERVAL, "test_margin", "val_loss",
-                    "best_round", "epochs", "rung", "duration_seconds", "param_count", "latency_ms", "throughput_fps")
+                    "val_accuracy_std", "repeats", VAL_INTERVAL, "val_margin", "test_accuracy", "test_accuracy_std",
+                    TEST_INTERVAL, "test_margin", "val_loss", "best_round", "epochs", "rung", "duration_seconds",
+                    "param_count", "latency_ms", "throughput_fps")
 
 
 def leaderboard(runs: SweepRuns, metric: str, goals: list[tuple[str, str]] | None = None) -> pd.DataFrame:
-    """One row per finished trial, best first (rank_trials), with the columns of COLUMNS (renamed as people say
-    them)."""
+    """One row per finished point (a trial, or its seed repeats' mean), best first (rank_trials), with the columns of
+    COLUMNS (renamed as people say them)."""
     ranked = rank_trials(runs.trials, metric, goals)
     ranked["run_link"] = [runs.run_link(run_id) for run_id in ranked.artefacts_run_id]  # a reused trial's original
-    table = with_intervals(ranked).reindex(columns=list(COLUMNS)).rename(columns=RENAMED)
+    shown = [c for c in COLUMNS if c not in POINT_COLUMNS or repeated(ranked)]
+    table = with_intervals(ranked).reindex(columns=shown).rename(columns=RENAMED)
     for name in ("best_round", "epochs", "param_count", "deployed_param_count"):
         table[name] = table[name].astype("Int64")
     return table
@@ -73,6 +79,11 @@ def markdown_view(table: pd.DataFrame) -> pd.DataFrame:
         "tie": [tie_mark(rank, tied) for rank, tied in zip(table["rank"], table["tied_with_leader"])],
         VAL_INTERVAL: [_interval_text(*pair) for pair in zip(table.val_accuracy_low, table.val_accuracy_high)],
         TEST_INTERVAL: [_interval_text(*pair) for pair in zip(table.test_accuracy_low, table.test_accuracy_high)]})
+
+
+def repeated(points: pd.DataFrame) -> bool:
+    """Whether some point of the table is the mean of several seed repeats (training.repeats)."""
+    return "repeats" in points and bool((points.repeats > 1).any())
 
 
 def _cell(value: Any) -> str:

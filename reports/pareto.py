@@ -36,9 +36,12 @@ def non_dominated(points: np.ndarray) -> np.ndarray:
 
 
 def _objective_table(trials: pd.DataFrame, goals: list[tuple[str, str]]) -> pd.DataFrame:
-    """Finished trials with every objective recorded: key, run id and one column per objective (as named)."""
+    """Finished points (a point's seed repeats as their mean, records.point_rows) with every objective recorded: key,
+    run id and one column per objective (as named)."""
+    from reports.records import point_rows
+
     columns = [objective(name).final for name, _ in goals]
-    finished = trials[trials.status == "FINISHED"].dropna(subset=columns)
+    finished = point_rows(trials[trials.status == "FINISHED"].dropna(subset=columns))
     return pd.DataFrame({"trial_key": finished.trial_key, "run_id": finished.run_id,
                          **{name: finished[column].astype(float) for (name, _), column in zip(goals, columns)}})
 

@@ -17,7 +17,16 @@ import pandas as pd
 
 from reports.plot_data import varied_parameters
 from runner.spec.metrics import DEFAULT_COST, FINAL_METRICS, OBJECTIVES, objective
-from runner.tracking.mlflow_runs import BASELINE_CLASS_TAG, KEY_TAG, REUSED_TAG, ROLE, STATE, Tracker, typed_param
+from runner.tracking.mlflow_runs import (
+    BASELINE_CLASS_TAG,
+    KEY_TAG,
+    POINT_TAG,
+    REUSED_TAG,
+    ROLE,
+    STATE,
+    Tracker,
+    typed_param,
+)
 from zoo.baselines import SPLIT_NAMES, from_entries
 from zoo.errors import UserError
 from zoo.secrets import mask_url
@@ -110,7 +119,8 @@ def artefacts_run(tags: dict[str, str], run_id: str) -> str:
 def _trial_row(run: Any) -> dict[str, Any]:
     tags, info = run.data.tags, run.info
     row: dict[str, Any] = {
-        "trial_key": tags.get(KEY_TAG, ""), "run_id": info.run_id, "artefacts_run_id": artefacts_run(tags, info.run_id),
+        "trial_key": tags.get(KEY_TAG, ""), "point_key": tags.get(POINT_TAG) or tags.get(KEY_TAG, ""), "repeat": 0,
+        "run_id": info.run_id, "artefacts_run_id": artefacts_run(tags, info.run_id),
         "status": info.status,
         "state": tags.get(STATE, info.status.lower()), "reason": tags.get("failure") or tags.get("pruned") or "",
         "gpu": tags.get("gpu", ""), "host": tags.get("host", ""), "optuna_trial": typed_param(tags.get("optuna_trial")),
@@ -173,14 +183,62 @@ def tie_breaks(metric: str, goals: list[tuple[str, str]] | None = None) -> list[
     return [goal for goal in dict(breaks).items() if goal[0] != metric]
 
 
+# a point's value: its repeats' mean (whole-number counts, the same for every repeat or not, are its representative's)
+AVERAGED = (*(name for name in FINAL_METRICS if name not in ("best_round", "epochs", "param_count",
+                                                             "deployed_param_count")),
+            "val_margin", "test_margin", "duration_seconds")
+SPREAD = ("val_accuracy_best", "val_loss_best", "test_accuracy")  # shown with their std over a point's repeats
+POINT_COLUMNS = ("repeats", *(f"{name}_std" for name in SPREAD), "repeat_keys")
+
+
+def point_rows(finished: pd.DataFrame) -> pd.DataFrame:
+    """One row per point of finished trial rows (training.repeats: a point's seed repeats share a `point_key`): the
+    metrics of AVERAGED are the mean over its repeats, SPREAD's have a sample std (`<name>_std`, NaN for one
+    repeat), `repeats` counts them and `repeat_keys` lists their keys. The rest (trial_key, run_id, parameters,
+    artefacts) is its representative's: repeat 0, else its lowest finished repeat, so `export` ships the model
+    trained with training.seed itself. Without repeats every row is its own point and stays as it was."""
+    points = finished.point_key.fillna(finished.trial_key) if "point_key" in finished else finished.trial_key
+    points = points.where(points.astype(str) != "", finished.trial_key)
+    if not points.duplicated().any():
+        extra = {"repeats": 1, **{f"{name}_std": math.nan for name in SPREAD}, "repeat_keys": None}
+        return finished.assign(point_key=points, **{k: v for k, v in extra.items() if k not in finished})
+    repeat = pd.to_numeric(finished["repeat"], errors="coerce").fillna(0) if "repeat" in finished else 0
+    ordered = finished.assign(point_key=points, _repeat=repeat).sort_values(["point_key", "_repeat", "trial_key"],
+                                                                             kind="stable")
+    averaged = [name for name in AVERAGED if name in ordered]
+    numbers = ordered[averaged].apply(pd.to_numeric, errors="coerce").assign(point_key=ordered.point_key)
+    grouped = numbers.groupby("point_key", sort=False)
+    rows = ordered.groupby("point_key", sort=False).head(1).set_index("point_key").drop(columns="_repeat")
+    rows[averaged] = grouped[averaged].mean()
+    for name in (n for n in SPREAD if n in numbers):
+        rows[f"{name}_std"] = grouped[name].std(ddof=1)
+    rows["repeats"] = grouped.size()
+    rows["repeat_keys"] = ordered.groupby("point_key", sort=False).trial_key.agg(" ".join).where(rows.repeats > 1)
+    first = points[~points.duplicated()]  # each point where its first row came, in that order
+    rows = rows.loc[first.to_numpy()].reset_index()
+    rows.index = first.index
+    return rows[[*finished.columns, *(name for name in POINT_COLUMNS if name not in finished)]]
+
+
+def point_summary(row: pd.Series) -> dict[str, Any]:
+    """A ranked point's seed repeats for JSON (`best`): how many, the spread of its figures, their keys, its point
+    key; {} for a point trained once, so sweeps without repeats read as before."""
+    repeats = int(row.get("repeats", 1) or 1)
+    if repeats < 2:
+        return {}
+    spread = {f"{name.removesuffix('_best')}_std": (None if pd.isna(row[f"{name}_std"]) else float(row[f"{name}_std"]))
+              for name in SPREAD}
+    return {"point_key": row.point_key, "repeats": repeats, **spread, "repeat_keys": str(row.repeat_keys).split()}
+
+
 def rank_trials(trials: pd.DataFrame, metric: str, goals: list[tuple[str, str]] | None = None) -> pd.DataFrame:
-    """Finished trials best first by `metric`. A multi-objective sweep (`goals`, more than one) puts the trials on
-    its Pareto front first within a tie, so its best trial is always on the front; then the tie_breaks, fewer
-    parameters, and the trial key."""
+    """Finished points best first by `metric` (a point: one trial, or the mean of its seed repeats, `point_rows`).
+    A multi-objective sweep (`goals`, more than one) puts the points on its Pareto front first within a tie, so its
+    best point is always on the front; then the tie_breaks, fewer parameters, and the trial key."""
     from reports.pareto import on_front
 
     column = objective(metric).final
-    finished = trials[(trials.status == "FINISHED") & trials[column].notna()].copy()
+    finished = point_rows(trials[(trials.status == "FINISHED") & trials[column].notna()].copy())
     keys = []
     for index, (name, direction) in enumerate([(metric, objective(metric).direction), *tie_breaks(metric, goals)]):
         values = finished[objective(name).final].astype(float)

@@ -176,7 +176,8 @@ def plan(
         console.print(f"budget: {ctx.sweep.search.trials} trials (sampler {ctx.sweep.search.sampler}, "
                       f"pruner {ctx.sweep.search.pruner})")
     else:
-        table = Table(title=f"{report['trials']} trials from {report['combinations']} combinations")
+        repeats = f" ({report['points']} point(s) x {report['repeats']} seed repeats)" if report["repeats"] > 1 else ""
+        table = Table(title=f"{report['trials']} trials{repeats} from {report['combinations']} combinations")
         for column, justify in (("sub-space", "left"), ("architecture", "left"), ("trials", "right")):
             table.add_column(column, justify=justify)
         for index, (sub, count) in enumerate(zip(ctx.sweep.space, report["per_subspace"])):

@@ -235,7 +235,7 @@ class Attempt:
             self.events.note(f"is trained again: the artefacts of its earlier run {source.info.run_id} are gone "
                              f"({source.info.artifact_uri})")
             return None
-        tags = {"optuna_trial": self.trial.number, "slot": self.config.slot,
+        tags = {"optuna_trial": self.trial.number, "slot": self.config.slot, **self._point_tags(),
                 **provenance.trial_tags(self.config.sweep_source, self.config.backend)}
         self.run_log.run_id = reuse.copy_run(self.tracker, self.config.parent_run_id, self.claim.key,
                                              self.claim.spec.used_flat(), source, tags)
@@ -255,12 +255,20 @@ class Attempt:
                 "host": socket.gethostname(), "retry": claim.attempt, "backend": config.backend,
                 "backend_version": backends.version(config.backend) or "unknown",
                 **trial_tags(config.sweep_source, config.backend)}
+        tags.update(self._point_tags())
         if claim.epoch_budget is not None:
             tags.update({"videosweep.rung": claim.attrs.get("rung", 0), "epoch_budget": claim.epoch_budget})
         if claim.batch_size is not None:  # the key's parameters say the sweep file's batch; this one trained
             tags["videosweep.batch_size_used"] = (f"{claim.batch_size} (the sweep's {claim.spec.training.batch_size} "
                                                   "ran out of memory)")
         return tags
+
+    def _point_tags(self) -> dict[str, Any]:
+        """The point key and repeat index that group a point's seed repeats (none without training.repeats)."""
+        from runner.tracking.mlflow_runs import POINT_TAG, REPEAT_TAG
+
+        claim = self.claim
+        return {POINT_TAG: claim.point, REPEAT_TAG: claim.spec.repeat} if claim.grouped else {}
 
     def _finished_results(self) -> dict[str, Any] | None:
         """results.json of this claim's budget, if the trial finished it before a crash but was never told."""

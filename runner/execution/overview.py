@@ -63,7 +63,8 @@ def plan_report(ctx: SweepContext, verbose: bool = False) -> dict[str, Any]:
     report["epoch_budget"] = halving.planned_epochs(
         schedule_, [halving.full_epochs(spec.training) for spec in expansion.trials])
     report.update(
-        trials=len(expansion.trials), per_subspace=expansion.per_subspace, combinations=expansion.combinations,
+        trials=len(expansion.trials), points=len(set(expansion.point_keys)), repeats=ctx.sweep.training.repeats,
+        per_subspace=expansion.per_subspace, combinations=expansion.combinations,
         duplicates=expansion.duplicates, dropped=dict(expansion.dropped),
         feature_extractions=dict(shared_extractions(expansion.trials)),
         cache_bytes=cache_sizes(expansion.trials, len(ctx.dataset.labels)),

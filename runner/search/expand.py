@@ -26,6 +26,7 @@ class Expansion:
 
     trials: list[TrialSpec] = field(default_factory=list)
     keys: list[str] = field(default_factory=list)
+    point_keys: list[str] = field(default_factory=list)  # each trial's point (its own key without repeats)
     per_subspace: list[int] = field(default_factory=list)
     dropped: Counter[str] = field(default_factory=Counter)
     dropped_examples: list[tuple[dict[str, Any], str]] = field(default_factory=list)
@@ -33,7 +34,16 @@ class Expansion:
 
     @property
     def combinations(self) -> int:
-        return len(self.trials) + sum(self.dropped.values()) + self.duplicates
+        return len(set(self.point_keys)) + sum(self.dropped.values()) + self.duplicates
+
+    def add(self, spec: TrialSpec, fingerprint: str, repeats: int) -> None:
+        """A point and its seed repeats (training.repeats), each a trial of its own, grouped by the point key."""
+        point = spec.key(fingerprint)
+        for repeat in range(repeats):
+            trial = spec.with_repeat(repeat)
+            self.trials.append(trial)
+            self.keys.append(trial.key(fingerprint) if repeat else point)
+            self.point_keys.append(point)
 
 
 def base_params(sweep: Sweep) -> dict[str, Any]:
@@ -76,9 +86,8 @@ def expand_grid(sweep: Sweep, fingerprint: str) -> Expansion:
                 expansion.duplicates += 1
                 continue
             seen.add(key)
-            expansion.trials.append(spec)
-            expansion.keys.append(key)
-            kept += 1
+            expansion.add(spec, fingerprint, sweep.training.repeats)
+            kept += sweep.training.repeats
         expansion.per_subspace.append(kept)
     return expansion
 

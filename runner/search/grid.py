@@ -39,7 +39,8 @@ class GridSearch:
     def prepare(self) -> int:
         with claims.study_lock(self.study, self.workdir):
             added = claims.enqueue_missing(self.study, self.expansion.keys, self.expansion.trials,
-                                          lambda spec: halving.first_budget(self.sweep, spec.flat()))
+                                          lambda spec: halving.first_budget(self.sweep, spec.flat()),
+                                          self.expansion.point_keys)
             added += claims.requeue_failed(self.study, self.max_retries, set(self.expansion.keys))
             if self.sweep.search.schedule is not None and not added:  # a rung is complete: promote its best
                 added += halving.promote(self.study, self.sweep.search.schedule, self.sweep.search.direction,

@@ -11,7 +11,8 @@ schedule (early stopping included). A trial whose training ends before its budge
 round) is finished, not paused. A key's value is its value at the highest rung it reached.
 
 At each rung the best `max(1, n // reduction_factor)` of the n keys that trained at that rung go on, ranked
-by the sweep metric, ties by the order the trials were first queued (grid order). `successive_halving`
+by the sweep metric, ties by the order the trials were first queued (grid order); with `training.repeats`, n
+counts points, ranked by their repeats' mean, and a promoted point's repeats all go on. `successive_halving`
 (grid) promotes a rung only once none of the sweep's trials is waiting or running (the others stop for good
 and their checkpoints are removed); `asha` (random/optuna) promotes as soon as a key is in the top
 `n // reduction_factor` of the n keys that have finished the rung so far (they keep their checkpoints).
@@ -124,15 +125,15 @@ def promote(study: optuna.Study, schedule: Any, direction: str, synchronous: boo
         entries = {}
         for value, first, key, trial in per_rung[rung]:  # one entry per key (a retried rung counts once)
             entries.setdefault(key, (value, first, key, trial))
-        ranked = sorted(entries.values(), key=lambda e: (sign * e[0], e[1]))
+        ranked = ranked_points(list(entries.values()), sign)
         keep = len(ranked) // schedule.reduction_factor
         if synchronous:
             keep = max(1, keep)
         if synchronous and workdir is not None:  # the rest stop here for good: their checkpoints go
-            for _, _, key, trial in ranked[keep:]:
+            for _, _, key, trial in (entry for group in ranked[keep:] for entry in group):
                 if is_paused(trial) and not any(int(t.user_attrs.get(RUNG_ATTR, 0)) > rung for t in by_key[key]):
                     remove_checkpoint(trial_folder(workdir, key))
-        for value, first, key, trial in ranked[:keep]:
+        for value, first, key, trial in (entry for group in ranked[:keep] for entry in group):
             if not is_paused(trial):
                 continue
             higher = [t for t in by_key[key] if int(t.user_attrs.get(RUNG_ATTR, 0)) > rung]
@@ -146,6 +147,16 @@ def promote(study: optuna.Study, schedule: Any, direction: str, synchronous: boo
                                       "promoted_from": trial.number}, trial.params, trial.distributions)
             promoted += 1
     return promoted
+
+
+def ranked_points(entries: list[tuple[Any, ...]], sign: float) -> list[list[tuple[Any, ...]]]:
+    """(value, first-queued number, key, trial) entries grouped by point (a point's seed repeats together), best
+    point first by its repeats' mean value (`sign` -1 maximises), ties by the order its trials were first queued."""
+    groups: dict[Any, list[tuple[Any, ...]]] = defaultdict(list)
+    for entry in entries:
+        groups[claims.point_of_trial(entry[3]) or entry[2]].append(entry)
+    return sorted(groups.values(), key=lambda group: (sign * sum(e[0] for e in group) / len(group),
+                                                      min(e[1] for e in group)))
 
 
 def first_budget(sweep: Any, params: dict[str, Any]) -> dict[str, Any]:

@@ -9,6 +9,8 @@ and `resume` does not restart a stopped sweep unless told to (`--ignore-stop`).
 from __future__ import annotations
 
 import time
+from collections import defaultdict
+from collections.abc import Iterator
 from typing import Any
 
 from optuna.trial import FrozenTrial, TrialState
@@ -43,10 +45,27 @@ def _value(trial: FrozenTrial, sweep: Any, metric: Objective) -> float | None:
     return float(value) if isinstance(value, (int, float)) else None
 
 
+def point_values(finished: list[FrozenTrial], sweep: Any, metric: Objective) -> Iterator[tuple[FrozenTrial, float]]:
+    """(the trial that completed it, its value) of each point in the order its last seed repeat finished: the mean
+    of its `training.repeats` repeats (with one repeat, each finished trial and its own value)."""
+    from runner.study.claims import point_of_trial
+
+    repeats = getattr(sweep.training, "repeats", 1)
+    values: dict[str, list[float]] = defaultdict(list)
+    for trial in finished:
+        value = _value(trial, sweep, metric)
+        if value is None:
+            continue
+        seen = values[point_of_trial(trial) or str(trial.number)]
+        seen.append(value)
+        if len(seen) == repeats:
+            yield trial, sum(seen) / repeats
+
+
 def decide(sweep: Any, trials: list[FrozenTrial], deadline: float | None = None, now: float | None = None,
            rules_on: bool = True) -> str | None:
     """Why the sweep should stop now, from its finished trials (in the order they finished), or None."""
-    from runner.study.claims import KEY_ATTR
+    from runner.study.claims import KEY_ATTR, point_of_trial
 
     rules = sweep.search.stop
     if deadline is not None and (now or time.time()) >= deadline:
@@ -58,15 +77,14 @@ def decide(sweep: Any, trials: list[FrozenTrial], deadline: float | None = None,
                        and "duplicate_of" not in t.user_attrs),
                       key=lambda t: (t.datetime_complete is None, t.datetime_complete, t.number))
     best, since = None, 0
-    for trial in finished:
-        value = _value(trial, sweep, metric)
-        if value is None:
-            continue
+    for trial, value in point_values(finished, sweep, metric):
         if rules.target is not None and (value >= rules.target if metric.direction == "maximize"
                                          else value <= rules.target):
             sign = ">=" if metric.direction == "maximize" else "<="
-            return (f"target {metric.name} {sign} {rules.target:g} reached by trial #{trial.number} "
-                    f"{trial.user_attrs.get(KEY_ATTR)} ({value:.4f})")
+            repeats = getattr(sweep.training, "repeats", 1)
+            who = (f"point {point_of_trial(trial)} (mean of {repeats} seed repeats, " if repeats > 1
+                   else f"trial #{trial.number} {trial.user_attrs.get(KEY_ATTR)} (")
+            return f"target {metric.name} {sign} {rules.target:g} reached by {who}{value:.4f})"
         if metric.better(value, best):
             best, since = value, 0
         else:

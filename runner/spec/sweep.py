@@ -19,6 +19,7 @@ from runner.spec.constraints import Constraint, ConstraintError, parse_constrain
 from runner.spec.metrics import HELD_OUT, OBJECTIVES, held_out
 from runner.spec.trial_spec import (
     CHECKPOINT_SECONDS,
+    MAX_REPEATS,
     PARAMETER_ALIASES,
     PARAMETERS,
     TrainingConfig,
@@ -282,6 +283,10 @@ class SweepTraining(TrainingConfig):
         CHECKPOINT_SECONDS, ge=0,
         description="A trial is checkpointed after an epoch at most this often, and at every round's end (not part "
                     "of the trial key).")
+    repeats: int = Field(
+        1, ge=1, le=MAX_REPEATS,
+        description="Trainings of each point, with seeds derived from `seed` (the first uses `seed` itself); a "
+                    "point's value is their mean. Each repeat is a trial of its own (key, checkpoint, MLflow run).")
 
 
 class TrackingConfig(BaseModel):
@@ -366,6 +371,9 @@ class Sweep(BaseModel):
                              "use strategy random or optuna")
         if self.search.strategy != "grid" and self.search.trials is None:
             raise ValueError(f"search.trials: the {self.search.strategy} strategy needs a trial budget")
+        if self.training.repeats > 1 and self.search.strategy != "grid":
+            raise ValueError(f"training.repeats: the {self.search.strategy} strategy does not repeat points yet; "
+                             "use strategy grid, or repeats 1")
         if self.search.warm_start and self.search.strategy not in ("optuna", "random"):
             raise ValueError("search.warm_start: only the optuna and random strategies learn from earlier sweeps "
                              "(a grid reuses finished trial keys by itself)")

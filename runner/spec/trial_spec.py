@@ -95,20 +95,37 @@ def validation_message(err: ValidationError, prefix: str = "", model: type[BaseM
     return one_line("; ".join(parts) + (f" (and {more} more)" if more > 0 else ""))
 
 
+MAX_REPEATS = 100  # training.repeats: seeds per point
+REPEAT = "repeat"  # the flat parameter naming a trial's seed repeat (absent for repeat 0)
+
+
+def repeat_seed(seed: int, repeat: int) -> int:
+    """The seed repeat `repeat` of a point trains with: repeat 0 keeps `seed` (one repeat changes nothing), the
+    others a hash of (seed, repeat), far from the small seeds people sweep by hand."""
+    if repeat == 0:
+        return seed
+    digest = hashlib.sha256(f"videosweep-repeat:{seed}:{repeat}".encode()).digest()
+    return int.from_bytes(digest[:4], "big") & 0x7FFFFFFF
+
+
 class TrialSpec(BaseModel):
-    """What one trial trains: the canonical model spec and the training settings."""
+    """What one trial trains: the canonical model spec, the training settings and which seed repeat it is."""
 
     model_config = ConfigDict(frozen=True)
 
     model: ModelSpec
     training: TrainingConfig = TrainingConfig()
+    repeat: int = Field(0, ge=0, lt=MAX_REPEATS, description="Seed repeat of the point (training.repeats).")
 
     @classmethod
     def from_flat(cls, params: dict[str, Any], where: str = "") -> TrialSpec:
         """Split flat parameters into model and training parts; one-line UserError on any problem."""
         model: dict[str, Any] = {}
         training: dict[str, Any] = {}
+        repeat = params.get(REPEAT, 0)
         for key, value in params.items():
+            if key == REPEAT:
+                continue
             name = canonical_parameter(key)
             if name != key and name in params:
                 raise UserError(f"{where}{key} and {name} name the same parameter; give one")
@@ -121,7 +138,8 @@ class TrialSpec(BaseModel):
         if "architecture" not in model:
             raise UserError(f"{where}architecture: required; choose one of the zoo's (`videosweep zoo`)")
         try:
-            return cls(model=canonical_spec(ModelSpec.model_validate(model)), training=TrainingConfig(**training))
+            return cls(model=canonical_spec(ModelSpec.model_validate(model)), training=TrainingConfig(**training),
+                       repeat=repeat)
         except ValidationError as err:
             raise UserError(validation_message(err, where)) from None
 
@@ -130,13 +148,28 @@ class TrialSpec(BaseModel):
         made from this spec's."""
         if batch_size is None:
             return self
-        return TrialSpec(model=self.model, training=self.training.model_copy(update={"batch_size": batch_size}))
+        return self.model_copy(update={"training": self.training.model_copy(update={"batch_size": batch_size})})
+
+    def with_repeat(self, repeat: int) -> TrialSpec:
+        """Seed repeat `repeat` of this point (0: the point itself)."""
+        return TrialSpec(model=self.model, training=self.training, repeat=repeat)
+
+    def point(self) -> TrialSpec:
+        """The point this trial repeats: the same spec as repeat 0, whose key is the point key."""
+        return self.with_repeat(0)
+
+    @property
+    def run_seed(self) -> int:
+        """The seed training uses: training.seed for repeat 0, one derived from it for the others."""
+        return repeat_seed(self.training.seed, self.repeat)
 
     def flat(self) -> dict[str, Any]:
         """Canonical flat parameters (JSON-friendly: frame_size as WxH, rates as a list)."""
         values = {**self.model.model_dump(), **self.training.model_dump()}
         values["frame_size"] = format_frame_size(self.model.frame_size)
         values["learning_rates"] = list(self.training.learning_rates)
+        if self.repeat:  # absent for repeat 0: keys and records of sweeps without repeats stay as they were
+            values[REPEAT] = self.repeat
         return values
 
     def used_flat(self) -> dict[str, Any]:

@@ -30,6 +30,7 @@ from zoo.errors import UserError, one_line
 
 KEY_ATTR = "trial_key"  # the Optuna user attribute naming a trial's key (its MLflow tag is tracking.KEY_TAG)
 REFUSED_ATTR = "refused"  # a trial failed unrun because its key or parameters cannot be trusted
+POINT_ATTR = "point_key"  # the point a seed repeat belongs to (training.repeats > 1; its MLflow tag: POINT_TAG)
 RUNG_ATTR = "rung"  # the successive-halving rung a study trial trains to (absent/0 without a schedule)
 LOCK_WAIT_SECONDS = 120
 
@@ -43,6 +44,16 @@ class Claim:
     spec: TrialSpec
     attempt: int = 0
     attrs: dict[str, Any] = field(default_factory=dict)  # its user attributes when claimed (rung, budget, ...)
+    point_key: str = ""  # the point it repeats (training.repeats): the key of its repeat 0; "" for its own key
+
+    @property
+    def point(self) -> str:
+        return self.point_key or self.key
+
+    @property
+    def grouped(self) -> bool:
+        """Whether it is one of several seed repeats of a point (its run then carries the point's key)."""
+        return bool(self.spec.repeat or self.attrs.get(POINT_ATTR))
 
     @property
     def epoch_budget(self) -> int | None:
@@ -218,13 +229,17 @@ def requeue_failed(study: optuna.Study, max_retries: int, wanted: set[str] | Non
 
 
 def enqueue_missing(study: optuna.Study, keys: list[str], specs: list[TrialSpec],
-                    attrs: Callable[[TrialSpec], dict[str, Any]] | None = None) -> int:
-    """Enqueue grid points that have no trial yet (never twice, whoever calls first). Call under the lock."""
+                    attrs: Callable[[TrialSpec], dict[str, Any]] | None = None,
+                    point_keys: list[str] | None = None) -> int:
+    """Enqueue grid points that have no trial yet (never twice, whoever calls first). Call under the lock.
+    `point_keys` (seed repeats): each trial's point, recorded where the sweep repeats points."""
     known = trials_by_key(study)
-    missing = [(key, spec) for key, spec in zip(keys, specs) if key not in known]
+    points = point_keys if point_keys and len(set(point_keys)) < len(point_keys) else [None] * len(keys)
+    missing = [(key, spec, point) for key, spec, point in zip(keys, specs, points) if key not in known]
     distributions = grid_distributions(specs)
-    for key, spec in missing:
-        enqueue(study, key, spec, distributions=distributions, **(attrs(spec) if attrs else {}))
+    for key, spec, point in missing:
+        grouping = {POINT_ATTR: point} if point else {}
+        enqueue(study, key, spec, distributions=distributions, **grouping, **(attrs(spec) if attrs else {}))
     return len(missing)
 
 
@@ -307,7 +322,24 @@ def _checked_claim(trial: optuna.Trial, attrs: dict[str, Any], fingerprint: str 
     unlisted = unlisted_files(spec, files) if files is not None else []
     if unlisted:  # anyone can compute a key: a path in it is trusted only if the user's sweep file names it
         raise UserError(f"refused: trial {key} would load {unlisted[0][:200]}, a file the sweep file does not name")
-    return Claim(trial, key, spec, attempt, dict(attrs))
+    return Claim(trial, key, spec, attempt, dict(attrs), point_of(spec, key, attrs, fingerprint))
+
+
+def point_of(spec: TrialSpec, key: str, attrs: dict[str, Any], fingerprint: str | None) -> str:
+    """The point key of a claimed trial: its own for repeat 0, else its repeat 0's (made from its parameters on
+    `fingerprint`'s data; without them, the recorded attribute if it has a key's form)."""
+    if not spec.repeat:
+        return key
+    if fingerprint is not None:
+        return spec.point().key(fingerprint)
+    recorded = attrs.get(POINT_ATTR)
+    return recorded if is_trial_key(recorded) else key
+
+
+def point_of_trial(trial: FrozenTrial) -> str | None:
+    """The point a study trial belongs to: its recorded point key, else its own key (None if it has none)."""
+    point = trial.user_attrs.get(POINT_ATTR)
+    return point if is_trial_key(point) else trial.user_attrs.get(KEY_ATTR)
 
 
 _STANDING = (TrialState.WAITING, TrialState.RUNNING, TrialState.COMPLETE, TrialState.PRUNED)

@@ -32,6 +32,8 @@ from zoo.secrets import mask_text, mask_url
 
 ROLE = "videosweep.role"
 KEY_TAG = "videosweep.trial_key"  # a trial run's key (in the study it is the attribute queue.KEY_ATTR)
+POINT_TAG = "videosweep.point_key"  # the point a seed repeat belongs to (training.repeats > 1): groups its runs
+REPEAT_TAG = "videosweep.repeat"  # which seed repeat of its point a trial run is (0 is the point's own seed)
 STATE = "videosweep.state"
 SWEEP = "videosweep.sweep"
 FAILURE_KIND_TAG = "videosweep.failure_kind"  # oom: the trial ran out of memory (runner.memory)

@@ -70,7 +70,7 @@ def _sequences(spec: TrialSpec, dataset: Dataset, source: np.ndarray) -> dict[st
             raise DataError(f"no windows of {length} frames in the {split} split: its videos are shorter")
         sequences[split] = WindowSequence(
             source, ends, dataset.label_indices, dataset.num_classes, length, windowed,
-            spec.training.batch_size, shuffle=split == "train", seed=spec.training.seed,
+            spec.training.batch_size, shuffle=split == "train", seed=spec.run_seed,
         )
     return sequences
 
@@ -376,13 +376,13 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
     from runner.trial.plots import confusion_matrix, write_confusion_matrices
 
     model_spec = zoo.validated_spec(spec.model)
-    declared = TrialSpec(model=model_spec, training=spec.training)  # what params.json and the key say
+    declared = spec.model_copy(update={"model": model_spec})  # what params.json and the key say
     spec = declared.with_batch_size(batch_size)
     with atomic.atomic_dir(out, overwrite=overwrite, marker=atomic.TRIAL_MARKER) as staging:
         source, cache_hit = prepare_source(spec, dataset, cache_dir)
         sequences = _sequences(spec, dataset, source)
         backend = backends.active()
-        keras.utils.set_random_seed(spec.training.seed)
+        keras.utils.set_random_seed(spec.run_seed)
         backends.deterministic(backend)
         # A full gc.collect() here costs ~0.4 s a trial; workers are recycled to bound memory instead.
         keras.backend.clear_session(free_memory=False)
@@ -390,7 +390,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
         model = zoo.create_model(model_spec, dataset.num_classes)
 
         results: dict[str, Any] = {**declared.flat(), "batch_size_used": spec.training.batch_size,
-                                   **(extra_results or {})}
+                                   **({"seed_used": spec.run_seed} if spec.repeat else {}), **(extra_results or {})}
         results.update({f"data_total_rows_{s}": len(sequences[s].ends) for s in ("train", "valid", "test")})
         results.update(result_entries(split_baselines(dataset, {s: q.ends for s, q in sequences.items()})))
         results.update(num_classes=dataset.num_classes, classes=dataset.classes, data_root=str(dataset.root),
@@ -412,7 +412,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
             except Exception as err:  # noqa: BLE001 - whatever fails restoring it, never a silently mixed model
                 store.remove()
                 sequences = _sequences(spec, dataset, source)
-                keras.utils.set_random_seed(spec.training.seed)
+                keras.utils.set_random_seed(spec.run_seed)
                 keras.backend.clear_session(free_memory=False)
                 model = zoo.create_model(model_spec, dataset.num_classes)
                 training = _Training(model, sequences, spec, on_epoch, store, epoch_budget, on_rows)
