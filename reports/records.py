@@ -9,6 +9,7 @@ from __future__ import annotations
 import math
 import re
 from dataclasses import dataclass
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -56,9 +57,14 @@ class SweepRuns:
         rows = self.trials[self.trials.run_id == run_id]
         return str(rows.artefacts_run_id.iloc[0]) if len(rows) else run_id
 
+    @cached_property
+    def _run_ids(self) -> frozenset[str]:
+        """This sweep's trial run ids, gathered once: a link per trial must not scan every trial (5,000 trials)."""
+        return frozenset(self.trials.run_id.astype(str))
+
     def _experiment_of(self, run_id: str) -> str:
         """The experiment holding a run: this sweep's, or another sweep's for the original of a reused trial."""
-        if run_id in set(self.trials.run_id):
+        if run_id in self._run_ids:
             return str(self.tracker.experiment_id)
         try:
             return str(self.tracker.client.get_run(run_id).info.experiment_id)
