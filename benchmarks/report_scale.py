@@ -263,10 +263,25 @@ def profile(sweep: Path, workdir: Path, folder: Path, name: str) -> None:
     pstats.Stats(profiler).sort_stats("cumulative").print_stats(r"videosweep|reports|runner|zoo", 60)
 
 
+def growth(times: dict[int, dict[str, float]]) -> None:
+    """Each command's time at each size, the ratio largest/smallest, and its marginal cost per trial over each step
+    of sizes: growth no worse than linear keeps the later steps' cost per trial no higher than the earlier ones'."""
+    sizes = sorted(times)
+    small, large = sizes[0], sizes[-1]
+    print(f"median seconds per command at {' | '.join(map(str, sizes))} finished trials; ratio {large}/{small}; "
+          "marginal ms per added trial over each step")
+    for name in times[small]:
+        marginal = [1000 * (times[b][name] - times[a][name]) / (b - a) for a, b in zip(sizes, sizes[1:])]
+        print(f"  {name:12s} {' | '.join(f'{times[n][name]:7.2f}' for n in sizes)}  ratio "
+              f"{times[large][name] / times[small][name]:6.1f}x  marginal ms/trial "
+              f"{' -> '.join(f'{m:.2f}' for m in marginal)}")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--trials", type=int, default=5000)
     parser.add_argument("--small", type=int, default=6)
+    parser.add_argument("--middle", type=int, default=1000, help="a size between (0: none), to show the growth")
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--template", type=Path, help="a workdir this script trained before (skips training)")
     parser.add_argument("--folder", type=Path, help="where the sweeps are written (default: a temporary folder)")
@@ -279,20 +294,16 @@ def main() -> None:
         folder.mkdir(parents=True, exist_ok=True)
         sweep = sweep_file(folder)
         template = args.template.resolve() if args.template else train_template(folder)
-        small, large = (synthesise(template, folder, count) for count in (args.small, args.trials))
+        sizes = sorted({args.small, args.trials, *([args.middle] if args.middle else [])})
+        workdirs = {count: synthesise(template, folder, count) for count in sizes}
         if args.profile:
-            profile(sweep, large, folder, args.profile)
+            profile(sweep, workdirs[args.trials], folder, args.profile)
             return
-        cli(commands(sweep, small, folder / "warm-up")["report"])  # imports and first-use costs, not measured
-        times = {count: measure(sweep, workdir, folder, args.repeats)
-                 for count, workdir in ((args.small, small), (args.trials, large))}
-        print(f"median of {args.repeats} in-process runs, seconds: {args.small} trials | {args.trials} trials | "
-              f"ratio | per-trial growth (ratio / {args.trials / args.small:.0f}x the trials)")
-        for name in times[args.small]:
-            few, many = times[args.small][name], times[args.trials][name]
-            print(f"  {name:12s} {few:8.2f} | {many:8.2f} | {many / few:7.1f}x | "
-                  f"{many / few / (args.trials / args.small):.3f}")
-        for count, workdir in ((args.small, small), (args.trials, large)):
+        cli(commands(sweep, workdirs[args.small], folder / "warm-up")["report"])  # first-use costs, not measured
+        times = {count: measure(sweep, workdir, folder, args.repeats) for count, workdir in workdirs.items()}
+        print(f"in-process, median of {args.repeats} runs each")
+        growth(times)
+        for count, workdir in workdirs.items():
             html = folder / f"report-{workdir.name}" / "report.html"
             print(f"  report.html of {count} trials: {html.stat().st_size / 1e6:.2f} MB")
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pandas as pd
 
-from reports.records import MIN_TRIALS_FOR_IMPORTANCE
+from reports.records import MIN_TRIALS_FOR_IMPORTANCE, importance_sample
 from runner.spec.metrics import objective
 
 
@@ -43,7 +43,9 @@ def rebuild_study(finished: pd.DataFrame, params: list[str], goals: list[tuple[s
     return study
 
 
-def _figures(study: Any, goals: list[tuple[str, str]], params: list[str]) -> list[tuple[str, Any, str]]:
+def _figures(study: Any, goals: list[tuple[str, str]], params: list[str],
+             sampled: Any = None) -> list[tuple[str, Any, str]]:
+    """The figures over `study`; importances over `sampled` (records.importance_sample's trials), else `study`."""
     from optuna import visualization as vis
 
     names = [name for name, _ in goals]
@@ -64,9 +66,11 @@ def _figures(study: Any, goals: list[tuple[str, str]], params: list[str]) -> lis
         try:
             from optuna.importance import FanovaImportanceEvaluator
 
+            ranked = study if sampled is None else sampled
             drawn.append(("Parameter importances (interactive)",
-                          vis.plot_param_importances(study, evaluator=FanovaImportanceEvaluator(seed=0), **target),
-                          f"fANOVA importance of each swept parameter for {first}."))
+                          vis.plot_param_importances(ranked, evaluator=FanovaImportanceEvaluator(seed=0), **target),
+                          f"fANOVA importance of each swept parameter for {first}"
+                          f"{'' if sampled is None else f' (a seeded sample of {len(sampled.trials)} trials)'}."))
         except (RuntimeError, ValueError, ZeroDivisionError):
             pass  # too few distinct trials to say
     return drawn
@@ -84,7 +88,9 @@ def interactive_section(finished: pd.DataFrame, params: list[str], goals: list[t
         if not study.trials:
             return ""
         parts = []
-        for index, (title, figure, caption) in enumerate(_figures(study, goals, params)):
+        sample = importance_sample(finished)
+        sampled = rebuild_study(sample, params, goals) if len(sample) < len(finished) else None
+        for index, (title, figure, caption) in enumerate(_figures(study, goals, params, sampled)):
             figure.update_layout(height=460, margin={"l": 60, "r": 30, "t": 50, "b": 50})
             div = figure.to_html(full_html=False, include_plotlyjs=False, div_id=f"interactive-{index}",
                                  config={"displaylogo": False, "responsive": True})

@@ -23,6 +23,9 @@ from zoo.secrets import mask_url
 
 # fANOVA importances (static and interactive report) need a few finished trials to say anything.
 MIN_TRIALS_FOR_IMPORTANCE = 6
+# ... and are estimated from at most this many (a seeded sample): fANOVA's forest over 5,000 trials takes ~10 s per
+# chart and says no more than over 1,000.
+IMPORTANCE_TRIALS = 1000
 
 MODEL_PARAMS = ("architecture", "backbone", "weights", "pooling", "frame_size", "sequence_length",
                 "sequence_model", "sequence_model_layers", "convolution_kernel_size", "layer_1_size",
@@ -70,6 +73,14 @@ class SweepRuns:
             return str(self.tracker.client.get_run(run_id).info.experiment_id)
         except Exception:  # noqa: BLE001 - a link is not worth failing a report over: this sweep's, then
             return str(self.tracker.experiment_id)
+
+
+def importance_sample(finished: pd.DataFrame, limit: int = IMPORTANCE_TRIALS) -> pd.DataFrame:
+    """The finished trials importances are estimated from: all of them up to `limit`, else a seeded sample of
+    `limit` (the same trials every time the report is rebuilt), in their original order."""
+    if len(finished) <= limit:
+        return finished
+    return finished.sample(n=limit, random_state=0).sort_index()
 
 
 RUN_ID = re.compile(r"[0-9a-f]{32}")  # what MLflow names runs: a tag that is not one is not followed

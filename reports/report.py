@@ -20,13 +20,16 @@ import pandas as pd
 
 from reports.html import Figure, cell_text, figure_html, page, png, table_html
 from reports.leaderboard import leaderboard, to_markdown
-from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, trial_baselines
+from reports.records import (IMPORTANCE_TRIALS, MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, importance_sample,
+                             trial_baselines)
 from runner.spec.metrics import CONTINUED_METRIC, objective
 from runner.trial.plots import confusion_figure
 from runner.search.stop import STOP_TAG
 from zoo import atomic
 
 REPORT_FILES = ("leaderboard.csv", "leaderboard.md", "report.html")
+STRIP_POINTS = 300  # trials drawn as dots per box of a strip plot (a sample beyond it)
+HTML_ROWS = 100  # leaderboard rows report.html lists; leaderboard.csv and .md hold every finished trial
 
 
 def _missing_as_dash(frame: pd.DataFrame, column: str) -> pd.DataFrame:
@@ -43,13 +46,21 @@ def _natural(text: str) -> tuple[int, float, str]:
         return 1, 0.0, text
 
 
+def drawn_points(points: np.ndarray, rng: np.random.Generator, limit: int = STRIP_POINTS) -> np.ndarray:
+    """The points a strip plot draws over its box: all up to `limit`, else a seeded sample of `limit` (the box is
+    still drawn from all of them; 5,000 dots are a smear, and a slow one)."""
+    return points if len(points) <= limit else rng.choice(points, size=limit, replace=False)
+
+
 def _strip_box(axes: plt.Axes, frame: pd.DataFrame, group: str, value: str) -> None:
-    """Box per group with every trial drawn on top (jittered, seeded): small sweeps stay honest."""
+    """Box per group with every trial drawn on top (jittered, seeded; beyond STRIP_POINTS a sample): small sweeps
+    stay honest."""
     labels = sorted(frame[group].astype(str).unique(), key=_natural)
     values = [frame.loc[frame[group].astype(str) == label, value].to_numpy() for label in labels]
     axes.boxplot(values, tick_labels=labels, showfliers=False, widths=0.5)
     jitter = np.random.default_rng(0)
     for position, points in enumerate(values, start=1):
+        points = drawn_points(points, jitter)
         axes.scatter(position + jitter.uniform(-0.12, 0.12, len(points)), points, s=18, alpha=0.7, zorder=3)
     axes.set(xlabel=group, ylabel=value)
     plt.setp(axes.get_xticklabels(), rotation=20, ha="right")
@@ -130,6 +141,7 @@ def parameter_importances(finished: pd.DataFrame, params: list[str], column: str
 
     if len(finished) < MIN_TRIALS_FOR_IMPORTANCE or not params:
         return {}
+    finished = importance_sample(finished)
     text = {p: _missing_as_dash(finished, p)[p].map(str) for p in params}  # unused parameters become "-"
     choices = {p: tuple(sorted(text[p].unique())) for p in params}
     study = optuna.create_study(direction=direction)
@@ -153,7 +165,8 @@ def importance_figure(importances: dict[str, float]) -> Figure | None:
     axes.barh(names, [importances[n] for n in names])
     axes.set(xlabel="importance (fANOVA, normalised)")
     return Figure("Parameter importances", png(figure),
-                  "How much of the metric's variance each parameter explains across finished trials.")
+                  "How much of the metric's variance each parameter explains across finished trials (beyond "
+                  f"{IMPORTANCE_TRIALS}, a seeded sample of them).")
 
 
 def baseline_cards(baselines: dict[str, dict[str, Any]]) -> dict[str, str]:
@@ -180,6 +193,14 @@ def outcome_table(runs: SweepRuns) -> pd.DataFrame:
     return pd.DataFrame(rows, columns=["state", "trials", "reasons"])
 
 
+def _rows_left_out(rows: int) -> str:
+    """The line under a leaderboard cut at HTML_ROWS ('' when it lists every trial)."""
+    if rows <= HTML_ROWS:
+        return ""
+    return (f"<p>The best {HTML_ROWS} of {rows} finished trials; leaderboard.csv and leaderboard.md beside this "
+            "report list every one.</p>")
+
+
 def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
                 figures: list[Figure], notice: str = "", interactive: str = "") -> str:
     first = ["rank", "trial_key", "architecture", "val_accuracy", "val_margin", "test_accuracy", "test_margin",
@@ -187,7 +208,8 @@ def render_html(title: str, generated: str, cards: dict[str, str], board: pd.Dat
     shown = board[first + [c for c in board.columns if c not in first]].dropna(axis=1, how="all")
     card_html = "".join(f'<div class="card"><b>{html.escape(v)}</b>{html.escape(k)}</div>' for k, v in cards.items())
     body = ((f"<p><b>{html.escape(notice)}</b></p>" if notice else "") +
-            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown)}{interactive}'
+            f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>{table_html(shown.head(HTML_ROWS))}'
+            f"{_rows_left_out(len(shown))}{interactive}"
             f"<h2>Plots</h2>{''.join(figure_html(f) for f in figures)}"
             f"<h2>Trials by outcome</h2>{table_html(outcomes)}")
     return page(title, f"generated {generated} from MLflow", body)
