@@ -25,7 +25,8 @@ from reports.html import png as _png
 from reports.leaderboard import NO_TRIAL, TEST_INTERVAL, VAL_INTERVAL, leaderboard, markdown_view, to_markdown
 from reports.plot_data import (importance_reason, is_accuracy, missing_as_dash, natural_key, span_with,
                                tied_groups, val_baselines, varied_parameters)
-from reports.records import MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text, trial_baselines
+from reports.records import (IMPORTANCE_TRIALS, MIN_TRIALS_FOR_IMPORTANCE, SweepRuns, baseline_text,
+                             importance_sample, trial_baselines)
 from reports.uncertainty import chance_banner, one_class_note
 from runner.spec.metrics import CONTINUED_METRIC, objective
 from runner.trial.plots import confusion_figure
@@ -35,6 +36,8 @@ from zoo import atomic
 REPORT_FILES = ("leaderboard.csv", "leaderboard.md", "report.html")
 TIE_NOTE = ("Accuracies carry 95% intervals over each split's effective number of videos; ≈ marks a trial whose val "
             "accuracy cannot be told apart from the leader's (their difference's 95% interval holds 0).")
+STRIP_POINTS = 300  # trials drawn as dots per box of a strip plot (a sample beyond it)
+HTML_ROWS = 100  # leaderboard rows report.html lists; leaderboard.csv and .md hold every finished trial
 
 
 def png(figure: plt.Figure) -> bytes:
@@ -58,13 +61,21 @@ def _baseline(axes: plt.Axes, frame: pd.DataFrame, metric: str, legend: bool = F
         axes.set_ylim(*span_with(list(axes.get_ylim()), [b.value for b in baselines], pad=0.0))
 
 
+def drawn_points(points: np.ndarray, rng: np.random.Generator, limit: int = STRIP_POINTS) -> np.ndarray:
+    """The points a strip plot draws over its box: all up to `limit`, else a seeded sample of `limit` (the box is
+    still drawn from all of them; 5,000 dots are a smear, and a slow one)."""
+    return points if len(points) <= limit else rng.choice(points, size=limit, replace=False)
+
+
 def _strip_box(axes: plt.Axes, frame: pd.DataFrame, group: str, value: str) -> None:
-    """Box per group with every trial drawn on top (jittered, seeded): small sweeps stay honest."""
+    """Box per group with every trial drawn on top (jittered, seeded; beyond STRIP_POINTS a sample): small sweeps
+    stay honest."""
     labels = sorted(frame[group].astype(str).unique(), key=natural_key)
     values = [frame.loc[frame[group].astype(str) == label, value].to_numpy() for label in labels]
     axes.boxplot(values, tick_labels=labels, showfliers=False, widths=0.5)
     jitter = np.random.default_rng(0)
     for position, points in enumerate(values, start=1):
+        points = drawn_points(points, jitter)
         axes.scatter(position + jitter.uniform(-0.12, 0.12, len(points)), points, s=18, alpha=0.7, zorder=3)
     axes.set(xlabel=group, ylabel=value)
     plt.setp(axes.get_xticklabels(), rotation=20, ha="right")
@@ -195,6 +206,7 @@ def parameter_importances(finished: pd.DataFrame, params: list[str], column: str
     rows, varied = _importance_inputs(finished, params, column)
     if importance_reason(len(rows), varied, MIN_TRIALS_FOR_IMPORTANCE) is not None:
         return {}
+    rows = importance_sample(rows)
     text = {p: missing_as_dash(rows, p)[p].map(str) for p in varied}  # unused parameters become "-"
     distributions = {p: CategoricalDistribution(tuple(sorted(text[p].unique(), key=natural_key))) for p in varied}
     optuna.logging.set_verbosity(optuna.logging.WARNING)
@@ -220,7 +232,8 @@ def importance_figure(importances: dict[str, float], reason: str | None = None) 
     axes.barh(names, [importances[n] for n in names])
     axes.set(xlabel="importance (fANOVA, normalised)")
     return Figure(title, png(figure), "How much of the metric's variance each parameter explains across finished "
-                                      "trials (fANOVA; only parameters that took two or more values).")
+                                      "trials (fANOVA; only parameters that took two or more values; beyond "
+                                      f"{IMPORTANCE_TRIALS} trials, a seeded sample of them).")
 
 
 def baseline_cards(baselines: dict[str, dict[str, Any]], board: pd.DataFrame | None = None) -> dict[str, str]:
@@ -259,6 +272,14 @@ BANNER_STYLE = ("background:#fdecea;border:2px solid #b3261e;color:#5f1410;borde
                 "padding:.9rem 1.2rem;margin:0 0 1rem;font-size:1.05rem")
 
 
+def _rows_left_out(rows: int) -> str:
+    """The line under a leaderboard cut at HTML_ROWS ('' when it lists every trial)."""
+    if rows <= HTML_ROWS:
+        return ""
+    return (f"<p>The best {HTML_ROWS} of {rows} finished trials; leaderboard.csv and leaderboard.md beside this "
+            "report list every one.</p>")
+
+
 def render_html(title: str, generated: str, cards: dict[str, str], board: pd.DataFrame, outcomes: pd.DataFrame,
                 figures: list[Figure], notice: str = "", interactive: str = "", banner: str = "",
                 links: str = "") -> str:
@@ -276,7 +297,8 @@ def render_html(title: str, generated: str, cards: dict[str, str], board: pd.Dat
     body = ((f"<p><b>{html.escape(notice)}</b></p>" if notice else "") +
             f'<div class="cards">{card_html}</div><h2>Leaderboard</h2>'
             + (f'<p class="meta">{html.escape(links)}</p>' if links else "")
-            + f"{table_html(shown) if len(shown) else f'<p>{NO_TRIAL}</p>'}{interactive}"
+            + f"{table_html(shown.head(HTML_ROWS)) if len(shown) else f'<p>{NO_TRIAL}</p>'}"
+            f"{_rows_left_out(len(shown))}{interactive}"
             f"<h2>Plots</h2>{''.join(figure_html(f) for f in figures)}"
             f"<h2>Trials by outcome</h2>{table_html(outcomes)}")
     return page(title, f"generated {generated} from MLflow", body, warning)

@@ -347,10 +347,12 @@ def worker(
 
 
 @app.command()
-def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None) -> None:
+def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt = None,
+           all_trials: Annotated[bool, typer.Option("--all", help="List every trial (else a large sweep lists "
+                                                    "its unfinished and latest trials).")] = False) -> None:
     """A table of the sweep's trials (key, state, metric, duration) and totals."""
     from runner.spec.baselines import baseline_lines, baselines_json
-    from runner.execution.overview import state_word, status_rows
+    from runner.execution.overview import STATUS_ROWS, shown_rows, state_word, status_rows
     from runner.study.claims import state_counts
     from runner.execution.context import load_context
 
@@ -363,7 +365,8 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
     for column in ("#", "key", "architecture", "state", *(("rung", "epochs") if halving else ()),
                    ctx.sweep.search.metric, "seconds", "note"):
         table.add_column(column)
-    for row in status_rows(study):
+    rows, left_out = shown_rows(status_rows(study), None if all_trials else STATUS_ROWS)
+    for row in rows:
         state = row["state"]
         if row["paused"] and state == "complete":  # stopped at its rung: promoted on, or stopped there
             state = "promoted" if row["promoted"] else "paused"
@@ -372,6 +375,9 @@ def status(sweep_file: SweepArg, workdir: WorkdirOpt = None, storage: StorageOpt
                       "" if row["value"] is None else f"{row['value']:.4f}",
                       "" if row["seconds"] is None else f"{row['seconds']:.1f}", row["note"][:80])
     console.print(table)
+    if left_out:
+        console.print(f"{left_out} earlier finished trial(s) not listed: `--all` lists them, `videosweep report` "
+                      "ranks them", highlight=False)
     console.print(", ".join(f"{v} {state_word(k)}" for k, v in state_counts(study).items() if v))
     for line in baseline_lines(baselines_json(ctx.sweep, ctx.dataset)):
         console.print(line, highlight=False)

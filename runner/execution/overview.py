@@ -13,6 +13,9 @@ from runner.study import claims, storage
 from zoo.errors import UserError
 
 STATES = ("finished", "failed", "pending", "running")
+# `status` lists at most this many trials (without --all): rich measures every cell of a table, and 5,000 rows are
+# neither quick nor readable; the totals line still counts every trial.
+STATUS_ROWS = 200
 # Optuna's state names in the one vocabulary of plan, status, run's summary, the report and the MLflow state tag.
 STATE_WORDS = {"complete": "finished", "fail": "failed", "waiting": "pending"}
 
@@ -161,3 +164,16 @@ def status_rows(study: Any) -> list[dict[str, Any]]:
             "epochs": None if problem else attrs.get("epochs_trained"),
         })
     return rows
+
+
+def shown_rows(rows: list[dict[str, Any]], limit: int | None = STATUS_ROWS) -> tuple[list[dict[str, Any]], int]:
+    """The status rows worth listing and how many are left out: all of them up to `limit` (None: no limit);
+    beyond it, the trials not yet settled as finished first (running, pending, failed), then the latest, in
+    trial order."""
+    if limit is None or len(rows) <= limit:
+        return rows, 0
+    unsettled = [i for i, row in enumerate(rows) if row["state"] != "complete"]
+    finished = [i for i, row in enumerate(rows) if row["state"] == "complete"]
+    kept = unsettled[-limit:]
+    kept += finished[len(finished) - (limit - len(kept)):] if limit > len(kept) else []
+    return [rows[i] for i in sorted(kept)], len(rows) - len(kept)
