@@ -11,6 +11,7 @@ from optuna.trial import TrialState
 from runner.search import halving, subspace
 from runner.search.expand import judge
 from runner.spec.sweep import Range, Sweep
+from runner.spec.trial_spec import TrialSpec
 from runner.study import claims
 from runner.study.claims import Claim, claim_for
 from zoo.errors import UserError
@@ -72,12 +73,6 @@ class OptunaSearch:
         return halving.promote(self.study, self.sweep.search.schedule, self.sweep.search.direction,
                                 synchronous=False)
 
-    def used_budget(self) -> int:
-        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
-        keys = {t.user_attrs.get(claims.KEY_ATTR) for t in self.study.get_trials(deepcopy=False, states=counted)
-                if not t.user_attrs.get("invalid_reason") and t.user_attrs.get(claims.KEY_ATTR)}
-        return len(keys)
-
     def next_trial(self) -> Claim | None:
         claim = claim_for(self.sweep, self.study, self.fingerprint)  # retries of failed trials first
         if claim is not None:
@@ -110,9 +105,35 @@ class OptunaSearch:
                 continue
             for name, value in first.items():
                 trial.set_user_attr(name, value)
+            self._queue_repeats(trial, spec, key, first)
             return Claim(trial, key, spec, attrs=first)
         raise UserError(f"the sampler drew {MAX_INVALID_DRAWS} invalid or repeated points in a row; "
                         "check the space and constraints with `videosweep plan`")
+
+    def _queue_repeats(self, trial: optuna.Trial, spec: TrialSpec, key: str, first: dict[str, Any]) -> None:
+        """training.repeats: the point's other seed repeats, queued as trials of their own with the sampled trial's
+        Optuna parameters (the sampler sees each repeat as an observation of the point; reports, halving and stop
+        rules use the point's mean). Never twice: a repeat whose key the study holds is not queued again."""
+        repeats = self.sweep.training.repeats
+        if repeats <= 1:
+            return
+        trial.set_user_attr(claims.POINT_ATTR, key)
+        with claims.study_lock(self.study, self.workdir):
+            known = claims.trials_by_key(self.study)
+            for repeat in range(1, repeats):
+                copy = spec.with_repeat(repeat)
+                copy_key = copy.key(self.fingerprint)
+                if copy_key in known:
+                    continue
+                claims.add_waiting(self.study, {claims.KEY_ATTR: copy_key, "params": copy.flat(), "attempt": 0,
+                                                claims.POINT_ATTR: key, **first}, trial.params, trial.distributions)
+
+    def used_budget(self) -> int:
+        """Points sampled so far (a point's seed repeats count once)."""
+        counted = (TrialState.COMPLETE, TrialState.PRUNED, TrialState.RUNNING, TrialState.WAITING)
+        points = {claims.point_of_trial(t) for t in self.study.get_trials(deepcopy=False, states=counted)
+                  if not t.user_attrs.get("invalid_reason") and t.user_attrs.get(claims.KEY_ATTR)}
+        return len(points)
 
     def finish(self, claim: Claim, state: str, value: float | None) -> None:
         """The sampler reads finished trials from the study itself."""

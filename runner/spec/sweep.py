@@ -371,9 +371,9 @@ class Sweep(BaseModel):
                              "use strategy random or optuna")
         if self.search.strategy != "grid" and self.search.trials is None:
             raise ValueError(f"search.trials: the {self.search.strategy} strategy needs a trial budget")
-        if self.training.repeats > 1 and self.search.strategy != "grid":
-            raise ValueError(f"training.repeats: the {self.search.strategy} strategy does not repeat points yet; "
-                             "use strategy grid, or repeats 1")
+        if self.training.repeats > 1 and self.search.strategy == "keras_tuner":
+            raise ValueError("training.repeats: Keras Tuner's oracle scores each trial it asks for once; use strategy "
+                             "grid, random or optuna to repeat points, or repeats 1")
         if self.search.warm_start and self.search.strategy not in ("optuna", "random"):
             raise ValueError("search.warm_start: only the optuna and random strategies learn from earlier sweeps "
                              "(a grid reuses finished trial keys by itself)")

@@ -92,3 +92,32 @@ def test_the_grid_enqueues_each_repeat_with_its_point_and_a_claim_knows_it(tmp_p
     GridSearch(once, plain, "fp", tmp_path, max_retries=1).prepare()
     assert all(POINT_ATTR not in t.user_attrs for t in plain.trials)  # no repeats: the study reads as before
     assert not claim_from_queue(plain, fingerprint="fp").grouped
+
+
+def test_an_optuna_search_queues_each_sampled_points_repeats_and_counts_its_budget_in_points(tmp_path: Path):
+    """The sampler asks once per point; the point's other repeats are queued with the sampled Optuna parameters (so
+    the sampler sees each as an observation of the point), claimed next, and the trial budget counts points."""
+    from runner.search.optuna_search import OptunaSearch
+
+    sweep = sweep_from_mapping({
+        "name": "o", "data": {"root": "."}, "training": {"repeats": 3},
+        "search": {"strategy": "optuna", "trials": 2, "sampler": "tpe"},
+        "space": [{"architecture": ["image_mlp_frozen"], "backbone": ["mobilenet_v2"], "weights": ["none"],
+                   "layer_1_size": {"low": 4, "high": 64, "log": True}}]}, "t")
+    study = optuna.create_study(direction="maximize", storage=f"sqlite:///{tmp_path / 'o.db'}")
+    search = OptunaSearch(sweep, study, "fp", tmp_path, max_retries=1)
+    claimed = []
+    while (claim := search.next_trial()) is not None:
+        claimed.append(claim)
+        study.tell(claim.trial, 0.5)
+    assert len(claimed) == 6 and search.used_budget() == 2  # 2 points x 3 repeats
+    by_point: dict[str, list] = {}
+    for claim in claimed:
+        by_point.setdefault(claim.point, []).append(claim)
+    assert len(by_point) == 2
+    for point, group in by_point.items():
+        assert sorted(c.spec.repeat for c in group) == [0, 1, 2] and group[0].key == point
+        assert len({c.key for c in group}) == 3  # each repeat is a trial key of its own
+        assert len({c.spec.model.layer_1_size for c in group}) == 1  # ... of one sampled point
+        sizes = {t.params["layer_1_size"] for t in study.trials if point_of_trial(t) == point}
+        assert len(sizes) == 1  # every repeat carries the sampled Optuna parameter

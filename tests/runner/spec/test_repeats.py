@@ -32,10 +32,12 @@ def test_repeats_default_to_one_and_bad_counts_are_one_line_errors():
         assert "\n" not in str(err.value)
 
 
-def test_only_the_grid_repeats_points_so_far():
-    with pytest.raises(UserError, match=r"^s.yaml: .*training.repeats: the optuna strategy does not repeat points"):
-        sweep({"repeats": 2}, search={"strategy": "optuna", "trials": 4})
-    assert sweep({"repeats": 1}, search={"strategy": "optuna", "trials": 4}).training.repeats == 1
+def test_keras_tuner_refuses_repeats_the_other_strategies_take_them():
+    with pytest.raises(UserError, match=r"^s.yaml: .*training.repeats: Keras Tuner's oracle scores each trial"):
+        sweep({"repeats": 2}, search={"strategy": "keras_tuner", "trials": 4})
+    assert sweep({"repeats": 1}, search={"strategy": "keras_tuner", "trials": 4}).training.repeats == 1
+    for strategy in ("optuna", "random"):
+        assert sweep({"repeats": 2}, search={"strategy": strategy, "trials": 4}).training.repeats == 2
 
 
 def test_repeats_is_not_a_parameter_a_space_may_sweep():
