@@ -163,7 +163,9 @@ def test_a_report_on_a_sweep_whose_trials_all_failed_says_exactly_that(tmp_path)
     assert sorted(p.name for p in out.iterdir() if not p.name.startswith(".")) == sorted(
         ["leaderboard.csv", "leaderboard.md", "report.html"])
     assert pd.read_csv(out / "leaderboard.csv").empty
-    assert (out / "leaderboard.md").read_text().splitlines()[2:] == [f"**{said}**", "", "No finished trial to rank."]
+    markdown = (out / "leaderboard.md").read_text().splitlines()
+    assert markdown[2:4] == [f"**{said}**", ""] and markdown[-1] == "No finished trial to rank."
+    assert "videosweep ui" in markdown[4]  # the runs, failures included, are still there to look at
     page = (out / "report.html").read_text()
     assert re.search(r'<body><div class="banner" role="alert"[^>]*><b>' + re.escape(said), page)
     assert "<p>No finished trial to rank.</p>" in page and "injected failure" in page and "<tr></tr>" not in page
