@@ -116,6 +116,12 @@ def create_tables(url: str, engine_kwargs: dict[str, Any]) -> None:
     engine = sqlalchemy.create_engine(url, **engine_kwargs)
     try:
         for table in models.BaseModel.metadata.sorted_tables:
-            models.BaseModel.metadata.create_all(engine, tables=[table])
+            try:
+                models.BaseModel.metadata.create_all(engine, tables=[table])
+            except sqlalchemy.exc.DatabaseError:
+                # Another worker created it between our check and our CREATE (SQLite says "already exists" as an
+                # OperationalError, PostgreSQL as a unique violation): theirs is the table we wanted.
+                if not sqlalchemy.inspect(engine).has_table(table.name):
+                    raise
     finally:
         engine.dispose()

@@ -20,7 +20,7 @@ from mlflow import MlflowClient
 
 from tests.conftest import ROOT, run_cli
 from tests.runner.execution.test_overnight_units import Receiver
-from tests.runner.execution.test_run import FEATURES, trainings
+from tests.runner.execution.test_run import FEATURES, load_study, trainings
 
 pytestmark = pytest.mark.slow
 TRAINING = {"epochs": 1, "patience": 1, "learning_rates": [1e-3], "batch_size": 64}
@@ -38,7 +38,7 @@ def write(folder: Path, name: str, sizes: list[int], **extra) -> Path:
 
 
 def study_of(workdir: Path, name: str) -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'optuna.db'}")
+    return load_study(workdir, name)
 
 
 def runs_of(client: MlflowClient, name: str) -> tuple[object, list]:

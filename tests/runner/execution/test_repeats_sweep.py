@@ -38,7 +38,11 @@ def napping_key(workdir: Path) -> str | None:
     """The key of the running repeat 1 of layer_1_size 8 once its epoch-1 checkpoint is on disk (it naps there)."""
     if not (workdir / "optuna.db").exists():
         return None
-    for trial in load_study(workdir, NAME).trials:
+    try:
+        trials = load_study(workdir, NAME).trials
+    except KeyError:  # the database is there, the study not yet
+        return None
+    for trial in trials:
         params = trial.user_attrs.get("params", {})
         if trial.state.name == "RUNNING" and params.get("layer_1_size") == 8 and params.get("repeat") == 1:
             key = trial.user_attrs["trial_key"]

@@ -13,6 +13,7 @@ import optuna
 import pytest
 import yaml
 
+from runner.study.storage import open_storage
 from tests.conftest import CLI, ROOT, run_cli
 
 pytestmark = pytest.mark.slow
@@ -33,7 +34,9 @@ def grid(sizes=(0, 8, 16, 24)) -> list:
 
 
 def load_study(workdir: Path, name: str = "t") -> optuna.Study:
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{workdir / 'optuna.db'}")
+    """The sweep's study, read through our storage: a test that polls while `run` creates the database must not
+    race it to create the tables (Optuna's own storage did once, failing a CI run)."""
+    return optuna.load_study(study_name=name, storage=open_storage(f"sqlite:///{workdir / 'optuna.db'}"))
 
 
 def trainings(path: Path) -> list[dict]:
