@@ -13,7 +13,7 @@ from rich.progress import (BarColumn, DownloadColumn, Progress, TaskID, TextColu
                            TransferSpeedColumn)
 from rich.table import Table
 
-from runner.execution.events import Event, TrialFinished, TrialStarted
+from runner.execution.events import EpochEnded, Event, TrialFinished, TrialStarted
 from runner.spec.metrics import objective
 from runner.execution.scheduler import SlotState
 
@@ -57,6 +57,9 @@ class SweepProgress:
             self.live_view.update(self._table(slots))
         elif isinstance(event, TrialStarted):
             self.message(f"[{event.slot}] trial #{event.trial} {event.key} {event.architecture} started")
+        elif isinstance(event, EpochEnded):  # a log of an overnight sweep shows it is alive, epoch by epoch
+            self.message(f"[{event.slot}] trial #{event.trial} epoch {event.step + 1} "
+                         f"val_accuracy={event.val_accuracy:.4f}")
         elif isinstance(event, TrialFinished):
             extra = f" {self.metric}={event.value:.4f}" if event.value is not None else ""
             extra += f" ({event.reason})" if event.reason else ""

@@ -22,8 +22,9 @@ from runner.execution import notify
 from runner.execution.context import SweepContext
 from runner.execution.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
 from runner.execution.events import Event, TrialFinished, TrialNote
-from runner.execution.scheduler import Scheduler, SchedulerOptions, SlotState, Work, plan_slots
-from runner.execution.worker import TRACKING_READY, WorkerConfig
+from runner.execution.scheduler import (Scheduler, SchedulerOptions, SlotState, Work, dismiss, plan_slots,
+                                        start_standby)
+from runner.execution.worker import TRACKING_READY, ProcessSetup, WorkerConfig
 from runner.search import reuse, stop
 from runner.search.base import make_search
 from runner.search.expand import expand_grid, imagenet_weights_needed
@@ -221,9 +222,20 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
     """Run (or resume) the sweep on this machine's slots until nothing is left for them, a stop rule stops it
     or the user does."""
     started = time.time()
-    backends.activate(backends.chosen(options.resources.backend),
-                      "KERAS_BACKEND" if options.resources.backend is None else "backend")
-    slots = plan_slots(options.resources.gpus, options.resources.trials_per_gpu, options.resources.workers)
+    resources = options.resources
+    backend = backends.chosen(resources.backend)
+    backends.activate(backend, "KERAS_BACKEND" if resources.backend is None else "backend")
+    slots = plan_slots(resources.gpus, resources.trials_per_gpu, resources.workers)
+    standby = start_standby(slots, ProcessSetup(backend, trials_per_gpu=resources.trials_per_gpu,
+                                                cache_dir=options.cache_dir))
+    try:
+        return _run_sweep(ctx, options, display, started, slots, standby)
+    finally:
+        dismiss(standby)  # those no slot adopted: the sweep was refused, or had nothing to run
+
+
+def _run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay, started: float, slots: list[Any],
+               standby: dict[str, Any]) -> SweepOutcome:
     notes = preflight(ctx, options, display.downloads())
     atomic.writable_dir(ctx.workdir, "workdir")  # only now, when nothing else can refuse the sweep
     notifier = notify.Notifier(options.notify_url or ctx.sweep.notify.url, ctx.sweep.notify.on, display.message)
@@ -259,7 +271,7 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
             tracking.update()
             tracking.finish(interrupted=False)
             return SweepOutcome(claims.state_counts(study), nothing_to_run=True, **_failures(ctx, study))
-        interrupted, preempted = _schedule(ctx, study, search, slots, options, tracking, display, notifier)
+        interrupted, preempted = _schedule(ctx, study, search, slots, options, tracking, display, notifier, standby)
         tracking.update()
         counts = claims.state_counts(study)
         stopped = stop.stop_reason(study)
@@ -325,8 +337,8 @@ def _recover(ctx: SweepContext, study: Any, options: RunOptions) -> int:
 
 
 def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], options: RunOptions,
-              tracking: SweepTracking, display: SweepDisplay, notifier: notify.Notifier | None = None
-              ) -> tuple[bool, bool]:
+              tracking: SweepTracking, display: SweepDisplay, notifier: notify.Notifier | None = None,
+              standby: dict[str, Any] | None = None) -> tuple[bool, bool]:
     """Run the workers over the slots; (interrupted, by a SIGTERM) when the user or the machine stopped it."""
     resources = options.resources
     notifier = notifier or notify.Notifier(None, (), display.message)
@@ -398,7 +410,7 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
                 after_failure(event.key)
 
     with display.live(lambda: claims.state_counts(study)):
-        scheduler = Scheduler(template, slots, scheduler_options, on_event, on_death, refill)
+        scheduler = Scheduler(template, slots, scheduler_options, on_event, on_death, refill, standby)
         scheduler.run(after_start=tracking.start)
     return scheduler.interrupts > 0, scheduler.preempted_at is not None
 

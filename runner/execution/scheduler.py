@@ -24,7 +24,7 @@ import psutil
 
 from runner import memory
 from runner.execution.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerGaveUp
-from runner.execution.worker import GAVE_UP_EXIT, WorkerConfig, worker_main
+from runner.execution.worker import GAVE_UP_EXIT, ProcessSetup, WorkerConfig, standby_main, worker_main
 from runner.study.liveness import INTERRUPTED, PREEMPTED
 from zoo.errors import StoreUnreachable, UserError
 
@@ -107,14 +107,59 @@ class Work(NamedTuple):
     running_elsewhere: int = 0
 
 
+@dataclass
+class Standby:
+    """A slot's worker started before the sweep was ready to run, waiting for its config (`worker.standby_main`)."""
+
+    process: Any
+    events: Connection  # the scheduler's reading end of the worker's event pipe
+    orders: Connection  # where its WorkerConfig goes (None: leave)
+
+
+def start_standby(slots: list[Slot], setup: ProcessSetup) -> dict[str, Standby]:
+    """One worker per slot, started now so that its backend import overlaps `run`'s checks and store opening
+    (about 5-10 s of TensorFlow on a CPU); the scheduler adopts them, `dismiss` sends away the rest."""
+    context = mp.get_context("spawn")
+    standby = {}
+    for slot in slots:
+        events_reader, events_writer = context.Pipe(duplex=False)
+        orders_reader, orders_writer = context.Pipe(duplex=False)
+        process = context.Process(target=standby_main, name=f"videosweep-{slot.name}",
+                                  args=(replace(setup, gpu=slot.gpu, cpu_threads=slot.cpu_threads), orders_reader,
+                                        events_writer))
+        process.start()
+        events_writer.close()  # the child holds the only ends it uses: EOF here means it is gone
+        orders_reader.close()
+        standby[slot.name] = Standby(process, events_reader, orders_writer)
+    return standby
+
+
+def dismiss(standby: dict[str, Standby]) -> None:
+    """Send away the standby workers nobody adopted (the sweep was refused, or had nothing to run)."""
+    for waiting in standby.values():
+        try:
+            waiting.orders.send(None)
+        except OSError:
+            pass
+        waiting.orders.close()
+    for waiting in standby.values():
+        waiting.process.join(5)
+        if waiting.process.is_alive():  # still importing its backend: it would read None only then
+            waiting.process.kill()
+            waiting.process.join()
+        waiting.events.close()
+    standby.clear()
+
+
 class Scheduler:
     """Runs worker processes over the slots until the study has nothing left for them."""
 
     def __init__(self, template: WorkerConfig, slots: list[Slot], options: SchedulerOptions,
                  on_event: Callable[[Event, dict[str, SlotState]], None],
                  on_worker_death: Callable[[int, int | None, str, float | None], None],
-                 refill: Callable[[], Work]):
+                 refill: Callable[[], Work], standby: dict[str, Standby] | None = None):
         self.template, self.options = template, options
+        self.standby = standby if standby is not None else {}  # adopted (and removed) by `_spawn`
         self.states = {slot.name: SlotState(slot) for slot in slots}
         self.on_event, self.on_worker_death, self.refill = on_event, on_worker_death, refill
         self.context = mp.get_context("spawn")
@@ -125,15 +170,33 @@ class Scheduler:
         self.template = replace(template, stop_file=str(self.stop_file))
 
     def _spawn(self, state: SlotState) -> None:
-        reader, writer = self.context.Pipe(duplex=False)
         config = replace(self.template, slot=state.slot.name, gpu=state.slot.gpu, cpu_threads=state.slot.cpu_threads,
-                         max_trials=self.options.trials_per_process, memory_limit_mb=self.options.memory_limit_mb,
-                         events=writer)
-        state.process = self.context.Process(target=worker_main, args=(config,), name=f"videosweep-{state.slot.name}")
+                         max_trials=self.options.trials_per_process, memory_limit_mb=self.options.memory_limit_mb)
+        state.trial, state.key, state.step, state.finished = None, None, None, False
+        if self._adopt(state, config):
+            return
+        reader, writer = self.context.Pipe(duplex=False)
+        state.process = self.context.Process(target=worker_main, args=(replace(config, events=writer),),
+                                             name=f"videosweep-{state.slot.name}")
         state.process.start()
         writer.close()  # the child holds the only writing end: EOF here means the worker is gone
         state.reader = reader
-        state.trial, state.key, state.step, state.finished = None, None, None, False
+
+    def _adopt(self, state: SlotState, config: WorkerConfig) -> bool:
+        """Hand `config` to the slot's standby worker, if it has one still alive."""
+        standby = self.standby.pop(state.slot.name, None)
+        if standby is None:
+            return False
+        try:
+            if not standby.process.is_alive():
+                raise OSError("gone")
+            standby.orders.send(config)
+        except OSError:
+            dismiss({state.slot.name: standby})
+            return False
+        standby.orders.close()
+        state.process, state.reader = standby.process, standby.events
+        return True
 
     def _handle(self, event: Event) -> None:
         state = self.states[event.slot]

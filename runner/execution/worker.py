@@ -54,15 +54,37 @@ class WorkerConfig:
     trials_per_gpu: int = 1  # trials sharing this slot's GPU: each gets its share of the GPU's memory
 
 
-def configure_process(config: WorkerConfig) -> None:
+    @property
+    def setup(self) -> ProcessSetup:
+        return ProcessSetup(self.backend, self.gpu, self.trials_per_gpu, self.cpu_threads, self.cache_dir)
+
+
+@dataclass(frozen=True)
+class ProcessSetup:
+    """What a worker process is set up for before its backend is imported: its slot's device share, its backend."""
+
+    backend: str = "tensorflow"
+    gpu: str | None = None
+    trials_per_gpu: int = 1
+    cpu_threads: int | None = None
+    cache_dir: str | None = None
+
+
+_configured: ProcessSetup | None = None  # what this process was set up for (a standby worker is set up early)
+
+
+def configure_process(setup: ProcessSetup) -> None:
     """Pin the process to its GPU (or none), its CPU share and its Keras backend before the backend is imported."""
     from runner import backends
 
+    global _configured
+    if _configured == setup:
+        return
+    _configured = setup
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler decides
     signal.signal(signal.SIGTERM, lambda *_: preemption.requested.set())  # preempted: stop at the next batch
-    os.environ.update(backends.slot_environment(config.backend, config.gpu, config.trials_per_gpu,
-                                                config.cpu_threads))
-    backends.configure(config.backend, config.cpu_threads, config.cache_dir)
+    os.environ.update(backends.slot_environment(setup.backend, setup.gpu, setup.trials_per_gpu, setup.cpu_threads))
+    backends.configure(setup.backend, setup.cpu_threads, setup.cache_dir)
 
 
 def worker_main(config: WorkerConfig) -> None:
@@ -84,6 +106,26 @@ def worker_main(config: WorkerConfig) -> None:
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
+
+
+def standby_main(setup: ProcessSetup, orders: Any, events: Any) -> None:
+    """A worker started before its sweep is ready (while `run` checks the sweep and opens its stores): it sets up
+    its process and imports what a trial needs, then waits for its full config on `orders` (None, or the
+    scheduler gone: it leaves) and works as `worker_main`, its events on `events`."""
+    try:
+        configure_process(setup)
+        import keras  # noqa: F401 - what the first trial would otherwise import after its claim
+        import runner.tracking.mlflow_runs  # noqa: F401
+        import runner.trial.training  # noqa: F401
+        import zoo.architectures  # noqa: F401
+        config = orders.recv()
+    except (EOFError, OSError, KeyboardInterrupt):
+        os._exit(0)
+    orders.close()
+    if config is None:
+        os._exit(0)
+    config.events = events
+    worker_main(config)
 
 
 GAVE_UP_EXIT = 3  # the worker gave up on an unreachable shared store: the scheduler stops rather than respawn
@@ -156,7 +198,7 @@ def stop_requested(config: WorkerConfig) -> bool:
 
 def work(config: WorkerConfig) -> int:
     """Claim and run trials until none are left or `max_trials` ran. Returns how many ran here."""
-    configure_process(config)
+    configure_process(config.setup)
     import yaml
 
     from runner.search import stop
