@@ -19,7 +19,8 @@ from zoo.errors import UserError
 KINDS = ("motion", "static")
 FRAME_SIZE = 64
 SHAPE = 12
-SPEED = 4  # pixels per frame: plain to see, yet the shape stays in view between turns
+SPEED = 2  # pixels per frame: plain to see, and a turn (at a wall, or by chance) comes every ~20 frames
+TURN_CHANCE = 0.02  # per frame: most 11-frame windows show one direction all through
 
 
 def _background(rng: np.random.Generator) -> np.ndarray:
@@ -34,7 +35,7 @@ def _motion_video(rng: np.random.Generator, frames: int) -> tuple[list[np.ndarra
     color = tuple(int(c) for c in rng.integers(170, 256, 3))
     images, labels = [], []
     for _ in range(frames):
-        if rng.random() < 0.05 or not (2 <= x + direction * SPEED <= FRAME_SIZE - SHAPE - 2):
+        if rng.random() < TURN_CHANCE or not (2 <= x + direction * SPEED <= FRAME_SIZE - SHAPE - 2):
             direction = -direction
         x += direction * SPEED
         y = float(np.clip(y + rng.normal(0, 0.7), 2, FRAME_SIZE - SHAPE - 2))
@@ -61,7 +62,7 @@ def _static_video(rng: np.random.Generator, frames: int, shape: str) -> tuple[li
     return images, [shape] * frames
 
 
-def make_demo(out: Path, kind: str = "motion", videos: int = 10, frames: int = 60, seed: int = 0,
+def make_demo(out: Path, kind: str = "motion", videos: int = 80, frames: int = 20, seed: int = 0,
               overwrite: bool = False) -> pd.DataFrame:
     """Write `videos` videos of `frames` JPEG frames and labels.csv (60/20/20 split by video) into `out`."""
     if kind not in KINDS:

@@ -216,7 +216,8 @@ def test_explore_replaces_its_own_folder_with_overwrite_only(tmp_path):
 
 @pytest.mark.slow
 def test_the_motion_demo_tells_its_story(tmp_path, cache_dir):
-    """`make demo`'s first sweep, as it runs there: C3D-small sees the motion (test accuracy >= 0.8), the
+    """`make demo`'s first sweep, as it runs there: C3D-small sees the motion (test accuracy >= 0.8, and its
+    validation interval clears the majority baseline: `best` says it beats it, `export` needs no flag), the
     single-frame model cannot (near chance); the report draws the accuracy/latency front."""
     data = tmp_path / "data" / "motion"
     assert run_cli("data", "demo", "--out", str(data), "--kind", "motion").returncode == 0
@@ -233,6 +234,12 @@ def test_the_motion_demo_tells_its_story(tmp_path, cache_dir):
     assert board.loc["c3dsmall", "test_accuracy"] >= 0.8, board.test_accuracy
     assert abs(board.loc["image_mlp_frozen", "test_accuracy"] - 0.5) <= 0.15, board.test_accuracy
     assert "Pareto front" in (tmp_path / "report" / "report.html").read_text()
+    best = run_cli("best", str(path), "--workdir", str(workdir), "--json")
+    assert best.returncode == 0, best.stderr
+    chosen = json.loads(best.stdout)
+    assert chosen["params"]["architecture"] == "c3dsmall" and chosen["beats_baseline"] is True, chosen
+    assert chosen["val_interval"][0] > chosen["baselines"]["val"]["majority_accuracy"], chosen
+    assert "No trial beats always answering the majority class" not in (tmp_path / "report" / "report.html").read_text()
     # Parameters a model does not use are blank everywhere: MLflow's run parameters and Optuna's columns too.
     import optuna
     from mlflow import MlflowClient
