@@ -8,6 +8,8 @@ import os
 import shutil
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import derive_dataset, run_cli
 from tests.runner.execution.test_run import FEATURES, write_sweep
 
@@ -62,6 +64,7 @@ def test_fingerprint_follows_frame_content_not_times_or_location(tmp_path):
     assert fingerprint(copied) != first
 
 
+@pytest.mark.slow  # a million-row labels file
 def test_plan_names_missing_frames_of_a_million_row_labels_file(tmp_path):
     """A labels.csv of 1,000,000 rows whose frames are mostly missing: `plan` names the missing ones in one line
     (the per-row sort that took minutes is vectorised; its time is measured in benchmarks, not here)."""

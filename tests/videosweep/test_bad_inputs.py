@@ -338,6 +338,7 @@ def test_bad_input_is_one_line_exit_2_and_writes_nothing(case, tmp_path, cache_d
     assert not (folder / "work").exists() or not any((folder / "work").iterdir())
 
 
+@pytest.mark.slow  # needs a trained sweep
 def test_a_trial_key_that_does_not_exist_for_export(tmp_path, cache_dir):
     path = sweep(tmp_path, name="battery")
     workdir = tmp_path / "work"

@@ -204,6 +204,7 @@ def test_demo_is_deterministic_and_labels_motion_by_direction(tmp_path):
     assert again.returncode == 0 and pd.read_csv(tmp_path / "s" / "labels.csv").video.nunique() == 3
 
 
+@pytest.mark.slow  # three explores of the seals videos (~30 s)
 def test_explore_replaces_its_own_folder_with_overwrite_only(tmp_path):
     out = tmp_path / "explore"
     assert run_cli("data", "explore", str(SEALS), "--out", str(out)).returncode == 0

@@ -12,6 +12,7 @@ TINY = ["--set", "architecture=image_mlp_frozen", "--set", "backbone=mobilenet_v
         "--set", "frame_size=32x32", "--set", "epochs=1", "--set", "learning_rates=[0.001]"]
 
 
+@pytest.mark.slow  # trains on the seals frames
 def test_train_writes_the_trial_folder(seals, tmp_path, cache_dir):
     config = tmp_path / "trial.yaml"
     config.write_text("layer_1_size: 8\ndropout: 0.1\n")

@@ -27,7 +27,7 @@ def perturbed_batchnorm_weights(path, frame_size: int) -> str:
     return str(file)
 
 
-@pytest.mark.parametrize("freeze", [True, False])
+@pytest.mark.parametrize("freeze", [pytest.param(True, marks=pytest.mark.slow), False])
 def test_extracted_features_equal_the_backbone_applied_frame_by_frame(seals, tmp_path, freeze):
     from zoo import registry
     from zoo.backbones import build_backbone

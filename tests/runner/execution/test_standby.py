@@ -9,15 +9,16 @@ from runner.execution.scheduler import dismiss, plan_slots, start_standby
 from runner.execution.worker import ProcessSetup
 
 
-def test_standby_workers_nobody_adopts_are_sent_away_and_none_outlives_its_scheduler():
+def test_standby_workers_nobody_adopts_are_sent_away_and_none_outlives_its_scheduler(cache_dir):
     slots = plan_slots("", 1, 2)
-    standby = start_standby(slots, ProcessSetup("tensorflow"))
+    setup = ProcessSetup("jax", cache_dir=str(cache_dir))  # the quicker import: the test is about the processes
+    standby = start_standby(slots, setup)
     processes = [waiting.process for waiting in standby.values()]
     assert sorted(standby) == [slot.name for slot in slots] and all(p.is_alive() for p in processes)
     dismiss(standby)
     assert standby == {} and not any(p.is_alive() for p in processes)
 
-    orphaned = start_standby(slots[:1], ProcessSetup("tensorflow"))["cpu0"]
+    orphaned = start_standby(slots[:1], setup)["cpu0"]
     orphaned.orders.close()  # the scheduler is gone without a word (kill -9 of `run`): EOF on its orders
     deadline = time.monotonic() + 120
     while orphaned.process.is_alive() and time.monotonic() < deadline:

@@ -23,6 +23,7 @@ def _claim_all(url: str, out: mp.Queue) -> None:
     out.put(taken)
 
 
+@pytest.mark.slow  # four processes racing
 def test_four_processes_racing_on_sqlite_claim_every_trial_exactly_once(tmp_path):
     url = f"sqlite:///{tmp_path / 'race.db'}"
     study = open_study("race", open_storage(url), "maximize")

@@ -45,6 +45,7 @@ def _sweep_like_workload(study: optuna.Study, trials: int, seconds: float = 600)
     return trials
 
 
+@pytest.mark.slow  # a minute of dropped connections
 @requires_postgres
 def test_every_study_call_rides_out_connections_dropped_four_times_a_second(postgres):
     raw = optuna.create_study(study_name="raw", direction="maximize", storage=optuna.storages.RDBStorage(

@@ -38,7 +38,12 @@ def datasets(seals, tiny_seals, cache_dir):
     return {"seals": load_dataset(seals), "tiny": load_dataset(tiny_seals)}
 
 
-@pytest.mark.parametrize("architecture", sorted(CASES))
+# The fast tier trains the two quickest architectures; the slow tier every one.
+QUICK = ("image_mlp_frozen", "video_mlp_concat")
+
+
+@pytest.mark.parametrize("architecture", [a if a in QUICK else pytest.param(a, marks=pytest.mark.slow)
+                                          for a in sorted(CASES)])
 def test_every_architecture_trains_on_real_frames(architecture, datasets, tmp_path, cache_dir):
     data, params = CASES[architecture]
     dataset = datasets[data]
@@ -95,6 +100,7 @@ def test_every_architecture_trains_on_real_frames(architecture, datasets, tmp_pa
         pytest.approx(results["fit_test_acc"], abs=1e-6)
 
 
+@pytest.mark.slow  # trains two rounds
 def test_best_round_is_kept_and_the_saved_model_reproduces_test_predictions(datasets, tmp_path, cache_dir):
     import keras
 
@@ -115,6 +121,7 @@ def test_best_round_is_kept_and_the_saved_model_reproduces_test_predictions(data
                                atol=1e-5)
 
 
+@pytest.mark.slow  # extracts features twice
 def test_features_are_computed_once_and_reused(datasets, tmp_path):
     dataset = datasets["seals"]
     spec = TrialSpec.from_flat({"architecture": "image_mlp_frozen", **FAST, "epochs": 1,
@@ -136,6 +143,7 @@ def test_same_seed_same_training(datasets, tmp_path, cache_dir):
     pd.testing.assert_frame_equal(a, b)
 
 
+@pytest.mark.slow  # trains
 def test_local_weights_file(datasets, tmp_path, cache_dir):
     import keras
 
