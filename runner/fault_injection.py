@@ -2,7 +2,8 @@
 
 `VIDEOSWEEP_FAULT` holds `kind:match` pairs separated by commas; a trial whose canonical parameters contain
 `match` (as `key=value`, several joined by `&`) suffers `kind`: raise, oom, segfault, sleep (seconds after `@`), count (appends the
-trial's parameters to the file after `@`, to count trainings), kill (SIGKILL after the epoch
+trial's parameters to the file after `@`, to count trainings), epochs (appends the parameters and the epoch
+after every epoch to the file after `@`), kill (SIGKILL after the epoch
 after `@`, unless continued past it), nap (seconds after `@` after every epoch), or stall (seconds after `@`, between the claim and
 the trial's MLflow run). Unset in normal use: then nothing happens.
 """
@@ -70,3 +71,6 @@ def after_epoch(spec: Any, epochs: int, resumed_from: int) -> None:
             os.kill(os.getpid(), signal.SIGKILL)
         if kind == "nap":  # a slow epoch: time for a signal to arrive mid-trial
             time.sleep(float(argument or 1))
+        if kind == "epochs":  # every epoch trained, redone ones included: what faults cost
+            with open(Path(argument), "a") as handle:
+                handle.write(json.dumps({"params": spec.flat(), "epoch": epochs}, sort_keys=True) + "\n")

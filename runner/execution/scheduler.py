@@ -143,8 +143,8 @@ def dismiss(standby: dict[str, Standby]) -> None:
             pass
         waiting.orders.close()
     for waiting in standby.values():
-        waiting.process.join(5)
-        if waiting.process.is_alive():  # still importing its backend: it would read None only then
+        waiting.process.join(0.5)
+        if waiting.process.is_alive():  # still importing its backend (it reads None only then): nothing to lose
             waiting.process.kill()
             waiting.process.join()
         waiting.events.close()

@@ -80,11 +80,11 @@ def configure_process(setup: ProcessSetup) -> None:
     global _configured
     if _configured == setup:
         return
-    _configured = setup
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler decides
     signal.signal(signal.SIGTERM, lambda *_: preemption.requested.set())  # preempted: stop at the next batch
     os.environ.update(backends.slot_environment(setup.backend, setup.gpu, setup.trials_per_gpu, setup.cpu_threads))
     backends.configure(setup.backend, setup.cpu_threads, setup.cache_dir)
+    _configured = setup
 
 
 def worker_main(config: WorkerConfig) -> None:
@@ -113,11 +113,7 @@ def standby_main(setup: ProcessSetup, orders: Any, events: Any) -> None:
     its process and imports what a trial needs, then waits for its full config on `orders` (None, or the
     scheduler gone: it leaves) and works as `worker_main`, its events on `events`."""
     try:
-        configure_process(setup)
-        import keras  # noqa: F401 - what the first trial would otherwise import after its claim
-        import runner.tracking.mlflow_runs  # noqa: F401
-        import runner.trial.training  # noqa: F401
-        import zoo.architectures  # noqa: F401
+        _prepare(setup)
         config = orders.recv()
     except (EOFError, OSError, KeyboardInterrupt):
         os._exit(0)
@@ -126,6 +122,19 @@ def standby_main(setup: ProcessSetup, orders: Any, events: Any) -> None:
         os._exit(0)
     config.events = events
     worker_main(config)
+
+
+def _prepare(setup: ProcessSetup) -> None:
+    """A standby's head start; silent when it fails (e.g. a refused JAX cache): the adopted worker sets itself up
+    again and reports the error, as a freshly spawned one would (and a refused sweep dismisses it anyway)."""
+    try:
+        configure_process(setup)
+        import keras  # noqa: F401 - what the first trial would otherwise import after its claim
+        import runner.tracking.mlflow_runs  # noqa: F401
+        import runner.trial.training  # noqa: F401
+        import zoo.architectures  # noqa: F401
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
 
 
 GAVE_UP_EXIT = 3  # the worker gave up on an unreachable shared store: the scheduler stops rather than respawn

@@ -77,7 +77,8 @@ def check_tracking_reachable(uri: str, workdir: Path) -> None:
 
     def search() -> None:
         response = requests.post(f"{base}/api/2.0/mlflow/experiments/search", json={"max_results": 1},
-                                 auth=auth, headers=headers, timeout=5)
+                                 auth=auth, headers=headers, timeout=(5, 30))  # a server that accepted the
+        # connection is there: a slow answer (a loaded host, a cold server) is waited for, not taken for absence
         if response.status_code in (401, 403):
             detail = one_line(response.text)[:120]
             raise UserError(f"the MLflow tracking server {mask_url(uri)} refused us (HTTP {response.status_code}"
