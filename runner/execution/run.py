@@ -367,6 +367,7 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
     def on_death(pid: int, trial_number: int | None, reason: str, oom_peak_mb: float | None = None) -> None:
         failed = _fail_worker_trials(study, pid, trial_number, reason,
                                      None if oom_peak_mb is None else (resources.on_oom, oom_peak_mb))
+        atomic.remove_abandoned_staging(ctx.workdir / "trials")  # what it was writing when it died (chaos found one)
         for number in failed:
             display.message(f"trial #{number} failed: {reason}")
             if reason == "scheduler stopped" or liveness.not_the_trials_fault(reason):
