@@ -59,10 +59,10 @@ def write_sweep(folder: Path, keys: int) -> Path:
 
 def start(command: str, sweep: Path, workdir: Path, epochs_file: Path) -> subprocess.Popen:
     env = {**os.environ, "VIDEOSWEEP_OFFLINE": "1", "VIDEOSWEEP_FAULT": f"nap:@0.5,epochs:@{epochs_file}"}
-    log = open(workdir.parent / f"{workdir.name}.log", "a")  # a file, not a pipe nobody reads while it sleeps
-    return subprocess.Popen([sys.executable, "-m", "videosweep", command, str(sweep), "--workdir", str(workdir),
-                             "--workers", "2", "--max-retries", "100"], cwd=ROOT, env=env,
-                            start_new_session=True, stdout=log, stderr=subprocess.STDOUT, text=True)
+    with open(workdir.parent / f"{workdir.name}.log", "a") as log:  # a file: nobody reads a pipe while it sleeps
+        return subprocess.Popen([sys.executable, "-m", "videosweep", command, str(sweep), "--workdir",
+                                 str(workdir), "--workers", "2", "--max-retries", "100"], cwd=ROOT, env=env,
+                                start_new_session=True, stdout=log, stderr=subprocess.STDOUT, text=True)
 
 
 def workers_of(process: subprocess.Popen) -> list[int]:

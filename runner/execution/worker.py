@@ -53,7 +53,6 @@ class WorkerConfig:
     backend: str = "tensorflow"  # Keras backend (runner.backends), set before Keras is imported
     trials_per_gpu: int = 1  # trials sharing this slot's GPU: each gets its share of the GPU's memory
 
-
     @property
     def setup(self) -> ProcessSetup:
         return ProcessSetup(self.backend, self.gpu, self.trials_per_gpu, self.cpu_threads, self.cache_dir)

@@ -8,7 +8,6 @@ import sqlite3
 import subprocess
 import time
 
-import optuna
 import pytest
 import yaml
 from mlflow import MlflowClient
@@ -206,7 +205,6 @@ def test_a_slow_start_is_not_taken_for_a_dead_worker(tmp_path, cache_dir, monkey
     """Between its claim and training a worker creates the MLflow run, which a loaded tracking server can make
     slower than the heartbeat grace; another machine's scheduler reaping dead trials must leave it alone."""
     from runner.study.liveness import fail_dead_trials
-    from runner.study.storage import open_storage
 
     # The default grace (heartbeats every grace/4 s): 10 s was missed once under a load average of 12 on 2 cores.
     grace = 20
@@ -222,8 +220,7 @@ def test_a_slow_start_is_not_taken_for_a_dead_worker(tmp_path, cache_dir, monkey
         while time.time() < deadline and process.poll() is None:
             try:
                 if (workdir / "optuna.db").is_file():
-                    study = optuna.load_study(study_name="t",
-                                              storage=open_storage(f"sqlite:///{workdir / 'optuna.db'}"))
+                    study = load_study(workdir)
                     if study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
                         break
             except KeyError:  # the database exists, the study not yet

@@ -222,7 +222,6 @@ def test_a_new_study_database_is_made_even_while_it_restarts(postgres):
     assert [t.user_attrs for t in optuna.load_study(study_name="new", storage=postgres).trials] == [{"trial_key": "a"}]
 
 
-
 def test_workers_opening_one_new_sqlite_database_at_once_all_get_its_tables(tmp_path):
     """Workers starting together race to create a new database's tables; SQLite answers the loser's CREATE with
     "table ... already exists", which means "made by another", not an error to wait out. Eight creators released
