@@ -15,7 +15,8 @@ then waits for the sweep to end (or ends it) and resumes it; after the last faul
 Checks: every trial key finished exactly once in the study (once per rung it reaches, as uninterrupted); every trial's per-epoch history equals the
 uninterrupted run's; MLflow holds one child run per key with each epoch's step once; no staging folder, stop file
 or held lock is left behind. Figures: faults injected by kind, trials, epochs trained against the uninterrupted
-run's (the difference is the work the faults cost).
+run's, and batches likewise (the difference is the work the faults cost: a SIGTERM costs none, its checkpoint
+is taken at the batch it stopped after; a SIGKILL costs the epoch in progress).
 """
 
 from __future__ import annotations
@@ -58,7 +59,10 @@ def write_sweep(folder: Path, keys: int) -> Path:
 
 
 def start(command: str, sweep: Path, workdir: Path, epochs_file: Path) -> subprocess.Popen:
-    env = {**os.environ, "VIDEOSWEEP_OFFLINE": "1", "VIDEOSWEEP_FAULT": f"nap:@0.5,epochs:@{epochs_file}"}
+    """`run` or `resume` of the sweep in the background; every epoch and batch trained is counted beside
+    `epochs_file` (`.jsonl` and `.batches.jsonl`)."""
+    counted = f"epochs:@{epochs_file},batches:@{epochs_file.with_suffix('.batches.jsonl')}"
+    env = {**os.environ, "VIDEOSWEEP_OFFLINE": "1", "VIDEOSWEEP_FAULT": f"nap:@0.5,{counted}"}
     with open(workdir.parent / f"{workdir.name}.log", "a") as log:  # a file: nobody reads a pipe while it sleeps
         return subprocess.Popen([sys.executable, "-m", "videosweep", command, str(sweep), "--workdir",
                                  str(workdir), "--workers", "2", "--max-retries", "100"], cwd=ROOT, env=env,
@@ -172,13 +176,16 @@ def check(workdir: Path, reference: Path) -> list[str]:
     return problems
 
 
-def epochs_trained(path: Path) -> int:
+def lines(path: Path) -> int:
+    """Epochs (or batches) trained, redone ones included, by the file the `epochs` (`batches`) fault appends to."""
     return len(path.read_text().splitlines()) if path.exists() else 0
 
 
-def chaos(faults: int, seed: int, keys: int, folder: Path) -> tuple[dict[str, object], list[str]]:
+def chaos(faults: int, seed: int, keys: int, folder: Path, kinds: tuple[str, ...] | None = None,
+          wait: tuple[float, float] = (1, 12)) -> tuple[dict[str, object], list[str]]:
     """Rounds of faults on fresh copies of the sweep until `faults` were injected; each round's sweep is resumed
-    until done and checked. The figures, and what the checks found."""
+    until done and checked. `kinds`: these faults in turn (a short run that must cover them), instead of seeded
+    random ones; `wait`: the range of seconds from a start to its fault. The figures, and what the checks found."""
     rng = random.Random(seed)
     sweep = write_sweep(folder, keys)
     reference = folder / "reference"
@@ -190,9 +197,10 @@ def chaos(faults: int, seed: int, keys: int, folder: Path) -> tuple[dict[str, ob
         workdir, command = folder / f"chaos{rounds}", "run"
         for _ in range(200):
             process = start(command, sweep, workdir, folder / f"chaos{rounds}.jsonl")
-            kind = rng.choice(FAULTS) if sum(injected.values()) < faults else None
+            done = sum(injected.values())
+            kind = None if done >= faults else kinds[done % len(kinds)] if kinds else rng.choice(FAULTS)
             if kind is not None:
-                time.sleep(rng.uniform(1, 12))
+                time.sleep(rng.uniform(*wait))
                 if inject(kind, process, workdir, rng):
                     injected[kind] += 1
                 else:
@@ -206,12 +214,16 @@ def chaos(faults: int, seed: int, keys: int, folder: Path) -> tuple[dict[str, ob
             problems.append(f"round {rounds}: 200 starts did not finish the sweep")
         problems += [f"round {rounds}: {problem}" for problem in check(workdir, reference)]
         rounds += 1
-    uninterrupted = epochs_trained(folder / "reference.jsonl")
-    trained = sum(epochs_trained(folder / f"chaos{r}.jsonl") for r in range(rounds))
+    uninterrupted = lines(folder / "reference.jsonl")
+    trained = sum(lines(folder / f"chaos{r}.jsonl") for r in range(rounds))
+    batches = lines(folder / "reference.batches.jsonl")
+    batches_trained = sum(lines(folder / f"chaos{r}.batches.jsonl") for r in range(rounds))
     figures = {"faults": sum(injected.values()), "by_kind": dict(injected), "faults_missed": missed,
                "exits": dict(exits), "sweeps": rounds, "trials": rounds * keys,
                "epochs_uninterrupted": rounds * uninterrupted, "epochs_trained": trained,
-               "epochs_lost": trained - rounds * uninterrupted, "seconds": round(time.monotonic() - started)}
+               "epochs_lost": trained - rounds * uninterrupted, "batches_uninterrupted": rounds * batches,
+               "batches_trained": batches_trained, "batches_lost": batches_trained - rounds * batches,
+               "seconds": round(time.monotonic() - started)}
     return figures, problems
 
 

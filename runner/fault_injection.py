@@ -3,9 +3,10 @@
 `VIDEOSWEEP_FAULT` holds `kind:match` pairs separated by commas; a trial whose canonical parameters contain
 `match` (as `key=value`, several joined by `&`) suffers `kind`: raise, oom, segfault, sleep (seconds after `@`), count (appends the
 trial's parameters to the file after `@`, to count trainings), epochs (appends the parameters and the epoch
-after every epoch to the file after `@`), kill (SIGKILL after the epoch
-after `@`, unless continued past it), nap (seconds after `@` after every epoch), or stall (seconds after `@`, between the claim and
-the trial's MLflow run). Unset in normal use: then nothing happens.
+after every epoch to the file after `@`), batches (the same after every batch, with the batch), kill (SIGKILL after the
+epoch after `@`, unless continued past it), term (SIGTERM, a preemption, after `@E.B`: batch B of the epoch after E
+epochs, unless continued past it), nap (seconds after `@` after every epoch), or stall (seconds after `@`, between
+the claim and the trial's MLflow run). Unset in normal use: then nothing happens.
 """
 
 from __future__ import annotations
@@ -74,3 +75,19 @@ def after_epoch(spec: Any, epochs: int, resumed_from: int) -> None:
         if kind == "epochs":  # every epoch trained, redone ones included: what faults cost
             with open(Path(argument), "a") as handle:
                 handle.write(json.dumps({"params": spec.flat(), "epoch": epochs}, sort_keys=True) + "\n")
+
+
+def after_batch(spec: Any, epochs: int, batch: int, resumed: tuple[int, int]) -> None:
+    """After batch `batch` (from 1) of the epoch after `epochs`: `term` plays a preemption there, once (a trial
+    continued from a checkpoint at or past it, `resumed` as (epochs, batch), is spared); `batches` counts."""
+    if not os.environ.get("VIDEOSWEEP_FAULT"):
+        return
+    for kind, match, argument in _faults(spec):
+        if kind == "term":
+            at = tuple(int(part) for part in argument.split("."))
+            if (epochs, batch) == at and resumed < at:
+                os.kill(os.getpid(), signal.SIGTERM)
+        if kind == "batches":
+            with open(Path(argument), "a") as handle:
+                handle.write(json.dumps({"params": spec.flat(), "epoch": epochs + 1, "batch": batch},
+                                        sort_keys=True) + "\n")

@@ -61,3 +61,21 @@ class WindowSequence(keras.utils.PyDataset):
     def on_epoch_end(self) -> None:
         if self.shuffle:
             self._order = self._rng.permutation(len(self.ends))
+
+
+class RestOfEpoch(keras.utils.PyDataset):
+    """The batches of a sequence's current epoch after its first `start` (training continued inside an epoch);
+    its epoch's end is the sequence's own, which draws the next epoch's order."""
+
+    def __init__(self, sequence: WindowSequence, start: int) -> None:
+        super().__init__()
+        self.sequence, self.start = sequence, start
+
+    def __len__(self) -> int:
+        return len(self.sequence) - self.start
+
+    def __getitem__(self, index: int) -> tuple[np.ndarray, np.ndarray]:
+        return self.sequence[self.start + index]
+
+    def on_epoch_end(self) -> None:
+        self.sequence.on_epoch_end()

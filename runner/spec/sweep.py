@@ -281,8 +281,9 @@ class SweepTraining(TrainingConfig):
 
     checkpoint_seconds: float = Field(
         CHECKPOINT_SECONDS, ge=0,
-        description="A trial is checkpointed after an epoch at most this often, and at every round's end (not part "
-                    "of the trial key).")
+        description="A trial is checkpointed at most this often: after an epoch, or inside a long epoch at a batch "
+                    "(0: after every epoch only); always at every round's end and at a preemption (not part of the "
+                    "trial key).")
     repeats: int = Field(
         1, ge=1, le=MAX_REPEATS,
         description="Trainings of each point, with seeds derived from `seed` (the first uses `seed` itself); a "

@@ -10,7 +10,10 @@ only the latest checkpoint (and the best weights it holds) is kept. Nothing is p
 - `model.weights.h5`: the current weights; `best.weights.h5`: the best completed round's weights;
   `round_best.weights.h5`: the best weights of the round in progress (unchanged files are hard-linked);
 - `optimizer.npz` (the optimizer's variables) and `rng.npz` (dropout seed states, the shuffled order, Python's
-  and NumPy's generator states): arrays.
+  and NumPy's generator states): arrays;
+- within an epoch (a preemption stops at a batch, or `checkpoint_seconds` passed during a long epoch):
+  `state.json`'s `batch` (batches of the epoch done) and `metrics.npz` (the epoch's running loss and accuracy
+  totals), so the epoch continues at its next batch and ends with the same logs as if never stopped.
 
 A checkpoint that cannot be read or does not match is never used: the trial starts over and says why.
 """
@@ -33,7 +36,7 @@ from runner.spec.trial_spec import CHECKPOINT_SECONDS
 from runner.workdir import CHECKPOINT_FOLDER
 from zoo import atomic
 
-FORMAT = 1
+FORMAT = 2  # 2: the position inside an epoch
 FOLDER = CHECKPOINT_FOLDER
 LATEST = "latest.json"
 DEFAULT_SECONDS = CHECKPOINT_SECONDS
@@ -87,6 +90,7 @@ class Snapshot:
     optimizer: list[np.ndarray] | None = field(default=None, repr=False)
     seeds: list[np.ndarray] = field(default_factory=list, repr=False)
     shuffle: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+    metrics: list[np.ndarray] | None = field(default=None, repr=False)  # the epoch's running totals (mid-epoch)
 
 
 def seed_variables(model: Any) -> list[Any]:
@@ -140,9 +144,11 @@ class Checkpointer:
     # ------------------------------------------------------------------ writing
 
     def write(self, model: Any, state: dict[str, Any], *, best: tuple[Any, list[np.ndarray]] | None,
-              round_best: tuple[Any, list[np.ndarray]] | None, optimizer: Any | None, sequence: Any) -> Path:
-        """A new generation: weights, optimizer, seeds, order and state; `best`/`round_best` are
-        (version, weights) so an unchanged file is linked from the previous generation, not rewritten."""
+              round_best: tuple[Any, list[np.ndarray]] | None, optimizer: Any | None, sequence: Any,
+              metrics: list[np.ndarray] | None = None) -> Path:
+        """A new generation: weights, optimizer, seeds, order, state and (within an epoch) the epoch's running
+        metric totals; `best`/`round_best` are (version, weights) so an unchanged file is linked from the previous
+        generation, not rewritten."""
         self.folder.mkdir(parents=True, exist_ok=True)
         marker = self.folder.parent / atomic.TRIAL_MARKER  # the trial's folder is ours: a retry may replace it
         if not marker.exists():
@@ -171,12 +177,15 @@ class Checkpointer:
                     self._versions[name] = version
             if optimizer is not None:
                 np.savez(staging / "optimizer.npz", *[np.asarray(v) for v in optimizer.variables])
+            if metrics is not None:
+                np.savez(staging / "metrics.npz", *[np.asarray(v) for v in metrics])
             np.savez(staging / "rng.npz", **shuffle_arrays,
                      **{f"seed{i}": np.asarray(v) for i, v in enumerate(seed_variables(model))})
             atomic.write_json(staging / "state.json", {**state, "identity": self.ident, "shuffle": shuffle,
                                                        "has_best": best is not None,
                                                        "has_round_best": round_best is not None,
-                                                       "has_optimizer": optimizer is not None})
+                                                       "has_optimizer": optimizer is not None,
+                                                       "has_metrics": metrics is not None})
         finally:
             model.set_weights(current)
         os.replace(staging, final)
@@ -227,6 +236,9 @@ class Checkpointer:
             if state.get("has_optimizer"):
                 with np.load(path / "optimizer.npz", allow_pickle=False) as arrays:
                     snapshot.optimizer = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
+            if state.get("has_metrics"):
+                with np.load(path / "metrics.npz", allow_pickle=False) as arrays:
+                    snapshot.metrics = [arrays[f"arr_{i}"] for i in range(len(arrays.files))]
             with np.load(path / "rng.npz", allow_pickle=False) as arrays:
                 seeds = sorted((n for n in arrays.files if n.startswith("seed")), key=lambda n: int(n[4:]))
                 snapshot.seeds = [arrays[n] for n in seeds]
@@ -262,3 +274,14 @@ def restore_optimizer(optimizer: Any, model: Any, values: list[np.ndarray]) -> N
         raise CheckpointError("the checkpoint's optimizer state does not fit this model")
     for variable, value in zip(variables, values):
         variable.assign(value)
+
+
+def add_metric_totals(model: Any, values: list[np.ndarray]) -> None:
+    """Add the totals an epoch had run up before a checkpoint stopped it (Keras's loss and accuracy metrics are
+    sums: total and count) to what the first batch after it recorded: the same float32 additions the epoch would
+    have made without stopping, so it ends with the same logs."""
+    variables = model.metrics_variables
+    if len(variables) != len(values) or any(tuple(v.shape) != a.shape for v, a in zip(variables, values)):
+        raise CheckpointError("the checkpoint's running metrics do not fit this model")
+    for variable, saved in zip(variables, values):
+        variable.assign(np.asarray(saved, dtype=variable.dtype) + np.asarray(variable))

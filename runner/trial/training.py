@@ -8,6 +8,7 @@ staging folder renamed to `out` at the end, so a trial folder is either complete
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import io
 import os
 import time
@@ -84,6 +85,7 @@ class TrainingOutcome:
     history: pd.DataFrame
     paused: bool = False  # stopped at the epoch budget with training left: continues from its checkpoint
     resumed_from: int = 0  # epochs restored from a checkpoint (0: trained from scratch)
+    resumed_batch: int = 0  # and batches of the epoch after them
 
 
 class _Training:
@@ -100,41 +102,45 @@ class _Training:
         self.best_index: int | None = None  # index of the best completed round in self.rounds
         self.best_version = 0
         self.round, self.epoch = 1, 0  # the round in progress (1-based) and epochs done in it
+        self.batch, self.epoch_seconds = 0, 0.0  # batches done in the epoch in progress (a checkpoint stopped it)
+        self.metric_totals: list[np.ndarray] | None = None  # that epoch's running loss and accuracy totals
         self.round_best: dict[str, Any] | None = None
         self.round_best_version = 0
         self.stopper_state: dict[str, Any] | None = None
         self.shuffle_later: tuple[dict[str, Any], Any] | None = None  # restored at train begin (mid-round)
         self.optimizer_values: list[np.ndarray] | None = None
-        self.resumed_from = 0
+        self.resumed_from = self.resumed_batch = 0  # where a checkpoint continued: epochs, then batches of the next
         self.paused = False
 
     # ------------------------------------------------------------------ checkpoints
 
-    def _state(self, stopper: Any = None) -> dict[str, Any]:
-        if stopper is not None:
-            best = stopper.best
-            stopper_state = {"wait": int(stopper.wait), "stopped_epoch": int(stopper.stopped_epoch),
-                             "best": None if best is None else float(best), "best_epoch": int(stopper.best_epoch)}
-        else:
-            stopper_state = None
+    def _state(self, stopper: Any = None, within: tuple[int, float] | None = None) -> dict[str, Any]:
+        batch, seconds = within or (0, 0.0)
         rounds = [{"round": r.round, "learning_rate": r.learning_rate, "epochs_run": r.epochs_run,
                    "best_epoch": r.best_epoch, "best_logs": r.best_logs} for r in self.rounds]
         round_best = None if self.round_best is None else {k: v for k, v in self.round_best.items() if k != "weights"}
-        return {"round": self.round, "epoch": self.epoch, "step": len(self.history), "history": self.history,
-                "rounds": rounds, "best_index": self.best_index, "round_best": round_best, "stopper": stopper_state}
+        return {"round": self.round, "epoch": self.epoch, "batch": batch, "epoch_seconds": seconds,
+                "step": len(self.history), "history": self.history, "rounds": rounds, "best_index": self.best_index,
+                "round_best": round_best, "stopper": None if stopper is None else _stopper_state(stopper)}
 
-    def checkpoint(self, stopper: Any = None, force: bool = False) -> None:
+    def checkpoint(self, stopper: Any = None, force: bool = False, within: tuple[int, float] | None = None) -> None:
+        """Write a checkpoint if one is due (or `force`): between epochs, or `within` one as (batches of it done,
+        its seconds so far), with its running metric totals."""
         if self.checkpoints is None:
-            if self.on_rows is not None:
+            if self.on_rows is not None and within is None:
                 self.on_rows(self.history)
             return
         if not (force or self.checkpoints.due()):
             return
+        sync = getattr(self.model, "jax_state_sync", None)  # JAX keeps an epoch's state outside the variables
+        if within is not None and sync is not None:
+            sync()
         best = (self.best_version, self.rounds[self.best_index].best_weights) if self.best_index is not None else None
         round_best = (self.round_best_version, self.round_best["weights"]) if self.round_best is not None else None
         optimizer = self.model.optimizer if stopper is not None else None
-        self.checkpoints.write(self.model, self._state(stopper), best=best, round_best=round_best,
-                               optimizer=optimizer, sequence=self.sequences["train"])
+        totals = None if within is None else [np.asarray(v) for v in self.model.metrics_variables]
+        self.checkpoints.write(self.model, self._state(stopper, within), best=best, round_best=round_best,
+                               optimizer=optimizer, sequence=self.sequences["train"], metrics=totals)
         if self.on_rows is not None:
             self.on_rows(self.history)  # MLflow gets each epoch once it is durable: never twice, never lost
 
@@ -146,6 +152,8 @@ class _Training:
         self._check_state(state, snapshot)
         self.history = [dict(row) for row in state["history"]]
         self.round, self.epoch = int(state["round"]), int(state["epoch"])
+        self.batch, self.epoch_seconds = int(state["batch"]), float(state["epoch_seconds"])
+        self.metric_totals = snapshot.metrics
         self.best_index = state["best_index"]
         for index, r in enumerate(state["rounds"]):
             weights = snapshot.best_weights if index == self.best_index else []
@@ -163,9 +171,9 @@ class _Training:
         # at a round's start that happened in the uninterrupted run too, so the state goes back before fit;
         # mid-round it did not, so the state goes back again once training begins.
         restore_shuffle(self.sequences["train"], *shuffle)
-        if self.epoch > 0:
+        if self.epoch > 0 or self.batch > 0:
             self.shuffle_later = shuffle
-        self.resumed_from = len(self.history)
+        self.resumed_from, self.resumed_batch = len(self.history), self.batch
         if self.on_rows is not None:
             self.on_rows(self.history)  # epochs a killed attempt had checkpointed but not yet logged
 
@@ -174,7 +182,8 @@ class _Training:
         start training over, not fail the trial later (and again on every retry)."""
         from runner.trial.checkpoints import CheckpointError
 
-        problem = _state_problem(state, snapshot, len(self.spec.training.learning_rates), self.spec.training.epochs)
+        problem = _state_problem(state, snapshot, len(self.spec.training.learning_rates), self.spec.training.epochs,
+                                 len(self.sequences["train"]))
         if problem is not None:
             raise CheckpointError(f"the checkpoint's state does not fit this trial ({problem})")
 
@@ -188,35 +197,57 @@ class _Training:
         import keras
 
         from runner import fault_injection
-        from runner.trial.checkpoints import restore_optimizer, restore_shuffle
+        from runner.trial.checkpoints import add_metric_totals, restore_optimizer, restore_shuffle, shuffle_state
 
-        training, spec = self, self.spec
+        training, spec, train = self, self.spec, self.sequences["train"]
         if self.round_best is None:
             self.round_best = {"val_accuracy": -1.0, "epoch": 0, "logs": {}, "weights": self.model.get_weights()}
             self.round_best_version += 1
         restored_stopper, restored_shuffle = self.stopper_state, self.shuffle_later
         self.stopper_state = self.shuffle_later = None
+        within, carried_seconds, totals = self.batch, self.epoch_seconds, self.metric_totals
+        self.batch, self.epoch_seconds, self.metric_totals = 0, 0.0, None
+        periodic = self.checkpoints is not None and self.checkpoints.seconds > 0  # long epochs: inside them too
 
         class Stopper(keras.callbacks.EarlyStopping):
+            carried = restored_stopper  # the round's early-stopping state when continuing mid-round
+
             def on_train_begin(self, logs: dict | None = None) -> None:
                 super().on_train_begin(logs)
-                if restored_stopper is not None:  # continuing mid-round: the round's early-stopping state
-                    self.wait, self.stopped_epoch = restored_stopper["wait"], restored_stopper["stopped_epoch"]
-                    self.best, self.best_epoch = restored_stopper["best"], restored_stopper["best_epoch"]
+                if self.carried is not None:
+                    self.wait, self.stopped_epoch = self.carried["wait"], self.carried["stopped_epoch"]
+                    self.best, self.best_epoch = self.carried["best"], self.carried["best_epoch"]
 
         class Recorder(keras.callbacks.Callback):
+            offset = within  # batches of the first epoch trained before this fit (continuing inside it)
+
             def on_train_begin(self, logs: dict | None = None) -> None:
-                if restored_shuffle is not None:  # after Keras's own reshuffle at fit's start
-                    restore_shuffle(training.sequences["train"], *restored_shuffle)
+                nonlocal restored_shuffle
+                if restored_shuffle is not None:  # after whatever fit's start drew
+                    restore_shuffle(train, *restored_shuffle)
+                    restored_shuffle = None
 
             def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-                self.started = time.perf_counter()
+                nonlocal carried_seconds
+                self.started, carried_seconds = time.perf_counter() - carried_seconds, 0.0
 
             def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
-                if preemption.requested.is_set():  # SIGTERM: the last checkpoint is what survives
-                    raise preemption.Preempted(f"stopped at batch {batch + 1} of epoch {training.epoch + 1}")
+                nonlocal totals
+                done = self.offset + batch + 1
+                if totals is not None:  # the first batch after the checkpoint: the epoch's totals so far join in
+                    add_metric_totals(self.model, totals)
+                    totals = None
+                preempted = preemption.requested.is_set()  # SIGTERM: checkpoint here, then stop
+                if preempted or (periodic and done < len(train) and training.checkpoints.due()):
+                    training.checkpoint(stopper, force=True, within=(done, time.perf_counter() - self.started))
+                if preempted:
+                    raise preemption.Preempted(f"stopped at batch {done} of {len(train)} in epoch "
+                                               f"{training.epoch + 1} of round {training.round}")
+                fault_injection.after_batch(spec, len(training.history), done,
+                                            (training.resumed_from, training.resumed_batch))
 
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+                self.offset = 0
                 logs = {k: float(v) for k, v in (logs or {}).items()}
                 history = training.history
                 row = {"round": training.round, "epoch": epoch + 1, "step": len(history), "learning_rate": rate,
@@ -247,8 +278,21 @@ class _Training:
             self.optimizer_values = None
         stopper = Stopper(monitor="val_accuracy", mode="max", patience=spec.training.patience)
         before = len(self.history) - self.epoch
-        model.fit(self.sequences["train"], validation_data=self.sequences["valid"], epochs=spec.training.epochs,
-                  initial_epoch=self.epoch, callbacks=[stopper, Recorder()], verbose=0)
+        # The sequence shuffles its windows each epoch from its own generator: Keras's batch-order shuffle (drawn
+        # from Python's `random` on its prefetch thread) would leave an epoch's order unknowable in a checkpoint.
+        fit = functools.partial(model.fit, validation_data=self.sequences["valid"], callbacks=[stopper, Recorder()],
+                                verbose=0, shuffle=False)
+        epochs = spec.training.epochs
+        if within:  # the rest of the epoch a checkpoint stopped inside, then the round's other epochs
+            from zoo.windows import RestOfEpoch
+
+            fit(RestOfEpoch(train, within), epochs=self.epoch + 1, initial_epoch=self.epoch)
+            Stopper.carried = _stopper_state(stopper)
+            restored_shuffle = shuffle_state(train)  # the next fit's start reshuffles (EpochIterator.reset)
+            if model.stop_training or self.paused:
+                epochs = self.epoch
+        if self.epoch < epochs:
+            fit(train, epochs=epochs, initial_epoch=self.epoch)
         if self.paused:
             return None
         best = self.round_best
@@ -295,23 +339,35 @@ class _Training:
         best = self._best(partial)
         self.model.set_weights(best.best_weights)
         return TrainingOutcome(rounds, best, pd.DataFrame(self.history, columns=list(HISTORY_COLUMNS)), self.paused,
-                               self.resumed_from)
+                               self.resumed_from, self.resumed_batch)
 
 
-def _state_problem(state: dict[str, Any], snapshot: Any, rates: int, epochs: int) -> str | None:
-    """What makes a checkpoint's state one that training could not have written (None: nothing)."""
+def _stopper_state(stopper: Any) -> dict[str, Any]:
+    """Early stopping's state in a round, as a checkpoint keeps it."""
+    best = stopper.best
+    return {"wait": int(stopper.wait), "stopped_epoch": int(stopper.stopped_epoch),
+            "best": None if best is None else float(best), "best_epoch": int(stopper.best_epoch)}
+
+
+def _state_problem(state: dict[str, Any], snapshot: Any, rates: int, epochs: int, batches: int) -> str | None:
+    """What makes a checkpoint's state one that training could not have written (None: nothing); `batches`: the
+    training sequence's batches per epoch."""
     rounds, round_, epoch = state["rounds"], int(state["round"]), int(state["epoch"])
+    batch, seconds = int(state["batch"]), float(state["epoch_seconds"])
     if not 1 <= round_ <= rates:
         return f"round {round_} of {rates}"
     if len(rounds) != round_ - 1 or [int(r["round"]) for r in rounds] != list(range(1, round_)):
         return f"{len(rounds)} completed round(s) before round {round_}"
     if not 0 <= epoch <= epochs:
         return f"epoch {epoch} of {epochs}"
+    if batch and not (0 < batch < batches and epoch < epochs and seconds >= 0 and snapshot.metrics is not None
+                      and state["stopper"] is not None):
+        return f"batch {batch} of {batches} in epoch {epoch + 1} of {epochs}"
     best = state["best_index"]
     if (best is None) != (not rounds) or (best is not None and (not 0 <= int(best) < len(rounds)
                                                                 or snapshot.best_weights is None)):
         return f"best round index {best!r} of {len(rounds)} round(s)"
-    if epoch > 0 and (state["round_best"] is None or snapshot.round_best_weights is None):
+    if (epoch > 0 or batch > 0) and (state["round_best"] is None or snapshot.round_best_weights is None):
         return "a round in progress without its best weights"
     if len(state["history"]) != sum(int(r["epochs_run"]) for r in rounds) + epoch:
         return f"{len(state['history'])} history rows for the epochs run"
@@ -424,6 +480,7 @@ def run_trial(spec: TrialSpec, dataset: Dataset, out: Path, *, cache_dir: Path |
         rounds, best, history = outcome.rounds, outcome.best, outcome.history
         results.update(fit_dt_train_end=_now(), fit_dt_train_duration_seconds=time.perf_counter() - started,
                        paused=outcome.paused, epoch_budget=epoch_budget, resumed_from_epoch=outcome.resumed_from,
+                       resumed_from_batch=outcome.resumed_batch,
                        compile_seconds=compile_seconds(history))
 
         results["fit_dt_test_start"] = _now()

@@ -53,12 +53,12 @@ def wait_until(condition, seconds: float, what: str, process: subprocess.Popen |
 
 
 def start_run_until_sleeping(sweep: Path, workdir: Path, counter: Path, sleeper: int,
-                             command: str = "run") -> subprocess.Popen:
+                             command: str = "run", extra: tuple[str, ...] = ()) -> subprocess.Popen:
     """`videosweep run` (one slot: trials in grid order) in its own process group, returned once the trial of
     layer_1_size=sleeper is stuck (its next start, when it has started before)."""
     started_before = sum(t["layer_1_size"] == sleeper for t in trainings(counter))
     env = {**os.environ, "VIDEOSWEEP_FAULT": f"count:@{counter},sleep:layer_1_size={sleeper}@3600"}
-    command = [*CLI, command, str(sweep), "--workdir", str(workdir), "--workers", "1"]
+    command = [*CLI, command, str(sweep), "--workdir", str(workdir), "--workers", "1", *extra]
     process = subprocess.Popen(command, cwd=ROOT, env=env, start_new_session=True, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     try:
@@ -241,6 +241,12 @@ def test_ctrl_c_stops_handing_out_trials_then_stops_running_ones_and_the_sweep_r
     wait_until(lambda: any(workdir.glob(".stop.*")), 120, "resume took the first Ctrl-C", interrupted)
     os.killpg(interrupted.pid, signal.SIGINT)
     assert interrupted.wait(60) == 130  # resume, interrupted: 130 as run (8 finished first: it was queued first)
+    storage = ("--storage", f"sqlite:///{workdir / 'optuna.db'}")
+    interrupted = start_run_until_sleeping(sweep, workdir, counter, 4, command="worker", extra=storage)
+    os.killpg(interrupted.pid, signal.SIGINT)
+    wait_until(lambda: any(workdir.glob(".stop.*")), 120, "the worker took the first Ctrl-C", interrupted)
+    os.killpg(interrupted.pid, signal.SIGINT)
+    assert interrupted.wait(60) == 130  # a worker, interrupted: 130 too
     worker = run_cli("worker", str(sweep), "--storage", f"sqlite:///{workdir / 'optuna.db'}", "--workdir",
                      str(workdir), "--max-retries", "0", env={"VIDEOSWEEP_FAULT": f"count:@{counter},"
                                                                    "raise:layer_1_size=4"})

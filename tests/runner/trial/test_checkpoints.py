@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import signal
 from pathlib import Path
 
 import pandas as pd
 import pytest
 import yaml
 
+from runner import preemption
 from runner.spec.metrics import CONTINUED_METRIC
 from runner.search.halving import planned_epochs, rung_budgets
 from runner.spec.trial_spec import TrialSpec
@@ -35,8 +37,8 @@ def test_rungs_count_epochs_of_all_rounds_and_the_plan_arithmetic():
 
 
 @pytest.mark.slow
-def test_a_paused_trial_continues_to_the_same_history_and_a_corrupt_checkpoint_starts_over(tmp_path, seals,
-                                                                                              cache_dir):
+def test_a_paused_or_preempted_trial_continues_to_the_same_history_and_a_corrupt_checkpoint_starts_over(
+        tmp_path, seals, cache_dir, monkeypatch):
     dataset = load_dataset(seals)
     spec = TrialSpec.from_flat(LRCNN)
     whole = run_trial(spec, dataset, tmp_path / "whole", cache_dir=cache_dir)
@@ -51,6 +53,29 @@ def test_a_paused_trial_continues_to_the_same_history_and_a_corrupt_checkpoint_s
     expected = pd.read_csv(tmp_path / "whole" / "fit_history.csv")[COMPARED]
     pd.testing.assert_frame_equal(pd.read_csv(out / "fit_history.csv")[COMPARED], expected)
     assert results["fit_val_acc"] == whole["fit_val_acc"] and results["fit_test_acc"] == whole["fit_test_acc"]
+
+    # Preempted twice inside epochs (SIGTERM after a batch, as a worker's handler takes it), once with a checkpoint
+    # after every batch as well: each continues at its next batch and the history is the uninterrupted one.
+    handler = signal.signal(signal.SIGTERM, lambda *_: preemption.requested.set())
+    stops = []
+    try:
+        for seconds, term in ((0, "1.2"), (1e-6, "3.1")):
+            monkeypatch.setenv("VIDEOSWEEP_FAULT", f"term:layer_1_size=16@{term}")
+            with pytest.raises(preemption.Preempted) as stopped:
+                run_trial(spec, dataset, out, cache_dir=cache_dir, checkpoints=True, checkpoint_seconds=seconds,
+                          overwrite=True)
+            stops.append(str(stopped.value))
+            preemption.requested.clear()
+    finally:
+        signal.signal(signal.SIGTERM, handler)
+        preemption.requested.clear()
+        monkeypatch.delenv("VIDEOSWEEP_FAULT")
+    # The signal lands during batch 2 (after epoch 1) and 1 (after epoch 3): training stops after the next batch.
+    assert stops == ["stopped at batch 3 of 5 in epoch 2 of round 1", "stopped at batch 2 of 5 in epoch 1 of round 2"]
+    results = run_trial(spec, dataset, out, cache_dir=cache_dir, checkpoints=True, overwrite=True)
+    assert (results["resumed_from_epoch"], results["resumed_from_batch"]) == (3, 2)
+    pd.testing.assert_frame_equal(pd.read_csv(out / "fit_history.csv")[COMPARED], expected, check_exact=True)
+    assert results["fit_test_acc"] == whole["fit_test_acc"]
 
     run_trial(spec, dataset, out, cache_dir=cache_dir, checkpoints=True, epoch_budget=2, overwrite=True)
     latest = json.loads((out / "checkpoint" / "latest.json").read_text())["dir"]
@@ -127,10 +152,10 @@ def test_a_killed_trial_continues_from_its_checkpoint_and_mlflow_has_each_epoch_
 
 
 @pytest.mark.slow
-def test_a_preempted_sweep_exits_143_and_resume_continues_each_trial_without_using_a_retry(tmp_path, uninterrupted):
-    """SIGTERM to the scheduler alone (as SLURM's --signal=B:TERM and Kubernetes send it): it reaches the workers,
-    each stops at its next batch and records its trial as preempted, and the sweep exits 143 within the grace;
-    resume continues from the last checkpoint to the uninterrupted history, with no retry left to use."""
+def test_a_preempted_worker_exits_143_and_resume_continues_each_trial_without_using_a_retry(tmp_path, uninterrupted):
+    """SIGTERM to `worker`'s scheduler alone (as SLURM's --signal=B:TERM and Kubernetes send it): it reaches the workers,
+    each checkpoints at its next batch and records its trial as preempted, and the sweep exits 143 within the
+    grace; resume continues inside that epoch to the uninterrupted history, with no retry left to use."""
     import os
     import signal
     import subprocess
@@ -142,9 +167,10 @@ def test_a_preempted_sweep_exits_143_and_resume_continues_each_trial_without_usi
     sweep = _sweep(tmp_path, "preempted", SPACE, TRAINING)
     workdir = tmp_path / "w"
     env = {**os.environ, "VIDEOSWEEP_FAULT": "nap:layer_1_size=16@2"}  # slow epochs: the signal lands mid-trial
-    process = subprocess.Popen([*CLI, "run", str(sweep), "--workdir", str(workdir), "--max-retries", "0"], cwd=ROOT,
-                               env=env, start_new_session=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                               text=True)
+    storage = f"sqlite:///{workdir / 'optuna.db'}"  # `worker` here (the chaos harness's test preempts `run`)
+    process = subprocess.Popen([*CLI, "worker", str(sweep), "--storage", storage, "--workdir", str(workdir),
+                                "--max-retries", "0"], cwd=ROOT, env=env, start_new_session=True,
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 600
         while not _checkpointed_epochs(workdir, "preempted"):
@@ -165,7 +191,7 @@ def test_a_preempted_sweep_exits_143_and_resume_continues_each_trial_without_usi
     resumed = run_cli("resume", str(sweep), "--workdir", str(workdir), "--max-retries", "0")
     assert resumed.returncode == 0, resumed.stdout[-2000:] + resumed.stderr[-2000:]
     results = json.loads((workdir / "trials" / key / "results.json").read_text())
-    assert results["resumed_from_epoch"] >= 1
+    assert results["resumed_from_epoch"] >= 1 and results["resumed_from_batch"] >= 1  # inside an epoch
     pd.testing.assert_frame_equal(pd.read_csv(workdir / "trials" / key / "fit_history.csv")[COMPARED], uninterrupted)
     assert _steps(workdir, "preempted") == {key: list(range(len(uninterrupted)))}  # each epoch once in MLflow
 
@@ -277,12 +303,17 @@ def test_a_checkpoint_state_training_could_not_have_written_is_named():
 
     from runner.trial.training import _state_problem
 
-    weights = SimpleNamespace(best_weights=[1], round_best_weights=[1])
-    mid_second = {"round": 2, "epoch": 1, "best_index": 0, "round_best": {}, "history": [{}] * 4,
-                  "rounds": [{"round": 1, "epochs_run": 3}]}
-    assert _state_problem(mid_second, weights, rates=2, epochs=3) is None
+    weights = SimpleNamespace(best_weights=[1], round_best_weights=[1], metrics=[1])
+    mid_second = {"round": 2, "epoch": 1, "batch": 2, "epoch_seconds": 1.5, "best_index": 0, "round_best": {},
+                  "history": [{}] * 4, "rounds": [{"round": 1, "epochs_run": 3}], "stopper": {}}
+    assert _state_problem(mid_second, weights, rates=2, epochs=3, batches=5) is None
     for edit, named in (({"round": 3}, "round 3 of 2"), ({"epoch": 7}, "epoch 7 of 3"),
                         ({"best_index": 1}, "best round index 1"), ({"history": []}, "0 history rows"),
                         ({"rounds": []}, "0 completed round(s) before round 2"),
-                        ({"round_best": None}, "a round in progress without its best weights")):
-        assert named in (_state_problem({**mid_second, **edit}, weights, rates=2, epochs=3) or "")
+                        ({"round_best": None}, "a round in progress without its best weights"),
+                        ({"batch": 5}, "batch 5 of 5 in epoch 2 of 3"), ({"batch": -1}, "batch -1 of 5"),
+                        ({"epoch": 3}, "batch 2 of 5 in epoch 4 of 3"), ({"stopper": None}, "batch 2 of 5"),
+                        ({"epoch_seconds": -1}, "batch 2 of 5")):
+        assert named in (_state_problem({**mid_second, **edit}, weights, rates=2, epochs=3, batches=5) or "")
+    no_totals = SimpleNamespace(best_weights=[1], round_best_weights=[1], metrics=None)
+    assert "batch 2 of 5" in _state_problem(mid_second, no_totals, rates=2, epochs=3, batches=5)
