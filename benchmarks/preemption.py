@@ -2,12 +2,12 @@
 and continued from its checkpoint each time, then compared with an uninterrupted run. Prints figures; exits 1 when
 the histories differ.
 
-    python benchmarks/preemption.py [--preemptions 10] [--seed 0] [--epochs 3]
+    python benchmarks/preemption.py [--preemptions 10] [--seed 0] [--epochs 6]
 
 The trial: video_lrcnn_trainable (MobileNetV2 trained end to end, no ImageNet weights) on the seals frames at
-96x96, windows of 4 frames, batches of 16: an epoch of ~30 s or more on a 2-core machine. The harness trains it
-in this process, as a worker does: a timer plays the SIGTERM handler (sets the preemption flag) at a seeded
-moment of each attempt; training checkpoints at its next batch and raises `Preempted`; the next attempt continues
+128x128, windows of 6 frames, batches of 16: an epoch of ~30 s or more on a 2-core machine. The harness trains it
+in this process, as a worker does: a thread plays the SIGTERM handler (sets the preemption flag) at a seeded
+moment of each attempt's training; training checkpoints at its next batch and raises `Preempted`; the next attempt continues
 from the checkpoint. Every batch trained is counted (the `batches` fault), so batches trained twice show up.
 Per preemption:
   stop      seconds from the signal to training stopped: the batch in progress, then the checkpoint write
@@ -34,7 +34,7 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 COMPARED = ["round", "epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy"]
 TRIAL = {"architecture": "video_lrcnn_trainable", "backbone": "mobilenet_v2", "weights": "none",
-         "frame_size": "96x96", "sequence_length": 4, "sequence_model": "GRU", "layer_1_size": 16, "dropout": 0.2,
+         "frame_size": "128x128", "sequence_length": 6, "sequence_model": "GRU", "layer_1_size": 16, "dropout": 0.2,
          "patience": 100, "learning_rates": [1e-3], "batch_size": 16}
 
 
@@ -42,13 +42,27 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preemptions", type=int, default=10)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--epochs", type=int, default=3)
+    parser.add_argument("--epochs", type=int, default=6)
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         figures, same = measure(args.preemptions, args.seed, args.epochs, Path(tmp))
     print(json.dumps(figures, indent=2))
     print("history: " + ("equal to the uninterrupted run's" if same else "DIFFERS from the uninterrupted run's"))
     sys.exit(0 if same else 1)
+
+
+def preempt_later(counted: Path, delay: float, signalled: list[float], done: threading.Event) -> None:
+    """Play the SIGTERM handler `delay` seconds after this attempt's second batch (its first ones trace the model:
+    a signal then would time the compiler, not the preemption)."""
+    from runner import preemption
+
+    start = len(counted.read_text().splitlines()) if counted.exists() else 0
+    while not done.is_set() and (len(counted.read_text().splitlines()) if counted.exists() else 0) < start + 2:
+        time.sleep(0.05)
+    if done.wait(delay):
+        return
+    signalled.append(time.perf_counter())
+    preemption.requested.set()
 
 
 def measure(preemptions: int, seed: int, epochs: int, folder: Path) -> tuple[dict[str, object], bool]:
@@ -87,24 +101,25 @@ def measure(preemptions: int, seed: int, epochs: int, folder: Path) -> tuple[dic
     rng = random.Random(seed)
     stops: list[float] = []
     write_times: list[float] = []
+    where: list[str] = []
     attempts = 0
     out = folder / "preempted"
     while True:
         attempts += 1
         signalled: list[float] = []
-        timer = None
-        if len(stops) < preemptions:  # the signal comes during training: after the setup, within an epoch
-            delay = rng.uniform(0.2, 0.9) * epoch_seconds + 8
-            timer = threading.Timer(delay, lambda: (signalled.append(time.perf_counter()), preemption.requested.set()))
-            timer.start()
+        done = threading.Event()
+        if len(stops) < preemptions:  # the signal comes during training, once this attempt trains at full speed
+            threading.Thread(target=preempt_later, daemon=True,
+                             args=(counted, rng.uniform(0, 0.3) * epoch_seconds, signalled, done)).start()
         writes.clear()
         try:
             run_trial(spec, dataset, out, cache_dir=cache, checkpoints=True, checkpoint_seconds=0, overwrite=True)
-            if timer is not None:
-                timer.cancel()
+            done.set()
             break
-        except preemption.Preempted:
+        except preemption.Preempted as stopped:
+            done.set()
             stops.append(time.perf_counter() - signalled[0])
+            where.append(f"{stopped} ({stops[-1]:.1f} s after the signal)")
             write_times.append(writes[-1])
             preemption.requested.clear()
     trained = [json.loads(line) for line in counted.read_text().splitlines()]
@@ -122,7 +137,8 @@ def measure(preemptions: int, seed: int, epochs: int, folder: Path) -> tuple[dic
                "batches_uninterrupted": batches_whole, "batches_trained": len(trained), "batches_redone": redone,
                "stop_fraction_of_epoch": spread(stops), "write_fraction_of_epoch": spread(write_times),
                "lost_fraction_of_epoch": spread(lost),
-               "write_seconds_median": round(statistics.median(write_times), 3) if write_times else None}
+               "write_seconds_median": round(statistics.median(write_times), 3) if write_times else None,
+               "stops": where}
     return figures, same
 
 

@@ -82,7 +82,9 @@ def configure_process(setup: ProcessSetup) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler decides
     signal.signal(signal.SIGTERM, lambda *_: preemption.requested.set())  # preempted: stop at the next batch
     os.environ.update(backends.slot_environment(setup.backend, setup.gpu, setup.trials_per_gpu, setup.cpu_threads))
-    backends.configure(setup.backend, setup.cpu_threads, setup.cache_dir)
+    with backends.without_unused_imports(setup.backend):
+        backends.configure(setup.backend, setup.cpu_threads, setup.cache_dir)
+        import keras  # noqa: F401 - with the backend, inside the block: Keras's own optional imports are skipped
     _configured = setup
 
 

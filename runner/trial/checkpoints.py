@@ -280,8 +280,17 @@ def add_metric_totals(model: Any, values: list[np.ndarray]) -> None:
     """Add the totals an epoch had run up before a checkpoint stopped it (Keras's loss and accuracy metrics are
     sums: total and count) to what the first batch after it recorded: the same float32 additions the epoch would
     have made without stopping, so it ends with the same logs."""
+    sync_state(model)
     variables = model.metrics_variables
     if len(variables) != len(values) or any(tuple(v.shape) != a.shape for v, a in zip(variables, values)):
         raise CheckpointError("the checkpoint's running metrics do not fit this model")
     for variable, saved in zip(variables, values):
         variable.assign(np.asarray(saved, dtype=variable.dtype) + np.asarray(variable))
+
+
+def sync_state(model: Any) -> None:
+    """Inside `fit`, bring the model's variables up to date (JAX keeps an epoch's state outside them until its end;
+    after this, its next batch reads them back, with whatever was assigned)."""
+    sync = getattr(model, "jax_state_sync", None)
+    if sync is not None:
+        sync()

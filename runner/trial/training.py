@@ -132,9 +132,10 @@ class _Training:
             return
         if not (force or self.checkpoints.due()):
             return
-        sync = getattr(self.model, "jax_state_sync", None)  # JAX keeps an epoch's state outside the variables
-        if within is not None and sync is not None:
-            sync()
+        if within is not None:
+            from runner.trial.checkpoints import sync_state
+
+            sync_state(self.model)
         best = (self.best_version, self.rounds[self.best_index].best_weights) if self.best_index is not None else None
         round_best = (self.round_best_version, self.round_best["weights"]) if self.round_best is not None else None
         optimizer = self.model.optimizer if stopper is not None else None
@@ -237,14 +238,14 @@ class _Training:
                 if totals is not None:  # the first batch after the checkpoint: the epoch's totals so far join in
                     add_metric_totals(self.model, totals)
                     totals = None
+                fault_injection.after_batch(spec, len(training.history), done,
+                                            (training.resumed_from, training.resumed_batch))
                 preempted = preemption.requested.is_set()  # SIGTERM: checkpoint here, then stop
                 if preempted or (periodic and done < len(train) and training.checkpoints.due()):
                     training.checkpoint(stopper, force=True, within=(done, time.perf_counter() - self.started))
                 if preempted:
                     raise preemption.Preempted(f"stopped at batch {done} of {len(train)} in epoch "
                                                f"{training.epoch + 1} of round {training.round}")
-                fault_injection.after_batch(spec, len(training.history), done,
-                                            (training.resumed_from, training.resumed_batch))
 
             def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
                 self.offset = 0

@@ -291,14 +291,20 @@ def test_a_stop_rule_stops_handing_out_trials_and_resume_keeps_it_stopped(tmp_pa
     assert {t.state.name for t in study_of(workdir, "night-stop").trials} == {"COMPLETE"}
 
 
-def test_a_stalled_worker_is_notified(tmp_path, cache_dir):
+def test_a_trial_past_its_timeout_is_killed_and_its_stalled_worker_notified(tmp_path, cache_dir):
+    """A trial that hangs (sleeps for 10 minutes) is killed at `--trial-timeout`, fails for good with the reason,
+    and the notifier hears of the stalled worker."""
     receiver = Receiver()
     try:
         sweep = write(tmp_path, "night-stall", [8], notify={"url": receiver.url, "on": ["stalled"]})
         workdir = tmp_path / "work"
+        started = time.time()
         result = run_cli("run", str(sweep), "--workdir", str(workdir), "--trial-timeout", "10",
                          env={"VIDEOSWEEP_FAULT": "sleep:layer_1_size=8@600"})
-        assert result.returncode == 1, result.stderr[-2000:]
+        assert result.returncode == 1, result.stderr[-2000:]  # a trial failed for good
+        assert time.time() - started < 300  # killed, not slept out
+        [trial] = study_of(workdir, "night-stall").trials
+        assert trial.state.name == "FAIL" and "timed out after 10 s" in trial.user_attrs["failure"]
         assert [body["event"] for body in receiver.bodies] == ["stalled"]  # end and failure were not chosen
         assert "timed out after 10 s" in receiver.bodies[0]["text"]
         notes = list((workdir / "failures").glob("*.txt"))  # where the last line points, even for a killed worker

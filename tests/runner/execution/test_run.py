@@ -81,7 +81,8 @@ def test_grid_runs_what_plan_says_once_and_a_rerun_trains_nothing(tmp_path, cach
     assert list(plan["baselines"]) == ["1"] and plan["baselines"]["1"]["test"]["majority_class"] == "noseal"
     assert plan["baselines"]["1"]["val"]["majority_accuracy"] == pytest.approx(91 / 174)
     env = {"VIDEOSWEEP_FAULT": f"count:@{counter}"}
-    first = run_cli("run", str(sweep), "--workdir", str(workdir), env=env)
+    # A generous trial timeout (a healthy trial on a machine 6x slower fits) kills none of the healthy trials.
+    first = run_cli("run", str(sweep), "--workdir", str(workdir), "--trial-timeout", "300", env=env)
     assert first.returncode == 0, first.stderr
     study = load_study(workdir)
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
@@ -117,21 +118,6 @@ def test_raising_and_segfaulting_trials_fail_with_reasons_are_retried_and_the_sw
     saved = Path(by_size[8][0].user_attrs["traceback_path"])
     assert saved.is_file() and "Traceback" in saved.read_text()
     assert not any(p.name.endswith(".partial") for p in (workdir / "trials").iterdir())
-
-
-def test_trial_timeout_kills_the_trial(tmp_path, cache_dir):
-    """The timeout is per sweep, so it is generous (a healthy trial on a machine 6x slower fits in it) and the
-    hanging trial hangs far longer; two slots run them side by side, so the test costs about one timeout."""
-    sweep = write_sweep(tmp_path, grid((0, 8)))
-    workdir = tmp_path / "work"
-    started = time.time()
-    result = run_cli("run", str(sweep), "--workdir", str(workdir), "--max-retries", "0", "--trial-timeout", "60",
-                     "--workers", "2", env={"VIDEOSWEEP_FAULT": "sleep:layer_1_size=8@3600"})
-    assert result.returncode == 1, result.stderr  # a trial failed for good
-    states = {t.user_attrs["params"]["layer_1_size"]: t for t in load_study(workdir).trials}
-    assert states[0].state.name == "COMPLETE"
-    assert states[8].state.name == "FAIL" and "timed out after 60 s" in states[8].user_attrs["failure"]
-    assert time.time() - started < 600  # killed, not slept out
 
 
 def test_fake_gpus_pin_each_worker_to_its_device(tmp_path, cache_dir):

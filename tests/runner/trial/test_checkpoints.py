@@ -70,10 +70,10 @@ def test_a_paused_or_preempted_trial_continues_to_the_same_history_and_a_corrupt
         signal.signal(signal.SIGTERM, handler)
         preemption.requested.clear()
         monkeypatch.delenv("VIDEOSWEEP_FAULT")
-    # The signal lands during batch 2 (after epoch 1) and 1 (after epoch 3): training stops after the next batch.
-    assert stops == ["stopped at batch 3 of 5 in epoch 2 of round 1", "stopped at batch 2 of 5 in epoch 1 of round 2"]
+    # The signal comes right after batch 2 of epoch 2, then after batch 1 of round 2's first epoch: it stops there.
+    assert stops == ["stopped at batch 2 of 5 in epoch 2 of round 1", "stopped at batch 1 of 5 in epoch 1 of round 2"]
     results = run_trial(spec, dataset, out, cache_dir=cache_dir, checkpoints=True, overwrite=True)
-    assert (results["resumed_from_epoch"], results["resumed_from_batch"]) == (3, 2)
+    assert (results["resumed_from_epoch"], results["resumed_from_batch"]) == (3, 1)
     pd.testing.assert_frame_equal(pd.read_csv(out / "fit_history.csv")[COMPARED], expected, check_exact=True)
     assert results["fit_test_acc"] == whole["fit_test_acc"]
 
