@@ -185,3 +185,18 @@ def test_the_same_seed_gives_the_same_history_on_jax(no_tensorflow, tiny_seals, 
     assert len(histories[0]) == 3
     for column in ("loss", "val_accuracy", "val_loss"):
         assert histories[0][column].tolist() == histories[1][column].tolist()
+
+
+def test_a_worker_imports_its_backend_without_what_it_never_uses():
+    """scikit-learn, matplotlib and (under TensorFlow) JAX stay out of the backend and Keras imports of a worker's
+    start, and import as usual afterwards (the trial's plots need matplotlib)."""
+    import subprocess
+
+    code = ("import sys; from runner.execution.worker import ProcessSetup, configure_process\n"
+            "configure_process(ProcessSetup(backend='tensorflow', cpu_threads=1))\n"
+            "print(sorted(m for m in ('sklearn', 'matplotlib', 'jax') if m in sys.modules))\n"
+            "import keras, matplotlib.pyplot; print(keras.backend.backend(), 'matplotlib.pyplot' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=ROOT, timeout=300,
+                         env={**os.environ, "KERAS_BACKEND": "tensorflow"})
+    assert out.returncode == 0, out.stderr[-2000:]
+    assert out.stdout.split("\n")[:2] == ["[]", "tensorflow True"], out.stdout
