@@ -7,8 +7,8 @@ the histories differ.
 The trial: video_lrcnn_trainable (MobileNetV2 trained end to end, no ImageNet weights) on the seals frames at
 128x128, windows of 6 frames, batches of 16: an epoch of ~30 s or more on a 2-core machine. The harness trains it
 in this process, as a worker does: a thread plays the SIGTERM handler (sets the preemption flag) at a seeded
-moment of each attempt's training; training checkpoints at its next batch and raises `Preempted`; the next attempt continues
-from the checkpoint. Every batch trained is counted (the `batches` fault), so batches trained twice show up.
+moment of each attempt's training; training checkpoints at its next batch and raises `Preempted`; the next attempt
+continues from the checkpoint. Every batch trained is counted (the `batches` fault), so batches trained twice show up.
 Per preemption:
   stop      seconds from the signal to training stopped: the batch in progress, then the checkpoint write
   write     seconds the checkpoint write took (`Checkpointer.write`)
@@ -32,7 +32,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-COMPARED = ["round", "epoch", "step", "loss", "accuracy", "val_loss", "val_accuracy"]
+from benchmarks.chaos import COMPARED, lines  # noqa: E402 - the same columns, the same count of a fault's file
 TRIAL = {"architecture": "video_lrcnn_trainable", "backbone": "mobilenet_v2", "weights": "none",
          "frame_size": "128x128", "sequence_length": 6, "sequence_model": "GRU", "layer_1_size": 16, "dropout": 0.2,
          "patience": 100, "learning_rates": [1e-3], "batch_size": 16}
@@ -56,8 +56,8 @@ def preempt_later(counted: Path, delay: float, signalled: list[float], done: thr
     a signal then would time the compiler, not the preemption)."""
     from runner import preemption
 
-    start = len(counted.read_text().splitlines()) if counted.exists() else 0
-    while not done.is_set() and (len(counted.read_text().splitlines()) if counted.exists() else 0) < start + 2:
+    start = lines(counted)
+    while not done.is_set() and lines(counted) < start + 2:
         time.sleep(0.05)
     if done.wait(delay):
         return
@@ -83,7 +83,7 @@ def measure(preemptions: int, seed: int, epochs: int, folder: Path) -> tuple[dic
     run_trial(spec, dataset, folder / "whole", cache_dir=cache)
     whole = pd.read_csv(folder / "whole" / "fit_history.csv")
     epoch_seconds = statistics.median(whole["seconds"][1:]) if len(whole) > 1 else whole["seconds"][0]
-    batches_whole = len(counted.read_text().splitlines())
+    batches_whole = lines(counted)
     batch_seconds = epoch_seconds / (batches_whole / len(whole))
     counted.unlink()
 
