@@ -6,7 +6,9 @@ for this tree and a baseline commit measured in the same run. Prints figures; as
 The sweep is the seals demo's first trial (image_mlp_frozen on mobilenet_v2, 64x64 frames), one worker, a
 checkpoint after every epoch: the first checkpoint on disk is the first finished epoch. Cold: a new feature cache
 (the frames go through the backbone); warm: the cache of the cold run (what every later trial of a sweep sees).
-Rounds alternate baseline and current so that a machine's drift hits both. Phases, read off `run`'s output:
+current+pool: this tree with a resident worker pool (`videosweep pool start`, before the timed runs and not
+timed): `run` forks its worker from a server that imported TensorFlow already. Rounds alternate baseline and
+current so that a machine's drift hits both. Phases, read off `run`'s output:
   startup   until `run` says what it queued (imports, preflight, study and MLflow stores opened)
   worker    until the first trial started (worker process up with its Keras backend, the trial claimed)
   trial     until the first epoch finished (frames or features read, model built, one epoch trained)
@@ -47,10 +49,22 @@ def first_checkpoint(workdir: Path) -> bool:
     return any((workdir / "trials").glob("*/checkpoint/latest.json")) if (workdir / "trials").is_dir() else False
 
 
-def time_to_first_epoch(tree: Path, sweep: Path, cache: Path, workdir: Path) -> dict[str, float]:
-    """One `run` of the sweep with `tree`'s code, killed once its first epoch is on disk: seconds per phase."""
+def environment(tree: Path, cache: Path, pool: Path | None = None) -> dict[str, str]:
     env = {**os.environ, "PYTHONPATH": str(tree), "VIDEOSWEEP_CACHE": str(cache), "VIDEOSWEEP_OFFLINE": "1",
            "TF_CPP_MIN_LOG_LEVEL": "2", "PYTHONUNBUFFERED": "1"}
+    if pool is not None:
+        env["VIDEOSWEEP_POOL_DIR"] = str(pool)
+    return env
+
+
+def pool_command(tree: Path, env: dict[str, str], *args: str) -> None:
+    """`videosweep pool ...` with `tree`'s code (a resident pool is started before the timed `run`, not timed)."""
+    subprocess.run([sys.executable, "-m", "videosweep", "pool", *args], cwd=tree, env=env, check=True,
+                   capture_output=True)
+
+
+def time_to_first_epoch(tree: Path, sweep: Path, workdir: Path, env: dict[str, str]) -> dict[str, float]:
+    """One `run` of the sweep with `tree`'s code, killed once its first epoch is on disk: seconds per phase."""
     marks: dict[str, float] = {}
     start = time.monotonic()
     process = subprocess.Popen([sys.executable, "-m", "videosweep", "run", str(sweep), "--workdir", str(workdir),
@@ -94,17 +108,22 @@ def main() -> None:
     args = parser.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         folder = Path(tmp)
-        trees = {"baseline": checkout(args.baseline, folder / "baseline"), "current": ROOT}
+        trees = {"baseline": checkout(args.baseline, folder / "baseline"), "current": ROOT, "current+pool": ROOT}
         sweep = sweep_file(folder)
         results: dict[tuple[str, str], list[dict[str, float]]] = {}
         try:
             for round_ in range(args.rounds):
                 for name, tree in trees.items():
-                    cache = folder / f"cache-{name}-{round_}"
+                    pool = folder / f"pool-{round_}" if name.endswith("+pool") else None
+                    env = environment(tree, folder / f"cache-{name}-{round_}", pool)
+                    if pool is not None:
+                        pool_command(tree, env, "start", "--workers", "1", "--idle-minutes", "10")
                     for temperature in ("cold", "warm"):
                         workdir = folder / f"work-{name}-{round_}-{temperature}"
                         results.setdefault((name, temperature), []).append(
-                            time_to_first_epoch(tree, sweep, cache, workdir))
+                            time_to_first_epoch(tree, sweep, workdir, env))
+                    if pool is not None:
+                        pool_command(tree, env, "stop")
         finally:
             subprocess.run(["git", "-C", str(ROOT), "worktree", "remove", "--force", str(trees["baseline"])],
                            capture_output=True)
@@ -113,10 +132,11 @@ def main() -> None:
     for (name, temperature), runs in sorted(results.items()):
         medians = {phase: statistics.median(run[phase] for run in runs) for phase in (*PHASES, "total")}
         print(f"{name + ' ' + temperature:18}" + "".join(f"{medians[p]:9.1f}" for p in (*PHASES, "total")))
-    for temperature in ("cold", "warm"):
-        ratio = (statistics.median(r["total"] for r in results[("current", temperature)])
-                 / statistics.median(r["total"] for r in results[("baseline", temperature)]))
-        print(f"first epoch {temperature}: current/baseline = {ratio:.2f}x (target <= 0.5x)")
+    for name in ("current", "current+pool"):
+        for temperature in ("cold", "warm"):
+            ratio = (statistics.median(r["total"] for r in results[(name, temperature)])
+                     / statistics.median(r["total"] for r in results[("baseline", temperature)]))
+            print(f"first epoch {temperature}: {name}/baseline = {ratio:.2f}x (target <= 0.5x)")
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from rich.table import Table
 
 import runner  # noqa: F401 - its import sets the offline defaults (MLflow telemetry off) for every process
 from videosweep.data import data_app
+from videosweep.pool import pool_app
 from videosweep.usage import click_style_help, print_version, usage_error_exit
 from videosweep.weights import weights_app
 from zoo.errors import UserError, one_line
@@ -33,6 +34,7 @@ app = typer.Typer(
 )
 app.add_typer(data_app, name="data")
 app.add_typer(weights_app, name="weights")
+app.add_typer(pool_app, name="pool")
 click_style_help()
 console = Console(stderr=False, soft_wrap=True)
 err_console = Console(stderr=True)

@@ -22,8 +22,8 @@ from runner.execution import notify
 from runner.execution.context import SweepContext
 from runner.execution.estimate import SLOTS_TAG, SWEEP_SECONDS_METRIC
 from runner.execution.events import Event, TrialFinished, TrialNote
-from runner.execution.scheduler import (Scheduler, SchedulerOptions, SlotState, Work, dismiss, plan_slots,
-                                        start_standby)
+from runner.execution.scheduler import (HeadStart, Scheduler, SchedulerOptions, SlotState, Work, dismiss,
+                                        head_start, plan_slots)
 from runner.execution.worker import TRACKING_READY, ProcessSetup, WorkerConfig
 from runner.search import reuse, stop
 from runner.search.base import make_search
@@ -226,16 +226,16 @@ def run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay) -> 
     backend = backends.chosen(resources.backend)
     backends.activate(backend, "KERAS_BACKEND" if resources.backend is None else "backend")
     slots = plan_slots(resources.gpus, resources.trials_per_gpu, resources.workers)
-    standby = start_standby(slots, ProcessSetup(backend, trials_per_gpu=resources.trials_per_gpu,
-                                                cache_dir=options.cache_dir))
+    head = head_start(slots, ProcessSetup(backend, trials_per_gpu=resources.trials_per_gpu,
+                                          cache_dir=options.cache_dir))
     try:
-        return _run_sweep(ctx, options, display, started, slots, standby)
+        return _run_sweep(ctx, options, display, started, slots, head)
     finally:
-        dismiss(standby)  # those no slot adopted: the sweep was refused, or had nothing to run
+        dismiss(head)  # the standby workers no slot adopted (the sweep was refused, or had nothing to run)
 
 
 def _run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay, started: float, slots: list[Any],
-               standby: dict[str, Any]) -> SweepOutcome:
+               head: HeadStart) -> SweepOutcome:
     notes = preflight(ctx, options, display.downloads())
     atomic.writable_dir(ctx.workdir, "workdir")  # only now, when nothing else can refuse the sweep
     notifier = notify.Notifier(options.notify_url or ctx.sweep.notify.url, ctx.sweep.notify.on, display.message)
@@ -255,7 +255,7 @@ def _run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay, st
         recovered = storage.retrying(lambda: _recover(ctx, study, options), "recovering abandoned trials")
         queued = storage.retrying(search.prepare, "queueing trials")
         display.message(f"sweep {ctx.sweep.name}: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
-                        f"({', '.join(s.name for s in slots)}); study {storage.mask_url(ctx.storage_url)}; "
+                        f"({', '.join(s.name for s in slots)}{'; forked from the resident pool' if head.pools else ''}); study {storage.mask_url(ctx.storage_url)}; "
                         f"{queued} trial(s) queued" + (f", {recovered} abandoned trial(s) recovered" if recovered
                                                        else "") + (f", {warmed.describe()}" if warmed.describe()
                                                                    else ""))
@@ -271,7 +271,7 @@ def _run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay, st
             tracking.update()
             tracking.finish(interrupted=False)
             return SweepOutcome(claims.state_counts(study), nothing_to_run=True, **_failures(ctx, study))
-        interrupted, preempted = _schedule(ctx, study, search, slots, options, tracking, display, notifier, standby)
+        interrupted, preempted = _schedule(ctx, study, search, slots, options, tracking, display, notifier, head)
         tracking.update()
         counts = claims.state_counts(study)
         stopped = stop.stop_reason(study)
@@ -338,7 +338,7 @@ def _recover(ctx: SweepContext, study: Any, options: RunOptions) -> int:
 
 def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], options: RunOptions,
               tracking: SweepTracking, display: SweepDisplay, notifier: notify.Notifier | None = None,
-              standby: dict[str, Any] | None = None) -> tuple[bool, bool]:
+              head: HeadStart | None = None) -> tuple[bool, bool]:
     """Run the workers over the slots; (interrupted, by a SIGTERM) when the user or the machine stopped it."""
     resources = options.resources
     notifier = notifier or notify.Notifier(None, (), display.message)
@@ -411,7 +411,7 @@ def _schedule(ctx: SweepContext, study: Any, search: Any, slots: list[Any], opti
                 after_failure(event.key)
 
     with display.live(lambda: claims.state_counts(study)):
-        scheduler = Scheduler(template, slots, scheduler_options, on_event, on_death, refill, standby)
+        scheduler = Scheduler(template, slots, scheduler_options, on_event, on_death, refill, head)
         scheduler.run(after_start=tracking.start)
     return scheduler.interrupts > 0, scheduler.preempted_at is not None
 

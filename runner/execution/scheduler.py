@@ -15,7 +15,7 @@ import shutil
 import signal
 import subprocess
 import time
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from multiprocessing.connection import Connection, wait
 from pathlib import Path
 from typing import Any, Callable, NamedTuple
@@ -24,6 +24,7 @@ import psutil
 
 from runner import memory
 from runner.execution.events import EpochEnded, Event, TrialFinished, TrialStarted, WorkerExited, WorkerGaveUp
+from runner.execution.pool import PoolClient, code_fingerprint, pool_started
 from runner.execution.worker import GAVE_UP_EXIT, ProcessSetup, WorkerConfig, standby_main, worker_main
 from runner.study.liveness import INTERRUPTED, PREEMPTED
 from zoo.errors import StoreUnreachable, UserError
@@ -116,6 +117,21 @@ class Standby:
     orders: Connection  # where its WorkerConfig goes (None: leave)
 
 
+@dataclass
+class HeadStart:
+    """Workers ready before the scheduler needs them: a standby process per slot (adopted once) or, where a resident
+    pool serves the slot's setup, its server (every worker of the slot is forked from it)."""
+
+    standby: dict[str, Standby] = field(default_factory=dict)
+    pools: dict[str, PoolClient] = field(default_factory=dict)
+
+
+def head_start(slots: list[Slot], setup: ProcessSetup) -> HeadStart:
+    """Connect to the pool servers for the slots' setups; start standby workers for the other slots."""
+    pools = connect_slots(slots, setup)
+    return HeadStart(start_standby([slot for slot in slots if slot.name not in pools], setup), pools)
+
+
 def start_standby(slots: list[Slot], setup: ProcessSetup) -> dict[str, Standby]:
     """One worker per slot, started now so that its backend import overlaps `run`'s checks and store opening
     (about 5-10 s of TensorFlow on a CPU); the scheduler adopts them, `dismiss` sends away the rest."""
@@ -125,8 +141,7 @@ def start_standby(slots: list[Slot], setup: ProcessSetup) -> dict[str, Standby]:
         events_reader, events_writer = context.Pipe(duplex=False)
         orders_reader, orders_writer = context.Pipe(duplex=False)
         process = context.Process(target=standby_main, name=f"videosweep-{slot.name}",
-                                  args=(replace(setup, gpu=slot.gpu, cpu_threads=slot.cpu_threads), orders_reader,
-                                        events_writer))
+                                  args=(slot_setup(setup, slot), orders_reader, events_writer))
         process.start()
         events_writer.close()  # the child holds the only ends it uses: EOF here means it is gone
         orders_reader.close()
@@ -134,8 +149,27 @@ def start_standby(slots: list[Slot], setup: ProcessSetup) -> dict[str, Standby]:
     return standby
 
 
-def dismiss(standby: dict[str, Standby]) -> None:
-    """Send away the standby workers nobody adopted (the sweep was refused, or had nothing to run)."""
+def slot_setup(setup: ProcessSetup, slot: Slot) -> ProcessSetup:
+    return replace(setup, gpu=slot.gpu, cpu_threads=slot.cpu_threads)
+
+
+def connect_slots(slots: list[Slot], setup: ProcessSetup) -> dict[str, PoolClient]:
+    """Slot name -> a connection to the resident pool server for its setup, for slots that have one."""
+    if not pool_started():
+        return {}
+    fingerprint = code_fingerprint()
+    clients: dict[ProcessSetup, PoolClient | None] = {}
+    for slot in slots:
+        own = slot_setup(setup, slot)
+        if own not in clients:
+            clients[own] = PoolClient.connect(own, fingerprint)
+    return {slot.name: client for slot in slots if (client := clients[slot_setup(setup, slot)]) is not None}
+
+
+def dismiss(head: HeadStart) -> None:
+    """Send away the standby workers nobody adopted (the sweep was refused, or had nothing to run) and leave the
+    pool servers (which stop what they still run for this scheduler)."""
+    standby = head.standby
     for waiting in standby.values():
         try:
             waiting.orders.send(None)
@@ -149,6 +183,9 @@ def dismiss(standby: dict[str, Standby]) -> None:
             waiting.process.join()
         waiting.events.close()
     standby.clear()
+    for client in set(head.pools.values()):
+        client.close()
+    head.pools.clear()
 
 
 class Scheduler:
@@ -157,9 +194,9 @@ class Scheduler:
     def __init__(self, template: WorkerConfig, slots: list[Slot], options: SchedulerOptions,
                  on_event: Callable[[Event, dict[str, SlotState]], None],
                  on_worker_death: Callable[[int, int | None, str, float | None], None],
-                 refill: Callable[[], Work], standby: dict[str, Standby] | None = None):
+                 refill: Callable[[], Work], head: HeadStart | None = None):
         self.template, self.options = template, options
-        self.standby = standby if standby is not None else {}  # adopted (and removed) by `_spawn`
+        self.head = head or HeadStart()  # standby workers are adopted (and removed) by `_spawn`
         self.states = {slot.name: SlotState(slot) for slot in slots}
         self.on_event, self.on_worker_death, self.refill = on_event, on_worker_death, refill
         self.context = mp.get_context("spawn")
@@ -173,7 +210,7 @@ class Scheduler:
         config = replace(self.template, slot=state.slot.name, gpu=state.slot.gpu, cpu_threads=state.slot.cpu_threads,
                          max_trials=self.options.trials_per_process, memory_limit_mb=self.options.memory_limit_mb)
         state.trial, state.key, state.step, state.finished = None, None, None, False
-        if self._adopt(state, config):
+        if self._adopt(state, config) or self._fork(state, config):
             return
         reader, writer = self.context.Pipe(duplex=False)
         state.process = self.context.Process(target=worker_main, args=(replace(config, events=writer),),
@@ -184,7 +221,7 @@ class Scheduler:
 
     def _adopt(self, state: SlotState, config: WorkerConfig) -> bool:
         """Hand `config` to the slot's standby worker, if it has one still alive."""
-        standby = self.standby.pop(state.slot.name, None)
+        standby = self.head.standby.pop(state.slot.name, None)
         if standby is None:
             return False
         try:
@@ -192,10 +229,27 @@ class Scheduler:
                 raise OSError("gone")
             standby.orders.send(config)
         except OSError:
-            dismiss({state.slot.name: standby})
+            dismiss(HeadStart({state.slot.name: standby}))
             return False
         standby.orders.close()
         state.process, state.reader = standby.process, standby.events
+        return True
+
+    def _fork(self, state: SlotState, config: WorkerConfig) -> bool:
+        """Fork the slot's worker from its resident pool server, if it has one that still answers."""
+        pool = self.head.pools.get(state.slot.name)
+        if pool is None:
+            return False
+        reader, writer = self.context.Pipe(duplex=False)
+        try:
+            state.process = pool.fork(config, writer)
+        except OSError:  # the server left (stopped, or idle too long): spawn as without one
+            self.head.pools = {name: client for name, client in self.head.pools.items() if client is not pool}
+            reader.close()
+            return False
+        finally:
+            writer.close()  # the worker holds the only writing end: EOF here means it is gone
+        state.reader = reader
         return True
 
     def _handle(self, event: Event) -> None:

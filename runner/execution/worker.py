@@ -81,11 +81,33 @@ def configure_process(setup: ProcessSetup) -> None:
         return
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the scheduler decides
     signal.signal(signal.SIGTERM, lambda *_: preemption.requested.set())  # preempted: stop at the next batch
+    _import_backend(setup)
+    backends.configure(setup.backend, setup.cpu_threads, setup.cache_dir)
+    _configured = setup
+
+
+def _import_backend(setup: ProcessSetup) -> None:
+    """The slot's environment, then its backend and Keras, without what a worker never uses."""
+    from runner import backends
+
     os.environ.update(backends.slot_environment(setup.backend, setup.gpu, setup.trials_per_gpu, setup.cpu_threads))
     with backends.without_unused_imports(setup.backend):
-        backends.configure(setup.backend, setup.cpu_threads, setup.cache_dir)
+        if setup.backend == "tensorflow":
+            from zoo.stdio import import_tensorflow
+
+            import_tensorflow()
+        else:
+            __import__(setup.backend)
         import keras  # noqa: F401 - with the backend, inside the block: Keras's own optional imports are skipped
-    _configured = setup
+
+
+def preload(setup: ProcessSetup) -> None:
+    """What a trial imports, without starting the backend's runtime (no device opened, no thread pool sized): a
+    worker pool server calls it once and forks workers that each configure their own runtime."""
+    _import_backend(setup)
+    import runner.tracking.mlflow_runs  # noqa: F401
+    import runner.trial.training  # noqa: F401
+    import zoo.architectures  # noqa: F401
 
 
 def worker_main(config: WorkerConfig) -> None:
@@ -130,10 +152,7 @@ def _prepare(setup: ProcessSetup) -> None:
     again and reports the error, as a freshly spawned one would (and a refused sweep dismisses it anyway)."""
     try:
         configure_process(setup)
-        import keras  # noqa: F401 - what the first trial would otherwise import after its claim
-        import runner.tracking.mlflow_runs  # noqa: F401
-        import runner.trial.training  # noqa: F401
-        import zoo.architectures  # noqa: F401
+        preload(setup)  # what the first trial would otherwise import after its claim
     except Exception:  # noqa: BLE001 - see the docstring
         pass
 

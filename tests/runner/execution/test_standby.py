@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 
-from runner.execution.scheduler import dismiss, plan_slots, start_standby
+from runner.execution.scheduler import HeadStart, dismiss, plan_slots, start_standby
 from runner.execution.worker import ProcessSetup
 
 
@@ -15,8 +15,9 @@ def test_standby_workers_nobody_adopts_are_sent_away_and_none_outlives_its_sched
     standby = start_standby(slots, setup)
     processes = [waiting.process for waiting in standby.values()]
     assert sorted(standby) == [slot.name for slot in slots] and all(p.is_alive() for p in processes)
-    dismiss(standby)
-    assert standby == {} and not any(p.is_alive() for p in processes)
+    head = HeadStart(standby)
+    dismiss(head)
+    assert head.standby == {} and not any(p.is_alive() for p in processes)
 
     orphaned = start_standby(slots[:1], setup)["cpu0"]
     orphaned.orders.close()  # the scheduler is gone without a word (kill -9 of `run`): EOF on its orders
