@@ -6,6 +6,7 @@ import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -21,6 +22,49 @@ os.environ["VIDEOSWEEP_OFFLINE"] = "1"
 CLI = [sys.executable, "-m", "videosweep"]
 IN_CI = os.environ.get("CI", "").strip().lower() not in ("", "0", "false", "no")
 POSTGRES_URL = os.environ.get("VIDEOSWEEP_TEST_POSTGRES", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+# A resident worker pool for the whole run (`videosweep pool`): every sweep a test starts forks its workers from a
+# server that imported TensorFlow once, instead of importing it per worker (seconds each, hundreds of workers).
+# Sweeps whose setup or import-time environment differs (JAX, fake GPUs, another --cache-dir) spawn as without
+# one; VIDEOSWEEP_TEST_POOL=0 turns it off. The folder is made by the controlling process: xdist's workers inherit it.
+POOL_SETUPS = (1, 2)  # --workers values the tests use (one slot with all cores, two slots with a core each)
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if hasattr(config, "workerinput") or os.environ.get("VIDEOSWEEP_TEST_POOL", "1") == "0":
+        return
+    config.stash[_POOL_KEY] = os.environ["VIDEOSWEEP_POOL_DIR"] = tempfile.mkdtemp(prefix="vsp", dir="/tmp")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    folder = config.stash.get(_POOL_KEY, None)
+    if folder is None:
+        return
+    from runner.execution import pool
+
+    for _, client in pool.servers():
+        if client is not None:
+            with client:
+                client.request("stop")
+    shutil.rmtree(folder, ignore_errors=True)
+
+
+_POOL_KEY = pytest.StashKey[str]()
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _worker_pool() -> None:
+    """The pool's servers, started once (the first test of each xdist worker waits for them, or finds them)."""
+    if "VIDEOSWEEP_POOL_DIR" not in os.environ:
+        return
+    from runner.execution import pool
+    from runner.execution.scheduler import plan_slots, slot_setup
+    from runner.execution.worker import ProcessSetup
+
+    for workers in POOL_SETUPS:
+        slot = plan_slots("none", 1, workers)[0]
+        pool.start(slot_setup(ProcessSetup("tensorflow"), slot), idle_seconds=900)
 
 
 def require(condition: object, why: str) -> None:

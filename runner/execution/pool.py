@@ -164,7 +164,6 @@ def exit_code(status: int) -> int:
 class _Client:
     sock: socket.socket
     workers: set[int] = field(default_factory=set)
-    fds_next: bool = False
 
 
 class PoolServer:
@@ -223,7 +222,7 @@ class PoolServer:
         except (OSError, EOFError):
             sock.close()
             return
-        sock.settimeout(None)
+        sock.settimeout(30)  # a message that starts arriving is read whole; a client stuck mid-message is dropped
         self.clients[sock.fileno()] = _Client(sock)
         self.selector.register(sock, selectors.EVENT_READ)
 

@@ -105,6 +105,9 @@ def preload(setup: ProcessSetup) -> None:
     """What a trial imports, without starting the backend's runtime (no device opened, no thread pool sized): a
     worker pool server calls it once and forks workers that each configure their own runtime."""
     _import_backend(setup)
+    import runner.search.base  # noqa: F401 - and what `work` imports before its first claim
+    import runner.search.optuna_search  # noqa: F401
+    import runner.study.storage  # noqa: F401
     import runner.tracking.mlflow_runs  # noqa: F401
     import runner.trial.training  # noqa: F401
     import zoo.architectures  # noqa: F401

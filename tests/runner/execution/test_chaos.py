@@ -17,11 +17,12 @@ def _harness():
 
 
 @pytest.mark.slow
-def test_seeded_faults_leave_a_sweep_that_resumes_to_the_uninterrupted_outcome(tmp_path, cache_dir):
+def test_seeded_faults_leave_a_sweep_that_resumes_to_the_uninterrupted_outcome(tmp_path, cache_dir, monkeypatch):
     """A preemption of the scheduler, a kill -9 of the whole sweep, then of one worker (the sweep goes on), at
     seeded moments, all on one halving sweep of 3 keys with 2 workers, each followed by `resume`: every key
     finishes once per rung it reaches, each history equals the uninterrupted run's, MLflow has each step once,
     nothing is left behind."""
+    monkeypatch.delenv("VIDEOSWEEP_POOL_DIR", raising=False)  # the harness finds a worker among `run`'s children
     kinds = ("term-sweep", "kill-sweep", "kill-worker")
     figures, problems = _harness().chaos(faults=3, seed=0, keys=3, folder=tmp_path, kinds=kinds, wait=(4, 8))
     assert problems == [], problems
