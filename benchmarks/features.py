@@ -25,9 +25,8 @@ import numpy as np  # noqa: E402
 
 from zoo import canonical_spec, load_dataset  # noqa: E402
 from zoo.backbones import build_backbone  # noqa: E402
-from zoo.features import EXTRACTION_BATCH, compiled_inference, extract_features  # noqa: E402
+from zoo.features import EXTRACTION_BATCH, compiled_inference, extract_features, worth_freezing  # noqa: E402
 from zoo.frames import read_frame, read_frames  # noqa: E402
-from zoo.registry import get_backbone  # noqa: E402
 from zoo.spec import ModelSpec  # noqa: E402
 from zoo.windows import WindowSequence, window_ends  # noqa: E402
 
@@ -71,7 +70,7 @@ def main() -> None:
     per_frame = median_rate(len(per_frame_paths), per_frame_loop, args.repeats)
 
     decoded = read_frames(paths, size)
-    freeze = get_backbone(spec.backbone).freeze_for_extraction  # as extraction does
+    freeze = worth_freezing(spec, len(paths))  # as extraction does
     infer = compiled_inference(model, EXTRACTION_BATCH, freeze)
     infer(decoded[:EXTRACTION_BATCH])
 

@@ -74,6 +74,20 @@ def _frozen(concrete: Callable) -> Callable:
         return concrete
 
 
+# Freezing costs ~0.4 s of set-up and saves ~23% of the forward passes (MobileNetV2, 2-core CPU, measured at 64 and
+# 160 px): it pays from about 6 million frame-pixels (725 frames at 90x90); a smaller extraction is only traced.
+FREEZE_FROM_FRAME_PIXELS = 6_000_000
+
+
+def worth_freezing(spec: ModelSpec, frames: int) -> bool:
+    """Whether the backbone gains from a frozen graph (`freeze_for_extraction`) on an extraction this large."""
+    from zoo.registry import get_backbone
+
+    assert spec.backbone is not None and spec.frame_size is not None
+    width, height = spec.frame_size
+    return get_backbone(spec.backbone).freeze_for_extraction and frames * width * height >= FREEZE_FROM_FRAME_PIXELS
+
+
 def extract_features(
     paths: Sequence[Path],
     spec: ModelSpec,
@@ -82,11 +96,10 @@ def extract_features(
 ) -> np.ndarray:
     """Pooled features (N, F) float32 of the frames at `paths`, in order."""
     from zoo.backbones import build_backbone
-    from zoo.registry import get_backbone
 
     assert spec.frame_size is not None and spec.backbone is not None
     model = build_backbone(spec)
-    infer = compiled_inference(model, batch_size, freeze=get_backbone(spec.backbone).freeze_for_extraction)
+    infer = compiled_inference(model, batch_size, freeze=worth_freezing(spec, len(paths)))
     out = np.empty((len(paths), int(model.output_shape[-1])), dtype=np.float32)
     row = 0
     for batch in iter_frame_batches(paths, spec.frame_size, batch_size):

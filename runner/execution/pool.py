@@ -182,7 +182,7 @@ class PoolServer:
     def serve(self) -> None:
         from runner.execution.worker import preload
 
-        preload(self.setup)  # the import every forked worker skips
+        preload(self.setup, everything=True)  # the imports every forked worker skips
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         self.path.unlink(missing_ok=True)
         listener.bind(str(self.path))

@@ -173,9 +173,10 @@ class SweepTracking:
             with claims.study_lock(self.study, ctx.workdir):  # one parent run, whichever machine starts first
                 self.parent = self.tracker.sweep_run(ctx.sweep, storage.mask_url(ctx.storage_url), ctx.dataset)
                 self.tracker.close_dead_runs(self._settled_keys)
+            # the workers wait for the parent run only: they go on while its provenance is written
+            atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": self.parent})
             self.tracker.log_provenance(self.parent, ctx.source, self.log_diff, self.webhooks)
             self.tracker.set_tags(self.parent, {SLOTS_TAG: self.slots})
-        atomic.write_json(ctx.workdir / TRACKING_READY, {"parent_run_id": self.parent})
 
     def _settled_keys(self) -> set[str]:
         settled = self.study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.COMPLETE))

@@ -45,6 +45,19 @@ def test_extracted_features_equal_the_backbone_applied_frame_by_frame(seals, tmp
 
     got = compiled_inference(model, 32, freeze=freeze)(read_frames(paths, spec.frame_size))
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-5 * np.abs(expected).max())
-    if freeze:  # and through the whole pipeline, with decoding in threads
+    if freeze:  # and through the whole pipeline, with decoding in threads (45 frames of 64x64: traced, not frozen)
         np.testing.assert_allclose(extract_features(paths, spec), expected, rtol=1e-4,
                                    atol=1e-5 * np.abs(expected).max())
+
+
+def test_only_an_extraction_large_enough_to_repay_it_is_frozen():
+    from zoo.features import FREEZE_FROM_FRAME_PIXELS, worth_freezing
+
+    def spec(backbone: str, size: int) -> ModelSpec:
+        return ModelSpec(architecture="image_mlp_frozen", backbone=backbone, frame_size=size, weights="none")
+
+    assert not worth_freezing(spec("mobilenet_v2", 64), 725)  # the seals demo: 3 M frame-pixels, traced
+    assert worth_freezing(spec("mobilenet_v2", 224), 725)  # 36 M
+    assert worth_freezing(spec("mobilenet_v2", 100), FREEZE_FROM_FRAME_PIXELS // 100**2 + 1)
+    assert not worth_freezing(spec("mobilenet_v2", 100), FREEZE_FROM_FRAME_PIXELS // 100**2 - 1)
+    assert not worth_freezing(spec("vgg16", 224), 10_000)  # no batch-norm to fold: never worth it
