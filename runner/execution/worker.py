@@ -224,6 +224,30 @@ def feature_rank(dataset: Any, cache_dir: str | None, files: Collection[tuple[st
     return rank
 
 
+def prefetch_features(study: Any, dataset: Any, cache_dir: str | None, rank: Any) -> None:
+    """Extract the features of the trial this worker would claim first, if they are missing: what the trial would
+    do first, done while the worker would otherwise wait (for `run` to create the sweep's MLflow run). Under the
+    cache's lock, as a trial computes them; whatever goes wrong is left for the trial to meet and report."""
+    from optuna.trial import TrialState
+
+    from runner.spec.trial_spec import TrialSpec
+    from zoo import get_architecture
+    from zoo.cache import cache_root, entry_state, features_path, load_features
+
+    try:
+        waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
+        first = min(waiting, key=lambda t: (rank(t), t.number), default=None)  # as the claim orders them
+        if first is None or not first.user_attrs.get("params") or rank(first) != 1:
+            return  # nothing queued, its features are cached or not needed, or another slot is extracting them
+        spec = TrialSpec.from_flat(dict(first.user_attrs["params"])).model
+        root = cache_root(cache_dir)
+        if get_architecture(spec.architecture).inputs == "features" and \
+                entry_state(features_path(dataset, spec, root)) == "missing":
+            load_features(dataset, spec, Path(cache_dir) if cache_dir else None)  # as the trial calls it
+    except Exception:  # noqa: BLE001 - see the docstring
+        pass
+
+
 def _resident_mb() -> float:
     import psutil
 
@@ -251,12 +275,14 @@ def work(config: WorkerConfig) -> int:
     dataset = load_dataset(sweep.data.root, sweep.data.labels, config.cache_dir)
     storage = open_storage(config.storage_url)
     study = open_study(sweep.name, storage, sweep.search.study_direction(), make_sampler(sweep), make_pruner(sweep))
-    search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries,
-                         rank=feature_rank(dataset, config.cache_dir, sweep.named_files()),
+    rank = feature_rank(dataset, config.cache_dir, sweep.named_files())
+    search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries, rank=rank,
                          stopping=lambda: stop_requested(config))
     tracker = None
     ran, reason = 0, "recycle"
     emit(config, WorkerReady(config.slot, pid=os.getpid()))
+    if config.tracking_uri is not None and not (Path(config.workdir) / TRACKING_READY).is_file():
+        prefetch_features(study, dataset, config.cache_dir, rank)  # while `run` creates the MLflow run
     while config.max_trials is None or ran < config.max_trials:
         if stop_requested(config) or preemption.requested.is_set():
             reason = "stop"
