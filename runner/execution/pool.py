@@ -65,13 +65,22 @@ def pool_started() -> bool:
 
 
 def _auth_key(folder: Path, create: bool) -> bytes | None:
+    """The folder's secret (32 random bytes, 0600): written whole under another name, then linked into place, so
+    two processes creating it at once agree on one."""
     path = folder / "key"
     if not path.exists():
         if not create:
             return None
-        descriptor = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        draft = folder / f".key.{os.getpid()}.{secrets.token_hex(4)}"
+        descriptor = os.open(draft, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
         with os.fdopen(descriptor, "wb") as out:
             out.write(secrets.token_bytes(32))
+        try:
+            os.link(draft, path)
+        except FileExistsError:  # another process made it first: theirs it is
+            pass
+        finally:
+            draft.unlink()
     return path.read_bytes()
 
 
