@@ -62,9 +62,8 @@ def _worker_pool() -> None:
     from runner.execution.scheduler import plan_slots, slot_setup
     from runner.execution.worker import ProcessSetup
 
-    for workers in POOL_SETUPS:
-        slot = plan_slots("none", 1, workers)[0]
-        pool.start(slot_setup(ProcessSetup("tensorflow"), slot), idle_seconds=900)
+    pool.start([slot_setup(ProcessSetup("tensorflow"), plan_slots("none", 1, workers)[0]) for workers in POOL_SETUPS],
+               idle_seconds=900)
 
 
 def require(condition: object, why: str) -> None:

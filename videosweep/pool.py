@@ -45,10 +45,10 @@ def start(
     setups = list(dict.fromkeys(slot_setup(base, slot) for slot in
                                 plan_slots(resources.gpus, resources.trials_per_gpu, resources.workers)))
     with console.status(f"starting {len(setups)} worker pool server(s) (importing {name})"):
-        for setup in setups:
-            pid, started = pool.start(setup, idle_minutes * 60)
-            where = f"GPU {setup.gpu}" if setup.gpu is not None else f"CPU, {setup.cpu_threads} thread(s)"
-            console.print(f"{'started' if started else 'already running'}: server {pid} for {name} on {where}")
+        servers = pool.start(setups, idle_minutes * 60)
+    for setup, (pid, started) in zip(setups, servers):
+        where = f"GPU {setup.gpu}" if setup.gpu is not None else f"CPU, {setup.cpu_threads} thread(s)"
+        console.print(f"{'started' if started else 'already running'}: server {pid} for {name} on {where}")
     console.print(f"`run` forks its workers from it (same code and environment); it leaves after {idle_minutes:g} "
                   "idle minute(s), or `videosweep pool stop`")
 

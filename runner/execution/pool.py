@@ -449,30 +449,40 @@ def _running(pid: int) -> bool:
 
 # ---- starting, listing and stopping servers -----------------------------------------------------------------------
 
-def start(setup: ProcessSetup, idle_seconds: float = IDLE_SECONDS, wait_seconds: float = 120.0) -> tuple[int, bool]:
-    """A server for `setup`, started detached unless one answers already: (its pid, whether it was started now).
-    Two `pool start`s at once start one server (a lock in the folder)."""
+def start(setups: list[ProcessSetup], idle_seconds: float = IDLE_SECONDS,
+          wait_seconds: float = 120.0) -> list[tuple[int, bool]]:
+    """A server for each setup, started detached (all at once) unless one answers already: (its pid, whether it
+    was started now) per setup. Two `pool start`s at once start one server per setup (a lock in the folder)."""
     import fcntl
 
     folder = pool_dir()
     _auth_key(folder, create=True)
     with open(folder / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        running = PoolClient.connect(setup)
-        if running is not None:
-            running.close()
-            return running.server_pid, False
-        return _launch(setup, folder, idle_seconds, wait_seconds), True
+        running = {setup: PoolClient.connect(setup) for setup in setups}
+        launched = {setup: _launch(setup, folder, idle_seconds) for setup, client in running.items() if client is None}
+        found = []
+        for setup, client in running.items():
+            if client is not None:
+                client.close()
+                found.append((client.server_pid, False))
+            else:
+                found.append((_answering(setup, launched[setup], wait_seconds), True))
+        return found
 
 
-def _launch(setup: ProcessSetup, folder: Path, idle_seconds: float, wait_seconds: float) -> int:
+def _launch(setup: ProcessSetup, folder: Path, idle_seconds: float) -> Any:
     import subprocess
 
-    log_path = folder / f"{setup_key(setup)}.log"
-    with open(log_path, "ab") as log:
+    with open(folder / f"{setup_key(setup)}.log", "ab") as log:
         command = [sys.executable, "-m", "runner.execution.pool", json.dumps(asdict(setup)), str(idle_seconds)]
-        server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                  cwd=Path(__file__).resolve().parents[2])
+        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
+                                cwd=Path(__file__).resolve().parents[2])
+
+
+def _answering(setup: ProcessSetup, server: Any, wait_seconds: float) -> int:
+    """The pid of the launched `server` once it answers; a one-line UserError naming its log if it does not."""
+    log = pool_dir() / f"{setup_key(setup)}.log"
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
         client = PoolClient.connect(setup)
@@ -480,10 +490,10 @@ def _launch(setup: ProcessSetup, folder: Path, idle_seconds: float, wait_seconds
             client.close()
             return client.server_pid
         if server.poll() is not None:
-            raise UserError(f"the worker pool server exited with code {server.returncode}; its log: {log_path}")
+            raise UserError(f"the worker pool server exited with code {server.returncode}; its log: {log}")
         time.sleep(0.1)
     server.kill()
-    raise UserError(f"the worker pool server did not answer within {wait_seconds:g} s; its log: {log_path}")
+    raise UserError(f"the worker pool server did not answer within {wait_seconds:g} s; its log: {log}")
 
 
 def servers() -> list[tuple[Path, PoolClient | None]]:
