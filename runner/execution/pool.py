@@ -249,7 +249,7 @@ class PoolServer:
             elif message[0] == "stop":
                 self.stopping = True
                 _send(client.sock, ("stopping", sorted(self.owner)))
-        except OSError:
+        except (OSError, TypeError, ValueError, IndexError):  # gone, or a message this server does not read
             self._drop(client)
         finally:
             for descriptor in fds:
