@@ -34,11 +34,10 @@ def start(
     from runner.execution import pool
     from runner.execution.scheduler import plan_slots, slot_setup
     from runner.execution.worker import ProcessSetup
-    from runner.spec.sweep import ResourcesConfig, load_sweep, merged_resources
+    from runner.spec.sweep import load_sweep, merged_resources
 
     overrides = {"gpus": gpus, "trials_per_gpu": trials_per_gpu, "workers": workers, "backend": backend}
-    resources = merged_resources(load_sweep(sweep_file), overrides) if sweep_file else ResourcesConfig(**{
-        name: value for name, value in overrides.items() if value is not None})
+    resources = merged_resources(load_sweep(sweep_file) if sweep_file else None, overrides)
     name = backends.activate(backends.chosen(resources.backend), "--backend" if backend else "KERAS_BACKEND")
     backends.require(name)
     base = ProcessSetup(name, trials_per_gpu=resources.trials_per_gpu, cache_dir=str(cache_dir) if cache_dir else None)

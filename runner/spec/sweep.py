@@ -472,12 +472,14 @@ def sweep_from_mapping(data: dict[str, Any], source: str, base: Path | None = No
 _FLAGS = {"memory_limit_mb": "memory-limit"}
 
 
-def merged_resources(sweep: Sweep, overrides: dict[str, Any]) -> ResourcesConfig:
-    """The sweep's resources with the command line's overrides (None = not given), validated by the same model:
-    a bad `--workers 0` is refused exactly as `resources.workers: 0` in the sweep file would be."""
+def merged_resources(sweep: Sweep | None, overrides: dict[str, Any]) -> ResourcesConfig:
+    """The sweep's resources (no sweep: the defaults) with the command line's overrides (None = not given),
+    validated by the same model: a bad `--workers 0` is refused exactly as `resources.workers: 0` in the sweep
+    file would be."""
     given = {name: value for name, value in overrides.items() if value is not None}
+    base = sweep.resources if sweep is not None else ResourcesConfig()
     try:
-        return ResourcesConfig.model_validate({**sweep.resources.model_dump(), **given})
+        return ResourcesConfig.model_validate({**base.model_dump(), **given})
     except ValidationError as err:
         problem = err.errors()[0]
         name = str(problem["loc"][0]) if problem["loc"] else "resources"

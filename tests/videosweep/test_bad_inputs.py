@@ -259,7 +259,21 @@ CASES += [
     Case("negative latency budget for export",
          lambda f: ["export", str(sweep(f)), "--workdir", str(f / "work"), "--out", str(f / "x"),
                     "--max-latency-ms", "-5"], "--max-latency-ms must be a positive number"),
+    # the resident worker pool (#29)
+    Case("pool start with an unknown backend",
+         lambda f: [f"env-VIDEOSWEEP_POOL_DIR={f / 'pool'}", "pool", "start", "--backend", "nope"],
+         "--backend: unknown backend 'nope'"),
+    Case("pool start with no CPU slot", lambda f: [f"env-VIDEOSWEEP_POOL_DIR={f / 'pool'}", "pool", "start",
+                                                   "--workers", "0"], "--workers: input should be greater"),
+    Case("pool folder others can write", lambda f: [f"env-VIDEOSWEEP_POOL_DIR={_open_folder(f / 'pool')}", "pool",
+                                                    "status"], "is writable by others (mode 777)"),
 ]
+
+
+def _open_folder(path: Path) -> Path:
+    path.mkdir()
+    path.chmod(0o777)
+    return path
 
 
 def _video_escapes(labels: pd.DataFrame, data: Path) -> pd.DataFrame:
