@@ -5,6 +5,7 @@ it; only this user's key opens the socket; edited code or another environment me
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import tempfile
 from dataclasses import replace
@@ -31,6 +32,7 @@ def pool_folder(monkeypatch):
         if client is not None:
             with client:
                 client.request("stop")
+    shutil.rmtree(folder, ignore_errors=True)
 
 
 def test_a_server_is_found_only_for_the_same_code_setup_and_import_time_environment(monkeypatch, pool_folder):
