@@ -457,35 +457,37 @@ def start(setups: list[ProcessSetup], idle_seconds: float = IDLE_SECONDS,
 
     folder = pool_dir()
     _auth_key(folder, create=True)
+    fingerprint = code_fingerprint()  # once: the wait below connects every 0.1 s
     with open(folder / "start.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
-        running = {setup: PoolClient.connect(setup) for setup in setups}
-        launched = {setup: _launch(setup, folder, idle_seconds) for setup, client in running.items() if client is None}
+        running = {setup: PoolClient.connect(setup, fingerprint) for setup in setups}
+        launched = {setup: _launch(setup, folder / f"{setup_key(setup, fingerprint)}.log", idle_seconds)
+                    for setup, client in running.items() if client is None}
         found = []
         for setup, client in running.items():
             if client is not None:
                 client.close()
                 found.append((client.server_pid, False))
             else:
-                found.append((_answering(setup, launched[setup], wait_seconds), True))
+                found.append((_answering(setup, fingerprint, *launched[setup], wait_seconds), True))
         return found
 
 
-def _launch(setup: ProcessSetup, folder: Path, idle_seconds: float) -> Any:
+def _launch(setup: ProcessSetup, log: Path, idle_seconds: float) -> tuple[Any, Path]:
     import subprocess
 
-    with open(folder / f"{setup_key(setup)}.log", "ab") as log:
+    with open(log, "ab") as out:
         command = [sys.executable, "-m", "runner.execution.pool", json.dumps(asdict(setup)), str(idle_seconds)]
-        return subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=log, stderr=log, start_new_session=True,
-                                cwd=Path(__file__).resolve().parents[2])
+        server = subprocess.Popen(command, stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True,
+                                  cwd=Path(__file__).resolve().parents[2])
+    return server, log
 
 
-def _answering(setup: ProcessSetup, server: Any, wait_seconds: float) -> int:
+def _answering(setup: ProcessSetup, fingerprint: str, server: Any, log: Path, wait_seconds: float) -> int:
     """The pid of the launched `server` once it answers; a one-line UserError naming its log if it does not."""
-    log = pool_dir() / f"{setup_key(setup)}.log"
     deadline = time.monotonic() + wait_seconds
     while time.monotonic() < deadline:
-        client = PoolClient.connect(setup)
+        client = PoolClient.connect(setup, fingerprint)
         if client is not None:
             client.close()
             return client.server_pid

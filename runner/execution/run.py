@@ -255,8 +255,9 @@ def _run_sweep(ctx: SweepContext, options: RunOptions, display: SweepDisplay, st
         # queue upkeep reaches the database around Optuna (the lock): a step cut short is redone (idempotent)
         recovered = storage.retrying(lambda: _recover(ctx, study, options), "recovering abandoned trials")
         queued = storage.retrying(search.prepare, "queueing trials")
+        forked = "; forked from the resident pool" if head.pools else ""
         display.message(f"sweep {ctx.sweep.name}: {ctx.sweep.search.strategy} search, {len(slots)} slot(s) "
-                        f"({', '.join(s.name for s in slots)}{'; forked from the resident pool' if head.pools else ''}); study {storage.mask_url(ctx.storage_url)}; "
+                        f"({', '.join(s.name for s in slots)}{forked}); study {storage.mask_url(ctx.storage_url)}; "
                         f"{queued} trial(s) queued" + (f", {recovered} abandoned trial(s) recovered" if recovered
                                                        else "") + (f", {warmed.describe()}" if warmed.describe()
                                                                    else ""))

@@ -190,32 +190,45 @@ def connect_tracker(config: WorkerConfig, sweep: Any) -> Any:
     return Tracker(config.tracking_uri, Path(config.workdir), sweep.name)
 
 
-def feature_rank(dataset: Any, cache_dir: str | None, files: Collection[tuple[str, str]] = frozenset()) -> Any:
-    """Rank waiting trials: features cached (or not needed) first, then ones this slot would extract, and
-    last those whose backbone another slot is extracting right now (taking them would only wait on its lock).
-    A trial that would load a file the sweep file does not name (`files`) is not looked into (the claim refuses
-    it): its cache key would hash that file."""
+def features_to_load(trial: Any, dataset: Any, root: Path, files: Collection[tuple[str, str]]) -> Any:
+    """(model spec, its features' cache entry, or None when it loads no features) of a waiting trial; None when the
+    trial is not looked into: no parameters, parameters the claim will refuse (e.g. weights not cached), or a file
+    the sweep file does not name (`files`: the claim refuses it, and its cache key would hash that file)."""
     from runner.spec.trial_spec import TrialSpec, unlisted_files
     from zoo import get_architecture
-    from zoo.cache import cache_root, entry_state, features_path
+    from zoo.cache import features_path
+
+    params = trial.user_attrs.get("params")
+    if not params:
+        return None
+    try:
+        trial_spec = TrialSpec.from_flat(dict(params))
+        if unlisted_files(trial_spec, files):
+            return None
+        spec = trial_spec.model
+        if get_architecture(spec.architecture).inputs != "features":
+            return spec, None
+        return spec, features_path(dataset, spec, root)
+    except Exception:  # noqa: BLE001 - see the docstring
+        return None
+
+
+def feature_rank(dataset: Any, cache_dir: str | None, files: Collection[tuple[str, str]] = frozenset()) -> Any:
+    """Rank waiting trials: features cached (or not needed) first, then ones this slot would extract, and
+    last those whose backbone another slot is extracting right now (taking them would only wait on its lock);
+    a trial not looked into (`features_to_load`) gets no preference."""
+    from zoo.cache import cache_root, entry_state
 
     root = cache_root(cache_dir)
     memo: dict[str, int] = {}
 
     def rank(trial: Any) -> int:
-        params = trial.user_attrs.get("params")
-        if not params:
+        entry = features_to_load(trial, dataset, root, files)
+        if entry is None:
             return 1
-        try:
-            trial_spec = TrialSpec.from_flat(dict(params))
-            if unlisted_files(trial_spec, files):
-                return 1
-            spec = trial_spec.model
-            if get_architecture(spec.architecture).inputs != "features":
-                return 0
-            path = features_path(dataset, spec, root)
-        except Exception:  # e.g. weights not cached, or parameters the claim will refuse: no preference
-            return 1
+        path = entry[1]
+        if path is None:
+            return 0
         key = str(path)
         if key not in memo or memo[key] != 0:
             memo[key] = {"cached": 0, "missing": 1, "computing": 2}[entry_state(path)]
@@ -224,26 +237,22 @@ def feature_rank(dataset: Any, cache_dir: str | None, files: Collection[tuple[st
     return rank
 
 
-def prefetch_features(study: Any, dataset: Any, cache_dir: str | None, rank: Any) -> None:
+def prefetch_features(study: Any, dataset: Any, cache_dir: str | None, files: Collection[tuple[str, str]],
+                      rank: Any) -> None:
     """Extract the features of the trial this worker would claim first, if they are missing: what the trial would
     do first, done while the worker would otherwise wait (for `run` to create the sweep's MLflow run). Under the
-    cache's lock, as a trial computes them; whatever goes wrong is left for the trial to meet and report."""
+    cache's lock, as a trial computes them; a trial not looked into (`features_to_load`) is left alone, and whatever
+    goes wrong is left for the trial to meet and report."""
     from optuna.trial import TrialState
 
-    from runner.spec.trial_spec import TrialSpec
-    from zoo import get_architecture
-    from zoo.cache import cache_root, entry_state, features_path, load_features
+    from zoo.cache import cache_root, entry_state, load_features
 
     try:
         waiting = study.get_trials(deepcopy=False, states=(TrialState.WAITING,))
         first = min(waiting, key=lambda t: (rank(t), t.number), default=None)  # as the claim orders them
-        if first is None or not first.user_attrs.get("params") or rank(first) != 1:
-            return  # nothing queued, its features are cached or not needed, or another slot is extracting them
-        spec = TrialSpec.from_flat(dict(first.user_attrs["params"])).model
-        root = cache_root(cache_dir)
-        if get_architecture(spec.architecture).inputs == "features" and \
-                entry_state(features_path(dataset, spec, root)) == "missing":
-            load_features(dataset, spec, Path(cache_dir) if cache_dir else None)  # as the trial calls it
+        entry = None if first is None else features_to_load(first, dataset, cache_root(cache_dir), files)
+        if entry is not None and entry[1] is not None and entry_state(entry[1]) == "missing":
+            load_features(dataset, entry[0], Path(cache_dir) if cache_dir else None)  # as the trial calls it
     except Exception:  # noqa: BLE001 - see the docstring
         pass
 
@@ -275,14 +284,15 @@ def work(config: WorkerConfig) -> int:
     dataset = load_dataset(sweep.data.root, sweep.data.labels, config.cache_dir)
     storage = open_storage(config.storage_url)
     study = open_study(sweep.name, storage, sweep.search.study_direction(), make_sampler(sweep), make_pruner(sweep))
-    rank = feature_rank(dataset, config.cache_dir, sweep.named_files())
+    files = sweep.named_files()
+    rank = feature_rank(dataset, config.cache_dir, files)
     search = make_search(sweep, study, dataset.fingerprint, Path(config.workdir), config.max_retries, rank=rank,
                          stopping=lambda: stop_requested(config))
     tracker = None
     ran, reason = 0, "recycle"
     emit(config, WorkerReady(config.slot, pid=os.getpid()))
     if config.tracking_uri is not None and not (Path(config.workdir) / TRACKING_READY).is_file():
-        prefetch_features(study, dataset, config.cache_dir, rank)  # while `run` creates the MLflow run
+        prefetch_features(study, dataset, config.cache_dir, files, rank)  # while `run` creates the MLflow run
     while config.max_trials is None or ran < config.max_trials:
         if stop_requested(config) or preemption.requested.is_set():
             reason = "stop"

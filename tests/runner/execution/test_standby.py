@@ -52,10 +52,11 @@ def test_a_worker_waiting_for_the_mlflow_run_extracts_the_features_its_first_cla
     assert sorted(paths) == [(32, 32), (48, 48)] and all(entry_state(p) == "missing" for p in paths.values())
 
     rank = feature_rank(dataset, str(cache), sweep.named_files())
-    prefetch_features(study, dataset, str(cache), rank)
+    prefetch_features(study, dataset, str(cache), sweep.named_files(), rank)
     first = specs[min(range(len(study.trials)), key=lambda i: study.trials[i].number)].frame_size
     assert {size: entry_state(path) for size, path in paths.items()} == {
         size: "cached" if size == first else "missing" for size in paths}  # the first claim's, only
     before = {path: path.stat().st_mtime_ns for path in paths.values() if path.exists()}
-    prefetch_features(study, dataset, str(cache), feature_rank(dataset, str(cache), sweep.named_files()))
+    prefetch_features(study, dataset, str(cache), sweep.named_files(),
+                      feature_rank(dataset, str(cache), sweep.named_files()))
     assert {path: path.stat().st_mtime_ns for path in paths.values() if path.exists()} == before  # cached: nothing
